@@ -1,0 +1,177 @@
+//! Wiring: restore the registry, start the server, the webhook workers and the timers,
+//! and stop them in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use acemux_core::lifecycle::{Registry, RegistryConfig};
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::http::{router, AppState};
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::net::{http_client, Net, NetListener};
+use crate::server::{serve, ServerLimits};
+use crate::store::{EventStore, StoreError};
+use crate::webhook::{deliver, DeliveryPolicy, WebhookTarget};
+
+/// Everything `acemux serve` needs, independent of where it came from (CLI or a test).
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Bearer key for write routes.
+    pub api_key: Option<String>,
+    /// Webhook receivers.
+    pub webhooks: Vec<WebhookTarget>,
+    /// How webhooks are delivered.
+    pub delivery: DeliveryPolicy,
+    /// HTTP server bounds.
+    pub server: ServerLimits,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Bound on waiting for an event to be committed.
+    pub commit_timeout: Duration,
+    /// Registry limits. Its seed is used only for a new database.
+    pub registry: RegistryConfig,
+    /// The wall-clock time at which this process's clock starts, in µs since the epoch.
+    pub clock_origin_unix_micros: u64,
+}
+
+/// Why acemux could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The event store could not be read.
+    #[error("cannot restore from the event store: {0}")]
+    Store(#[from] StoreError),
+    /// The listening address is unusable.
+    #[error("cannot use the listening socket: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// A running acemux server.
+pub struct Running {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+    store: Arc<dyn EventStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl Running {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The metrics of this server.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, stops the workers, then
+    /// flushes and closes the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(error) = self.server.await {
+            tracing::error!(%error, "server task failed");
+        }
+        for worker in self.workers {
+            if let Err(error) = worker.await {
+                tracing::error!(%error, "worker task failed");
+            }
+        }
+        if let Err(error) = self.store.close().await {
+            tracing::error!(%error, "event store did not close cleanly");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Starts acemux on an already bound `listener`.
+pub async fn start<N: Net>(
+    net: N,
+    listener: N::Listener,
+    store: Arc<dyn EventStore>,
+    options: ServeOptions,
+) -> Result<Running, StartError> {
+    let local_addr = listener.local_addr()?;
+    let restored = store
+        .restore(options.registry.max_ended_streams, options.registry.seed)
+        .await?;
+    let registry_config = RegistryConfig {
+        seed: restored.seed,
+        ..options.registry.clone()
+    };
+    let active = restored
+        .streams
+        .iter()
+        .filter(|stream| stream.status == acemux_core::lifecycle::StreamStatus::Started)
+        .count();
+    tracing::info!(
+        active_streams = active,
+        remembered_streams = restored.streams.len(),
+        last_event_seq = restored.last_seq,
+        "restored lifecycle state"
+    );
+    let registry = Registry::restore(registry_config, restored.streams, restored.last_seq);
+    let metrics = Arc::new(Metrics::new());
+    let clock = Clock::new(options.clock_origin_unix_micros);
+    let lifecycle = Arc::new(Lifecycle::new(
+        registry,
+        store.clone(),
+        clock,
+        metrics.clone(),
+        options.commit_timeout,
+    ));
+    if options.api_key.is_none() {
+        tracing::warn!(
+            "no API key configured: the event API accepts writes from anyone who can reach it"
+        );
+    }
+    let (stop, stopped) = watch::channel(false);
+    let mut workers = Vec::new();
+    let client = http_client(net);
+    for target in options.webhooks {
+        tracing::info!(webhook = %target.base, "delivering events to webhook");
+        workers.push(tokio::spawn(deliver(
+            target,
+            options.delivery.clone(),
+            client.clone(),
+            store.clone(),
+            metrics.clone(),
+            stopped.clone(),
+        )));
+    }
+    {
+        let lifecycle = lifecycle.clone();
+        let stopped = stopped.clone();
+        workers.push(tokio::spawn(
+            async move { lifecycle.run_timers(stopped).await },
+        ));
+    }
+    let state = AppState::new(lifecycle, store.clone(), metrics.clone(), options.api_key);
+    let app = router(state, options.max_body_bytes);
+    let mut server_stopped = stopped;
+    let server = tokio::spawn(serve(
+        listener,
+        app,
+        options.server,
+        metrics.clone(),
+        async move {
+            let _ = server_stopped.wait_for(|stop| *stop).await;
+        },
+    ));
+    tracing::info!(%local_addr, "acemux listening");
+    Ok(Running {
+        local_addr,
+        stop,
+        server,
+        workers,
+        store,
+        metrics,
+    })
+}

@@ -1,0 +1,101 @@
+//! Every error answer is JSON: `{"error": <code>, "message": <text>}`.
+
+use axum::extract::rejection::BytesRejection;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::StatusCode;
+use serde_json::json;
+
+use crate::lifecycle::ApplyError;
+use acemux_core::lifecycle::LifecycleError;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with `code`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 for something that does not exist.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// A body that could not be read (too large, or cut).
+    pub fn body(rejection: BytesRejection) -> Self {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(status, "payload_too_large", rejection.body_text())
+        } else {
+            ApiError::new(status, "bad_body", rejection.body_text())
+        }
+    }
+
+    /// A JSON body that does not decode into the expected shape.
+    pub fn json(error: serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        match error.classify() {
+            Category::Data => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                error.to_string(),
+            ),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request("invalid_json", error.to_string())
+            }
+        }
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(error: ApplyError) -> Self {
+        let message = error.to_string();
+        match error {
+            ApplyError::Lifecycle(error) => {
+                let status = match &error {
+                    LifecycleError::UnknownStream { .. }
+                    | LifecycleError::NoActiveStream { .. } => StatusCode::NOT_FOUND,
+                    LifecycleError::AlreadyEnded { .. }
+                    | LifecycleError::AmbiguousEnd { .. }
+                    | LifecycleError::ContainerMismatch { .. } => StatusCode::CONFLICT,
+                    LifecycleError::Capacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                ApiError::new(status, error.code(), message)
+            }
+            ApplyError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message),
+            ApplyError::Store(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", message)
+            }
+            ApplyError::CommitTimeout(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_timeout", message)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}

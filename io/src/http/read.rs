@@ -1,0 +1,148 @@
+//! The read API: streams, events, engines, health, metrics.
+
+use std::collections::BTreeMap;
+
+use acemux_core::lifecycle::StreamStatus;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::{header, HeaderValue};
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::{views, AppState};
+use crate::store::EventQuery;
+
+/// Default page size of `GET /events`.
+const DEFAULT_EVENTS_LIMIT: usize = 100;
+/// Largest page size of `GET /events`.
+const MAX_EVENTS_LIMIT: usize = 1000;
+
+type Params = Query<BTreeMap<String, String>>;
+
+fn unknown_params(params: &BTreeMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+    match params.keys().find(|name| !known.contains(&name.as_str())) {
+        Some(name) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "unknown query parameter {name:?}; known: {}",
+                known.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    params: &BTreeMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, ApiError> {
+    params
+        .get(name)
+        .map(|text| {
+            text.parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("{name} must be a non-negative integer, not {text:?}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// `GET /streams?status=started|ended`.
+pub async fn streams(
+    State(app): State<AppState>,
+    Query(params): Params,
+) -> Result<Json<Value>, ApiError> {
+    unknown_params(&params, &["status"])?;
+    let status = match params.get("status").map(String::as_str) {
+        None | Some("") => None,
+        Some("started") => Some(StreamStatus::Started),
+        Some("ended") => Some(StreamStatus::Ended),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("status must be started or ended, not {other:?}"),
+            ))
+        }
+    };
+    let streams: Vec<Value> = app
+        .lifecycle
+        .streams(status)
+        .iter()
+        .map(views::stream)
+        .collect();
+    Ok(Json(Value::Array(streams)))
+}
+
+/// `GET /streams/{id}`.
+pub async fn stream(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    app.lifecycle
+        .stream(&id)
+        .map(|stream| Json(views::stream(&stream)))
+        .ok_or_else(|| ApiError::not_found("unknown_stream", format!("unknown stream {id:?}")))
+}
+
+/// `GET /events?after=&limit=&stream_id=`.
+pub async fn events(
+    State(app): State<AppState>,
+    Query(params): Params,
+) -> Result<Json<Value>, ApiError> {
+    unknown_params(&params, &["after", "limit", "stream_id"])?;
+    let limit = number(&params, "limit")?.unwrap_or(DEFAULT_EVENTS_LIMIT);
+    if limit > MAX_EVENTS_LIMIT {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be at most {MAX_EVENTS_LIMIT}"),
+        ));
+    }
+    let query = EventQuery {
+        after: number(&params, "after")?.unwrap_or(0),
+        limit,
+        stream_id: params.get("stream_id").cloned(),
+    };
+    let events = app.store.events(query).await.map_err(|error| {
+        ApiError::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "store_error",
+            error.to_string(),
+        )
+    })?;
+    Ok(Json(Value::Array(
+        events.iter().map(views::event).collect(),
+    )))
+}
+
+/// `GET /engines`: engines learned from events.
+pub async fn engines(State(app): State<AppState>) -> Json<Value> {
+    Json(Value::Array(
+        app.lifecycle.engines().iter().map(views::engine).collect(),
+    ))
+}
+
+/// `GET /health`: answered from memory, never waits for the store or an engine.
+pub async fn health(State(app): State<AppState>) -> Json<Value> {
+    let (active_streams, last_seq, committed_seq) = app.lifecycle.health();
+    Json(json!({
+        "status": "ok",
+        "active_streams": active_streams,
+        "last_event_seq": last_seq,
+        "committed_event_seq": committed_seq,
+    }))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,201 @@
+//! The shared lifecycle registry, its durable log, and the one place where they meet.
+//!
+//! The registry sits behind a short synchronous critical section that is never held
+//! across an `.await`: apply the input, hand the events to the store (which enqueues
+//! them in sequence order), release, and only then wait for the commit.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use acemux_core::lifecycle::{
+    EngineState, Input, LifecycleError, Outcome, Output, Registry, StreamState, StreamStatus,
+};
+use thiserror::Error;
+use tokio::sync::{watch, Notify, Semaphore};
+
+use crate::clock::Clock;
+use crate::metrics::{EventLabels, Metrics};
+use crate::store::{EventStore, StoreError};
+
+/// Most lifecycle changes waiting for their commit at once. Past it, new requests wait
+/// (up to the commit timeout) instead of queueing without bound behind a slow disk.
+pub const MAX_IN_FLIGHT_CHANGES: usize = 1024;
+
+/// Why a lifecycle change was not applied or not confirmed.
+#[derive(Debug, Error)]
+pub enum ApplyError {
+    /// The registry refused the input.
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    /// Too many changes are waiting for the store.
+    #[error("too many lifecycle changes in flight; retry later")]
+    Busy,
+    /// The change was applied but its commit failed.
+    #[error("event store: {0}")]
+    Store(#[from] StoreError),
+    /// The change was applied but its commit did not finish in time.
+    #[error("event store did not commit within {0:?}")]
+    CommitTimeout(Duration),
+}
+
+/// The registry shared by the event API and (later) the proxied channels.
+pub struct Lifecycle {
+    registry: Mutex<Registry>,
+    store: Arc<dyn EventStore>,
+    committed: watch::Receiver<u64>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    in_flight: Semaphore,
+    commit_timeout: Duration,
+    timer_changed: Notify,
+}
+
+impl Lifecycle {
+    /// Wraps a (restored) registry.
+    pub fn new(
+        registry: Registry,
+        store: Arc<dyn EventStore>,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        commit_timeout: Duration,
+    ) -> Self {
+        metrics
+            .active_streams
+            .set(gauge_value(registry.active_streams()));
+        Lifecycle {
+            committed: store.committed(),
+            registry: Mutex::new(registry),
+            store,
+            clock,
+            metrics,
+            in_flight: Semaphore::new(MAX_IN_FLIGHT_CHANGES),
+            commit_timeout,
+            timer_changed: Notify::new(),
+        }
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding the lock is a bug elsewhere; the registry itself is only
+        // mutated through methods that leave it consistent, so keep serving.
+        self.registry
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Applies a start or an end and returns once the resulting event (if any, or the
+    /// event it repeats) is durable.
+    pub async fn apply(&self, input: Input) -> Result<Outcome, ApplyError> {
+        let _permit = tokio::time::timeout(self.commit_timeout, self.in_flight.acquire())
+            .await
+            .map_err(|_| ApplyError::Busy)?
+            .map_err(|_| ApplyError::Busy)?;
+        let (outcome, commit) = {
+            let mut registry = self.registry();
+            let outcome = registry.handle_input(self.clock.now(), input)?;
+            let mut events = Vec::new();
+            while let Some(Output::Event(event)) = registry.poll_output() {
+                self.metrics
+                    .events
+                    .get_or_create(&EventLabels {
+                        r#type: event.kind.as_str().to_owned(),
+                    })
+                    .inc();
+                events.push(event);
+            }
+            self.metrics
+                .active_streams
+                .set(gauge_value(registry.active_streams()));
+            // Enqueued under the lock, so commit order is sequence order.
+            let commit = (!events.is_empty()).then(|| self.store.append(events));
+            (outcome, commit)
+        };
+        self.timer_changed.notify_one();
+        match commit {
+            Some(commit) => match tokio::time::timeout(self.commit_timeout, commit).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    self.metrics.store_commit_errors.inc();
+                    tracing::error!(stream = %outcome.stream.id, %error, "lifecycle change applied in memory but not stored");
+                    return Err(error.into());
+                }
+                Err(_) => return Err(ApplyError::CommitTimeout(self.commit_timeout)),
+            },
+            None => self.wait_committed(outcome.stream.last_event_seq).await?,
+        }
+        Ok(outcome)
+    }
+
+    /// Waits until event `seq` is committed (a repeat must not answer before the
+    /// change it repeats is durable).
+    async fn wait_committed(&self, seq: u64) -> Result<(), ApplyError> {
+        let mut committed = self.committed.clone();
+        let waited = tokio::time::timeout(
+            self.commit_timeout,
+            committed.wait_for(|committed| *committed >= seq),
+        )
+        .await
+        .map(|result| result.map(drop));
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::Closed.into()),
+            Err(_) => Err(ApplyError::CommitTimeout(self.commit_timeout)),
+        }
+    }
+
+    /// Runs the registry's timers until `shutdown` turns true.
+    pub async fn run_timers(&self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let deadline = self.registry().poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(self.clock.deadline(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                () = self.timer_changed.notified() => {}
+                () = sleep => self.registry().handle_timeout(self.clock.now()),
+            }
+        }
+    }
+
+    /// One stream by id.
+    pub fn stream(&self, id: &str) -> Option<StreamState> {
+        self.registry().stream(id).cloned()
+    }
+
+    /// Remembered streams, optionally only those with `status`, ordered by id.
+    pub fn streams(&self, status: Option<StreamStatus>) -> Vec<StreamState> {
+        self.registry()
+            .streams()
+            .filter(|stream| status.is_none_or(|status| stream.status == status))
+            .cloned()
+            .collect()
+    }
+
+    /// Engines learned from events.
+    pub fn engines(&self) -> Vec<EngineState> {
+        self.registry().engines().cloned().collect()
+    }
+
+    /// (active streams, last sequence applied, last sequence committed).
+    pub fn health(&self) -> (usize, u64, u64) {
+        let registry = self.registry();
+        (
+            registry.active_streams(),
+            registry.last_seq(),
+            *self.committed.borrow(),
+        )
+    }
+
+    /// The clock this registry is driven by.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+}
+
+fn gauge_value(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}

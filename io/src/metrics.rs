@@ -1,0 +1,151 @@
+//! Prometheus metrics (prometheus-client), rendered at `GET /metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels of `acemux_http_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route pattern (not the raw path, which would explode cardinality).
+    pub route: String,
+    /// The response status code.
+    pub status: u16,
+}
+
+/// Labels naming an event type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// `stream_started` or `stream_ended`.
+    pub r#type: String,
+}
+
+/// Labels of webhook metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The webhook base URL.
+    pub webhook: String,
+}
+
+/// Every metric acemux exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by route and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// Connections open now.
+    pub http_connections: Gauge,
+    /// Connections refused because the connection cap was reached.
+    pub http_connections_rejected: Counter,
+    /// Streams active in the registry.
+    pub active_streams: Gauge,
+    /// Events appended to the outbox, by type.
+    pub events: Family<EventLabels, Counter>,
+    /// Event requests answered from the idempotency-key cache.
+    pub idempotent_replays: Counter,
+    /// Webhook deliveries accepted by the receiver.
+    pub webhook_delivered: Family<WebhookLabels, Counter>,
+    /// Webhook delivery attempts that failed and will be retried.
+    pub webhook_retried: Family<WebhookLabels, Counter>,
+    /// Webhook deliveries refused for good by the receiver.
+    pub webhook_rejected: Family<WebhookLabels, Counter>,
+    /// Events waiting to be delivered, per webhook.
+    pub webhook_pending: Family<WebhookLabels, Gauge>,
+    /// Event store writes that failed.
+    pub store_commit_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// All metrics, registered under the `acemux` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("acemux");
+        let metrics = Metrics {
+            http_requests: Family::default(),
+            http_connections: Gauge::default(),
+            http_connections_rejected: Counter::default(),
+            active_streams: Gauge::default(),
+            events: Family::default(),
+            idempotent_replays: Counter::default(),
+            webhook_delivered: Family::default(),
+            webhook_retried: Family::default(),
+            webhook_rejected: Family::default(),
+            webhook_pending: Family::default(),
+            store_commit_errors: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests answered",
+            metrics.http_requests.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "HTTP connections open",
+            metrics.http_connections.clone(),
+        );
+        registry.register(
+            "http_connections_rejected",
+            "HTTP connections refused at the connection cap",
+            metrics.http_connections_rejected.clone(),
+        );
+        registry.register(
+            "active_streams",
+            "Streams active in the registry",
+            metrics.active_streams.clone(),
+        );
+        registry.register(
+            "events",
+            "Lifecycle events appended to the outbox",
+            metrics.events.clone(),
+        );
+        registry.register(
+            "idempotent_replays",
+            "Event requests answered from the idempotency-key cache",
+            metrics.idempotent_replays.clone(),
+        );
+        registry.register(
+            "webhook_delivered",
+            "Webhook deliveries accepted",
+            metrics.webhook_delivered.clone(),
+        );
+        registry.register(
+            "webhook_retried",
+            "Webhook delivery attempts that failed and will be retried",
+            metrics.webhook_retried.clone(),
+        );
+        registry.register(
+            "webhook_rejected",
+            "Webhook deliveries refused for good by the receiver",
+            metrics.webhook_rejected.clone(),
+        );
+        registry.register(
+            "webhook_pending",
+            "Events waiting for webhook delivery",
+            metrics.webhook_pending.clone(),
+        );
+        registry.register(
+            "store_commit_errors",
+            "Event store writes that failed",
+            metrics.store_commit_errors.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}

@@ -1,0 +1,107 @@
+//! The accept loop: a connection cap, a header-read timeout, and graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+use crate::metrics::Metrics;
+use crate::net::NetListener;
+
+/// Bounds of the HTTP server.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// Connections served at once; more get a 503 and are closed.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Time in-flight requests get to finish at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// Written to a connection refused at the cap. Small enough for any socket buffer.
+const CAPACITY_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 71\r\n\r\n{\"error\":\"capacity\",\"message\":\"too many connections; try again later\"}";
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and
+/// gives in-flight requests up to `shutdown_timeout` to finish.
+pub async fn serve<L: NetListener>(
+    listener: L,
+    router: Router,
+    limits: ServerLimits,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let service = TowerToHyperService::new(router);
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics.http_connections_rejected.inc();
+            tracing::warn!(%peer, limit = limits.max_connections, "connection refused: at the connection cap");
+            tokio::spawn(async move {
+                let write = stream.write_all(CAPACITY_ANSWER);
+                let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+                let _ = stream.shutdown().await;
+            });
+            continue;
+        };
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(stream), service.clone());
+        let connection = graceful.watch(connection);
+        let metrics = metrics.clone();
+        metrics.http_connections.inc();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            metrics.http_connections.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(limits.shutdown_timeout) => {
+            tracing::warn!(timeout = ?limits.shutdown_timeout, "connections still open at shutdown; closing them");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CAPACITY_ANSWER;
+
+    #[test]
+    fn capacity_answer_declares_its_body_length() {
+        let text = std::str::from_utf8(CAPACITY_ANSWER).expect("ASCII");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let body: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+        assert_eq!(body["error"], "capacity");
+    }
+}

@@ -1,0 +1,572 @@
+//! SQLite event log on a dedicated writer thread.
+//!
+//! SQLite calls never run on the async runtime: requests send commands over a
+//! channel to one thread, which applies everything queued in one transaction
+//! (group commit) and answers each command when its transaction is durable.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use acemux_core::lifecycle::{Event, StreamState, StreamStatus};
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{oneshot, watch};
+
+use super::{DeliveryOutcome, EventQuery, EventStore, Restored, StoreError, StoreFuture};
+
+/// Most commands applied in one transaction; bounds the latency of a group commit.
+const MAX_GROUP: usize = 512;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    stream_id TEXT NOT NULL,
+    at_us INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_stream ON events (stream_id, seq);
+CREATE TABLE IF NOT EXISTS streams (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    ended_at_us INTEGER,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS streams_by_end ON streams (status, ended_at_us);
+CREATE TABLE IF NOT EXISTS deliveries (
+    webhook TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (webhook, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (webhook, state, seq);
+";
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Command {
+    Restore {
+        max_ended: usize,
+        fresh_seed: u64,
+        reply: Reply<Restored>,
+    },
+    Append {
+        events: Vec<Event>,
+        reply: Reply<()>,
+    },
+    Events {
+        query: EventQuery,
+        reply: Reply<Vec<Event>>,
+    },
+    Pending {
+        webhook: String,
+        limit: usize,
+        reply: Reply<Vec<Event>>,
+    },
+    PendingCount {
+        webhook: String,
+        reply: Reply<u64>,
+    },
+    Finish {
+        webhook: String,
+        seq: u64,
+        outcome: DeliveryOutcome,
+        reply: Reply<()>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+/// The SQLite-backed [`EventStore`].
+pub struct SqliteStore {
+    // The sender is behind a mutex only to make the store `Sync`; it is held for a
+    // non-blocking send and never across an await.
+    commands: Mutex<Option<mpsc::Sender<Command>>>,
+    committed: watch::Receiver<u64>,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path` (`:memory:` for a throw-away one) and
+    /// starts its writer thread. `webhooks` are the delivery targets of new events.
+    pub fn open(path: &Path, webhooks: Vec<String>) -> Result<Arc<Self>, StoreError> {
+        let connection = open_connection(path)?;
+        let last_seq: u64 = connection
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
+                row.get(0)
+            })
+            .map_err(db)?;
+        let (committed_tx, committed) = watch::channel(last_seq);
+        let (commands, receiver) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("acemux-store".into())
+            .spawn(move || {
+                Writer {
+                    connection,
+                    webhooks,
+                    committed: committed_tx,
+                }
+                .run(receiver)
+            })
+            .map_err(|error| StoreError::Database(format!("cannot start writer: {error}")))?;
+        Ok(Arc::new(SqliteStore {
+            commands: Mutex::new(Some(commands)),
+            committed,
+            thread: Mutex::new(Some(thread)),
+        }))
+    }
+
+    fn send<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Command) -> StoreFuture<T> {
+        let (reply, answer) = oneshot::channel();
+        let sent = {
+            let guard = self
+                .commands
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            guard
+                .as_ref()
+                .map(|commands| commands.send(make(reply)).is_ok())
+                .unwrap_or(false)
+        };
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            answer.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+}
+
+impl EventStore for SqliteStore {
+    fn restore(&self, max_ended: usize, fresh_seed: u64) -> StoreFuture<Restored> {
+        self.send(|reply| Command::Restore {
+            max_ended,
+            fresh_seed,
+            reply,
+        })
+    }
+
+    fn append(&self, events: Vec<Event>) -> StoreFuture<()> {
+        self.send(|reply| Command::Append { events, reply })
+    }
+
+    fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    fn events(&self, query: EventQuery) -> StoreFuture<Vec<Event>> {
+        self.send(|reply| Command::Events { query, reply })
+    }
+
+    fn pending(&self, webhook: String, limit: usize) -> StoreFuture<Vec<Event>> {
+        self.send(|reply| Command::Pending {
+            webhook,
+            limit,
+            reply,
+        })
+    }
+
+    fn pending_count(&self, webhook: String) -> StoreFuture<u64> {
+        self.send(|reply| Command::PendingCount { webhook, reply })
+    }
+
+    fn finish_delivery(
+        &self,
+        webhook: String,
+        seq: u64,
+        outcome: DeliveryOutcome,
+    ) -> StoreFuture<()> {
+        self.send(|reply| Command::Finish {
+            webhook,
+            seq,
+            outcome,
+            reply,
+        })
+    }
+
+    fn close(&self) -> StoreFuture<()> {
+        let closing = self.send(|reply| Command::Close { reply });
+        // Later commands fail at once instead of queueing behind a stopped writer.
+        self.commands
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        Box::pin(async move {
+            let result = closing.await;
+            if let Some(thread) = thread {
+                // The writer has answered Close, so it is returning; joining is brief.
+                let _ = thread.join();
+            }
+            match result {
+                Err(StoreError::Closed) => Ok(()),
+                other => other,
+            }
+        })
+    }
+}
+
+fn db(error: rusqlite::Error) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path).map_err(db)?;
+    // WAL keeps readers off the writer's back; FULL sync makes a commit survive power loss,
+    // which is what a 200 from the event API promises.
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(db)?;
+    connection
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(db)?;
+    connection.execute_batch(SCHEMA).map_err(db)?;
+    Ok(connection)
+}
+
+struct Writer {
+    connection: Connection,
+    webhooks: Vec<String>,
+    committed: watch::Sender<u64>,
+}
+
+/// An answer to send once the batch's transaction has committed.
+type Deferred = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+impl Writer {
+    fn run(mut self, receiver: mpsc::Receiver<Command>) {
+        while let Ok(first) = receiver.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_GROUP {
+                match receiver.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            if !self.apply_batch(batch) {
+                return;
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction; returns `false` once asked to close.
+    fn apply_batch(&mut self, batch: Vec<Command>) -> bool {
+        let mut deferred: Vec<Deferred> = Vec::with_capacity(batch.len());
+        let mut keep_running = true;
+        let mut highest_seq = None;
+        let mut transaction = match self.connection.transaction() {
+            Ok(transaction) => transaction,
+            Err(error) => {
+                let error = db(error);
+                tracing::error!(%error, "event store cannot begin a transaction");
+                for command in batch {
+                    fail(command, error.clone());
+                }
+                return true;
+            }
+        };
+        for command in batch {
+            match command {
+                Command::Append { events, reply } => {
+                    let result = append_events(&mut transaction, &self.webhooks, &events);
+                    if result.is_ok() {
+                        highest_seq = events.iter().map(|event| event.seq).max().or(highest_seq);
+                    }
+                    deferred.push(Box::new(move |commit| {
+                        let _ = reply.send(result.and(commit));
+                    }));
+                }
+                Command::Finish {
+                    webhook,
+                    seq,
+                    outcome,
+                    reply,
+                } => {
+                    let result = finish_delivery(&transaction, &webhook, seq, outcome);
+                    deferred.push(Box::new(move |commit| {
+                        let _ = reply.send(result.and(commit));
+                    }));
+                }
+                Command::Restore {
+                    max_ended,
+                    fresh_seed,
+                    reply,
+                } => {
+                    let result = restore(&transaction, max_ended, fresh_seed);
+                    deferred.push(Box::new(move |commit| {
+                        let _ = reply.send(commit.and(result));
+                    }));
+                }
+                Command::Events { query, reply } => {
+                    let _ = reply.send(query_events(&transaction, &query));
+                }
+                Command::Pending {
+                    webhook,
+                    limit,
+                    reply,
+                } => {
+                    let _ = reply.send(pending(&transaction, &webhook, limit));
+                }
+                Command::PendingCount { webhook, reply } => {
+                    let _ = reply.send(pending_count(&transaction, &webhook));
+                }
+                Command::Close { reply } => {
+                    keep_running = false;
+                    deferred.push(Box::new(move |commit| {
+                        let _ = reply.send(commit);
+                    }));
+                }
+            }
+        }
+        let commit = transaction.commit().map_err(db);
+        if let Err(error) = &commit {
+            tracing::error!(%error, "event store commit failed; the batch is lost");
+        } else if let Some(seq) = highest_seq {
+            self.committed.send_if_modified(|committed| {
+                let advanced = seq > *committed;
+                *committed = (*committed).max(seq);
+                advanced
+            });
+        }
+        for answer in deferred {
+            answer(commit.clone());
+        }
+        keep_running
+    }
+}
+
+fn fail(command: Command, error: StoreError) {
+    let error = Err(error);
+    match command {
+        Command::Restore { reply, .. } => {
+            drop(reply.send(error.clone().map(|()| Restored::default())))
+        }
+        Command::Append { reply, .. }
+        | Command::Finish { reply, .. }
+        | Command::Close { reply } => drop(reply.send(error)),
+        Command::Events { reply, .. } | Command::Pending { reply, .. } => {
+            drop(reply.send(error.map(|()| Vec::new())))
+        }
+        Command::PendingCount { reply, .. } => drop(reply.send(error.map(|()| 0))),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+fn seq_param(seq: u64) -> Result<i64, StoreError> {
+    i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence {seq} out of range")))
+}
+
+fn append_events(
+    transaction: &mut rusqlite::Transaction<'_>,
+    webhooks: &[String],
+    events: &[Event],
+) -> Result<(), StoreError> {
+    let savepoint = transaction.savepoint_with_name("append").map_err(db)?;
+    for event in events {
+        let seq = seq_param(event.seq)?;
+        let stream = &event.stream;
+        savepoint
+            .execute(
+                "INSERT INTO events (seq, event_id, kind, stream_id, at_us, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    seq,
+                    event.event_id,
+                    event.kind.as_str(),
+                    stream.id,
+                    seq_param(event.at.as_micros())?,
+                    to_json(event)?
+                ],
+            )
+            .map_err(db)?;
+        let ended_at = stream
+            .ended_at
+            .map(|at| seq_param(at.as_micros()))
+            .transpose()?;
+        savepoint
+            .execute(
+                "INSERT INTO streams (id, status, ended_at_us, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+                     ended_at_us = excluded.ended_at_us, body = excluded.body",
+                params![
+                    stream.id,
+                    stream.status.as_str(),
+                    ended_at,
+                    to_json(stream)?
+                ],
+            )
+            .map_err(db)?;
+        for webhook in webhooks {
+            savepoint
+                .execute(
+                    "INSERT INTO deliveries (webhook, seq, state) VALUES (?1, ?2, 'pending')",
+                    params![webhook, seq],
+                )
+                .map_err(db)?;
+        }
+    }
+    savepoint.commit().map_err(db)
+}
+
+fn finish_delivery(
+    transaction: &rusqlite::Transaction<'_>,
+    webhook: &str,
+    seq: u64,
+    outcome: DeliveryOutcome,
+) -> Result<(), StoreError> {
+    let seq = seq_param(seq)?;
+    match outcome {
+        // Delivered rows are removed: the table holds only what still needs attention.
+        DeliveryOutcome::Delivered => transaction.execute(
+            "DELETE FROM deliveries WHERE webhook = ?1 AND seq = ?2",
+            params![webhook, seq],
+        ),
+        DeliveryOutcome::Rejected => transaction.execute(
+            "UPDATE deliveries SET state = 'rejected' WHERE webhook = ?1 AND seq = ?2",
+            params![webhook, seq],
+        ),
+    }
+    .map(drop)
+    .map_err(db)
+}
+
+fn restore(
+    transaction: &rusqlite::Transaction<'_>,
+    max_ended: usize,
+    fresh_seed: u64,
+) -> Result<Restored, StoreError> {
+    let stored_seed: Option<String> = transaction
+        .query_row("SELECT value FROM meta WHERE key = 'seed'", [], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(db)?;
+    let seed = match stored_seed {
+        Some(text) => text
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("seed {text:?}")))?,
+        None => {
+            transaction
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES ('seed', ?1)",
+                    params![fresh_seed.to_string()],
+                )
+                .map_err(db)?;
+            fresh_seed
+        }
+    };
+    let last_seq: i64 = transaction
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
+            row.get(0)
+        })
+        .map_err(db)?;
+    let mut streams: Vec<StreamState> = Vec::new();
+    let limit = i64::try_from(max_ended).unwrap_or(i64::MAX);
+    let mut statement = transaction
+        .prepare(
+            "SELECT body FROM streams WHERE status = 'started'
+             UNION ALL
+             SELECT body FROM (SELECT body FROM streams WHERE status = 'ended'
+                               ORDER BY ended_at_us DESC LIMIT ?1)",
+        )
+        .map_err(db)?;
+    let rows = statement
+        .query_map(params![limit], |row| row.get::<_, String>(0))
+        .map_err(db)?;
+    for body in rows {
+        let stream: StreamState = from_json(&body.map_err(db)?)?;
+        debug_assert!(matches!(
+            stream.status,
+            StreamStatus::Started | StreamStatus::Ended
+        ));
+        streams.push(stream);
+    }
+    Ok(Restored {
+        streams,
+        last_seq: u64::try_from(last_seq).unwrap_or(0),
+        seed,
+    })
+}
+
+fn collect_events(
+    statement: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Event>, StoreError> {
+    let rows = statement
+        .query_map(params, |row| row.get::<_, String>(0))
+        .map_err(db)?;
+    let mut events = Vec::new();
+    for body in rows {
+        events.push(from_json(&body.map_err(db)?)?);
+    }
+    Ok(events)
+}
+
+fn query_events(
+    transaction: &rusqlite::Transaction<'_>,
+    query: &EventQuery,
+) -> Result<Vec<Event>, StoreError> {
+    let after = seq_param(query.after)?;
+    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    match &query.stream_id {
+        Some(stream_id) => {
+            let mut statement = transaction
+                .prepare_cached(
+                    "SELECT body FROM events WHERE stream_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )
+                .map_err(db)?;
+            collect_events(&mut statement, params![stream_id, after, limit])
+        }
+        None => {
+            let mut statement = transaction
+                .prepare_cached("SELECT body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+                .map_err(db)?;
+            collect_events(&mut statement, params![after, limit])
+        }
+    }
+}
+
+fn pending(
+    transaction: &rusqlite::Transaction<'_>,
+    webhook: &str,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut statement = transaction
+        .prepare_cached(
+            "SELECT e.body FROM deliveries d JOIN events e ON e.seq = d.seq
+             WHERE d.webhook = ?1 AND d.state = 'pending' ORDER BY d.seq LIMIT ?2",
+        )
+        .map_err(db)?;
+    collect_events(&mut statement, params![webhook, limit])
+}
+
+fn pending_count(
+    transaction: &rusqlite::Transaction<'_>,
+    webhook: &str,
+) -> Result<u64, StoreError> {
+    let count: i64 = transaction
+        .query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE webhook = ?1 AND state = 'pending'",
+            params![webhook],
+            |row| row.get(0),
+        )
+        .map_err(db)?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}

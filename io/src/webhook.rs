@@ -1,0 +1,284 @@
+//! Webhook outbox delivery: each event, in sequence order, POSTed to every configured
+//! receiver off the request path, retried with bounded exponential backoff, and kept
+//! in the store until delivered (so it survives restarts).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use acemux_core::lifecycle::{Event, EventKind};
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::metrics::{Metrics, WebhookLabels};
+use crate::net::{HttpClient, Net};
+use crate::store::{DeliveryOutcome, EventStore};
+
+/// Events fetched from the store per round.
+const BATCH: usize = 64;
+/// Largest response body read from a receiver (only for the log line).
+const MAX_RESPONSE_BYTES: usize = 4096;
+
+/// A configured receiver.
+#[derive(Clone, Debug)]
+pub struct WebhookTarget {
+    /// The base URL as configured (also the key of its pending deliveries).
+    pub base: String,
+    started: Uri,
+    ended: Uri,
+}
+
+/// A webhook URL that cannot be used.
+#[derive(Debug, Error)]
+#[error("invalid webhook URL {url:?}: {reason}")]
+pub struct WebhookUrlError {
+    url: String,
+    reason: String,
+}
+
+impl WebhookTarget {
+    /// Parses an `http://host:port[/prefix]` base URL.
+    pub fn parse(base: &str) -> Result<Self, WebhookUrlError> {
+        let error = |reason: &str| WebhookUrlError {
+            url: base.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let trimmed = base.trim_end_matches('/');
+        let uri: Uri = trimmed.parse().map_err(|_| error("not a URL"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(error("only http:// is supported"));
+        }
+        if uri.host().is_none() {
+            return Err(error("no host"));
+        }
+        if uri.query().is_some() {
+            return Err(error("a query string is not allowed"));
+        }
+        let path = |kind: EventKind| -> Result<Uri, WebhookUrlError> {
+            format!("{trimmed}/events/{}", kind.as_str())
+                .parse()
+                .map_err(|_| error("not a URL"))
+        };
+        Ok(WebhookTarget {
+            base: base.to_owned(),
+            started: path(EventKind::StreamStarted)?,
+            ended: path(EventKind::StreamEnded)?,
+        })
+    }
+
+    fn uri(&self, kind: EventKind) -> &Uri {
+        match kind {
+            EventKind::StreamStarted => &self.started,
+            EventKind::StreamEnded => &self.ended,
+        }
+    }
+}
+
+/// How deliveries are made and retried.
+#[derive(Clone, Debug)]
+pub struct DeliveryPolicy {
+    /// Bearer key sent to receivers.
+    pub api_key: Option<String>,
+    /// Bound on one attempt, connect to response.
+    pub attempt_timeout: Duration,
+    /// First retry delay; doubles per failure.
+    pub initial_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+}
+
+/// The body the orchestrator's event API expects for `event`.
+pub fn event_body(event: &Event) -> serde_json::Value {
+    let stream = &event.stream;
+    match event.kind {
+        EventKind::StreamStarted => json!({
+            "container_id": stream.container_id,
+            "engine": { "host": stream.engine.host, "port": stream.engine.port },
+            "stream": { "key_type": stream.stream.key_type, "key": stream.stream.key },
+            "session": {
+                "playback_session_id": stream.session.playback_session_id,
+                "stat_url": stream.session.stat_url,
+                "command_url": stream.session.command_url,
+                "is_live": u8::from(stream.session.is_live),
+            },
+            "labels": stream.labels,
+        }),
+        EventKind::StreamEnded => json!({
+            "container_id": stream.container_id,
+            "stream_id": stream.id,
+            "reason": stream.end_reason,
+        }),
+    }
+}
+
+enum Attempt {
+    Delivered,
+    Rejected(StatusCode),
+    Retry(String),
+}
+
+/// Delivers `target`'s pending events until `shutdown` turns true.
+pub async fn deliver<N: Net>(
+    target: WebhookTarget,
+    policy: DeliveryPolicy,
+    client: HttpClient<N>,
+    store: Arc<dyn EventStore>,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let labels = WebhookLabels {
+        webhook: target.base.clone(),
+    };
+    let mut committed = store.committed();
+    loop {
+        committed.borrow_and_update();
+        let batch = match store.pending(target.base.clone(), BATCH).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(webhook = %target.base, %error, "cannot read pending deliveries");
+                if sleep_or_stop(policy.max_backoff, &mut shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Ok(count) = store.pending_count(target.base.clone()).await {
+            metrics
+                .webhook_pending
+                .get_or_create(&labels)
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        if batch.is_empty() {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                changed = committed.changed() => if changed.is_err() { return },
+            }
+            continue;
+        }
+        for event in batch {
+            let mut backoff = policy.initial_backoff;
+            let outcome = loop {
+                match attempt(&client, &target, &policy, &event).await {
+                    Attempt::Delivered => {
+                        metrics.webhook_delivered.get_or_create(&labels).inc();
+                        break DeliveryOutcome::Delivered;
+                    }
+                    Attempt::Rejected(status) => {
+                        metrics.webhook_rejected.get_or_create(&labels).inc();
+                        tracing::error!(webhook = %target.base, seq = event.seq, %status,
+                            "webhook refused the event for good; not retrying");
+                        break DeliveryOutcome::Rejected;
+                    }
+                    Attempt::Retry(reason) => {
+                        metrics.webhook_retried.get_or_create(&labels).inc();
+                        tracing::warn!(webhook = %target.base, seq = event.seq, %reason,
+                            retry_in = ?backoff, "webhook delivery failed; will retry");
+                        if sleep_or_stop(backoff, &mut shutdown).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(policy.max_backoff);
+                    }
+                }
+            };
+            if let Err(error) = store
+                .finish_delivery(target.base.clone(), event.seq, outcome)
+                .await
+            {
+                tracing::warn!(webhook = %target.base, seq = event.seq, %error,
+                    "cannot record delivery; it may be repeated (receivers dedupe by Idempotency-Key)");
+            }
+            metrics.webhook_pending.get_or_create(&labels).dec();
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+}
+
+/// Sleeps `delay`; `true` when shutdown came first.
+async fn sleep_or_stop(delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        biased;
+        _ = shutdown.wait_for(|stop| *stop) => true,
+        () = tokio::time::sleep(delay) => false,
+    }
+}
+
+async fn attempt<N: Net>(
+    client: &HttpClient<N>,
+    target: &WebhookTarget,
+    policy: &DeliveryPolicy,
+    event: &Event,
+) -> Attempt {
+    let body = event_body(event).to_string();
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(target.uri(event.kind).clone())
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", &event.event_id)
+        .header(
+            header::USER_AGENT,
+            concat!("acemux/", env!("CARGO_PKG_VERSION")),
+        );
+    if let Some(key) = &policy.api_key {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let request = match request.body(Full::new(Bytes::from(body))) {
+        Ok(request) => request,
+        Err(error) => return Attempt::Retry(format!("cannot build request: {error}")),
+    };
+    let exchange = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|error| error.to_string())?;
+        let status = response.status();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map(|body| body.to_bytes())
+            .unwrap_or_default();
+        Ok::<_, String>((status, body))
+    };
+    match tokio::time::timeout(policy.attempt_timeout, exchange).await {
+        Err(_) => Attempt::Retry(format!("no answer within {:?}", policy.attempt_timeout)),
+        Ok(Err(error)) => Attempt::Retry(error),
+        Ok(Ok((status, _))) if status.is_success() => Attempt::Delivered,
+        Ok(Ok((status, _)))
+            if status.is_client_error()
+                && status != StatusCode::REQUEST_TIMEOUT
+                && status != StatusCode::TOO_MANY_REQUESTS =>
+        {
+            Attempt::Rejected(status)
+        }
+        Ok(Ok((status, body))) => Attempt::Retry(format!(
+            "status {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(256)])
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_urls_are_checked_and_joined() {
+        let target = WebhookTarget::parse("http://127.0.0.1:9000/hooks/").expect("valid URL");
+        assert_eq!(
+            target.uri(EventKind::StreamStarted).to_string(),
+            "http://127.0.0.1:9000/hooks/events/stream_started"
+        );
+        assert_eq!(
+            target.uri(EventKind::StreamEnded).to_string(),
+            "http://127.0.0.1:9000/hooks/events/stream_ended"
+        );
+        assert!(WebhookTarget::parse("https://example.org").is_err());
+        assert!(WebhookTarget::parse("not a url").is_err());
+        assert!(WebhookTarget::parse("http://host/x?y=1").is_err());
+    }
+}
