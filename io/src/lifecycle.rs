@@ -4,6 +4,7 @@
 //! across an `.await`: apply the input, hand the events to the store (which enqueues
 //! them in sequence order), release, and only then wait for the commit.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,6 +21,11 @@ use crate::store::{EventStore, StoreError};
 /// Most lifecycle changes waiting for their commit at once. Past it, new requests wait
 /// (up to the commit timeout) instead of queueing without bound behind a slow disk.
 pub const MAX_IN_FLIGHT_CHANGES: usize = 1024;
+
+/// Answers remembered by idempotency key (request keys and the ids of events acemux
+/// emitted); the oldest is forgotten first. Sized so a webhook that points back at
+/// this process finds its own events even when it lags by thousands of events.
+pub const IDEMPOTENCY_CAPACITY: usize = 16_384;
 
 /// Why a lifecycle change was not applied or not confirmed.
 #[derive(Debug, Error)]
@@ -48,6 +54,36 @@ pub struct Lifecycle {
     in_flight: Semaphore,
     commit_timeout: Duration,
     timer_changed: Notify,
+    answers: Mutex<Answers>,
+}
+
+/// The answer to an applied input, possibly a replay of an earlier one.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The outcome (for a replay: the outcome first given under the key).
+    pub outcome: Outcome,
+    /// `true` when the outcome was replayed from the idempotency cache.
+    pub replayed: bool,
+}
+
+/// Outcomes by idempotency key, bounded, oldest forgotten first.
+#[derive(Default)]
+struct Answers {
+    by_key: BTreeMap<String, Outcome>,
+    order: VecDeque<String>,
+}
+
+impl Answers {
+    fn insert(&mut self, key: String, outcome: Outcome) {
+        if self.by_key.insert(key.clone(), outcome).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > IDEMPOTENCY_CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_key.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl Lifecycle {
@@ -71,6 +107,7 @@ impl Lifecycle {
             in_flight: Semaphore::new(MAX_IN_FLIGHT_CHANGES),
             commit_timeout,
             timer_changed: Notify::new(),
+            answers: Mutex::new(Answers::default()),
         }
     }
 
@@ -82,9 +119,45 @@ impl Lifecycle {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
+    fn answers(&self) -> MutexGuard<'_, Answers> {
+        self.answers
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     /// Applies a start or an end and returns once the resulting event (if any, or the
     /// event it repeats) is durable.
-    pub async fn apply(&self, input: Input) -> Result<Outcome, ApplyError> {
+    ///
+    /// With an idempotency key already seen — a key a client sent before, or the id of
+    /// an event this process emitted (its own webhook delivery) — the first answer is
+    /// replayed and nothing is applied.
+    pub async fn apply(
+        &self,
+        input: Input,
+        idempotency_key: Option<String>,
+    ) -> Result<Applied, ApplyError> {
+        if let Some(key) = &idempotency_key {
+            let known = self.answers().by_key.get(key).cloned();
+            if let Some(outcome) = known {
+                self.metrics.idempotent_replays.inc();
+                self.wait_committed(outcome.stream.last_event_seq).await?;
+                return Ok(Applied {
+                    outcome,
+                    replayed: true,
+                });
+            }
+        }
+        let outcome = self.apply_once(input).await?;
+        if let Some(key) = idempotency_key {
+            self.answers().insert(key, outcome.clone());
+        }
+        Ok(Applied {
+            outcome,
+            replayed: false,
+        })
+    }
+
+    async fn apply_once(&self, input: Input) -> Result<Outcome, ApplyError> {
         let _permit = tokio::time::timeout(self.commit_timeout, self.in_flight.acquire())
             .await
             .map_err(|_| ApplyError::Busy)?
@@ -101,6 +174,16 @@ impl Lifecycle {
                     })
                     .inc();
                 events.push(event);
+            }
+            {
+                let mut answers = self.answers();
+                for event in &events {
+                    let outcome = Outcome {
+                        stream: event.stream.clone(),
+                        updated: true,
+                    };
+                    answers.insert(event.event_id.clone(), outcome);
+                }
             }
             self.metrics
                 .active_streams

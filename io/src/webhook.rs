@@ -177,6 +177,12 @@ pub async fn deliver<N: Net>(
                         metrics.webhook_retried.get_or_create(&labels).inc();
                         tracing::warn!(webhook = %target.base, seq = event.seq, %reason,
                             retry_in = ?backoff, "webhook delivery failed; will retry");
+                        if let Ok(count) = store.pending_count(target.base.clone()).await {
+                            metrics
+                                .webhook_pending
+                                .get_or_create(&labels)
+                                .set(i64::try_from(count).unwrap_or(i64::MAX));
+                        }
                         if sleep_or_stop(backoff, &mut shutdown).await {
                             return;
                         }

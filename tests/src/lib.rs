@@ -1,1 +1,251 @@
-//! Helpers for the tests in `tests/tests/`.
+//! Helpers for the real-socket and real-process tests in `tests/tests/`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use acemux::net::{http_client, HttpClient, TokioNet};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use serde_json::Value;
+
+/// The `acemux` binary: `$ACEMUX_BIN`, else `target/<profile>/acemux` next to this test.
+pub fn acemux_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("ACEMUX_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/acemux
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let bin = profile_dir.join("acemux");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p acemux` (scripts/test.sh does), or set ACEMUX_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on loopback (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+/// An `acemux` process, killed on drop.
+pub struct Acemux {
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Acemux {
+    /// Runs `acemux serve --listen 127.0.0.1:<port> <args>`, logging to `log`, and waits
+    /// (bounded) until `/health` answers.
+    pub async fn serve(port: u16, args: &[&str], log: &Path) -> Acemux {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let log_file = std::fs::File::create(log).expect("log file");
+        let child = Command::new(acemux_bin())
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .args(args)
+            .env("ACEMUX_LOG", "info,acemux=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn acemux");
+        let process = Acemux {
+            child: Some(child),
+            addr,
+            log: log.to_owned(),
+        };
+        let client = Client::new();
+        for _ in 0..200 {
+            if let Ok((StatusCode::OK, _)) = client.get(&process.url("/health")).await {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "acemux did not answer /health within 10 s; log:\n{}",
+            process.log_text()
+        );
+    }
+
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The process's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub async fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running child");
+        let pid = child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        for _ in 0..300 {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        panic!(
+            "acemux did not exit within 15 s of SIGTERM; log:\n{}",
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for Acemux {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A small JSON-over-HTTP client built on acemux's own `Net` client.
+#[derive(Clone)]
+pub struct Client {
+    inner: HttpClient<TokioNet>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}
+
+impl Client {
+    /// A client over real sockets.
+    pub fn new() -> Self {
+        Client {
+            inner: http_client(TokioNet),
+        }
+    }
+
+    /// Sends a request; the answer's status and body (JSON when it parses, else a string).
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Value), String> {
+        let mut request = Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|error| error.to_string())?;
+        let response = self
+            .inner
+            .request(request)
+            .await
+            .map_err(|error| format!("{error:?}"))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| error.to_string())?
+            .to_bytes();
+        let value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+        Ok((status, value))
+    }
+
+    /// `GET url`.
+    pub async fn get(&self, url: &str) -> Result<(StatusCode, Value), String> {
+        self.send(Method::GET, url, &[], None).await
+    }
+
+    /// `POST url` with a JSON body and optional bearer key.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: &Value,
+        api_key: Option<&str>,
+    ) -> Result<(StatusCode, Value), String> {
+        let auth = api_key.map(|key| format!("Bearer {key}"));
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
+        }
+        self.send(
+            Method::POST,
+            url,
+            &headers,
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    /// The value of one Prometheus sample (`name{labels}` exactly as rendered), or 0.
+    pub async fn metric(&self, base: &str, sample: &str) -> f64 {
+        let (_, text) = self.get(&format!("{base}/metrics")).await.expect("metrics");
+        let text = text.as_str().unwrap_or_default().to_owned();
+        text.lines()
+            .filter_map(|line| line.strip_prefix(sample))
+            .filter_map(|rest| rest.strip_prefix(' '))
+            .filter_map(|value| value.trim().parse().ok())
+            .next()
+            .unwrap_or(0.0)
+    }
+}
+
+/// A `stream_started` body in the orchestrator's shape.
+pub fn started_body(key: &str, session: &str, container: Option<&str>) -> Value {
+    serde_json::json!({
+        "container_id": container,
+        "engine": { "host": "gluetun", "port": 19000 },
+        "stream": { "key_type": "content_id", "key": key },
+        "session": {
+            "playback_session_id": session,
+            "stat_url": format!("http://gluetun:19000/ace/stat/{session}"),
+            "command_url": format!("http://gluetun:19000/ace/cmd/{session}"),
+            "is_live": 1
+        },
+        "labels": {}
+    })
+}
+
+/// Polls `check` every 50 ms until it is true, for at most `within`.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

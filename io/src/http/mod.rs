@@ -5,7 +5,7 @@ mod events;
 mod read;
 mod views;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
@@ -15,7 +15,7 @@ use axum::Router;
 use http::StatusCode;
 
 pub use error::ApiError;
-pub use events::{authorize, IdempotencyCache};
+pub use events::authorize;
 
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{HttpLabels, Metrics};
@@ -35,8 +35,6 @@ pub struct AppInner {
     pub metrics: Arc<Metrics>,
     /// Bearer key for write routes; `None` leaves them open.
     pub api_key: Option<String>,
-    /// Answers by idempotency key.
-    pub idempotency: Mutex<IdempotencyCache>,
 }
 
 impl std::ops::Deref for AppState {
@@ -60,7 +58,6 @@ impl AppState {
             store,
             metrics,
             api_key,
-            idempotency: Mutex::new(IdempotencyCache::default()),
         }))
     }
 }
