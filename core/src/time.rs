@@ -72,7 +72,10 @@ mod tests {
     #[test]
     fn arithmetic_saturates_instead_of_panicking() {
         let late = Instant::from_micros(u64::MAX - 1);
-        assert_eq!(late + Duration::from_secs(10), Instant::from_micros(u64::MAX));
+        assert_eq!(
+            late + Duration::from_secs(10),
+            Instant::from_micros(u64::MAX)
+        );
         assert_eq!(Instant::ZERO - late, Duration::ZERO);
         assert_eq!(
             Instant::from_micros(2_500_000) - Instant::from_micros(500_000),

@@ -85,3 +85,6 @@ impl LifecycleError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -183,7 +183,10 @@ impl StreamStarted {
             return Err(invalid("engine.port", "must be 1..=65535"));
         }
         check_id("stream.key", &self.stream.key)?;
-        check_id("session.playback_session_id", &self.session.playback_session_id)?;
+        check_id(
+            "session.playback_session_id",
+            &self.session.playback_session_id,
+        )?;
         check_text("session.stat_url", &self.session.stat_url)?;
         check_text("session.command_url", &self.session.command_url)?;
         if self.labels.len() > MAX_LABELS {
@@ -256,6 +259,8 @@ fn bool_or_int<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Er
         Flag::Bool(flag) => Ok(flag),
         Flag::Int(0) => Ok(false),
         Flag::Int(1) => Ok(true),
-        Flag::Int(_) => Err(serde::de::Error::custom("is_live must be 0, 1, true or false")),
+        Flag::Int(_) => Err(serde::de::Error::custom(
+            "is_live must be 0, 1, true or false",
+        )),
     }
 }

@@ -341,7 +341,7 @@ impl Registry {
                     }),
                     (Some(_), Some(_)) => Err(LifecycleError::AmbiguousEnd {
                         container_id: container_id.clone(),
-                        active: 2,
+                        active: 2 + active.count(),
                     }),
                 }
             }
