@@ -40,6 +40,32 @@ pub struct ServeOptions {
     pub clock_origin_unix_micros: u64,
 }
 
+impl Default for ServeOptions {
+    /// The defaults of `acemux serve`, with no API key, no webhooks and the clock's
+    /// origin at the Unix epoch (callers that show dates set it).
+    fn default() -> Self {
+        ServeOptions {
+            api_key: None,
+            webhooks: Vec::new(),
+            delivery: DeliveryPolicy {
+                api_key: None,
+                attempt_timeout: Duration::from_secs(10),
+                initial_backoff: Duration::from_millis(500),
+                max_backoff: Duration::from_secs(60),
+            },
+            server: ServerLimits {
+                max_connections: 4096,
+                header_read_timeout: Duration::from_secs(10),
+                shutdown_timeout: Duration::from_secs(10),
+            },
+            max_body_bytes: 64 * 1024,
+            commit_timeout: Duration::from_secs(5),
+            registry: RegistryConfig::default(),
+            clock_origin_unix_micros: 0,
+        }
+    }
+}
+
 /// Why acemux could not start.
 #[derive(Debug, Error)]
 pub enum StartError {
