@@ -35,5 +35,6 @@
 pub mod lifecycle;
 pub mod rng;
 pub mod time;
+pub mod ts;
 
 pub use time::{Duration, Instant};
