@@ -32,6 +32,8 @@
 //! }
 //! ```
 
+pub mod channel;
+pub mod fanout;
 pub mod lifecycle;
 pub mod rng;
 pub mod time;

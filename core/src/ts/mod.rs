@@ -1,6 +1,8 @@
 //! MPEG transport stream basics: packet views, alignment of arbitrary byte chunks
 //! into whole packets, and null packets for keepalive.
 
+pub mod restamp;
+
 use bytes::{Bytes, BytesMut};
 
 /// Bytes in one transport stream packet.
@@ -46,6 +48,31 @@ impl<'a> Packet<'a> {
     /// Whether the adaptation field marks a random access point (typically a keyframe).
     pub fn random_access(self) -> bool {
         self.has_adaptation_field() && self.0[4] > 0 && self.0[5] & 0x40 != 0
+    }
+
+    /// The payload (after the header and any adaptation field); empty when absent or
+    /// when the adaptation field length is out of range.
+    pub fn payload(self) -> &'a [u8] {
+        let has_payload = self.0[3] & 0x10 != 0;
+        if !has_payload {
+            return &[];
+        }
+        let start = if self.has_adaptation_field() {
+            5 + usize::from(self.0[4])
+        } else {
+            4
+        };
+        self.0.get(start..).unwrap_or(&[])
+    }
+
+    /// Whether this packet starts a video keyframe: flagged as a random access point and
+    /// starting a PES packet of a video stream (stream id `0xE0..=0xEF`). Audio frames
+    /// are often flagged random-access too; a decoder can only start at a video one.
+    pub fn starts_video_keyframe(self) -> bool {
+        if !(self.random_access() && self.payload_unit_start()) {
+            return false;
+        }
+        matches!(self.payload(), [0x00, 0x00, 0x01, stream_id, ..] if (0xE0..=0xEF).contains(stream_id))
     }
 
     /// Whether this packet starts a program association table.
@@ -173,6 +200,31 @@ mod tests {
         assert!(!view.random_access());
         assert!(Packet::new(&bytes[1..]).is_none());
         assert!(Packet::new(&packet(PAT_PID, 0)).expect("PAT").starts_pat());
+    }
+
+    #[test]
+    fn only_flagged_video_pes_starts_are_keyframes() {
+        let mut video = packet(0x0100, 0);
+        video[3] |= 0x20;
+        video[4] = 1;
+        video[5] = 0x40;
+        video[6..10].copy_from_slice(&[0x00, 0x00, 0x01, 0xE0]);
+        assert!(Packet::new(&video).expect("packet").starts_video_keyframe());
+        let mut audio = video.clone();
+        audio[9] = 0xC0;
+        let audio = Packet::new(&audio).expect("packet");
+        assert!(audio.random_access());
+        assert!(!audio.starts_video_keyframe());
+        let mut unflagged = video.clone();
+        unflagged[5] = 0;
+        assert!(!Packet::new(&unflagged)
+            .expect("packet")
+            .starts_video_keyframe());
+        let mut bad_length = video;
+        bad_length[4] = 250;
+        assert!(!Packet::new(&bad_length)
+            .expect("packet")
+            .starts_video_keyframe());
     }
 
     #[test]
