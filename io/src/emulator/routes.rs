@@ -1,0 +1,317 @@
+//! The engine's HTTP API (`/ace/…`, answered in the engine's JSON envelope
+//! `{"response": …, "error": …}`) and the emulator's control API (`/control/…`,
+//! answered like acemux's own API).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::faults::{FaultError, Faults};
+use super::playback::{bytes_in, plan_start, Cut, Pacer, Playback, PlaybackGuard};
+use super::sessions::PlaybackRefusal;
+use super::Shared;
+use crate::http::ApiError;
+
+/// Response header with the stream offset a playback starts at, so that tests can
+/// compare the body with [`super::MediaLoop::read`].
+pub const OFFSET_HEADER: &str = "x-emulator-offset";
+/// Longest accepted content id or infohash.
+const MAX_CONTENT_ID_BYTES: usize = 256;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let max_body_bytes = shared.config.max_control_body_bytes;
+    Router::new()
+        .route("/ace/getstream", get(getstream))
+        .route("/ace/r/{session}", get(playback))
+        .route("/ace/stat/{session}", get(stat))
+        .route("/ace/cmd/{session}", get(command))
+        .route("/control/faults", get(all_faults))
+        .route(
+            "/control/faults/{content_id}",
+            get(faults).put(put_faults).delete(delete_faults),
+        )
+        .route("/control/stats", get(stats))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(shared)
+}
+
+fn envelope(response: Value) -> Response {
+    Json(json!({ "response": response, "error": null })).into_response()
+}
+
+fn envelope_error(status: StatusCode, error: impl Into<String>) -> Response {
+    let body = json!({ "response": null, "error": error.into() });
+    (status, Json(body)).into_response()
+}
+
+fn unknown_session() -> Response {
+    envelope_error(StatusCode::NOT_FOUND, "unknown playback session")
+}
+
+/// `http://<Host>` when the request names a plausible host, else the listen address.
+fn base_url(headers: &HeaderMap, shared: &Shared) -> String {
+    let host = headers
+        .get(HOST)
+        .and_then(|value| value.to_str().ok())
+        .filter(|host| {
+            !host.is_empty()
+                && host.len() <= 255
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
+        });
+    match (host, shared.listen_addr.get()) {
+        (Some(host), _) => format!("http://{host}"),
+        (None, Some(addr)) => format!("http://{addr}"),
+        (None, None) => "http://127.0.0.1:6878".to_owned(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct GetStreamQuery {
+    id: Option<String>,
+    infohash: Option<String>,
+    format: Option<String>,
+    pid: Option<String>,
+}
+
+async fn getstream(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    query: Result<Query<GetStreamQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return envelope_error(StatusCode::OK, "invalid query string");
+    };
+    let Some(content_id) = query
+        .id
+        .as_deref()
+        .or(query.infohash.as_deref())
+        .filter(|id| !id.is_empty())
+    else {
+        return envelope_error(StatusCode::OK, "missing content id (id= or infohash=)");
+    };
+    if content_id.len() > MAX_CONTENT_ID_BYTES || content_id.chars().any(char::is_control) {
+        return envelope_error(StatusCode::OK, "invalid content id");
+    }
+    let faults = shared.state().faults_for(content_id);
+    if let Some(delay) = faults.start_delay {
+        let mut shutdown = shared.shutdown.subscribe();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait_for(|stop| *stop) => {
+                return envelope_error(StatusCode::SERVICE_UNAVAILABLE, "engine shutting down");
+            }
+        }
+    }
+    if let Some(reason) = faults.refuse {
+        tracing::info!(content_id, %reason, "emulator: refusing getstream (fault)");
+        return envelope_error(StatusCode::OK, reason);
+    }
+    let opened =
+        match shared
+            .state()
+            .open_session(content_id, query.infohash.as_deref(), Instant::now())
+        {
+            Ok(opened) => opened,
+            Err(error) => return envelope_error(StatusCode::OK, error.to_string()),
+        };
+    tracing::info!(content_id, session = %opened.id, pid = ?query.pid, "emulator: session started");
+    if query.format.as_deref() != Some("json") {
+        // Without format=json an engine streams at once; the session lives as long
+        // as this connection.
+        return start_playback(&shared, &opened.id, true);
+    }
+    let base = base_url(&headers, &shared);
+    let session = &opened.id;
+    envelope(json!({
+        "playback_url": format!("{base}/ace/r/{session}"),
+        "stat_url": format!("{base}/ace/stat/{session}"),
+        "command_url": format!("{base}/ace/cmd/{session}"),
+        "playback_session_id": session,
+        "is_live": 1,
+        "infohash": opened.infohash,
+        "client_session_id": opened.number,
+    }))
+}
+
+async fn playback(State(shared): State<Arc<Shared>>, Path(session): Path<String>) -> Response {
+    start_playback(&shared, &session, false)
+}
+
+fn start_playback(shared: &Arc<Shared>, session: &str, direct: bool) -> Response {
+    let view = match shared.state().begin_playback(session) {
+        Ok(view) => view,
+        Err(PlaybackRefusal::NoSession) => return unknown_session(),
+        Err(PlaybackRefusal::Busy(limit)) => {
+            return envelope_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("too many playback connections ({limit})"),
+            )
+        }
+    };
+    let guard = PlaybackGuard {
+        shared: shared.clone(),
+        session_id: session.to_owned(),
+        content_id: view.content_id.clone(),
+        end_session: direct,
+    };
+    let media = shared.config.media.clone();
+    let faults = view.faults;
+    let rate_bps = faults.bitrate_bps.unwrap_or_else(|| media.bitrate_bps());
+    let now = Instant::now();
+    let since_origin = now.saturating_duration_since(view.origin);
+    let (start_offset, burst_bytes) =
+        plan_start(&media, rate_bps, shared.config.prebuffer, since_origin);
+    let cut = match (faults.cut_after_bytes, faults.close_abruptly_after_bytes) {
+        (Some(clean), Some(abrupt)) if clean < abrupt => Some(Cut::Clean(clean)),
+        (_, Some(abrupt)) => Some(Cut::Abrupt(abrupt)),
+        (Some(clean), None) => Some(Cut::Clean(clean)),
+        (None, None) => None,
+    };
+    tracing::debug!(
+        session,
+        start_offset,
+        burst_bytes,
+        rate_bps,
+        "emulator: playback started"
+    );
+    let playback = Playback {
+        guard,
+        started: now,
+        media,
+        start_offset,
+        pacer: Pacer {
+            burst_bytes,
+            rate_bps,
+            stall: faults
+                .stall_for
+                .map(|length| (faults.stall_after.unwrap_or_default(), length)),
+        },
+        cut,
+        no_data: faults.no_data,
+        pacing_interval: shared.config.pacing_interval,
+        stop: view.stop,
+        shutdown: shared.shutdown.subscribe(),
+    };
+    let mut response = Response::new(Body::from_stream(playback.into_stream()));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(OFFSET_HEADER, HeaderValue::from(start_offset));
+    response
+}
+
+async fn stat(State(shared): State<Arc<Shared>>, Path(session): Path<String>) -> Response {
+    let Some(view) = shared.state().live_session(&session) else {
+        return unknown_session();
+    };
+    let rate_bps = view
+        .faults
+        .bitrate_bps
+        .unwrap_or_else(|| shared.config.media.bitrate_bps());
+    let since_origin = Instant::now().saturating_duration_since(view.origin);
+    let downloaded = bytes_in(rate_bps, shared.config.prebuffer + since_origin);
+    // Speeds in kilobytes per second, as engines report them.
+    let speed_down = rate_bps / 8 / 1000;
+    // A stable, plausible swarm size derived from the infohash.
+    let peers = 5 + view
+        .infohash
+        .get(..2)
+        .and_then(|digits| u64::from_str_radix(digits, 16).ok())
+        .unwrap_or(0)
+        % 30;
+    envelope(json!({
+        "status": "dl",
+        "peers": peers,
+        "speed_down": speed_down,
+        "speed_up": speed_down / 4,
+        "downloaded": downloaded,
+        "uploaded": downloaded / 4,
+        "total_progress": 0,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct CommandQuery {
+    method: Option<String>,
+}
+
+async fn command(
+    State(shared): State<Arc<Shared>>,
+    Path(session): Path<String>,
+    query: Result<Query<CommandQuery>, QueryRejection>,
+) -> Response {
+    let method = query.ok().and_then(|Query(query)| query.method);
+    match method.as_deref() {
+        Some("stop") => {
+            if shared.state().stop_command(&session) {
+                tracing::info!(session, "emulator: session stopped by command");
+                envelope(json!("ok"))
+            } else {
+                unknown_session()
+            }
+        }
+        Some(other) => envelope_error(StatusCode::OK, format!("unknown method {other:?}")),
+        None => envelope_error(StatusCode::OK, "missing method"),
+    }
+}
+
+async fn all_faults(State(shared): State<Arc<Shared>>) -> Json<BTreeMap<String, Faults>> {
+    Json(shared.state().all_faults())
+}
+
+async fn faults(State(shared): State<Arc<Shared>>, Path(content_id): Path<String>) -> Json<Faults> {
+    Json(shared.state().faults_for(&content_id))
+}
+
+async fn put_faults(
+    State(shared): State<Arc<Shared>>,
+    Path(content_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Faults>, ApiError> {
+    let body = body.map_err(ApiError::body)?;
+    let faults: Faults = serde_json::from_slice(&body).map_err(ApiError::json)?;
+    match shared.set_faults(&content_id, faults.clone()) {
+        Ok(()) => Ok(Json(faults)),
+        Err(error @ FaultError::TableFull(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "capacity",
+            error.to_string(),
+        )),
+        Err(error) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            error.to_string(),
+        )),
+    }
+}
+
+async fn delete_faults(
+    State(shared): State<Arc<Shared>>,
+    Path(content_id): Path<String>,
+) -> Json<Value> {
+    let removed = shared.state().clear_faults(&content_id);
+    Json(json!({ "content_id": content_id, "removed": removed }))
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.state().stats()).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such route")
+}
