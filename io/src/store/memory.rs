@@ -1,7 +1,7 @@
 //! An in-memory [`EventStore`] for simulation and tests: the same contract as
 //! SQLite, answered at once, with no blocking call anywhere.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use acemux_core::lifecycle::{Event, StreamState, StreamStatus};
@@ -91,9 +91,11 @@ impl EventStore for MemoryStore {
 
     fn append(&self, events: Vec<Event>) -> StoreFuture<()> {
         let result = self.state().and_then(|mut state| {
+            // Like SQLite's primary key: a seq already stored or repeated in the batch.
+            let mut batch = BTreeSet::new();
             if let Some(event) = events
                 .iter()
-                .find(|event| state.events.contains_key(&event.seq))
+                .find(|event| state.events.contains_key(&event.seq) || !batch.insert(event.seq))
             {
                 return Err(StoreError::Database(format!(
                     "duplicate event seq {}",

@@ -100,3 +100,6 @@ pub trait EventStore: Send + Sync + 'static {
     /// Commits what is queued and stops; later calls fail with [`StoreError::Closed`].
     fn close(&self) -> StoreFuture<()>;
 }
+
+#[cfg(test)]
+mod tests;

@@ -280,7 +280,7 @@ impl Writer {
                 Command::Append { events, reply } => {
                     let result = append_events(&mut transaction, &self.webhooks, &events);
                     if result.is_ok() {
-                        highest_seq = events.iter().map(|event| event.seq).max().or(highest_seq);
+                        highest_seq = events.iter().map(|event| event.seq).max().max(highest_seq);
                     }
                     deferred.push(Box::new(move |commit| {
                         let _ = reply.send(result.and(commit));
