@@ -5,16 +5,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use acemux_core::lifecycle::{Registry, RegistryConfig};
+use acemux_core::lifecycle::{EngineAddr, Registry, RegistryConfig};
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
+use crate::engine::EngineClient;
 use crate::http::{router, AppState};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::net::{http_client, Net, NetListener};
+use crate::proxy::{Proxy, ProxyConfig, Streams};
 use crate::server::{serve, ServerLimits};
 use crate::store::{EventStore, StoreError};
 use crate::webhook::{deliver, DeliveryPolicy, WebhookTarget};
@@ -38,6 +40,10 @@ pub struct ServeOptions {
     pub registry: RegistryConfig,
     /// The wall-clock time at which this process's clock starts, in µs since the epoch.
     pub clock_origin_unix_micros: u64,
+    /// Engines the proxy may use; none disables the player routes.
+    pub engines: Vec<EngineAddr>,
+    /// Proxy bounds.
+    pub proxy: ProxyConfig,
 }
 
 impl Default for ServeOptions {
@@ -62,6 +68,8 @@ impl Default for ServeOptions {
             commit_timeout: Duration::from_secs(5),
             registry: RegistryConfig::default(),
             clock_origin_unix_micros: 0,
+            engines: Vec::new(),
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -85,6 +93,7 @@ pub struct Running {
     workers: Vec<JoinHandle<()>>,
     store: Arc<dyn EventStore>,
     metrics: Arc<Metrics>,
+    streams: Option<Arc<dyn Streams>>,
 }
 
 impl Running {
@@ -102,6 +111,11 @@ impl Running {
     /// flushes and closes the store.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        if let Some(streams) = &self.streams {
+            // Ends viewer bodies (so connections can finish), stops engine sessions and
+            // records their `stream_ended` before the store closes.
+            streams.stop_all("shutdown".into()).await;
+        }
         if let Err(error) = self.server.await {
             tracing::error!(%error, "server task failed");
         }
@@ -161,6 +175,21 @@ pub async fn start<N: Net>(
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
     let client = http_client(net);
+    let streams: Option<Arc<dyn Streams>> = if options.engines.is_empty() {
+        tracing::warn!("no engines configured: /ace/getstream answers 503 until --engine is given");
+        None
+    } else {
+        let engines = EngineClient::new(client.clone(), options.proxy.engine_request_timeout);
+        let pid_prefix = options.clock_origin_unix_micros ^ options.registry.seed;
+        Some(Arc::new(Proxy::new(
+            options.proxy.clone(),
+            options.engines.clone(),
+            engines,
+            lifecycle.clone(),
+            metrics.clone(),
+            pid_prefix,
+        )))
+    };
     for target in options.webhooks {
         tracing::info!(webhook = %target.base, "delivering events to webhook");
         workers.push(tokio::spawn(deliver(
@@ -179,7 +208,13 @@ pub async fn start<N: Net>(
             async move { lifecycle.run_timers(stopped).await },
         ));
     }
-    let state = AppState::new(lifecycle, store.clone(), metrics.clone(), options.api_key);
+    let state = AppState::new(
+        lifecycle,
+        store.clone(),
+        metrics.clone(),
+        options.api_key,
+        streams.clone(),
+    );
     let app = router(state, options.max_body_bytes);
     let mut server_stopped = stopped;
     let server = tokio::spawn(serve(
@@ -199,5 +234,6 @@ pub async fn start<N: Net>(
         workers,
         store,
         metrics,
+        streams,
     })
 }

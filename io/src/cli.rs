@@ -5,7 +5,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use acemux_core::channel::ChannelConfig;
+use acemux_core::fanout::FanoutConfig;
+use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::app::ServeOptions;
+use crate::emulator::FaultFlag;
+use crate::proxy::ProxyConfig;
+use crate::server::ServerLimits;
+use crate::webhook::{DeliveryPolicy, WebhookTarget};
 
 /// acemux: an AceStream stream proxy with exact stream lifecycle events.
 #[derive(Debug, Parser)]
@@ -35,9 +44,23 @@ pub enum LogFormat {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the proxy and its event API.
     Serve(ServeArgs),
+    /// Run an AceStream engine emulator (HTTP API + paced MPEG-TS) for demos and tests.
+    EmulateEngine(EmulateEngineArgs),
+    /// Run the proxy with a built-in engine emulator and print a URL to open in a player.
+    Demo(DemoArgs),
+}
+
+/// `acemux demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address the proxy listens on.
+    #[arg(long, env = "ACEMUX_LISTEN", default_value = "127.0.0.1:6880")]
+    pub listen: SocketAddr,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -123,5 +146,184 @@ pub struct ServeArgs {
 
     /// Async worker threads; 1 runs everything on one thread, 0 uses one per core.
     #[arg(long, env = "ACEMUX_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+/// Proxy options (engines, channels, viewers).
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// An AceStream engine's HTTP API address, `host:port`. Repeatable; comma-separated
+    /// in the environment. Without engines `/ace/getstream` answers 503.
+    #[arg(long = "engine", env = "ACEMUX_ENGINES", value_delimiter = ',', value_parser = engine_addr)]
+    pub engines: Vec<EngineAddr>,
+
+    /// Sessions acemux opens on one engine at most.
+    #[arg(long, env = "ACEMUX_MAX_STREAMS_PER_ENGINE", default_value_t = 16)]
+    pub max_streams_per_engine: usize,
+
+    /// Bound on a new channel's wait for its first media (504 `engine_timeout` beyond).
+    #[arg(long, env = "ACEMUX_START_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub start_timeout: Duration,
+
+    /// Bound on each engine request (session, stop) and on a playback answer's head.
+    #[arg(long, env = "ACEMUX_ENGINE_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub engine_request_timeout: Duration,
+
+    /// Upstream silence after which the playback connection is reopened.
+    #[arg(long, env = "ACEMUX_UPSTREAM_STALL_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub upstream_stall_timeout: Duration,
+
+    /// Longest time spent recovering once a started stream's outage is detected; viewers
+    /// are then closed and the stream ends (`upstream_lost`).
+    #[arg(long, env = "ACEMUX_RECOVERY_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub recovery_timeout: Duration,
+
+    /// A viewer whose writes make no progress this long is dropped.
+    #[arg(long, env = "ACEMUX_VIEWER_STALL_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub viewer_stall_timeout: Duration,
+
+    /// Time a channel without viewers keeps its engine session.
+    #[arg(long, env = "ACEMUX_IDLE_GRACE", default_value = "10s", value_parser = duration)]
+    pub idle_grace: Duration,
+
+    /// Bytes of recent media kept per channel; a viewer further behind is dropped.
+    #[arg(long, env = "ACEMUX_RING_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub ring_bytes: usize,
+
+    /// Channels at once (503 `capacity` beyond).
+    #[arg(long, env = "ACEMUX_MAX_CHANNELS", default_value_t = 256)]
+    pub max_channels: usize,
+
+    /// Viewers per channel (503 `capacity` beyond).
+    #[arg(long, env = "ACEMUX_MAX_VIEWERS_PER_CHANNEL", default_value_t = 1000)]
+    pub max_viewers_per_channel: usize,
+}
+
+fn engine_addr(text: &str) -> Result<EngineAddr, String> {
+    let (host, port) = text
+        .trim()
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?} is not host:port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|port| *port != 0)
+        .ok_or_else(|| format!("{text:?} has no valid port"))?;
+    if host.is_empty() {
+        return Err(format!("{text:?} has no host"));
+    }
+    Ok(EngineAddr {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+impl ProxyArgs {
+    /// The proxy configuration these flags describe.
+    pub fn config(&self) -> ProxyConfig {
+        ProxyConfig {
+            channel: ChannelConfig {
+                start_timeout: self.start_timeout,
+                upstream_stall_timeout: self.upstream_stall_timeout,
+                recovery_timeout: self.recovery_timeout,
+                idle_grace: self.idle_grace,
+                ..ChannelConfig::default()
+            },
+            fanout: FanoutConfig {
+                ring_capacity_bytes: self.ring_bytes,
+                viewer_stall_timeout: self.viewer_stall_timeout,
+                max_viewers: self.max_viewers_per_channel,
+                ..FanoutConfig::default()
+            },
+            max_channels: self.max_channels,
+            engine_request_timeout: self.engine_request_timeout,
+            max_streams_per_engine: self.max_streams_per_engine,
+            ..ProxyConfig::default()
+        }
+    }
+}
+
+impl ServeArgs {
+    /// The server options these flags describe, for a process whose clock starts at
+    /// `origin_unix_micros` and whose new database gets `seed`.
+    pub fn options(&self, origin_unix_micros: u64, seed: u64) -> Result<ServeOptions, String> {
+        let webhooks = self
+            .event_webhooks
+            .iter()
+            .filter(|url| !url.trim().is_empty())
+            .map(|url| WebhookTarget::parse(url.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| error.to_string())?;
+        Ok(ServeOptions {
+            api_key: self.api_key.clone().filter(|key| !key.is_empty()),
+            webhooks,
+            delivery: DeliveryPolicy {
+                api_key: self.event_webhook_api_key.clone(),
+                attempt_timeout: self.webhook_timeout,
+                initial_backoff: self.webhook_initial_backoff,
+                max_backoff: self.webhook_max_backoff,
+            },
+            server: ServerLimits {
+                max_connections: self.max_connections,
+                header_read_timeout: self.header_read_timeout,
+                shutdown_timeout: self.shutdown_timeout,
+            },
+            max_body_bytes: self.max_body_bytes,
+            commit_timeout: self.commit_timeout,
+            registry: RegistryConfig {
+                seed: self.seed.unwrap_or(seed),
+                max_active_streams: self.max_active_streams,
+                max_ended_streams: self.max_ended_streams,
+                ended_retention: self.ended_retention,
+                ..RegistryConfig::default()
+            },
+            clock_origin_unix_micros: origin_unix_micros,
+            engines: self.proxy.engines.clone(),
+            proxy: self.proxy.config(),
+        })
+    }
+}
+
+/// `acemux emulate-engine` options.
+#[derive(Debug, Args)]
+pub struct EmulateEngineArgs {
+    /// Address to listen on (engines listen on port 6878).
+    #[arg(long, env = "ACEMUX_EMULATOR_LISTEN", default_value = "127.0.0.1:6878")]
+    pub listen: SocketAddr,
+
+    /// A fault for one content id (`*`: any content id without its own), as
+    /// `<content_id>:<knob>=<value>`. Knobs: start_delay, bitrate_bps, stall_after,
+    /// stall_for, cut_after_bytes, close_abruptly_after_bytes, `refuse=<message>`,
+    /// no_data. Durations like 500ms or 2s. Repeatable; `;`-separated in the
+    /// environment.
+    #[arg(long = "fault", env = "ACEMUX_EMULATOR_FAULTS", value_delimiter = ';')]
+    pub faults: Vec<FaultFlag>,
+
+    /// MPEG-TS file to loop instead of the built-in 8 s test pattern.
+    #[arg(long, env = "ACEMUX_EMULATOR_MEDIA")]
+    pub media: Option<PathBuf>,
+
+    /// How far behind live a playback starts (sent at once as its first burst).
+    #[arg(long, env = "ACEMUX_EMULATOR_PREBUFFER", default_value = "2s", value_parser = duration)]
+    pub prebuffer: Duration,
+
+    /// Sessions not stopped at once; `getstream` answers an error beyond.
+    #[arg(long, env = "ACEMUX_EMULATOR_MAX_SESSIONS", default_value_t = 1000)]
+    pub max_sessions: usize,
+
+    /// Playback connections at once; 503 beyond.
+    #[arg(long, env = "ACEMUX_EMULATOR_MAX_PLAYBACKS", default_value_t = 1000)]
+    pub max_playbacks: usize,
+
+    /// Connections served at once; 503 `capacity` beyond.
+    #[arg(long, env = "ACEMUX_EMULATOR_MAX_CONNECTIONS", default_value_t = 2048)]
+    pub max_connections: usize,
+
+    /// Async worker threads; 1 runs everything on one thread, 0 uses one per core.
+    #[arg(long, env = "ACEMUX_EMULATOR_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 }

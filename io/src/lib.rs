@@ -7,10 +7,14 @@
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod demo;
+pub mod emulator;
+pub mod engine;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;
+pub mod proxy;
 pub mod server;
 pub mod store;
 pub mod webhook;

@@ -3,14 +3,12 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use acemux::cli::{Cli, Command, LogFormat, ServeArgs};
+use acemux::cli::{Cli, Command, DemoArgs, EmulateEngineArgs, LogFormat, ServeArgs};
 use acemux::clock::unix_micros_now;
+use acemux::demo::Demo;
+use acemux::emulator::{faults_from_flags, Emulator, EmulatorConfig, MediaLoop};
 use acemux::net::{Net, TokioNet};
-use acemux::server::ServerLimits;
 use acemux::store::{EventStore, SqliteStore};
-use acemux::webhook::{DeliveryPolicy, WebhookTarget};
-use acemux::ServeOptions;
-use acemux_core::lifecycle::RegistryConfig;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -22,7 +20,43 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Serve(args) => run(args),
+        Command::EmulateEngine(args) => run_emulator(args),
+        Command::Demo(args) => run_demo(args),
     }
+}
+
+fn run_demo(args: DemoArgs) -> ExitCode {
+    let runtime = match runtime(0) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let demo = match Demo::start(args.listen).await {
+            Ok(demo) => demo,
+            Err(message) => {
+                tracing::error!("{message}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let url = demo.stream_url();
+        println!();
+        println!("acemux demo: the proxy in front of a built-in AceStream engine emulator.");
+        println!();
+        println!("  Watch:   vlc {url}");
+        println!("           ffplay {url}");
+        println!("  Streams: http://{}/streams", demo.acemux.local_addr());
+        println!("  Events:  http://{}/events", demo.acemux.local_addr());
+        println!("  Metrics: http://{}/metrics", demo.acemux.local_addr());
+        println!();
+        println!("Every viewer of the URL shares one engine session. Press Ctrl-C to stop.");
+        shutdown_signal().await;
+        tracing::info!("shutting down the demo");
+        demo.shutdown().await;
+        ExitCode::SUCCESS
+    })
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> Result<(), String> {
@@ -70,49 +104,16 @@ fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
-    let webhooks = args
-        .event_webhooks
-        .iter()
-        .filter(|url| !url.trim().is_empty())
-        .map(|url| WebhookTarget::parse(url.trim()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| error.to_string())?;
     let origin = unix_micros_now();
-    let seed = args
-        .seed
-        .unwrap_or_else(|| origin ^ (u64::from(std::process::id()) << 32));
-    let store: Arc<dyn EventStore> =
-        SqliteStore::open(&args.db, webhooks.iter().map(|w| w.base.clone()).collect())
-            .map_err(|error| format!("cannot open database {}: {error}", args.db.display()))?;
+    let seed = origin ^ (u64::from(std::process::id()) << 32);
+    let options = args.options(origin, seed)?;
+    let webhooks = options.webhooks.iter().map(|w| w.base.clone()).collect();
+    let store: Arc<dyn EventStore> = SqliteStore::open(&args.db, webhooks)
+        .map_err(|error| format!("cannot open database {}: {error}", args.db.display()))?;
     let listener = TokioNet
         .bind(args.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
-    let options = ServeOptions {
-        api_key: args.api_key.filter(|key| !key.is_empty()),
-        webhooks,
-        delivery: DeliveryPolicy {
-            api_key: args.event_webhook_api_key,
-            attempt_timeout: args.webhook_timeout,
-            initial_backoff: args.webhook_initial_backoff,
-            max_backoff: args.webhook_max_backoff,
-        },
-        server: ServerLimits {
-            max_connections: args.max_connections,
-            header_read_timeout: args.header_read_timeout,
-            shutdown_timeout: args.shutdown_timeout,
-        },
-        max_body_bytes: args.max_body_bytes,
-        commit_timeout: args.commit_timeout,
-        registry: RegistryConfig {
-            seed,
-            max_active_streams: args.max_active_streams,
-            max_ended_streams: args.max_ended_streams,
-            ended_retention: args.ended_retention,
-            ..RegistryConfig::default()
-        },
-        clock_origin_unix_micros: origin,
-    };
     let running = acemux::start(TokioNet, listener, store, options)
         .await
         .map_err(|error| error.to_string())?;
@@ -120,6 +121,69 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     tracing::info!("shutting down: no new connections, finishing in-flight requests");
     running.shutdown().await;
     Ok(())
+}
+
+fn run_emulator(args: EmulateEngineArgs) -> ExitCode {
+    let config = match emulator_config(&args) {
+        Ok(config) => config,
+        Err(message) => {
+            tracing::error!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match runtime(args.worker_threads) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = args.listen;
+    let served = runtime.block_on(async move {
+        let listener = TokioNet
+            .bind(listen)
+            .await
+            .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+        let local_addr = acemux::net::NetListener::local_addr(&listener)
+            .map_err(|error| format!("cannot read the listening address: {error}"))?;
+        let emulator = Emulator::new(config);
+        let media = emulator.media();
+        tracing::info!(
+            %local_addr,
+            bitrate_bps = media.bitrate_bps(),
+            loop_duration = ?media.loop_duration(),
+            "engine emulator listening"
+        );
+        emulator.serve(listener, shutdown_signal()).await;
+        tracing::info!("engine emulator stopped");
+        Ok::<(), String>(())
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn emulator_config(args: &EmulateEngineArgs) -> Result<EmulatorConfig, String> {
+    let faults = faults_from_flags(&args.faults).map_err(|error| error.to_string())?;
+    let mut config = EmulatorConfig {
+        prebuffer: args.prebuffer,
+        faults,
+        max_sessions: args.max_sessions,
+        max_playbacks: args.max_playbacks,
+        ..EmulatorConfig::default()
+    };
+    config.server.max_connections = args.max_connections;
+    if let Some(path) = &args.media {
+        let bytes = std::fs::read(path)
+            .map_err(|error| format!("cannot read media {}: {error}", path.display()))?;
+        config.media = MediaLoop::new(bytes.into())
+            .map_err(|error| format!("cannot loop media {}: {error}", path.display()))?;
+    }
+    Ok(config)
 }
 
 async fn shutdown_signal() {

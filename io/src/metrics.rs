@@ -4,6 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Labels of `acemux_http_requests_total`.
@@ -27,6 +28,31 @@ pub struct EventLabels {
 pub struct WebhookLabels {
     /// The webhook base URL.
     pub webhook: String,
+}
+
+/// Labels naming a proxied channel.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    /// `content_id:<key>` or `infohash:<key>`.
+    pub channel: String,
+}
+
+impl ChannelLabels {
+    /// Labels for `channel`.
+    pub fn new(channel: &impl std::fmt::Display) -> Self {
+        ChannelLabels {
+            channel: channel.to_string(),
+        }
+    }
+}
+
+/// Labels of viewer drops.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    /// The channel.
+    pub channel: String,
+    /// `stalled` or `fell_behind`.
+    pub reason: String,
 }
 
 /// Every metric acemux exports.
@@ -54,6 +80,24 @@ pub struct Metrics {
     pub webhook_pending: Family<WebhookLabels, Gauge>,
     /// Event store writes that failed.
     pub store_commit_errors: Counter,
+    /// Proxied channels running.
+    pub channels: Gauge,
+    /// Viewers per channel.
+    pub channel_viewers: Family<ChannelLabels, Gauge>,
+    /// Media bytes received from engines, per channel.
+    pub channel_bytes_in: Family<ChannelLabels, Counter>,
+    /// Bytes sent to viewers, per channel.
+    pub channel_bytes_out: Family<ChannelLabels, Counter>,
+    /// Playback connections closed for silence or failure, per channel.
+    pub channel_upstream_stalls: Family<ChannelLabels, Counter>,
+    /// Playback reconnects after the stream had started, per channel.
+    pub channel_reconnects: Family<ChannelLabels, Counter>,
+    /// Viewers dropped, by channel and reason.
+    pub viewer_drops: Family<DropLabels, Counter>,
+    /// Engine sessions stopped.
+    pub engine_stops: Counter,
+    /// Time from a viewer's request to its first media bytes.
+    pub time_to_first_byte: Histogram,
 }
 
 impl Default for Metrics {
@@ -78,6 +122,17 @@ impl Metrics {
             webhook_rejected: Family::default(),
             webhook_pending: Family::default(),
             store_commit_errors: Counter::default(),
+            channels: Gauge::default(),
+            channel_viewers: Family::default(),
+            channel_bytes_in: Family::default(),
+            channel_bytes_out: Family::default(),
+            channel_upstream_stalls: Family::default(),
+            channel_reconnects: Family::default(),
+            viewer_drops: Family::default(),
+            engine_stops: Counter::default(),
+            time_to_first_byte: Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             registry: Registry::default(),
         };
         registry.register(
@@ -134,6 +189,51 @@ impl Metrics {
             "store_commit_errors",
             "Event store writes that failed",
             metrics.store_commit_errors.clone(),
+        );
+        registry.register(
+            "channels",
+            "Proxied channels running",
+            metrics.channels.clone(),
+        );
+        registry.register(
+            "channel_viewers",
+            "Viewers per channel",
+            metrics.channel_viewers.clone(),
+        );
+        registry.register(
+            "channel_bytes_in",
+            "Media bytes received from engines",
+            metrics.channel_bytes_in.clone(),
+        );
+        registry.register(
+            "channel_bytes_out",
+            "Bytes sent to viewers",
+            metrics.channel_bytes_out.clone(),
+        );
+        registry.register(
+            "channel_upstream_stalls",
+            "Playback connections closed for silence or failure",
+            metrics.channel_upstream_stalls.clone(),
+        );
+        registry.register(
+            "channel_reconnects",
+            "Playback reconnects after the stream had started",
+            metrics.channel_reconnects.clone(),
+        );
+        registry.register(
+            "viewer_drops",
+            "Viewers dropped",
+            metrics.viewer_drops.clone(),
+        );
+        registry.register(
+            "engine_stops",
+            "Engine sessions stopped",
+            metrics.engine_stops.clone(),
+        );
+        registry.register(
+            "time_to_first_byte_seconds",
+            "Time from a viewer's request to its first media bytes",
+            metrics.time_to_first_byte.clone(),
         );
         Metrics {
             registry,

@@ -8,9 +8,9 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+use tower::ServiceExt;
 
 use crate::metrics::Metrics;
 use crate::net::NetListener;
@@ -24,6 +24,21 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_timeout: Duration,
+}
+
+/// Closes the connection a request arrived on, even while a write to it is stuck.
+///
+/// Every request carries one in its extensions. A response body cannot close its own
+/// connection when the peer stops reading (the body is no longer polled); whoever
+/// decides to drop that peer calls [`ConnectionKill::kill`].
+#[derive(Clone, Debug)]
+pub struct ConnectionKill(Arc<watch::Sender<bool>>);
+
+impl ConnectionKill {
+    /// Closes the connection now.
+    pub fn kill(&self) {
+        self.0.send_replace(true);
+    }
 }
 
 /// Written to a connection refused at the cap. Small enough for any socket buffer.
@@ -40,7 +55,6 @@ pub async fn serve<L: NetListener>(
 ) {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let service = TowerToHyperService::new(router);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -67,17 +81,34 @@ pub async fn serve<L: NetListener>(
             });
             continue;
         };
+        let (kill, mut killed) = watch::channel(false);
+        let kill = ConnectionKill(Arc::new(kill));
+        let router = router.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(kill.clone());
+                router.clone().oneshot(request)
+            },
+        );
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service.clone());
+            .serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         let metrics = metrics.clone();
         metrics.http_connections.inc();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            tokio::pin!(connection);
+            tokio::select! {
+                result = &mut connection => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                }
+                _ = killed.wait_for(|killed| *killed) => {
+                    tracing::debug!(%peer, "connection closed by the server");
+                }
             }
             metrics.http_connections.dec();
             drop(permit);

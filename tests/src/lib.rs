@@ -1,5 +1,7 @@
 //! Helpers for the real-socket and real-process tests in `tests/tests/`.
 
+pub mod proxy;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -206,14 +208,18 @@ impl Client {
     /// The value of one Prometheus sample (`name{labels}` exactly as rendered), or 0.
     pub async fn metric(&self, base: &str, sample: &str) -> f64 {
         let (_, text) = self.get(&format!("{base}/metrics")).await.expect("metrics");
-        let text = text.as_str().unwrap_or_default().to_owned();
-        text.lines()
-            .filter_map(|line| line.strip_prefix(sample))
-            .filter_map(|rest| rest.strip_prefix(' '))
-            .filter_map(|value| value.trim().parse().ok())
-            .next()
-            .unwrap_or(0.0)
+        metric_sample(text.as_str().unwrap_or_default(), sample)
     }
+}
+
+/// The value of one sample (`name{labels}` exactly as rendered) in Prometheus text, or 0.
+pub fn metric_sample(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(sample))
+        .filter_map(|rest| rest.strip_prefix(' '))
+        .filter_map(|value| value.trim().parse().ok())
+        .next()
+        .unwrap_or(0.0)
 }
 
 /// A `stream_started` body in the orchestrator's shape.

@@ -3,6 +3,7 @@
 mod error;
 mod events;
 mod read;
+mod stream;
 mod views;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub use events::authorize;
 
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{HttpLabels, Metrics};
+use crate::proxy::Streams;
 use crate::store::EventStore;
 
 /// What every handler can reach.
@@ -35,6 +37,8 @@ pub struct AppInner {
     pub metrics: Arc<Metrics>,
     /// Bearer key for write routes; `None` leaves them open.
     pub api_key: Option<String>,
+    /// The proxy; `None` when no engine is configured.
+    pub streams: Option<Arc<dyn Streams>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -52,12 +56,14 @@ impl AppState {
         store: Arc<dyn EventStore>,
         metrics: Arc<Metrics>,
         api_key: Option<String>,
+        streams: Option<Arc<dyn Streams>>,
     ) -> Self {
         AppState(Arc::new(AppInner {
             lifecycle,
             store,
             metrics,
             api_key,
+            streams,
         }))
     }
 }
@@ -69,7 +75,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/events/stream_ended", post(events::stream_ended))
         .route("/events", get(read::events))
         .route("/streams", get(read::streams))
-        .route("/streams/{id}", get(read::stream))
+        .route(
+            "/streams/{id}",
+            get(read::stream).delete(stream::delete_stream),
+        )
+        .route("/ace/getstream", get(stream::getstream))
         .route("/engines", get(read::engines))
         .route("/health", get(read::health))
         .route("/metrics", get(read::metrics))

@@ -1,0 +1,256 @@
+//! The engine side of a channel: the AceStream HTTP API as a client.
+//!
+//! Only URLs built from configured engine addresses are ever fetched: the playback and
+//! command URLs an engine returns are re-pointed at that engine's own address, so
+//! neither a client nor an engine can make acemux fetch somewhere else.
+
+use std::time::Duration;
+
+use acemux_core::channel::{EngineSession, SessionError};
+use acemux_core::lifecycle::{EngineAddr, KeyType, SessionInfo};
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use crate::net::{HttpClient, Net};
+
+/// Largest session answer read from an engine.
+const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
+
+/// The engine's JSON envelope: `{"response": …, "error": …}`.
+#[derive(Debug, Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    response: Option<SessionResponse>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SessionResponse {
+    playback_url: String,
+    stat_url: String,
+    command_url: String,
+    playback_session_id: String,
+    #[serde(default)]
+    is_live: Option<serde_json::Value>,
+}
+
+/// An HTTP client for AceStream engines.
+#[derive(Clone)]
+pub struct EngineClient<N: Net> {
+    client: HttpClient<N>,
+    request_timeout: Duration,
+}
+
+impl<N: Net> EngineClient<N> {
+    /// A client whose session and stop requests are bounded by `request_timeout`.
+    pub fn new(client: HttpClient<N>, request_timeout: Duration) -> Self {
+        EngineClient {
+            client,
+            request_timeout,
+        }
+    }
+
+    /// Asks `engine` for a playback session of `key` with player id `pid`.
+    pub async fn request_session(
+        &self,
+        engine: &EngineAddr,
+        key_type: KeyType,
+        key: &str,
+        pid: &str,
+    ) -> Result<EngineSession, SessionError> {
+        let param = match key_type {
+            KeyType::ContentId => "id",
+            KeyType::Infohash => "infohash",
+            KeyType::Url => "url",
+            KeyType::Magnet => "magnet",
+        };
+        let url = format!(
+            "http://{engine}/ace/getstream?{param}={}&format=json&pid={}",
+            percent_encode(key),
+            percent_encode(pid)
+        );
+        let body = tokio::time::timeout(self.request_timeout, self.get_body(&url))
+            .await
+            .map_err(|_| SessionError::Timeout)?
+            .map_err(SessionError::Failed)?;
+        parse_session(engine, &body)
+    }
+
+    async fn get_body(&self, url: &str) -> Result<Bytes, String> {
+        let response = self.get(url).await?;
+        let status = response.status();
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ENVELOPE_BYTES)
+            .collect()
+            .await
+            .map_err(|error| format!("reading the engine's answer: {error}"))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!(
+                "engine answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ));
+        }
+        Ok(body)
+    }
+
+    async fn get(&self, url: &str) -> Result<http::Response<Incoming>, String> {
+        let uri: Uri = url.parse().map_err(|_| format!("invalid URL {url:?}"))?;
+        let request = Request::get(uri)
+            .header(
+                http::header::USER_AGENT,
+                concat!("acemux/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(Bytes::new()))
+            .map_err(|error| error.to_string())?;
+        self.client
+            .request(request)
+            .await
+            .map_err(|error| format!("engine unreachable: {error}"))
+    }
+
+    /// Opens a playback URL; the body streams the media. Bounded by the request timeout
+    /// up to the response head.
+    pub async fn open_playback(&self, url: &str) -> Result<Incoming, String> {
+        let response = tokio::time::timeout(self.request_timeout, self.get(url))
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.request_timeout))??;
+        match response.status() {
+            status if status.is_success() => Ok(response.into_body()),
+            StatusCode::NOT_FOUND => Err("playback session is gone (404)".into()),
+            status => Err(format!("playback answered {status}")),
+        }
+    }
+
+    /// Stops a session through its command URL.
+    pub async fn stop(&self, command_url: &str) -> Result<(), String> {
+        let url = if command_url.contains("method=") {
+            command_url.to_owned()
+        } else if command_url.contains('?') {
+            format!("{command_url}&method=stop")
+        } else {
+            format!("{command_url}?method=stop")
+        };
+        tokio::time::timeout(self.request_timeout, self.get_body(&url))
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.request_timeout))?
+            .map(drop)
+    }
+}
+
+/// Decodes a session envelope from `engine`.
+pub fn parse_session(engine: &EngineAddr, body: &[u8]) -> Result<EngineSession, SessionError> {
+    let envelope: Envelope = serde_json::from_slice(body)
+        .map_err(|error| SessionError::Failed(format!("invalid engine answer: {error}")))?;
+    let response = match (envelope.response, envelope.error) {
+        (_, Some(error)) if !error.is_empty() => return Err(SessionError::Refused(error)),
+        (Some(response), _) => response,
+        (None, _) => {
+            return Err(SessionError::Refused(
+                "engine answered with neither a session nor an error".into(),
+            ))
+        }
+    };
+    let is_live = match response.is_live {
+        Some(serde_json::Value::Bool(live)) => live,
+        Some(serde_json::Value::Number(n)) => n.as_i64() != Some(0),
+        _ => true,
+    };
+    let session = SessionInfo {
+        playback_session_id: response.playback_session_id,
+        stat_url: on_engine(engine, &response.stat_url)?,
+        command_url: on_engine(engine, &response.command_url)?,
+        is_live,
+    };
+    Ok(EngineSession {
+        engine: engine.clone(),
+        playback_url: on_engine(engine, &response.playback_url)?,
+        session,
+    })
+}
+
+/// `url`'s path and query on `engine`'s address (engines often report an address
+/// only they can reach; and nothing else is ever fetched).
+fn on_engine(engine: &EngineAddr, url: &str) -> Result<String, SessionError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| SessionError::Failed(format!("engine returned an invalid URL {url:?}")))?;
+    let path = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+    if !path.starts_with('/') {
+        return Err(SessionError::Failed(format!(
+            "engine returned a relative URL {url:?}"
+        )));
+    }
+    Ok(format!("http://{engine}{path}"))
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> EngineAddr {
+        EngineAddr {
+            host: "gluetun".into(),
+            port: 19000,
+        }
+    }
+
+    #[test]
+    fn session_urls_are_pointed_at_the_configured_engine() {
+        let body = br#"{"response": {"playback_url": "http://127.0.0.1:6878/ace/r/abc/1", "stat_url": "http://evil.example/ace/stat/abc", "command_url": "http://127.0.0.1:6878/ace/cmd/abc?x=1", "playback_session_id": "abc", "is_live": 1, "infohash": "ff"}, "error": null}"#;
+        let session = parse_session(&engine(), body).expect("a session");
+        assert_eq!(session.playback_url, "http://gluetun:19000/ace/r/abc/1");
+        assert_eq!(
+            session.session.stat_url,
+            "http://gluetun:19000/ace/stat/abc"
+        );
+        assert_eq!(
+            session.session.command_url,
+            "http://gluetun:19000/ace/cmd/abc?x=1"
+        );
+        assert!(session.session.is_live);
+    }
+
+    #[test]
+    fn engine_errors_are_refusals() {
+        let refused = parse_session(
+            &engine(),
+            br#"{"response": null, "error": "unknown content"}"#,
+        );
+        assert_eq!(
+            refused,
+            Err(SessionError::Refused("unknown content".into()))
+        );
+        let empty = parse_session(&engine(), br#"{"response": null}"#);
+        assert!(matches!(empty, Err(SessionError::Refused(_))));
+        let garbage = parse_session(&engine(), b"<html>");
+        assert!(matches!(garbage, Err(SessionError::Failed(_))));
+        let bad_url = parse_session(
+            &engine(),
+            br#"{"response": {"playback_url": "::", "stat_url": "/s", "command_url": "/c", "playback_session_id": "a"}}"#,
+        );
+        assert!(matches!(bad_url, Err(SessionError::Failed(_))));
+    }
+
+    #[test]
+    fn keys_are_percent_encoded() {
+        assert_eq!(percent_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        assert_eq!(percent_encode("0123abcXYZ-._~"), "0123abcXYZ-._~");
+    }
+}

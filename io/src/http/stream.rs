@@ -1,0 +1,131 @@
+//! The player route `GET /ace/getstream` and the operator route `DELETE /streams/{id}`.
+
+use std::collections::BTreeMap;
+
+use acemux_core::channel::StartFailure;
+use acemux_core::lifecycle::{KeyType, MAX_ID_BYTES};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use serde_json::json;
+
+use super::error::ApiError;
+use super::events::authorize;
+use super::{views, AppState};
+use crate::proxy::{ChannelKey, JoinError};
+use crate::server::ConnectionKill;
+
+/// The stream key of a player request: exactly one of `id=` and `infohash=`.
+fn channel_key(params: &BTreeMap<String, String>) -> Result<ChannelKey, ApiError> {
+    let (key_type, key) = match (params.get("id"), params.get("infohash")) {
+        (Some(id), None) => (KeyType::ContentId, id),
+        (None, Some(infohash)) => (KeyType::Infohash, infohash),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "give either id= or infohash=, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "missing id= (content id) or infohash=",
+            ))
+        }
+    };
+    if key.is_empty()
+        || key.len() > MAX_ID_BYTES
+        || key.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "the stream key must be 1 to 512 bytes without spaces or control characters",
+        ));
+    }
+    Ok(ChannelKey {
+        key_type,
+        key: key.clone(),
+    })
+}
+
+impl From<JoinError> for ApiError {
+    fn from(error: JoinError) -> Self {
+        let message = error.to_string();
+        match error {
+            JoinError::Start(failure) => {
+                let status = match failure {
+                    StartFailure::NoEngine => StatusCode::SERVICE_UNAVAILABLE,
+                    StartFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                ApiError::new(status, failure.code(), message)
+            }
+            JoinError::Capacity(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", message)
+            }
+            JoinError::Ended => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stream_unavailable",
+                message,
+            ),
+        }
+    }
+}
+
+/// `GET /ace/getstream?id=…` (or `infohash=`): the channel's MPEG-TS, from a clean
+/// point near live. Answers 200 only once media is in hand; otherwise a JSON error.
+pub async fn getstream(
+    State(app): State<AppState>,
+    kill: Option<Extension<ConnectionKill>>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let key = channel_key(&params)?;
+    let Some(streams) = &app.streams else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_engine_available",
+            "no engines are configured (--engine host:port)",
+        ));
+    };
+    let viewer = streams.join(key, kill.map(|Extension(kill)| kill)).await?;
+    let mut response = viewer.into_body().into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `DELETE /streams/{id}`: stops the stream (viewers closed, engine stopped, one
+/// `stream_ended`) → `{updated, stream}`.
+pub async fn delete_stream(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&app, &headers)?;
+    let known = app.lifecycle.stream(&id);
+    let updated = match (&app.streams, &known) {
+        (Some(streams), _) => streams.stop_stream(id.clone(), "deleted".into()).await?,
+        (None, Some(_)) => {
+            let ended = acemux_core::lifecycle::StreamEnded {
+                container_id: None,
+                stream_id: Some(id.clone()),
+                reason: Some("deleted".into()),
+            };
+            app.lifecycle
+                .apply(acemux_core::lifecycle::Input::Ended(ended), None)
+                .await?
+                .outcome
+                .updated
+        }
+        (None, None) => false,
+    };
+    let stream = app
+        .lifecycle
+        .stream(&id)
+        .ok_or_else(|| ApiError::not_found("unknown_stream", format!("unknown stream {id:?}")))?;
+    Ok(Json(
+        json!({ "updated": updated, "stream": views::stream(&stream) }),
+    ))
+}

@@ -1,0 +1,126 @@
+//! One viewer: the HTTP response body fed by its channel.
+//!
+//! The body asks for more (`Ready`) only when hyper polls it for the next chunk, that
+//! is once what it had is written out; a viewer that stops reading therefore stops
+//! asking, and its channel drops it after the stall timeout.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use acemux_core::channel::StartFailure;
+use acemux_core::fanout::ViewerId;
+use axum::body::Body;
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::mpsc;
+
+use super::{ChannelKey, ChannelMsg, JoinError};
+use crate::metrics::{ChannelLabels, Metrics};
+
+/// Messages queued for one viewer. The channel hands a viewer at most one batch at a
+/// time (it waits for `Ready`), so a small queue never fills for a live viewer.
+pub(super) const VIEWER_QUEUE: usize = 4;
+
+/// What a channel tells a viewer.
+pub(super) enum ViewerMsg {
+    /// Media (or keepalive null packets).
+    Data(Vec<Bytes>),
+    /// The channel could not start.
+    Failed(StartFailure),
+    /// The channel refused the viewer (capacity).
+    Refused(String),
+    /// The viewer was dropped or the channel ended.
+    Closed(&'static str),
+}
+
+/// Sends `Leave` when the viewer's body is dropped (client gone, or stream over).
+struct LeaveGuard {
+    viewer: ViewerId,
+    mailbox: mpsc::Sender<ChannelMsg>,
+}
+
+impl Drop for LeaveGuard {
+    fn drop(&mut self) {
+        // When the mailbox is full the channel still notices: the viewer stops asking for
+        // data and is dropped as stalled.
+        let _ = self.mailbox.try_send(ChannelMsg::Leave(self.viewer));
+    }
+}
+
+/// A viewer that has its first media and can become a response body.
+pub struct ViewerStream {
+    pending: VecDeque<Bytes>,
+    rx: mpsc::Receiver<ViewerMsg>,
+    guard: LeaveGuard,
+    bytes_out: Counter,
+}
+
+impl std::fmt::Debug for ViewerStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewerStream")
+            .field("viewer", &self.guard.viewer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waits (bounded) for a joining viewer's first media.
+pub(super) async fn first_media(
+    mut rx: mpsc::Receiver<ViewerMsg>,
+    viewer: ViewerId,
+    mailbox: mpsc::Sender<ChannelMsg>,
+    metrics: std::sync::Arc<Metrics>,
+    key: &ChannelKey,
+    bound: Duration,
+) -> Result<ViewerStream, JoinError> {
+    let guard = LeaveGuard { viewer, mailbox };
+    let started = tokio::time::Instant::now();
+    match tokio::time::timeout(bound, rx.recv()).await {
+        Ok(Some(ViewerMsg::Data(chunks))) => {
+            metrics
+                .time_to_first_byte
+                .observe(started.elapsed().as_secs_f64());
+            let bytes_out = metrics
+                .channel_bytes_out
+                .get_or_create(&ChannelLabels::new(key))
+                .clone();
+            Ok(ViewerStream {
+                pending: chunks.into(),
+                rx,
+                guard,
+                bytes_out,
+            })
+        }
+        Ok(Some(ViewerMsg::Failed(failure))) => Err(JoinError::Start(failure)),
+        Ok(Some(ViewerMsg::Refused(message))) => Err(JoinError::Capacity(message)),
+        Ok(Some(ViewerMsg::Closed(_)) | None) => Err(JoinError::Ended),
+        Err(_) => Err(JoinError::Start(StartFailure::Timeout)),
+    }
+}
+
+impl ViewerStream {
+    /// The response body: media as it arrives, until the viewer is dropped or the
+    /// channel ends.
+    pub fn into_body(self) -> Body {
+        let stream = futures::stream::unfold(self, |mut viewer| async move {
+            loop {
+                if let Some(chunk) = viewer.pending.pop_front() {
+                    viewer.bytes_out.inc_by(chunk.len() as u64);
+                    return Some((Ok::<_, std::io::Error>(chunk), viewer));
+                }
+                let ready = ChannelMsg::Ready(viewer.guard.viewer);
+                if viewer.guard.mailbox.send(ready).await.is_err() {
+                    return None;
+                }
+                match viewer.rx.recv().await {
+                    Some(ViewerMsg::Data(chunks)) => viewer.pending.extend(chunks),
+                    Some(ViewerMsg::Closed(reason)) => {
+                        tracing::debug!(viewer = %viewer.guard.viewer, reason, "viewer closed");
+                        return None;
+                    }
+                    Some(ViewerMsg::Failed(_) | ViewerMsg::Refused(_)) | None => return None,
+                }
+            }
+        });
+        Body::from_stream(stream)
+    }
+}

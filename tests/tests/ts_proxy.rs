@@ -1,0 +1,436 @@
+//! MPEG-TS fan-out end to end over real sockets: acemux in front of the engine
+//! emulator, viewers reading the proxied stream, real ffmpeg/ffprobe.
+
+use std::time::Duration;
+
+use acemux::emulator::{EmulatorConfig, Faults};
+use acemux::proxy::ProxyConfig;
+use acemux_core::channel::ChannelConfig;
+use acemux_core::fanout::FanoutConfig;
+use acemux_tests::proxy::{
+    assert_contiguous_slice, engine_stream, open, read_at_least, read_for, viewer_client,
+    without_nulls, ProxyRig,
+};
+use acemux_tests::{eventually, Client};
+use futures::future::join_all;
+use hyper::StatusCode;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn quick_proxy() -> ProxyConfig {
+    ProxyConfig {
+        channel: ChannelConfig {
+            start_timeout: Duration::from_secs(3),
+            upstream_stall_timeout: Duration::from_secs(1),
+            idle_grace: Duration::from_millis(800),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(400),
+            ..ChannelConfig::default()
+        },
+        engine_request_timeout: Duration::from_secs(2),
+        ..ProxyConfig::default()
+    }
+}
+
+async fn json(client: &Client, url: &str) -> Value {
+    client.get(url).await.expect("request").1
+}
+
+#[tokio::test]
+async fn fifty_viewers_each_receive_a_contiguous_slice_of_the_engine_stream() {
+    let rig = ProxyRig::start(quick_proxy()).await;
+    let client = viewer_client();
+    let url = rig.stream_url("fifty");
+    let (status, mut first) = open(&client, &url).await;
+    assert_eq!(status, StatusCode::OK);
+    let (mut received, _) = read_for(&mut first, Duration::from_millis(500)).await;
+    let viewers = (0..49).map(|_| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let (status, mut body) = open(&client, &url).await;
+            assert_eq!(status, StatusCode::OK);
+            read_for(&mut body, Duration::from_secs(2)).await.0
+        }
+    });
+    let (others, (more, _)) = tokio::join!(
+        join_all(viewers),
+        read_for(&mut first, Duration::from_secs(2))
+    );
+    received.extend(more);
+    let stream = engine_stream(rig.emulator().media(), 8 * 1024 * 1024);
+    assert_contiguous_slice(&stream, &received);
+    for bytes in &others {
+        assert!(
+            bytes.len() > 100 * 188,
+            "a viewer got only {} bytes",
+            bytes.len()
+        );
+        assert_contiguous_slice(&stream, bytes);
+    }
+    let stats = rig.emulator().stats();
+    assert_eq!(
+        stats.contents["fifty"].sessions_started, 1,
+        "one engine session for all viewers"
+    );
+    drop(first);
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn ffprobe_and_ffmpeg_decode_the_proxied_stream() {
+    let rig = ProxyRig::start(quick_proxy()).await;
+    let url = rig.stream_url("decode");
+    let probe = tokio::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            &url,
+        ])
+        .output()
+        .await
+        .expect("run ffprobe (apt install ffmpeg)");
+    let codecs = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert!(codecs.contains("h264"), "no H.264 stream: {codecs}");
+    assert!(codecs.contains("aac"), "no AAC stream: {codecs}");
+
+    let decode = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin", "-v", "error", "-t", "4", "-i", &url, "-f", "null", "-",
+        ])
+        .output()
+        .await
+        .expect("run ffmpeg");
+    let errors = String::from_utf8_lossy(&decode.stderr);
+    assert!(decode.status.success(), "ffmpeg failed: {errors}");
+    assert!(
+        errors.trim().is_empty(),
+        "ffmpeg reported decoding errors:\n{errors}"
+    );
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_viewer_that_stops_reading_is_dropped_and_does_not_slow_the_others() {
+    // A fast stream fills socket buffers quickly, so the stuck viewer stalls at once.
+    let bitrate_bps: u64 = 24_000_000;
+    let mut engine = EmulatorConfig::default();
+    engine.faults.insert(
+        "busy".into(),
+        Faults {
+            bitrate_bps: Some(bitrate_bps),
+            ..Faults::default()
+        },
+    );
+    let proxy = ProxyConfig {
+        fanout: FanoutConfig {
+            ring_capacity_bytes: 256 * 1024 * 1024,
+            viewer_stall_timeout: Duration::from_secs(2),
+            ..FanoutConfig::default()
+        },
+        ..quick_proxy()
+    };
+    let rig = ProxyRig::start_with(engine, proxy).await;
+    let client = viewer_client();
+    let url = rig.stream_url("busy");
+    let (status, mut first) = open(&client, &url).await;
+    assert_eq!(status, StatusCode::OK);
+    read_at_least(&mut first, 188 * 100, Duration::from_secs(2)).await;
+
+    // The stuck viewer: a raw socket with a tiny receive buffer that reads nothing.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small buffer");
+    let mut stuck = socket
+        .connect(rig.acemux.local_addr())
+        .await
+        .expect("connect");
+    stuck
+        .write_all(b"GET /ace/getstream?id=busy HTTP/1.1\r\nhost: acemux\r\n\r\n")
+        .await
+        .expect("request");
+
+    let readers = (0..3).map(|_| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let (status, mut body) = open(&client, &url).await;
+            assert_eq!(status, StatusCode::OK);
+            read_for(&mut body, Duration::from_secs(5)).await.0.len()
+        }
+    });
+    let ((first_bytes, _), others) = tokio::join!(
+        read_for(&mut first, Duration::from_secs(5)),
+        join_all(readers)
+    );
+    // Everyone else kept the stream's rate (half of it, allowing for a loaded machine).
+    let expected = (bitrate_bps / 8 * 5 / 2) as usize;
+    assert!(
+        first_bytes.len() > expected,
+        "first viewer got {} bytes, expected > {expected}",
+        first_bytes.len()
+    );
+    for got in others {
+        assert!(
+            got > expected,
+            "a viewer got {got} bytes, expected > {expected}"
+        );
+    }
+    let dropped = eventually(Duration::from_secs(5), || async {
+        rig.metric("acemux_viewer_drops_total{channel=\"content_id:busy\",reason=\"stalled\"}")
+            == 1.0
+    })
+    .await;
+    assert!(
+        dropped,
+        "the stuck viewer was not dropped as stalled:\n{}",
+        rig.acemux.metrics().render()
+    );
+    // Its connection is closed: draining what is buffered ends in EOF or a reset.
+    let mut sink = vec![0u8; 64 * 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stuck.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the dropped viewer's connection stayed open"
+    );
+    drop(first);
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_engine_is_stopped_once_after_the_idle_grace_and_a_returning_viewer_reuses_it() {
+    let rig = ProxyRig::start(quick_proxy()).await;
+    let client = viewer_client();
+    let url = rig.stream_url("idle");
+    let (status, mut body) = open(&client, &url).await;
+    assert_eq!(status, StatusCode::OK);
+    read_for(&mut body, Duration::from_millis(300)).await;
+    drop(body);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Back within the grace: the same session.
+    let (status, mut body) = open(&client, &url).await;
+    assert_eq!(status, StatusCode::OK);
+    read_for(&mut body, Duration::from_millis(300)).await;
+    assert_eq!(rig.emulator().stats().contents["idle"].sessions_started, 1);
+    drop(body);
+    let stopped = eventually(Duration::from_secs(5), || async {
+        rig.emulator().stats().contents["idle"].sessions_stopped == 1
+    })
+    .await;
+    assert!(
+        stopped,
+        "the engine session was not stopped after the grace"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let content = &rig.emulator().stats().contents["idle"];
+    assert_eq!(content.sessions_started, 1);
+    for (session, stats) in &content.sessions {
+        assert_eq!(
+            stats.stop_commands, 1,
+            "session {session} got {} stops",
+            stats.stop_commands
+        );
+    }
+    let api = Client::new();
+    let events = json(&api, &rig.url("/events")).await;
+    let kinds: Vec<(&str, &str)> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or(""),
+                e["stream"]["end_reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(kinds, [("stream_started", ""), ("stream_ended", "idle")]);
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refused_id_gets_502_with_the_engine_message() {
+    let rig = ProxyRig::start(quick_proxy()).await;
+    rig.emulator()
+        .set_faults(
+            "refused",
+            Faults {
+                refuse: Some("no such content".into()),
+                ..Faults::default()
+            },
+        )
+        .expect("faults");
+    let (status, body) = Client::new()
+        .get(&rig.stream_url("refused"))
+        .await
+        .expect("request");
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"], "engine_error");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no such content")),
+        "{body}"
+    );
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_engine_that_never_sends_a_byte_gets_504_while_health_stays_fast() {
+    let rig = ProxyRig::start(quick_proxy()).await;
+    rig.emulator()
+        .set_faults(
+            "silent",
+            Faults {
+                no_data: true,
+                ..Faults::default()
+            },
+        )
+        .expect("faults");
+    let api = Client::new();
+    let url = rig.stream_url("silent");
+    let started = tokio::time::Instant::now();
+    let waiting = tokio::spawn({
+        let api = api.clone();
+        async move { api.get(&url).await.expect("request") }
+    });
+    for _ in 0..10 {
+        let health = tokio::time::timeout(Duration::from_millis(500), api.get(&rig.url("/health")))
+            .await
+            .expect("health answers while a channel waits for its engine")
+            .expect("request");
+        assert_eq!(health.0, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = waiting.await.expect("task");
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["error"], "engine_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    let stopped = eventually(Duration::from_secs(3), || async {
+        rig.emulator().stats().contents["silent"].sessions_stopped == 1
+    })
+    .await;
+    assert!(stopped, "the silent session was not stopped");
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_engine_stall_mid_stream_reconnects_while_viewers_stay_connected() {
+    let rig = ProxyRig::start(quick_proxy()).await;
+    rig.emulator()
+        .set_faults(
+            "stalls",
+            Faults {
+                stall_after: Some(Duration::from_millis(1500)),
+                stall_for: Some(Duration::from_secs(5)),
+                ..Faults::default()
+            },
+        )
+        .expect("faults");
+    let client = viewer_client();
+    let (status, mut body) = open(&client, &rig.stream_url("stalls")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (before, ended) = read_for(&mut body, Duration::from_millis(1400)).await;
+    assert!(!ended);
+    assert!(without_nulls(&before).len() > 188 * 50);
+    // The stall: silence past the stall timeout, a reconnect, media again.
+    let (during, ended) = read_for(&mut body, Duration::from_secs(4)).await;
+    assert!(!ended, "the viewer was disconnected during the stall");
+    let reconnected = rig.metric("acemux_channel_reconnects_total{channel=\"content_id:stalls\"}");
+    assert!(
+        reconnected >= 1.0,
+        "no reconnect happened:\n{}",
+        rig.acemux.metrics().render()
+    );
+    assert!(
+        without_nulls(&during).len() > 188 * 50,
+        "media did not resume after the reconnect"
+    );
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn deleting_a_stream_closes_viewers_stops_the_engine_and_ends_it_once() {
+    let rig = ProxyRig::start(quick_proxy()).await;
+    let client = viewer_client();
+    let (status, mut body) = open(&client, &rig.stream_url("doomed")).await;
+    assert_eq!(status, StatusCode::OK);
+    read_for(&mut body, Duration::from_millis(300)).await;
+    let api = Client::new();
+    let streams = json(&api, &rig.url("/streams?status=started")).await;
+    let id = streams[0]["id"]
+        .as_str()
+        .expect("a started stream")
+        .to_owned();
+    let path = format!("/streams/{}", id.replace('|', "%7C"));
+    let (status, answer) = api
+        .send(hyper::Method::DELETE, &rig.url(&path), &[], None)
+        .await
+        .expect("request");
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["stream"]["status"], "ended");
+    assert_eq!(answer["stream"]["end_reason"], "deleted");
+    let (_, ended) = read_for(&mut body, Duration::from_secs(3)).await;
+    assert!(ended, "the viewer was not closed");
+    let content = &rig.emulator().stats().contents["doomed"];
+    assert_eq!(content.sessions_stopped, 1);
+    let events = json(
+        &api,
+        &rig.url(&format!("/events?stream_id={}", id.replace('|', "%7C"))),
+    )
+    .await;
+    assert_eq!(
+        events.as_array().map(Vec::len),
+        Some(2),
+        "one start and one end: {events}"
+    );
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refusing_engine_is_failed_over_to_another_engine() {
+    let refusing = EmulatorConfig {
+        faults: [(
+            "*".to_owned(),
+            Faults {
+                refuse: Some("engine overloaded".into()),
+                ..Faults::default()
+            },
+        )]
+        .into(),
+        ..EmulatorConfig::default()
+    };
+    let rig = ProxyRig::start_engines(vec![refusing, EmulatorConfig::default()], quick_proxy()).await;
+    let client = viewer_client();
+    for channel in ["one", "two", "three"] {
+        let (status, mut body) = open(&client, &rig.stream_url(channel)).await;
+        assert_eq!(status, StatusCode::OK, "channel {channel} was not failed over");
+        let bytes = read_at_least(&mut body, 188 * 10, Duration::from_secs(2)).await;
+        assert!(bytes.len() >= 188 * 10);
+    }
+    let served = rig.engines[1].emulator().stats();
+    for channel in ["one", "two", "three"] {
+        assert_eq!(served.contents[channel].sessions_started, 1, "{channel} runs on the healthy engine");
+    }
+    rig.shutdown().await;
+}
