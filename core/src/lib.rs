@@ -34,7 +34,9 @@
 
 pub mod channel;
 pub mod fanout;
+pub mod hls;
 pub mod lifecycle;
+pub mod playlist;
 pub mod rng;
 pub mod time;
 pub mod ts;
