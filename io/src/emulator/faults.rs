@@ -15,10 +15,17 @@ const MAX_FAULT_DURATION: Duration = Duration::from_secs(24 * 3600);
 const BITRATE_BPS_RANGE: std::ops::RangeInclusive<u64> = 1_000..=1_000_000_000;
 /// Longest refusal message.
 const MAX_REFUSE_BYTES: usize = 1024;
+/// Largest HLS sequence jump: segment numbers stay far from overflow.
+const MAX_SEQUENCE_JUMP: u64 = 1_000_000;
 
 /// How the emulated engine misbehaves for one content id. The default is a healthy
 /// engine. In JSON, durations are humantime text (`"1500ms"`, `"2s"`) or integer
 /// milliseconds; absent fields keep their defaults.
+///
+/// `bitrate_bps`, `stall_*`, `cut_after_bytes` and `close_abruptly_after_bytes` shape
+/// MPEG-TS playback bodies; the `playlist_*`, `segment_*` and `sequence_*` knobs shape
+/// HLS (times counted from the session's start, see `super::hls`); `start_delay`,
+/// `refuse` and `no_data` apply to both.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -40,8 +47,28 @@ pub struct Faults {
     pub close_abruptly_after_bytes: Option<u64>,
     /// Refuse `getstream` with this error text.
     pub refuse: Option<String>,
-    /// Answer playback with 200 and headers, then never send a byte.
+    /// Answer playback with 200 and headers, then never send a byte; HLS playlists
+    /// are answered with no segments, forever.
     pub no_data: bool,
+    /// Delay before each HLS playlist answer.
+    #[serde(with = "humantime_opt")]
+    pub playlist_delay: Option<Duration>,
+    /// Every Nth HLS segment number (N−1, 2N−1, …) answers 404 although listed.
+    pub segment_404_every: Option<u64>,
+    /// When the HLS sequence jump happens (default: at once); see `sequence_jump_by`.
+    #[serde(with = "humantime_opt")]
+    pub sequence_jump_after: Option<Duration>,
+    /// The HLS live edge leaps this many segments ahead at `sequence_jump_after`:
+    /// the media sequence advances by this much at once, and segments in between
+    /// are never listed when it exceeds the window. A jump happens only when set.
+    pub sequence_jump_by: Option<u64>,
+    /// After this, HLS numbering (and the media) restart at segment 0, as after an
+    /// engine restart.
+    #[serde(with = "humantime_opt")]
+    pub sequence_reset_after: Option<Duration>,
+    /// After this, the HLS playlist stops advancing (its segments are still served).
+    #[serde(with = "humantime_opt")]
+    pub playlist_stall_after: Option<Duration>,
 }
 
 /// A fault setting that cannot be used.
@@ -52,7 +79,7 @@ pub enum FaultError {
     #[error("expected <content_id>:<knob>=<value>, got {0:?}")]
     Shape(String),
     /// No such knob.
-    #[error("unknown fault knob {0:?} (knobs: start_delay, bitrate_bps, stall_after, stall_for, cut_after_bytes, close_abruptly_after_bytes, refuse, no_data)")]
+    #[error("unknown fault knob {0:?} (knobs: start_delay, bitrate_bps, stall_after, stall_for, cut_after_bytes, close_abruptly_after_bytes, refuse, no_data, playlist_delay, segment_404_every, sequence_jump_after, sequence_jump_by, sequence_reset_after, playlist_stall_after)")]
     UnknownKnob(String),
     /// The fault table holds as many content ids as it may.
     #[error("the fault table is full ({0} content ids); delete some first")]
@@ -74,6 +101,10 @@ impl Faults {
             ("start_delay", self.start_delay),
             ("stall_after", self.stall_after),
             ("stall_for", self.stall_for),
+            ("playlist_delay", self.playlist_delay),
+            ("sequence_jump_after", self.sequence_jump_after),
+            ("sequence_reset_after", self.sequence_reset_after),
+            ("playlist_stall_after", self.playlist_stall_after),
         ];
         for (knob, value) in durations {
             if value.is_some_and(|value| value > MAX_FAULT_DURATION) {
@@ -88,6 +119,20 @@ impl Faults {
                 return Err(FaultError::Value {
                     knob: "bitrate_bps",
                     reason: format!("{bitrate} is outside {BITRATE_BPS_RANGE:?}"),
+                });
+            }
+        }
+        if self.segment_404_every == Some(0) {
+            return Err(FaultError::Value {
+                knob: "segment_404_every",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        if let Some(jump) = self.sequence_jump_by {
+            if !(1..=MAX_SEQUENCE_JUMP).contains(&jump) {
+                return Err(FaultError::Value {
+                    knob: "sequence_jump_by",
+                    reason: format!("{jump} is outside 1..={MAX_SEQUENCE_JUMP}"),
                 });
             }
         }
@@ -117,6 +162,20 @@ impl Faults {
                     Some(integer("close_abruptly_after_bytes", value)?);
             }
             "refuse" => self.refuse = Some(value.to_owned()),
+            "playlist_delay" => self.playlist_delay = Some(duration("playlist_delay", value)?),
+            "segment_404_every" => {
+                self.segment_404_every = Some(integer("segment_404_every", value)?);
+            }
+            "sequence_jump_after" => {
+                self.sequence_jump_after = Some(duration("sequence_jump_after", value)?);
+            }
+            "sequence_jump_by" => self.sequence_jump_by = Some(integer("sequence_jump_by", value)?),
+            "sequence_reset_after" => {
+                self.sequence_reset_after = Some(duration("sequence_reset_after", value)?);
+            }
+            "playlist_stall_after" => {
+                self.playlist_stall_after = Some(duration("playlist_stall_after", value)?);
+            }
             "no_data" => {
                 self.no_data = match value {
                     "" | "true" | "1" => true,
@@ -312,5 +371,48 @@ mod tests {
         let back: Faults = serde_json::from_str(&text).expect("round trip");
         assert_eq!(back, faults);
         assert!(serde_json::from_str::<Faults>(r#"{"latency": "1s"}"#).is_err());
+    }
+
+    #[test]
+    fn hls_knobs_parse_and_are_validated() {
+        let flags: Vec<FaultFlag> = [
+            "abc:playlist_delay=1500ms",
+            "abc:segment_404_every=3",
+            "abc:sequence_jump_after=10s",
+            "abc:sequence_jump_by=20",
+            "abc:sequence_reset_after=1m",
+            "abc:playlist_stall_after=30s",
+        ]
+        .iter()
+        .map(|text| text.parse().expect("valid flag"))
+        .collect();
+        let faults = &faults_from_flags(&flags).expect("valid flags")["abc"];
+        assert_eq!(faults.playlist_delay, Some(Duration::from_millis(1500)));
+        assert_eq!(faults.segment_404_every, Some(3));
+        assert_eq!(faults.sequence_jump_after, Some(Duration::from_secs(10)));
+        assert_eq!(faults.sequence_jump_by, Some(20));
+        assert_eq!(faults.sequence_reset_after, Some(Duration::from_secs(60)));
+        assert_eq!(faults.playlist_stall_after, Some(Duration::from_secs(30)));
+        let text = serde_json::to_string(faults).expect("serialisable");
+        assert_eq!(
+            &serde_json::from_str::<Faults>(&text).expect("JSON"),
+            faults
+        );
+        for (flag, knob) in [
+            ("abc:segment_404_every=0", "segment_404_every"),
+            ("abc:sequence_jump_by=0", "sequence_jump_by"),
+            ("abc:sequence_jump_by=1000001", "sequence_jump_by"),
+            ("abc:playlist_delay=25h", "playlist_delay"),
+            ("abc:playlist_stall_after=soon", "playlist_stall_after"),
+        ] {
+            assert!(
+                matches!(flag.parse::<FaultFlag>(), Err(FaultError::Value { knob: k, .. }) if k == knob),
+                "{flag}"
+            );
+        }
+        let json: Faults =
+            serde_json::from_str(r#"{"playlist_delay": 250, "segment_404_every": 0}"#)
+                .expect("parses; validated separately");
+        assert!(json.validate().is_err());
     }
 }

@@ -14,9 +14,12 @@
 //!   back to a keyframe), sent as a burst and then paced at the media's bitrate.
 //!   Every session of a content id shares one timeline that starts at the first
 //!   `getstream` for it.
+//! - `GET /ace/manifest.m3u8?id=<content id>&format=json` → a session whose
+//!   `playback_url` is a live HLS playlist `/ace/m/<session>.m3u8` of 2 s segments
+//!   `/ace/c/<session>/<n>.ts`, on the same timeline (see the `hls` module).
 //! - `GET /ace/stat/<session>` → download statistics.
 //! - `GET /ace/cmd/<session>?method=stop` → stops the session: its playbacks end and
-//!   later requests for it get 404.
+//!   later requests for it (playback, playlist, segments, stat) get 404.
 //!
 //! Control API: `PUT`/`GET`/`DELETE /control/faults/<content id>` ([`Faults`] as
 //! JSON), `GET /control/faults`, `GET /control/stats` ([`EmulatorStats`]).
@@ -25,6 +28,7 @@
 //! the media, the requests and the clock: no randomness.
 
 mod faults;
+mod hls;
 mod media;
 mod playback;
 mod routes;
@@ -60,6 +64,8 @@ pub struct EmulatorConfig {
     /// What every channel plays.
     pub media: MediaLoop,
     /// How far behind live a playback starts; sent at once as the initial burst.
+    /// HLS playlists list the segments complete within `prebuffer` + time since the
+    /// channel's origin.
     pub prebuffer: Duration,
     /// How often a paced playback sends (each send carries this much media).
     pub pacing_interval: Duration,
@@ -112,6 +118,8 @@ pub(crate) struct Shared {
     shutdown: watch::Sender<bool>,
     /// The address served, for URLs when a request has no Host header.
     listen_addr: OnceLock<SocketAddr>,
+    /// The HLS segments of `config.media`.
+    hls: hls::Segmenter,
 }
 
 impl Shared {
@@ -174,10 +182,11 @@ impl Emulator {
         let (shutdown, _) = watch::channel(false);
         Emulator {
             shared: Arc::new(Shared {
-                config,
                 state: Mutex::new(state),
                 shutdown,
                 listen_addr: OnceLock::new(),
+                hls: hls::Segmenter::new(&config.media, hls::GOPS_PER_SEGMENT),
+                config,
             }),
         }
     }

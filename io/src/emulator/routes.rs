@@ -19,8 +19,9 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::faults::{FaultError, Faults};
+use super::hls;
 use super::playback::{bytes_in, plan_start, Cut, Pacer, Playback, PlaybackGuard};
-use super::sessions::PlaybackRefusal;
+use super::sessions::{OpenedSession, PlaybackRefusal};
 use super::Shared;
 use crate::http::ApiError;
 
@@ -35,6 +36,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/ace/getstream", get(getstream))
         .route("/ace/r/{session}", get(playback))
+        .route("/ace/manifest.m3u8", get(hls::manifest))
+        .route("/ace/m/{file}", get(hls::playlist))
+        .route("/ace/c/{session}/{file}", get(hls::segment))
         .route("/ace/stat/{session}", get(stat))
         .route("/ace/cmd/{session}", get(command))
         .route("/control/faults", get(all_faults))
@@ -52,17 +56,39 @@ fn envelope(response: Value) -> Response {
     Json(json!({ "response": response, "error": null })).into_response()
 }
 
-fn envelope_error(status: StatusCode, error: impl Into<String>) -> Response {
+pub(super) fn envelope_error(status: StatusCode, error: impl Into<String>) -> Response {
     let body = json!({ "response": null, "error": error.into() });
     (status, Json(body)).into_response()
 }
 
-fn unknown_session() -> Response {
+/// An error answered in the engine's envelope.
+#[derive(Debug)]
+pub(super) struct EngineError {
+    status: StatusCode,
+    message: String,
+}
+
+impl EngineError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        EngineError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for EngineError {
+    fn into_response(self) -> Response {
+        envelope_error(self.status, self.message)
+    }
+}
+
+pub(super) fn unknown_session() -> Response {
     envelope_error(StatusCode::NOT_FOUND, "unknown playback session")
 }
 
 /// `http://<Host>` when the request names a plausible host, else the listen address.
-fn base_url(headers: &HeaderMap, shared: &Shared) -> String {
+pub(super) fn base_url(headers: &HeaderMap, shared: &Shared) -> String {
     let host = headers
         .get(HOST)
         .and_then(|value| value.to_str().ok())
@@ -80,65 +106,78 @@ fn base_url(headers: &HeaderMap, shared: &Shared) -> String {
     }
 }
 
+/// The query of `getstream` and `manifest.m3u8`.
 #[derive(Debug, Deserialize)]
-struct GetStreamQuery {
+pub(super) struct GetStreamQuery {
     id: Option<String>,
     infohash: Option<String>,
-    format: Option<String>,
-    pid: Option<String>,
+    pub format: Option<String>,
+    pub pid: Option<String>,
 }
 
-async fn getstream(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
+/// A valid session request: the query and its content id; else the error envelope.
+pub(super) fn requested_content(
     query: Result<Query<GetStreamQuery>, QueryRejection>,
-) -> Response {
+) -> Result<(GetStreamQuery, String), EngineError> {
     let Ok(Query(query)) = query else {
-        return envelope_error(StatusCode::OK, "invalid query string");
+        return Err(EngineError::new(StatusCode::OK, "invalid query string"));
     };
     let Some(content_id) = query
         .id
         .as_deref()
         .or(query.infohash.as_deref())
         .filter(|id| !id.is_empty())
+        .map(str::to_owned)
     else {
-        return envelope_error(StatusCode::OK, "missing content id (id= or infohash=)");
+        return Err(EngineError::new(
+            StatusCode::OK,
+            "missing content id (id= or infohash=)",
+        ));
     };
     if content_id.len() > MAX_CONTENT_ID_BYTES || content_id.chars().any(char::is_control) {
-        return envelope_error(StatusCode::OK, "invalid content id");
+        return Err(EngineError::new(StatusCode::OK, "invalid content id"));
     }
+    Ok((query, content_id))
+}
+
+/// A new session of `content_id`, after the `start_delay` and `refuse` faults; else
+/// the error envelope.
+pub(super) async fn open_requested(
+    shared: &Shared,
+    content_id: &str,
+    query: &GetStreamQuery,
+) -> Result<OpenedSession, EngineError> {
     let faults = shared.state().faults_for(content_id);
     if let Some(delay) = faults.start_delay {
         let mut shutdown = shared.shutdown.subscribe();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             _ = shutdown.wait_for(|stop| *stop) => {
-                return envelope_error(StatusCode::SERVICE_UNAVAILABLE, "engine shutting down");
+                return Err(EngineError::new(StatusCode::SERVICE_UNAVAILABLE, "engine shutting down"));
             }
         }
     }
     if let Some(reason) = faults.refuse {
-        tracing::info!(content_id, %reason, "emulator: refusing getstream (fault)");
-        return envelope_error(StatusCode::OK, reason);
+        tracing::info!(content_id, %reason, "emulator: refusing session (fault)");
+        return Err(EngineError::new(StatusCode::OK, reason));
     }
-    let opened =
-        match shared
-            .state()
-            .open_session(content_id, query.infohash.as_deref(), Instant::now())
-        {
-            Ok(opened) => opened,
-            Err(error) => return envelope_error(StatusCode::OK, error.to_string()),
-        };
+    let opened = shared
+        .state()
+        .open_session(content_id, query.infohash.as_deref(), Instant::now());
+    let opened = opened.map_err(|error| EngineError::new(StatusCode::OK, error.to_string()))?;
     tracing::info!(content_id, session = %opened.id, pid = ?query.pid, "emulator: session started");
-    if query.format.as_deref() != Some("json") {
-        // Without format=json an engine streams at once; the session lives as long
-        // as this connection.
-        return start_playback(&shared, &opened.id, true);
-    }
-    let base = base_url(&headers, &shared);
+    Ok(opened)
+}
+
+/// The engine's answer to a session request with `format=json`.
+pub(super) fn session_envelope(
+    base: &str,
+    opened: &OpenedSession,
+    playback_url: String,
+) -> Response {
     let session = &opened.id;
     envelope(json!({
-        "playback_url": format!("{base}/ace/r/{session}"),
+        "playback_url": playback_url,
         "stat_url": format!("{base}/ace/stat/{session}"),
         "command_url": format!("{base}/ace/cmd/{session}"),
         "playback_session_id": session,
@@ -146,6 +185,29 @@ async fn getstream(
         "infohash": opened.infohash,
         "client_session_id": opened.number,
     }))
+}
+
+async fn getstream(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    query: Result<Query<GetStreamQuery>, QueryRejection>,
+) -> Response {
+    let (query, content_id) = match requested_content(query) {
+        Ok(request) => request,
+        Err(error) => return error.into_response(),
+    };
+    let opened = match open_requested(&shared, &content_id, &query).await {
+        Ok(opened) => opened,
+        Err(error) => return error.into_response(),
+    };
+    if query.format.as_deref() != Some("json") {
+        // Without format=json an engine streams at once; the session lives as long
+        // as this connection.
+        return start_playback(&shared, &opened.id, true);
+    }
+    let base = base_url(&headers, &shared);
+    let playback_url = format!("{base}/ace/r/{}", opened.id);
+    session_envelope(&base, &opened, playback_url)
 }
 
 async fn playback(State(shared): State<Arc<Shared>>, Path(session): Path<String>) -> Response {

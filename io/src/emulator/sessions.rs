@@ -30,8 +30,8 @@ pub struct EmulatorStats {
     pub active_sessions: u64,
     /// Playback connections open now.
     pub active_playbacks: u64,
-    /// Playback, stat and stop requests naming a session that is unknown (or, for
-    /// playback and stat, stopped): a client holding on to dead sessions.
+    /// Playback, playlist, segment, stat and stop requests naming a session that is
+    /// unknown (or, except for stop, stopped): a client holding on to dead sessions.
     pub unknown_session_requests: u64,
 }
 
@@ -50,8 +50,14 @@ pub struct ContentStats {
     pub playbacks_started: u64,
     /// Playback connections open now.
     pub active_playbacks: u64,
-    /// Media bytes sent to playback connections.
+    /// Media bytes sent to playback connections and in HLS segments.
     pub bytes_sent: u64,
+    /// HLS playlist requests of its live sessions.
+    pub playlist_requests: u64,
+    /// HLS segment requests of its live sessions, served or not.
+    pub segment_requests: u64,
+    /// Of those, answered 404: not in the window, or a `segment_404_every` fault.
+    pub segments_not_found: u64,
     /// Per session (the most recent ones; see `max_remembered_sessions`).
     pub sessions: BTreeMap<String, SessionStats>,
 }
@@ -67,8 +73,24 @@ pub struct SessionStats {
     pub playbacks_started: u64,
     /// Playback connections open now.
     pub active_playbacks: u64,
-    /// Media bytes sent.
+    /// Media bytes sent (playback and HLS segments).
     pub bytes_sent: u64,
+    /// HLS playlist requests.
+    pub playlist_requests: u64,
+    /// HLS segment requests, served or not.
+    pub segment_requests: u64,
+    /// Of those, answered 404.
+    pub segments_not_found: u64,
+}
+
+/// An HLS request of a live session, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HlsRequest {
+    Playlist,
+    /// A segment served with this many bytes.
+    Segment(u64),
+    /// A segment answered 404.
+    MissingSegment,
 }
 
 /// Why `getstream` gets an error envelope.
@@ -104,6 +126,8 @@ pub(crate) struct SessionView {
     pub infohash: String,
     /// When the content id's live timeline started.
     pub origin: Instant,
+    /// When the session was handed out.
+    pub started: Instant,
     pub faults: Faults,
     pub stop: watch::Receiver<bool>,
 }
@@ -115,6 +139,10 @@ struct Content {
 
 struct Session {
     content_id: String,
+    started: Instant,
+    /// The key in `State::direct_hls` of a session opened by a direct (non-JSON)
+    /// manifest request.
+    direct_key: Option<String>,
     stop: watch::Sender<bool>,
     stats: SessionStats,
 }
@@ -126,6 +154,9 @@ pub(crate) struct State {
     /// Stopped sessions, oldest first, forgotten beyond `max_remembered_sessions`.
     stopped_order: VecDeque<String>,
     faults: BTreeMap<String, Faults>,
+    /// Live sessions opened by direct manifest requests, by content id and pid, so
+    /// that a player reloading the manifest URL stays in one session.
+    direct_hls: BTreeMap<String, String>,
     next_number: u64,
     active_sessions: usize,
     active_playbacks: usize,
@@ -140,6 +171,7 @@ impl State {
             sessions: BTreeMap::new(),
             stopped_order: VecDeque::new(),
             faults,
+            direct_hls: BTreeMap::new(),
             next_number: 1,
             active_sessions: 0,
             active_playbacks: 0,
@@ -217,6 +249,8 @@ impl State {
             id.clone(),
             Session {
                 content_id: content_id.to_owned(),
+                started: now,
+                direct_key: None,
                 stop,
                 stats: SessionStats::default(),
             },
@@ -240,6 +274,7 @@ impl State {
                     content_id: session.content_id.clone(),
                     infohash: content.stats.infohash.clone(),
                     origin: content.origin,
+                    started: session.started,
                     faults: self.faults_for(&session.content_id),
                     stop: session.stop.subscribe(),
                 })
@@ -289,6 +324,58 @@ impl State {
         }
     }
 
+    /// The live session of direct manifest requests with `key` (content id and
+    /// pid), if one is open.
+    pub fn direct_hls_session(&self, key: &str) -> Option<String> {
+        let id = self.direct_hls.get(key)?;
+        let live = self.sessions.get(id).is_some_and(|s| !s.stats.stopped);
+        live.then(|| id.clone())
+    }
+
+    /// Remembers session `id` as the one of direct manifest requests with `key`.
+    pub fn set_direct_hls_session(&mut self, key: &str, id: &str) {
+        if let Some(session) = self.sessions.get_mut(id) {
+            session.direct_key = Some(key.to_owned());
+            self.direct_hls.insert(key.to_owned(), id.to_owned());
+        }
+    }
+
+    /// Counts an HLS request of session `id` (of `content_id`).
+    pub fn record_hls(&mut self, id: &str, content_id: &str, request: HlsRequest) {
+        let count =
+            |playlists: &mut u64, segments: &mut u64, missing: &mut u64, bytes: &mut u64| {
+                match request {
+                    HlsRequest::Playlist => *playlists += 1,
+                    HlsRequest::Segment(sent) => {
+                        *segments += 1;
+                        *bytes += sent;
+                    }
+                    HlsRequest::MissingSegment => {
+                        *segments += 1;
+                        *missing += 1;
+                    }
+                }
+            };
+        if let Some(session) = self.sessions.get_mut(id) {
+            let s = &mut session.stats;
+            count(
+                &mut s.playlist_requests,
+                &mut s.segment_requests,
+                &mut s.segments_not_found,
+                &mut s.bytes_sent,
+            );
+        }
+        if let Some(content) = self.contents.get_mut(content_id) {
+            let c = &mut content.stats;
+            count(
+                &mut c.playlist_requests,
+                &mut c.segment_requests,
+                &mut c.segments_not_found,
+                &mut c.bytes_sent,
+            );
+        }
+    }
+
     /// A stop command for session `id`: counted (repeats too) and applied once.
     /// False when the session is unknown.
     pub fn stop_command(&mut self, id: &str) -> bool {
@@ -316,6 +403,11 @@ impl State {
         }
         session.stats.stopped = true;
         session.stop.send_replace(true);
+        if let Some(key) = session.direct_key.take() {
+            if self.direct_hls.get(&key).is_some_and(|direct| direct == id) {
+                self.direct_hls.remove(&key);
+            }
+        }
         self.active_sessions = self.active_sessions.saturating_sub(1);
         if let Some(content) = self.contents.get_mut(&session.content_id) {
             content.stats.active_sessions = content.stats.active_sessions.saturating_sub(1);
