@@ -3,12 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# ffmpeg/ffprobe decode the proxied streams in the real-client tests.
-if ! command -v ffprobe >/dev/null 2>&1 || ! command -v ffmpeg >/dev/null 2>&1; then
+# Real clients in the tests: ffmpeg/ffprobe decode the proxied streams, VLC (cvlc,
+# run as nobody since VLC refuses root) plays the proxied HLS.
+if ! command -v ffprobe >/dev/null 2>&1 || ! command -v ffmpeg >/dev/null 2>&1 \
+  || ! command -v cvlc >/dev/null 2>&1; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    ffmpeg vlc-bin vlc-plugin-base >/dev/null
 fi
 
 # The real-process tests run the acemux binary; build it first so they find it.

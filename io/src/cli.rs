@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use acemux_core::channel::ChannelConfig;
 use acemux_core::fanout::FanoutConfig;
+use acemux_core::hls::HlsConfig;
 use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -200,6 +201,30 @@ pub struct ProxyArgs {
     /// Viewers per channel (503 `capacity` beyond).
     #[arg(long, env = "ACEMUX_MAX_VIEWERS_PER_CHANNEL", default_value_t = 1000)]
     pub max_viewers_per_channel: usize,
+
+    /// Segments an HLS channel holds before its first playlist is served. Three lets
+    /// common players (ffmpeg, VLC, hls.js), which start three target durations behind
+    /// live, start without stalling.
+    #[arg(long, env = "ACEMUX_HLS_READY_SEGMENTS", default_value_t = 3)]
+    pub hls_ready_segments: usize,
+
+    /// Segments listed in the served HLS playlist.
+    #[arg(long, env = "ACEMUX_HLS_WINDOW", default_value_t = 6)]
+    pub hls_window: usize,
+
+    /// The engine playlist is polled every target duration × this (0.1 to 1).
+    #[arg(long, env = "ACEMUX_HLS_POLL_FACTOR", default_value_t = 0.5)]
+    pub hls_poll_factor: f64,
+
+    /// An HLS player that requests nothing this long stops counting as a viewer; with
+    /// none left the channel stops after `--idle-grace`.
+    #[arg(long, env = "ACEMUX_HLS_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub hls_idle_timeout: Duration,
+
+    /// An engine playlist that brings no new segment this long is reopened, then its
+    /// session replaced (another engine when one is available); players keep polling.
+    #[arg(long, env = "ACEMUX_HLS_STALL_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub hls_stall_timeout: Duration,
 }
 
 fn engine_addr(text: &str) -> Result<EngineAddr, String> {
@@ -242,6 +267,15 @@ impl ProxyArgs {
             max_channels: self.max_channels,
             engine_request_timeout: self.engine_request_timeout,
             max_streams_per_engine: self.max_streams_per_engine,
+            hls: HlsConfig {
+                ready_segments: self.hls_ready_segments.max(1),
+                window_segments: self.hls_window.max(1),
+                poll_factor_permille: (self.hls_poll_factor.clamp(0.1, 1.0) * 1000.0).round()
+                    as u32,
+                ..HlsConfig::default()
+            },
+            hls_idle_timeout: self.hls_idle_timeout,
+            hls_stall_timeout: self.hls_stall_timeout,
             ..ProxyConfig::default()
         }
     }

@@ -16,6 +16,15 @@ use serde::Deserialize;
 
 use crate::net::{HttpClient, Net};
 
+/// How a channel's media is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StreamFormat {
+    /// One MPEG-TS body.
+    Ts,
+    /// A live HLS playlist and its segments.
+    Hls,
+}
+
 /// Largest session answer read from an engine.
 const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
 
@@ -54,14 +63,20 @@ impl<N: Net> EngineClient<N> {
         }
     }
 
-    /// Asks `engine` for a playback session of `key` with player id `pid`.
+    /// Asks `engine` for a playback session of `key` with player id `pid`: MPEG-TS
+    /// (`/ace/getstream`) or HLS (`/ace/manifest.m3u8`, whose playback URL is the playlist).
     pub async fn request_session(
         &self,
         engine: &EngineAddr,
+        format: StreamFormat,
         key_type: KeyType,
         key: &str,
         pid: &str,
     ) -> Result<EngineSession, SessionError> {
+        let route = match format {
+            StreamFormat::Ts => "getstream",
+            StreamFormat::Hls => "manifest.m3u8",
+        };
         let param = match key_type {
             KeyType::ContentId => "id",
             KeyType::Infohash => "infohash",
@@ -69,7 +84,7 @@ impl<N: Net> EngineClient<N> {
             KeyType::Magnet => "magnet",
         };
         let url = format!(
-            "http://{engine}/ace/getstream?{param}={}&format=json&pid={}",
+            "http://{engine}/ace/{route}?{param}={}&format=json&pid={}",
             percent_encode(key),
             percent_encode(pid)
         );
@@ -110,6 +125,35 @@ impl<N: Net> EngineClient<N> {
             .request(request)
             .await
             .map_err(|error| format!("engine unreachable: {error}"))
+    }
+
+    /// GETs `url` whole (at most `max_bytes`), bounded by the request timeout; any
+    /// status but 2xx, or an empty body, is an error.
+    pub async fn fetch(&self, url: &str, max_bytes: usize) -> Result<Bytes, String> {
+        let exchange = async {
+            let response = self.get(url).await?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(format!("{url} answered {status}"));
+            }
+            http_body_util::Limited::new(response.into_body(), max_bytes)
+                .collect()
+                .await
+                .map(|body| body.to_bytes())
+                .map_err(|error| format!("reading {url}: {error}"))
+        };
+        let body = tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .map_err(|_| {
+                format!(
+                    "{url}: no complete answer within {:?}",
+                    self.request_timeout
+                )
+            })??;
+        if body.is_empty() {
+            return Err(format!("{url} answered an empty body"));
+        }
+        Ok(body)
     }
 
     /// Opens a playback URL; the body streams the media. Bounded by the request timeout
@@ -187,6 +231,27 @@ fn on_engine(engine: &EngineAddr, url: &str) -> Result<String, SessionError> {
     Ok(format!("http://{engine}{path}"))
 }
 
+/// `uri`'s path and query on `base`'s scheme and address: URIs found in an engine's
+/// playlist are only ever fetched from that engine.
+pub fn same_origin(base: &str, uri: &str) -> Result<String, String> {
+    let base: Uri = base.parse().map_err(|_| format!("invalid URL {base:?}"))?;
+    let authority = base
+        .authority()
+        .ok_or_else(|| format!("URL without an address: {base}"))?;
+    let reference: Uri = uri.parse().map_err(|_| format!("invalid URI {uri:?}"))?;
+    if reference.scheme().is_none() {
+        return Err(format!("URI {uri:?} is not absolute (resolve it first)"));
+    }
+    let path = reference
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    if !path.starts_with('/') {
+        return Err(format!("unusable URI {uri:?}"));
+    }
+    Ok(format!("http://{authority}{path}"))
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 pub fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -246,6 +311,18 @@ mod tests {
             br#"{"response": {"playback_url": "::", "stat_url": "/s", "command_url": "/c", "playback_session_id": "a"}}"#,
         );
         assert!(matches!(bad_url, Err(SessionError::Failed(_))));
+    }
+
+    #[test]
+    fn playlist_uris_stay_on_the_engine() {
+        assert_eq!(
+            same_origin(
+                "http://gluetun:19000/ace/m/a.m3u8",
+                "http://evil.example/x/1.ts?k=v"
+            ),
+            Ok("http://gluetun:19000/x/1.ts?k=v".to_owned())
+        );
+        assert!(same_origin("http://gluetun:19000/a.m3u8", "1.ts").is_err());
     }
 
     #[test]

@@ -41,6 +41,10 @@ impl ConnectionKill {
     }
 }
 
+/// The peer address of the connection a request arrived on (in its extensions).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// Written to a connection refused at the cap. Small enough for any socket buffer.
 const CAPACITY_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 70\r\n\r\n{\"error\":\"capacity\",\"message\":\"too many connections; try again later\"}";
 
@@ -87,6 +91,7 @@ pub async fn serve<L: NetListener>(
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(kill.clone());
+                request.extensions_mut().insert(PeerAddr(peer));
                 router.clone().oneshot(request)
             },
         );

@@ -420,17 +420,25 @@ async fn a_refusing_engine_is_failed_over_to_another_engine() {
         .into(),
         ..EmulatorConfig::default()
     };
-    let rig = ProxyRig::start_engines(vec![refusing, EmulatorConfig::default()], quick_proxy()).await;
+    let rig =
+        ProxyRig::start_engines(vec![refusing, EmulatorConfig::default()], quick_proxy()).await;
     let client = viewer_client();
     for channel in ["one", "two", "three"] {
         let (status, mut body) = open(&client, &rig.stream_url(channel)).await;
-        assert_eq!(status, StatusCode::OK, "channel {channel} was not failed over");
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "channel {channel} was not failed over"
+        );
         let bytes = read_at_least(&mut body, 188 * 10, Duration::from_secs(2)).await;
         assert!(bytes.len() >= 188 * 10);
     }
     let served = rig.engines[1].emulator().stats();
     for channel in ["one", "two", "three"] {
-        assert_eq!(served.contents[channel].sessions_started, 1, "{channel} runs on the healthy engine");
+        assert_eq!(
+            served.contents[channel].sessions_started, 1,
+            "{channel} runs on the healthy engine"
+        );
     }
     rig.shutdown().await;
 }

@@ -80,6 +80,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             get(read::stream).delete(stream::delete_stream),
         )
         .route("/ace/getstream", get(stream::getstream))
+        .route("/ace/manifest.m3u8", get(stream::manifest))
+        .route("/ace/hls/{channel}/{segment}", get(stream::segment))
         .route("/engines", get(read::engines))
         .route("/health", get(read::health))
         .route("/metrics", get(read::metrics))

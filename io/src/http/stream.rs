@@ -1,6 +1,7 @@
 //! The player route `GET /ace/getstream` and the operator route `DELETE /streams/{id}`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use acemux_core::channel::StartFailure;
 use acemux_core::lifecycle::{KeyType, MAX_ID_BYTES};
@@ -13,11 +14,15 @@ use serde_json::json;
 use super::error::ApiError;
 use super::events::authorize;
 use super::{views, AppState};
-use crate::proxy::{ChannelKey, JoinError};
-use crate::server::ConnectionKill;
+use crate::engine::StreamFormat;
+use crate::proxy::{ChannelKey, JoinError, Streams};
+use crate::server::{ConnectionKill, PeerAddr};
 
 /// The stream key of a player request: exactly one of `id=` and `infohash=`.
-fn channel_key(params: &BTreeMap<String, String>) -> Result<ChannelKey, ApiError> {
+fn channel_key(
+    params: &BTreeMap<String, String>,
+    format: StreamFormat,
+) -> Result<ChannelKey, ApiError> {
     let (key_type, key) = match (params.get("id"), params.get("infohash")) {
         (Some(id), None) => (KeyType::ContentId, id),
         (None, Some(infohash)) => (KeyType::Infohash, infohash),
@@ -44,6 +49,7 @@ fn channel_key(params: &BTreeMap<String, String>) -> Result<ChannelKey, ApiError
         ));
     }
     Ok(ChannelKey {
+        format,
         key_type,
         key: key.clone(),
     })
@@ -80,19 +86,81 @@ pub async fn getstream(
     kill: Option<Extension<ConnectionKill>>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let key = channel_key(&params)?;
-    let Some(streams) = &app.streams else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_engine_available",
-            "no engines are configured (--engine host:port)",
-        ));
-    };
+    let key = channel_key(&params, StreamFormat::Ts)?;
+    let streams = proxy(&app)?;
     let viewer = streams.join(key, kill.map(|Extension(kill)| kill)).await?;
     let mut response = viewer.into_body().into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+fn proxy(app: &AppState) -> Result<&Arc<dyn Streams>, ApiError> {
+    app.streams.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_engine_available",
+            "no engines are configured (--engine host:port)",
+        )
+    })
+}
+
+/// Who a player is: the token acemux put in the URIs it served, else its address.
+fn viewer_token(params: &BTreeMap<String, String>, peer: Option<Extension<PeerAddr>>) -> String {
+    match (params.get("t"), peer) {
+        (Some(token), _) if !token.is_empty() && token.len() <= 128 => token.clone(),
+        (_, Some(Extension(PeerAddr(addr)))) => format!("addr-{}", addr.ip()),
+        _ => "anonymous".to_owned(),
+    }
+}
+
+/// `GET /ace/manifest.m3u8?id=…` (or `infohash=`): the channel's live HLS playlist. A
+/// new channel's first request waits (bounded by the start timeout) until enough is
+/// held for players to start; later requests are answered from memory at once.
+pub async fn manifest(
+    State(app): State<AppState>,
+    peer: Option<Extension<PeerAddr>>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let key = channel_key(&params, StreamFormat::Hls)?;
+    let viewer = viewer_token(&params, peer);
+    let playlist = proxy(&app)?.hls_playlist(key, viewer).await?;
+    let mut response = playlist.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.apple.mpegurl"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// `GET /ace/hls/{channel}/{seq}.ts`: a held segment, from memory. Nothing else is ever
+/// fetched for it.
+pub async fn segment(
+    State(app): State<AppState>,
+    peer: Option<Extension<PeerAddr>>,
+    Path((channel, name)): Path<(String, String)>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found("unknown_segment", "no such segment is held");
+    let channel: u64 = channel.parse().map_err(|_| not_found())?;
+    let seq: u64 = name
+        .strip_suffix(".ts")
+        .and_then(|seq| seq.parse().ok())
+        .ok_or_else(not_found)?;
+    let viewer = viewer_token(&params, peer);
+    let bytes = proxy(&app)?
+        .hls_segment(channel, seq, viewer)
+        .ok_or_else(not_found)?;
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=60"),
+    );
     Ok(response)
 }
 

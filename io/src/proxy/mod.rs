@@ -1,7 +1,9 @@
 //! The proxy: one channel task per stream key, each owning its channel and fan-out
 //! machines; viewers are their own tasks talking to the channel with small messages.
 
-mod channel;
+mod hls;
+mod session;
+mod ts;
 mod viewer;
 
 use std::collections::BTreeMap;
@@ -11,17 +13,20 @@ use std::time::Duration;
 
 use acemux_core::channel::{ChannelConfig, EnginePool, StartFailure};
 use acemux_core::fanout::{FanoutConfig, ViewerId};
+use acemux_core::hls::{HlsConfig, HlsSnapshot};
 use acemux_core::lifecycle::{EngineAddr, Input, KeyType, StreamEnded};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::engine::EngineClient;
+use crate::engine::{EngineClient, StreamFormat};
 use crate::lifecycle::{ApplyError, Lifecycle};
 use crate::metrics::Metrics;
 use crate::net::Net;
 use crate::server::ConnectionKill;
 
 pub use viewer::ViewerStream;
+
+use hls::HlsMsg;
 
 /// Messages a channel task's mailbox holds at most; senders wait (viewers) or fail
 /// (joins answer 503) instead of growing an unbounded queue.
@@ -42,6 +47,13 @@ pub struct ProxyConfig {
     pub max_streams_per_engine: usize,
     /// How long an engine that keeps failing is skipped.
     pub engine_cooldown: Duration,
+    /// Fetch loop and buffer of HLS channels.
+    pub hls: HlsConfig,
+    /// An HLS player that requests nothing this long no longer counts as a viewer.
+    pub hls_idle_timeout: Duration,
+    /// An engine playlist that brings no new segment this long is reopened (then the
+    /// session replaced), like a silent TS playback.
+    pub hls_stall_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -53,13 +65,18 @@ impl Default for ProxyConfig {
             engine_request_timeout: Duration::from_secs(10),
             max_streams_per_engine: 16,
             engine_cooldown: Duration::from_secs(10),
+            hls: HlsConfig::default(),
+            hls_idle_timeout: Duration::from_secs(30),
+            hls_stall_timeout: Duration::from_secs(30),
         }
     }
 }
 
-/// What identifies a channel: the stream key as requested.
+/// What identifies a channel: the stream key and format as requested.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChannelKey {
+    /// MPEG-TS or HLS: each has its own engine session.
+    pub format: StreamFormat,
     /// `id=` or `infohash=`.
     pub key_type: KeyType,
     /// The key.
@@ -68,7 +85,10 @@ pub struct ChannelKey {
 
 impl std::fmt::Display for ChannelKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.key_type.as_str(), self.key)
+        match self.format {
+            StreamFormat::Ts => write!(f, "{}:{}", self.key_type.as_str(), self.key),
+            StreamFormat::Hls => write!(f, "hls:{}:{}", self.key_type.as_str(), self.key),
+        }
     }
 }
 
@@ -107,11 +127,14 @@ enum ChannelMsg {
         reason: String,
         done: oneshot::Sender<()>,
     },
+    Hls(HlsMsg),
 }
 
 struct ChannelHandle {
     id: u64,
     mailbox: mpsc::Sender<ChannelMsg>,
+    /// The served playlist of an HLS channel, readable without asking its task.
+    snapshot: Option<watch::Receiver<Arc<HlsSnapshot>>>,
     /// The stream id of the channel's current session, once it has started.
     stream_id: watch::Receiver<Option<String>>,
 }
@@ -209,10 +232,26 @@ impl<N: Net> Proxy<N> {
     }
 
     fn channel_for(&self, key: &ChannelKey) -> Result<mpsc::Sender<ChannelMsg>, JoinError> {
+        self.channel_handle(key).map(|(mailbox, _, _)| mailbox)
+    }
+
+    /// The mailbox, HLS snapshot and id of `key`'s channel, started if needed.
+    #[allow(clippy::type_complexity)]
+    fn channel_handle(
+        &self,
+        key: &ChannelKey,
+    ) -> Result<
+        (
+            mpsc::Sender<ChannelMsg>,
+            Option<watch::Receiver<Arc<HlsSnapshot>>>,
+            u64,
+        ),
+        JoinError,
+    > {
         let mut channels = self.channels();
         if let Some(handle) = channels.get(key) {
             if !handle.mailbox.is_closed() {
-                return Ok(handle.mailbox.clone());
+                return Ok((handle.mailbox.clone(), handle.snapshot.clone(), handle.id));
             }
             channels.remove(key);
         }
@@ -225,24 +264,91 @@ impl<N: Net> Proxy<N> {
         let (mailbox, inbox) = mpsc::channel(MAILBOX);
         let (stream_id_tx, stream_id) = watch::channel(None);
         let id = self.next_id();
+        let (snapshot_tx, snapshot) = match key.format {
+            StreamFormat::Ts => (None, None),
+            StreamFormat::Hls => {
+                let (tx, rx) = watch::channel(Arc::new(HlsSnapshot::default()));
+                (Some(tx), Some(rx))
+            }
+        };
         channels.insert(
             key.clone(),
             ChannelHandle {
                 id,
                 mailbox: mailbox.clone(),
+                snapshot: snapshot.clone(),
                 stream_id,
             },
         );
         drop(channels);
         tracing::info!(channel = %key, "starting channel");
-        tokio::spawn(channel::run(
-            self.clone(),
-            id,
-            key.clone(),
-            inbox,
-            stream_id_tx,
-        ));
-        Ok(mailbox)
+        match snapshot_tx {
+            None => {
+                tokio::spawn(ts::run(self.clone(), id, key.clone(), inbox, stream_id_tx));
+            }
+            Some(snapshot_tx) => {
+                tokio::spawn(hls::run(
+                    self.clone(),
+                    id,
+                    key.clone(),
+                    inbox,
+                    stream_id_tx,
+                    snapshot_tx,
+                ));
+            }
+        }
+        Ok((mailbox, snapshot, id))
+    }
+
+    /// The served playlist of `key`'s HLS channel for player `viewer`, started if
+    /// needed; a new channel's first answer waits (bounded) until it is ready.
+    pub async fn hls_playlist(&self, key: ChannelKey, viewer: String) -> Result<String, JoinError> {
+        for _ in 0..3 {
+            let (mailbox, snapshot, id) = self.channel_handle(&key)?;
+            let Some(mut snapshot) = snapshot else {
+                return Err(JoinError::Ended);
+            };
+            let activity = ChannelMsg::Hls(HlsMsg::Activity {
+                viewer: viewer.clone(),
+            });
+            if mailbox.try_send(activity).is_err() && mailbox.is_closed() {
+                continue;
+            }
+            if !snapshot.borrow().ready {
+                let (reply, ready) = oneshot::channel();
+                if mailbox
+                    .send(ChannelMsg::Hls(HlsMsg::WaitReady { reply }))
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                let bound = self.0.config.channel.start_timeout + Duration::from_secs(1);
+                match tokio::time::timeout(bound, ready).await {
+                    Ok(Ok(Ok(()))) => {}
+                    Ok(Ok(Err(failure))) => return Err(JoinError::Start(failure)),
+                    Ok(Err(_)) => continue,
+                    Err(_) => return Err(JoinError::Start(StartFailure::Timeout)),
+                }
+            }
+            let current = snapshot.borrow_and_update().clone();
+            let token = crate::engine::percent_encode(&viewer);
+            return Ok(current.render(|seq| format!("/ace/hls/{id}/{seq}.ts?t={token}")));
+        }
+        Err(JoinError::Ended)
+    }
+
+    /// Segment `seq` of HLS channel `id`, if it is held; counts as activity of `viewer`.
+    pub fn hls_segment(&self, id: u64, seq: u64, viewer: String) -> Option<bytes::Bytes> {
+        let (mailbox, snapshot) = self
+            .channels()
+            .values()
+            .find(|handle| handle.id == id)
+            .map(|handle| (handle.mailbox.clone(), handle.snapshot.clone()))?;
+        let _ = mailbox.try_send(ChannelMsg::Hls(HlsMsg::Activity { viewer }));
+        let snapshot = snapshot?;
+        let current = snapshot.borrow();
+        current.segment(seq).map(|segment| segment.bytes.clone())
     }
 
     /// Forgets channel `id` under `key` (called by the channel task as it ends).
@@ -336,6 +442,16 @@ pub trait Streams: Send + Sync + 'static {
 
     /// See [`Proxy::stop_all`].
     fn stop_all(&self, reason: String) -> futures::future::BoxFuture<'static, ()>;
+
+    /// See [`Proxy::hls_playlist`].
+    fn hls_playlist(
+        &self,
+        key: ChannelKey,
+        viewer: String,
+    ) -> futures::future::BoxFuture<'static, Result<String, JoinError>>;
+
+    /// See [`Proxy::hls_segment`].
+    fn hls_segment(&self, id: u64, seq: u64, viewer: String) -> Option<bytes::Bytes>;
 }
 
 impl<N: Net> Streams for Proxy<N> {
@@ -360,5 +476,18 @@ impl<N: Net> Streams for Proxy<N> {
     fn stop_all(&self, reason: String) -> futures::future::BoxFuture<'static, ()> {
         let proxy = self.clone();
         Box::pin(async move { proxy.stop_all(&reason).await })
+    }
+
+    fn hls_playlist(
+        &self,
+        key: ChannelKey,
+        viewer: String,
+    ) -> futures::future::BoxFuture<'static, Result<String, JoinError>> {
+        let proxy = self.clone();
+        Box::pin(async move { proxy.hls_playlist(key, viewer).await })
+    }
+
+    fn hls_segment(&self, id: u64, seq: u64, viewer: String) -> Option<bytes::Bytes> {
+        Proxy::hls_segment(self, id, seq, viewer)
     }
 }

@@ -1,31 +1,30 @@
-//! The channel task: owns one channel's [`Channel`] and [`Fanout`] machines and is
-//! the only thing that mutates them. Engine calls and the playback reader run as
-//! helper tasks that report back as events.
+//! The MPEG-TS channel task: owns one channel's [`Channel`](acemux_core::channel::Channel)
+//! and [`Fanout`] machines and is the only thing that mutates them. Engine calls and the
+//! playback reader run as helper tasks that report back as events.
 
 use std::collections::BTreeMap;
 
-use acemux_core::channel::{Channel, EngineSession, Input, Output, SessionError};
+use acemux_core::channel::{Input, Output};
 use acemux_core::fanout::{self, Fanout, ViewerId};
-use acemux_core::lifecycle::{self, EngineAddr, StreamEnded, StreamKey, StreamStarted};
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::session::SessionDriver;
 use super::viewer::ViewerMsg;
 use super::{ChannelKey, ChannelMsg, Proxy};
-use crate::metrics::{ChannelLabels, DropLabels};
+use crate::metrics::DropLabels;
 use crate::net::Net;
 use crate::server::ConnectionKill;
 
-/// Events from helper tasks held at most; the playback reader waits when it is full,
-/// which is the backpressure towards the engine.
-const EVENTS: usize = 64;
+/// Playback events held at most; the playback reader waits when it is full, which is
+/// the backpressure towards the engine.
+const PLAYBACK_EVENTS: usize = 64;
 
-enum TaskEvent {
-    SessionReady(EngineSession),
-    SessionFailed(EngineAddr, SessionError),
-    Playback { generation: u64, event: Playback },
+struct PlaybackEvent {
+    generation: u64,
+    event: Playback,
 }
 
 enum Playback {
@@ -42,18 +41,12 @@ struct ViewerSlot {
 }
 
 struct Task<N: Net> {
-    proxy: Proxy<N>,
-    key: ChannelKey,
-    labels: ChannelLabels,
-    channel: Channel,
+    driver: SessionDriver<N>,
     fanout: Fanout,
     viewers: BTreeMap<ViewerId, ViewerSlot>,
-    events: mpsc::Sender<TaskEvent>,
+    playback_events: mpsc::Sender<PlaybackEvent>,
     playback: Option<JoinHandle<()>>,
     generation: u64,
-    stream_id: watch::Sender<Option<String>>,
-    lifecycle: mpsc::UnboundedSender<lifecycle::Input>,
-    stop_waiters: Vec<oneshot::Sender<()>>,
 }
 
 pub(super) async fn run<N: Net>(
@@ -63,46 +56,31 @@ pub(super) async fn run<N: Net>(
     mut inbox: mpsc::Receiver<ChannelMsg>,
     stream_id: watch::Sender<Option<String>>,
 ) {
-    let shared = proxy.0.clone();
-    let clock = shared.lifecycle.clock();
-    let (events, mut event_rx) = mpsc::channel(EVENTS);
-    // Lifecycle changes of one channel are applied in order by one task, off this loop:
-    // a slow commit never holds up the media. At most two per engine session, and
-    // sessions are bounded by the channel's retry rules, so this queue stays small.
-    let (lifecycle_tx, mut lifecycle_rx) = mpsc::unbounded_channel::<lifecycle::Input>();
-    let registry = shared.lifecycle.clone();
-    let applier = tokio::spawn(async move {
-        while let Some(input) = lifecycle_rx.recv().await {
-            if let Err(error) = registry.apply(input, None).await {
-                tracing::error!(%error, "lifecycle change of a proxied stream was not applied");
-            }
-        }
-    });
-    let labels = ChannelLabels::new(&key);
-    shared.metrics.channels.inc();
+    let clock = proxy.0.lifecycle.clock();
+    let fanout = Fanout::new(proxy.0.config.fanout.clone());
+    let config = proxy.0.config.channel.clone();
+    let (driver, mut session_rx) = SessionDriver::new(proxy, key, config, stream_id);
+    let (playback_events, mut playback_rx) = mpsc::channel(PLAYBACK_EVENTS);
     let mut task = Task {
-        channel: Channel::new(clock.now(), shared.config.channel.clone()),
-        fanout: Fanout::new(shared.config.fanout.clone()),
-        proxy,
-        key,
-        labels,
+        driver,
+        fanout,
         viewers: BTreeMap::new(),
-        events,
+        playback_events,
         playback: None,
         generation: 0,
-        stream_id,
-        lifecycle: lifecycle_tx,
-        stop_waiters: Vec::new(),
     };
     loop {
         task.drain();
-        if task.channel.is_ended() {
+        if task.driver.channel.is_ended() {
             break;
         }
-        let deadline = [task.channel.poll_timeout(), task.fanout.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [
+            task.driver.channel.poll_timeout(),
+            task.fanout.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let sleep = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(clock.deadline(at)).await,
@@ -111,43 +89,38 @@ pub(super) async fn run<N: Net>(
         };
         tokio::select! {
             biased;
-            Some(event) = event_rx.recv() => task.on_event(event),
+            Some(event) = playback_rx.recv() => task.on_playback(event),
+            Some(event) = session_rx.recv() => task.driver.on_session(event),
             message = inbox.recv() => match message {
                 Some(message) => task.on_message(message),
                 // Nobody can reach this channel any more.
-                None => task.channel.handle_input(clock.now(), Input::Stop("unreachable".into())),
+                None => task.driver.channel.handle_input(clock.now(), Input::Stop("unreachable".into())),
             },
             () = sleep => {
                 let now = clock.now();
-                task.channel.handle_timeout(now);
+                task.driver.channel.handle_timeout(now);
                 task.fanout.handle_timeout(now);
             }
         }
     }
-    let waiters = task.finish(id);
-    // Sessions granted after the end are stopped, not leaked on the engine.
-    event_rx.close();
-    while let Ok(event) = event_rx.try_recv() {
-        if let TaskEvent::SessionReady(session) = event {
-            tokio::spawn(stop_orphan(shared.clone(), session));
+    task.close_playback();
+    for (_, slot) in std::mem::take(&mut task.viewers) {
+        if slot
+            .tx
+            .try_send(ViewerMsg::Closed("channel_ended"))
+            .is_err()
+        {
+            if let Some(kill) = slot.kill {
+                kill.kill();
+            }
         }
     }
-    // Stop waiters (and shutdown) learn of the end once its `stream_ended` is applied.
-    if let Err(error) = applier.await {
-        tracing::error!(%error, "lifecycle task of a channel failed");
-    }
-    for waiter in waiters {
-        let _ = waiter.send(());
-    }
+    task.driver.finish(id, session_rx).await;
 }
 
 impl<N: Net> Task<N> {
-    fn now(&self) -> acemux_core::Instant {
-        self.proxy.0.lifecycle.clock().now()
-    }
-
     fn on_message(&mut self, message: ChannelMsg) {
-        let now = self.now();
+        let now = self.driver.now();
         match message {
             ChannelMsg::Join { viewer, tx, kill } => {
                 match self.fanout.handle_input(now, fanout::Input::Join(viewer)) {
@@ -179,75 +152,57 @@ impl<N: Net> Task<N> {
                 }
             }
             ChannelMsg::Stop { reason, done } => {
-                self.stop_waiters.push(done);
-                self.channel.handle_input(now, Input::Stop(reason));
+                self.driver.stop_waiters.push(done);
+                self.driver.channel.handle_input(now, Input::Stop(reason));
             }
+            // HLS requests never reach a TS channel (the key's format differs).
+            ChannelMsg::Hls(_) => {}
         }
     }
 
-    fn on_event(&mut self, event: TaskEvent) {
-        let now = self.now();
-        match event {
-            TaskEvent::SessionReady(session) => {
-                self.pool().session_opened(&session.engine);
-                self.channel.handle_input(now, Input::SessionReady(session));
+    fn on_playback(&mut self, event: PlaybackEvent) {
+        if event.generation != self.generation {
+            return;
+        }
+        let now = self.driver.now();
+        let channel = &mut self.driver.channel;
+        match event.event {
+            Playback::Opened => channel.handle_input(now, Input::PlaybackOpened),
+            Playback::Data(bytes) => {
+                self.driver
+                    .proxy
+                    .0
+                    .metrics
+                    .channel_bytes_in
+                    .get_or_create(&self.driver.labels)
+                    .inc_by(bytes.len() as u64);
+                channel.handle_input(now, Input::Data(bytes.len()));
+                let _ = self.fanout.handle_input(now, fanout::Input::Data(bytes));
             }
-            TaskEvent::SessionFailed(engine, error) => {
-                tracing::warn!(channel = %self.key, %engine, ?error, "engine did not grant a session");
-                self.pool().failed(now, &engine);
-                self.channel
-                    .handle_input(now, Input::SessionFailed { engine, error });
+            Playback::Failed(reason) => {
+                tracing::warn!(channel = %self.driver.key, %reason, "playback failed");
+                self.playback = None;
+                channel.handle_input(now, Input::PlaybackFailed(reason));
             }
-            TaskEvent::Playback { generation, event } => {
-                if generation != self.generation {
-                    return;
-                }
-                match event {
-                    Playback::Opened => self.channel.handle_input(now, Input::PlaybackOpened),
-                    Playback::Data(bytes) => {
-                        self.proxy
-                            .0
-                            .metrics
-                            .channel_bytes_in
-                            .get_or_create(&self.labels)
-                            .inc_by(bytes.len() as u64);
-                        self.channel.handle_input(now, Input::Data(bytes.len()));
-                        let _ = self.fanout.handle_input(now, fanout::Input::Data(bytes));
-                    }
-                    Playback::Failed(reason) => {
-                        tracing::warn!(channel = %self.key, %reason, "playback failed");
-                        self.playback = None;
-                        self.channel
-                            .handle_input(now, Input::PlaybackFailed(reason));
-                    }
-                    Playback::Ended => {
-                        tracing::warn!(channel = %self.key, "playback body ended");
-                        self.playback = None;
-                        self.channel.handle_input(now, Input::PlaybackEnded);
-                    }
-                }
+            Playback::Ended => {
+                tracing::warn!(channel = %self.driver.key, "playback body ended");
+                self.playback = None;
+                channel.handle_input(now, Input::PlaybackEnded);
             }
         }
-    }
-
-    fn pool(&self) -> std::sync::MutexGuard<'_, acemux_core::channel::EnginePool> {
-        self.proxy
-            .0
-            .pool
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn viewers_changed(&mut self) {
         let count = self.viewers.len();
-        self.proxy
+        self.driver
+            .proxy
             .0
             .metrics
             .channel_viewers
-            .get_or_create(&self.labels)
+            .get_or_create(&self.driver.labels)
             .set(i64::try_from(count).unwrap_or(i64::MAX));
-        let now = self.now();
-        self.channel.handle_input(now, Input::Viewers(count));
+        let now = self.driver.now();
+        self.driver.channel.handle_input(now, Input::Viewers(count));
     }
 
     /// Performs every pending output of both machines (outputs can cause inputs, so
@@ -255,9 +210,11 @@ impl<N: Net> Task<N> {
     fn drain(&mut self) {
         loop {
             let mut progressed = false;
-            while let Some(output) = self.channel.poll_output() {
+            while let Some(output) = self.driver.channel.poll_output() {
                 progressed = true;
-                self.perform(output);
+                if let Some(media) = self.driver.perform(output) {
+                    self.perform_media(media);
+                }
             }
             while let Some(output) = self.fanout.poll_output() {
                 progressed = true;
@@ -269,116 +226,45 @@ impl<N: Net> Task<N> {
         }
     }
 
-    fn perform(&mut self, output: Output) {
-        let shared = self.proxy.0.clone();
+    fn perform_media(&mut self, output: Output) {
+        let shared = self.driver.proxy.0.clone();
+        let labels = self.driver.labels.clone();
+        let labels = &labels;
         match output {
-            Output::RequestSession { exclude } => {
-                let now = self.now();
-                let engine = self.pool().pick(now, &exclude);
-                let Some(engine) = engine else {
-                    tracing::warn!(channel = %self.key, "no engine available");
-                    self.channel.handle_input(now, Input::NoEngine);
-                    return;
-                };
-                let events = self.events.clone();
-                let key = self.key.clone();
-                let pid = self.proxy.pid();
-                tracing::info!(channel = %key, %engine, %pid, "requesting engine session");
-                tokio::spawn(async move {
-                    let result = shared
-                        .engines
-                        .request_session(&engine, key.key_type, &key.key, &pid)
-                        .await;
-                    let event = match result {
-                        Ok(session) => TaskEvent::SessionReady(session),
-                        Err(error) => TaskEvent::SessionFailed(engine, error),
-                    };
-                    if let Err(mpsc::error::SendError(TaskEvent::SessionReady(session))) =
-                        events.send(event).await
-                    {
-                        // The channel ended while the engine was answering: nobody will
-                        // read this session, so stop it instead of leaving it open.
-                        stop_orphan(shared, session).await;
-                    }
-                });
-            }
             Output::OpenPlayback { url } => {
                 self.close_playback();
-                self.generation += 1;
-                if self.channel.has_started() {
+                if self.driver.channel.has_started() {
                     shared
                         .metrics
                         .channel_reconnects
-                        .get_or_create(&self.labels)
+                        .get_or_create(labels)
                         .inc();
                 }
                 let generation = self.generation;
-                let events = self.events.clone();
-                tracing::info!(channel = %self.key, %url, "opening playback");
+                let events = self.playback_events.clone();
+                tracing::info!(channel = %self.driver.key, %url, "opening playback");
                 self.playback = Some(tokio::spawn(read_playback(shared, url, generation, events)));
             }
             Output::ClosePlayback => {
                 shared
                     .metrics
                     .channel_upstream_stalls
-                    .get_or_create(&self.labels)
+                    .get_or_create(labels)
                     .inc();
                 self.close_playback();
             }
-            Output::StopSession {
-                engine,
-                command_url,
-            } => {
-                self.pool().session_closed(&engine);
-                shared.metrics.engine_stops.inc();
-                tracing::info!(channel = %self.key, %engine, "stopping engine session");
-                tokio::spawn(async move {
-                    if let Err(error) = shared.engines.stop(&command_url).await {
-                        tracing::warn!(%engine, %error, "engine did not confirm the stop");
-                    }
-                });
-            }
-            Output::SessionStarted(session) => {
-                let id = stream_id(&self.key, &session);
-                tracing::info!(channel = %self.key, stream = %id, engine = %session.engine, "stream started");
-                self.stream_id.send_replace(Some(id));
-                let started = StreamStarted {
-                    container_id: None,
-                    engine: session.engine,
-                    stream: StreamKey {
-                        key_type: self.key.key_type,
-                        key: self.key.key.clone(),
-                    },
-                    session: session.session,
-                    labels: [("source".to_owned(), "acemux".to_owned())].into(),
-                };
-                let _ = self.lifecycle.send(lifecycle::Input::Started(started));
-            }
-            Output::SessionEnded { session, reason } => {
-                let id = stream_id(&self.key, &session);
-                tracing::info!(channel = %self.key, stream = %id, %reason, "stream ended");
-                self.stream_id.send_replace(None);
-                let ended = StreamEnded {
-                    container_id: None,
-                    stream_id: Some(id),
-                    reason: Some(reason),
-                };
-                let _ = self.lifecycle.send(lifecycle::Input::Ended(ended));
-            }
             Output::StartFailed(failure) => {
-                tracing::warn!(channel = %self.key, code = failure.code(), ?failure, "channel could not start");
+                tracing::warn!(channel = %self.driver.key, code = failure.code(), ?failure, "channel could not start");
                 for slot in self.viewers.values() {
                     let _ = slot.tx.try_send(ViewerMsg::Failed(failure.clone()));
                 }
             }
-            Output::Ended { reason } => {
-                tracing::info!(channel = %self.key, %reason, "channel ended");
-            }
+            _ => {}
         }
     }
 
     fn deliver(&mut self, output: fanout::Output) {
-        let now = self.now();
+        let now = self.driver.now();
         match output {
             fanout::Output::Deliver { viewer, chunks, .. } => {
                 let Some(slot) = self.viewers.get_mut(&viewer) else {
@@ -404,13 +290,14 @@ impl<N: Net> Task<N> {
                 }
             }
             fanout::Output::Drop { viewer, reason } => {
-                tracing::info!(channel = %self.key, %viewer, reason = reason.as_str(), "dropping viewer");
-                self.proxy
+                tracing::info!(channel = %self.driver.key, %viewer, reason = reason.as_str(), "dropping viewer");
+                self.driver
+                    .proxy
                     .0
                     .metrics
                     .viewer_drops
                     .get_or_create(&DropLabels {
-                        channel: self.labels.channel.clone(),
+                        channel: self.driver.labels.channel.clone(),
                         reason: reason.as_str().to_owned(),
                     })
                     .inc();
@@ -426,7 +313,7 @@ impl<N: Net> Task<N> {
     }
 
     fn drop_viewer(&mut self, viewer: ViewerId, reason: &'static str) {
-        let now = self.now();
+        let now = self.driver.now();
         let _ = self.fanout.handle_input(now, fanout::Input::Leave(viewer));
         if let Some(slot) = self.viewers.remove(&viewer) {
             let _ = slot.tx.try_send(ViewerMsg::Closed(reason));
@@ -441,52 +328,19 @@ impl<N: Net> Task<N> {
         // Late events of the closed reader are recognised by their old generation.
         self.generation += 1;
     }
-
-    fn finish(mut self, id: u64) -> Vec<oneshot::Sender<()>> {
-        self.close_playback();
-        for (_, slot) in std::mem::take(&mut self.viewers) {
-            if slot
-                .tx
-                .try_send(ViewerMsg::Closed("channel_ended"))
-                .is_err()
-            {
-                if let Some(kill) = slot.kill {
-                    kill.kill();
-                }
-            }
-        }
-        let metrics = &self.proxy.0.metrics;
-        metrics.channels.dec();
-        metrics.channel_viewers.remove(&self.labels);
-        self.proxy.remove(&self.key, id);
-        std::mem::take(&mut self.stop_waiters)
-    }
-}
-
-async fn stop_orphan<N: Net>(shared: std::sync::Arc<super::Shared<N>>, session: EngineSession) {
-    tracing::info!(engine = %session.engine, "stopping a session granted after its channel ended");
-    shared.metrics.engine_stops.inc();
-    if let Err(error) = shared.engines.stop(&session.session.command_url).await {
-        tracing::warn!(engine = %session.engine, %error, "engine did not confirm the stop");
-    }
-}
-
-/// The registry id of a proxied session, as the event API derives it.
-fn stream_id(key: &ChannelKey, session: &EngineSession) -> String {
-    format!("{}|{}", key.key, session.session.playback_session_id)
 }
 
 async fn read_playback<N: Net>(
     shared: std::sync::Arc<super::Shared<N>>,
     url: String,
     generation: u64,
-    events: mpsc::Sender<TaskEvent>,
+    events: mpsc::Sender<PlaybackEvent>,
 ) {
     let send = |event| {
         let events = events.clone();
         async move {
             events
-                .send(TaskEvent::Playback { generation, event })
+                .send(PlaybackEvent { generation, event })
                 .await
                 .is_ok()
         }

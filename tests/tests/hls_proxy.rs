@@ -1,0 +1,301 @@
+//! HLS end to end over real sockets: acemux re-serving the engine emulator's live HLS,
+//! read by real ffmpeg/ffprobe and VLC.
+
+use std::time::Duration;
+
+use acemux::emulator::{EmulatorConfig, Faults};
+use acemux::proxy::ProxyConfig;
+use acemux_core::channel::ChannelConfig;
+use acemux_tests::proxy::ProxyRig;
+use acemux_tests::{eventually, Client};
+use futures::future::join_all;
+use hyper::StatusCode;
+use serde_json::Value;
+
+fn hls_proxy() -> ProxyConfig {
+    ProxyConfig {
+        channel: ChannelConfig {
+            start_timeout: Duration::from_secs(20),
+            upstream_stall_timeout: Duration::from_secs(8),
+            idle_grace: Duration::from_secs(1),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(400),
+            ..ChannelConfig::default()
+        },
+        hls_idle_timeout: Duration::from_secs(2),
+        engine_request_timeout: Duration::from_secs(5),
+        ..ProxyConfig::default()
+    }
+}
+
+fn manifest_url(rig: &ProxyRig, id: &str) -> String {
+    rig.url(&format!("/ace/manifest.m3u8?id={id}"))
+}
+
+/// The first segment URI listed in a served playlist.
+fn first_segment(playlist: &str) -> String {
+    playlist
+        .lines()
+        .find(|line| line.starts_with("/ace/hls/"))
+        .expect("a segment URI")
+        .to_owned()
+}
+
+async fn ffmpeg(args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error"])
+        .args(args)
+        .output()
+        .await
+        .expect("run ffmpeg (apt install ffmpeg)");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn ffmpeg_reads_the_proxied_hls_live_for_twenty_seconds_without_errors() {
+    let rig = ProxyRig::start(hls_proxy()).await;
+    let url = manifest_url(&rig, "live");
+    let (ok, errors) = ffmpeg(&["-t", "20", "-i", &url, "-f", "null", "-"]).await;
+    assert!(ok, "ffmpeg failed: {errors}");
+    assert!(
+        errors.trim().is_empty(),
+        "ffmpeg reported errors:\n{errors}"
+    );
+    let probe = tokio::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+            &url,
+        ])
+        .output()
+        .await
+        .expect("run ffprobe");
+    let codecs = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        codecs.contains("h264") && codecs.contains("aac"),
+        "codecs: {codecs}"
+    );
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn vlc_plays_the_proxied_hls() {
+    let rig = ProxyRig::start(hls_proxy()).await;
+    let url = manifest_url(&rig, "vlc");
+    // VLC refuses to run as root: run it as nobody, writing what it plays to a file.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("vlc.ts");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let sout = format!("#std{{access=file,mux=ts,dst={}}}", out.display());
+    let mut command = if nix_is_root() {
+        let mut command = tokio::process::Command::new("runuser");
+        command.args(["-u", "nobody", "--", "cvlc"]);
+        command
+    } else {
+        tokio::process::Command::new("cvlc")
+    };
+    let status = command
+        .args([
+            "--intf",
+            "dummy",
+            "--vout",
+            "dummy",
+            "--aout",
+            "dummy",
+            "--no-video-title-show",
+        ])
+        .args(["--run-time", "10", "--sout", &sout, &url, "vlc://quit"])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), status)
+        .await
+        .expect("VLC finished within 60 s")
+        .expect("run cvlc (apt install vlc-bin vlc-plugin-base)");
+    let written = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        written > 100_000,
+        "VLC wrote {written} bytes; stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&out)
+        .output()
+        .expect("run ffprobe");
+    let codecs = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        codecs.contains("h264"),
+        "VLC's output has no H.264: {codecs}"
+    );
+    rig.shutdown().await;
+}
+
+fn nix_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn two_hundred_viewers_poll_one_channel_while_another_starts_against_a_slow_engine() {
+    let mut engine = EmulatorConfig::default();
+    engine.faults.insert(
+        "slow".into(),
+        Faults {
+            start_delay: Some(Duration::from_secs(4)),
+            playlist_delay: Some(Duration::from_secs(2)),
+            ..Faults::default()
+        },
+    );
+    let rig = ProxyRig::start_with(engine, hls_proxy()).await;
+    let api = Client::new();
+    let (status, playlist) = api.get(&manifest_url(&rig, "busy")).await.expect("request");
+    assert_eq!(status, StatusCode::OK, "{playlist}");
+    // The slow channel starts while the busy one is polled.
+    let slow = tokio::spawn({
+        let api = api.clone();
+        let url = manifest_url(&rig, "slow");
+        async move { api.get(&url).await.expect("request") }
+    });
+    let viewers = (0..200).map(|n| {
+        let api = api.clone();
+        let url = rig.url(&format!("/ace/manifest.m3u8?id=busy&t=viewer{n}"));
+        let base = rig.url("");
+        async move {
+            let started = tokio::time::Instant::now();
+            let (status, playlist) = api.get(&url).await.expect("request");
+            assert_eq!(status, StatusCode::OK);
+            let segment = first_segment(playlist.as_str().expect("text"));
+            let (status, _) = api.get(&format!("{base}{segment}")).await.expect("request");
+            assert_eq!(status, StatusCode::OK);
+            started.elapsed()
+        }
+    });
+    let latencies = join_all(viewers).await;
+    let slowest = latencies.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a viewer of the running channel waited {slowest:?} while another channel started"
+    );
+    let (status, _) = slow.await.expect("task");
+    assert_eq!(status, StatusCode::OK, "the slow channel started too");
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn failed_segments_and_sequence_jumps_become_discontinuities_and_ffmpeg_keeps_decoding() {
+    let mut engine = EmulatorConfig::default();
+    // A jump past the engine's 5-segment window: the skipped segments are never listed.
+    engine.faults.insert(
+        "jumpy".into(),
+        Faults {
+            sequence_jump_after: Some(Duration::from_secs(8)),
+            sequence_jump_by: Some(8),
+            ..Faults::default()
+        },
+    );
+    engine.faults.insert(
+        "lossy".into(),
+        Faults {
+            segment_404_every: Some(4),
+            ..Faults::default()
+        },
+    );
+    let rig = ProxyRig::start_with(engine, hls_proxy()).await;
+    let api = Client::new();
+    let check = |id: &'static str| {
+        let url = manifest_url(&rig, id);
+        let api = api.clone();
+        async move {
+            // Watch the served playlist while ffmpeg plays it.
+            let watch = async {
+                for _ in 0..80 {
+                    let (_, playlist) = api.get(&url).await.expect("request");
+                    let text = playlist.as_str().unwrap_or_default().to_owned();
+                    if text.contains("#EXT-X-DISCONTINUITY\n") {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                false
+            };
+            let args = ["-t", "16", "-i", url.as_str(), "-f", "null", "-"];
+            let ((ok, errors), marked) = tokio::join!(ffmpeg(&args), watch);
+            assert!(ok, "{id}: ffmpeg stopped decoding: {errors}");
+            assert!(
+                marked,
+                "{id}: the missing media was not marked as a discontinuity"
+            );
+        }
+    };
+    tokio::join!(check("jumpy"), check("lossy"));
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn segments_are_only_served_from_memory() {
+    let rig = ProxyRig::start(hls_proxy()).await;
+    let api = Client::new();
+    let (status, playlist) = api.get(&manifest_url(&rig, "held")).await.expect("request");
+    assert_eq!(status, StatusCode::OK);
+    let segment = first_segment(playlist.as_str().expect("text"));
+    let (status, _) = api.get(&rig.url(&segment)).await.expect("request");
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        "/ace/hls/1/999999.ts",
+        "/ace/hls/999/0.ts",
+        "/ace/hls/1/0.m3u8",
+        "/ace/hls/1/..%2F..%2Fetc%2Fpasswd",
+        "/ace/hls/x/0.ts",
+    ] {
+        let (status, body): (StatusCode, Value) = api.get(&rig.url(path)).await.expect("request");
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(body["error"], "unknown_segment", "{path}");
+    }
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_hls_channel_nobody_polls_stops_its_engine_once() {
+    let rig = ProxyRig::start(hls_proxy()).await;
+    let api = Client::new();
+    let (status, _) = api.get(&manifest_url(&rig, "idle")).await.expect("request");
+    assert_eq!(status, StatusCode::OK);
+    let stopped = eventually(Duration::from_secs(10), || async {
+        rig.emulator().stats().contents["idle"].sessions_stopped == 1
+    })
+    .await;
+    assert!(stopped, "the engine session was not stopped");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rig.emulator().stats().contents["idle"].sessions_stopped, 1);
+    let (_, events) = api.get(&rig.url("/events")).await.expect("request");
+    let kinds: Vec<&str> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|event| event["type"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["stream_started", "stream_ended"]);
+    assert_eq!(events[1]["stream"]["end_reason"], "idle");
+    rig.shutdown().await;
+}
