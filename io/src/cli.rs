@@ -332,8 +332,9 @@ pub struct EmulateEngineArgs {
     /// A fault for one content id (`*`: any content id without its own), as
     /// `<content_id>:<knob>=<value>`. Knobs: start_delay, bitrate_bps, stall_after,
     /// stall_for, cut_after_bytes, close_abruptly_after_bytes, `refuse=<message>`,
-    /// no_data. Durations like 500ms or 2s. Repeatable; `;`-separated in the
-    /// environment.
+    /// no_data, and for HLS playlist_delay, segment_404_every, sequence_jump_after,
+    /// sequence_jump_by, sequence_reset_after, playlist_stall_after. Durations like
+    /// 500ms or 2s. Repeatable; `;`-separated in the environment.
     #[arg(long = "fault", env = "ACEMUX_EMULATOR_FAULTS", value_delimiter = ';')]
     pub faults: Vec<FaultFlag>,
 

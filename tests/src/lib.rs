@@ -147,6 +147,18 @@ impl Client {
         }
     }
 
+    /// A client that keeps up to `idle_per_host` connections open for reuse (load
+    /// generators with many concurrent requests).
+    pub fn with_pool(idle_per_host: usize) -> Self {
+        let inner =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .pool_max_idle_per_host(idle_per_host)
+                .build(acemux::net::NetConnector::new(TokioNet));
+        Client { inner }
+    }
+
     /// Sends a request; the answer's status and body (JSON when it parses, else a string).
     pub async fn send(
         &self,

@@ -299,3 +299,71 @@ async fn an_hls_channel_nobody_polls_stops_its_engine_once() {
     assert_eq!(events[1]["stream"]["end_reason"], "idle");
     rig.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_refused_hls_channel_gets_the_same_json_error_as_ts() {
+    let mut engine = EmulatorConfig::default();
+    engine.faults.insert(
+        "refused".into(),
+        Faults {
+            refuse: Some("no such content".into()),
+            ..Faults::default()
+        },
+    );
+    let rig = ProxyRig::start_with(engine, hls_proxy()).await;
+    let (status, body) = Client::new()
+        .get(&manifest_url(&rig, "refused"))
+        .await
+        .expect("request");
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(body["error"], "engine_error");
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stalled_engine_playlist_gets_a_new_session_while_players_keep_polling() {
+    let mut engine = EmulatorConfig::default();
+    engine.faults.insert(
+        "frozen".into(),
+        Faults {
+            playlist_stall_after: Some(Duration::from_secs(6)),
+            ..Faults::default()
+        },
+    );
+    let proxy = ProxyConfig {
+        hls_stall_timeout: Duration::from_secs(3),
+        hls_idle_timeout: Duration::from_secs(30),
+        channel: ChannelConfig {
+            reconnects_per_session: 1,
+            ..hls_proxy().channel
+        },
+        ..hls_proxy()
+    };
+    let rig = ProxyRig::start_with(engine, proxy).await;
+    let api = Client::new();
+    let url = manifest_url(&rig, "frozen");
+    let replaced = eventually(Duration::from_secs(30), || async {
+        let (status, _) = api.get(&url).await.expect("request");
+        assert_eq!(status, StatusCode::OK, "players keep getting the playlist");
+        rig.emulator().stats().contents["frozen"].sessions_started >= 2
+    })
+    .await;
+    assert!(replaced, "the stalled session was not replaced");
+    let content = &rig.emulator().stats().contents["frozen"];
+    assert!(
+        content.sessions_stopped >= 1,
+        "the stalled session was not stopped"
+    );
+    let marked = eventually(Duration::from_secs(15), || async {
+        let (_, playlist) = api.get(&url).await.expect("request");
+        playlist
+            .as_str()
+            .is_some_and(|text| text.contains("#EXT-X-DISCONTINUITY\n"))
+    })
+    .await;
+    assert!(
+        marked,
+        "the new session's media was not marked as a discontinuity"
+    );
+    rig.shutdown().await;
+}

@@ -47,6 +47,8 @@ struct Task<N: Net> {
     failure: Option<StartFailure>,
     snapshot: watch::Sender<Arc<HlsSnapshot>>,
     published_segments: u64,
+    /// The playlist being polled.
+    open_url: Option<String>,
 }
 
 pub(super) async fn run<N: Net>(
@@ -77,6 +79,7 @@ pub(super) async fn run<N: Net>(
         failure: None,
         snapshot,
         published_segments: 0,
+        open_url: None,
     };
     loop {
         task.drain();
@@ -222,9 +225,15 @@ impl<N: Net> Task<N> {
                         .get_or_create(&self.driver.labels)
                         .inc();
                 }
-                tracing::info!(channel = %self.driver.key, %url, "polling engine playlist");
-                self.hls
-                    .handle_input(now, hls::Input::Open { playlist_url: url });
+                // Reopening the same playlist would re-serve what is already served and
+                // count as fresh media; its polling never stopped, so only a new session's
+                // playlist is opened (with a discontinuity).
+                if self.open_url.as_deref() != Some(url.as_str()) {
+                    tracing::info!(channel = %self.driver.key, %url, "polling engine playlist");
+                    self.open_url = Some(url.clone());
+                    self.hls
+                        .handle_input(now, hls::Input::Open { playlist_url: url });
+                }
                 // Polling is the playback: it is open as soon as it starts.
                 self.driver.channel.handle_input(now, Input::PlaybackOpened);
             }
@@ -236,7 +245,8 @@ impl<N: Net> Task<N> {
                     .channel_upstream_stalls
                     .get_or_create(&self.driver.labels)
                     .inc();
-                self.hls.handle_input(now, hls::Input::Close);
+                // The playlist stopped advancing: keep polling it (with the machine's own
+                // backoff) until the channel gives up on the session and opens another.
             }
             Output::StartFailed(failure) => {
                 tracing::warn!(channel = %self.driver.key, code = failure.code(), ?failure, "channel could not start");
