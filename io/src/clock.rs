@@ -37,6 +37,17 @@ impl Clock {
     }
 }
 
+impl Clock {
+    /// Sleeps until the earliest of `deadlines`; for ever when there is none (a machine
+    /// with no timer armed waits for input instead).
+    pub async fn sleep_until_earliest(&self, deadlines: impl IntoIterator<Item = Option<Instant>>) {
+        match deadlines.into_iter().flatten().min() {
+            Some(at) => tokio::time::sleep_until(self.deadline(at)).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// RFC 3339 text (UTC, microseconds) of a core instant on this driver's clock.
 pub fn rfc3339(at: Instant) -> String {
     let time = UNIX_EPOCH + Duration::from_micros(at.as_micros());

@@ -229,12 +229,7 @@ impl Lifecycle {
     pub async fn run_timers(&self, mut shutdown: watch::Receiver<bool>) {
         loop {
             let deadline = self.registry().poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(self.clock.deadline(at)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = self.clock.sleep_until_earliest([deadline]);
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => return,

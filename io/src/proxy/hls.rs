@@ -94,20 +94,11 @@ pub(super) async fn run<N: Net>(
         } else {
             None
         };
-        let deadline = [
+        let sleep = clock.sleep_until_earliest([
             task.driver.channel.poll_timeout(),
             task.hls.poll_timeout(),
             expiry,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(clock.deadline(at)).await,
-                None => std::future::pending().await,
-            }
-        };
+        ]);
         tokio::select! {
             biased;
             Some(input) = fetch_rx.recv() => task.on_fetched(input),

@@ -74,19 +74,10 @@ pub(super) async fn run<N: Net>(
         if task.driver.channel.is_ended() {
             break;
         }
-        let deadline = [
+        let sleep = clock.sleep_until_earliest([
             task.driver.channel.poll_timeout(),
             task.fanout.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(clock.deadline(at)).await,
-                None => std::future::pending().await,
-            }
-        };
+        ]);
         tokio::select! {
             biased;
             Some(event) = playback_rx.recv() => task.on_playback(event),
