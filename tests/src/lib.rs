@@ -234,6 +234,49 @@ pub fn metric_sample(text: &str, sample: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Bound on one run of a media tool (ffmpeg, ffprobe), so a stuck tool fails the test
+/// instead of hanging it.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs a media tool to completion (bounded): whether it succeeded, its stdout and its
+/// stderr.
+pub async fn run_tool(program: &str, args: &[&str]) -> (bool, String, String) {
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    let output = tokio::time::timeout(TOOL_TIMEOUT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} ran longer than {TOOL_TIMEOUT:?}"))
+        .unwrap_or_else(|error| {
+            panic!("cannot run {program} (scripts/test.sh installs it): {error}")
+        });
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// [`run_tool`] that must succeed: its stdout and stderr.
+pub async fn run_tool_ok(program: &str, args: &[&str]) -> (String, String) {
+    let (ok, stdout, stderr) = run_tool(program, args).await;
+    assert!(ok, "{program} {args:?} failed:\n{stderr}");
+    (stdout, stderr)
+}
+
+/// The codec names ffprobe finds in `target` (a URL or a file), one per line.
+pub async fn probe_codecs(target: &str) -> String {
+    let args = [
+        "-v",
+        "error",
+        "-show_entries",
+        "stream=codec_name",
+        "-of",
+        "csv=p=0",
+        target,
+    ];
+    run_tool_ok("ffprobe", &args).await.0
+}
+
 /// A `stream_started` body in the orchestrator's shape.
 pub fn started_body(key: &str, session: &str, container: Option<&str>) -> Value {
     serde_json::json!({

@@ -1,7 +1,6 @@
 //! The engine emulator over real sockets: the engine API, byte-exact paced playback
 //! that ffprobe/ffmpeg decode across the loop seam, stop, faults and stats.
 
-use std::process::Command;
 use std::time::Duration;
 
 use acemux::emulator::{
@@ -10,7 +9,7 @@ use acemux::emulator::{
 use acemux::net::{http_client, HttpClient, Net, TokioNet};
 use acemux_core::ts::packets;
 use acemux_core::ts::restamp::timestamps;
-use acemux_tests::Client;
+use acemux_tests::{run_tool_ok, Client};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -68,19 +67,6 @@ async fn stats(engine: &RunningEmulator) -> EmulatorStats {
         .expect("stats");
     assert_eq!(status, StatusCode::OK);
     serde_json::from_value(body).expect("stats JSON")
-}
-
-/// Runs a tool and returns its stderr, failing the test if it cannot run.
-fn run_tool(program: &str, args: &[&str]) -> (String, String) {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {program} (install ffmpeg): {error}"));
-    assert!(output.status.success(), "{program} failed: {output:?}");
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test]
@@ -151,10 +137,11 @@ async fn playback_is_the_media_loop_paced_and_decodes_across_the_seam() {
     let path = file.to_str().expect("UTF-8 path");
     // Warnings too: a repeated continuity counter or a timestamp jump at the seam
     // is only a warning ("Packet corrupt", "Non-monotonous DTS").
-    let (streams, errors) = run_tool(
+    let (streams, errors) = run_tool_ok(
         "ffprobe",
         &["-v", "warning", "-show_streams", "-show_format", path],
-    );
+    )
+    .await;
     assert_eq!(errors, "", "ffprobe reported problems");
     assert!(streams.contains("codec_name=h264"), "{streams}");
     assert!(streams.contains("codec_name=aac"), "{streams}");
@@ -167,7 +154,8 @@ async fn playback_is_the_media_loop_paced_and_decodes_across_the_seam() {
         duration > 9.0,
         "continuous timestamps past the seam: {duration}"
     );
-    let (_, errors) = run_tool("ffmpeg", &["-v", "warning", "-i", path, "-f", "null", "-"]);
+    let (_, errors) =
+        run_tool_ok("ffmpeg", &["-v", "warning", "-i", path, "-f", "null", "-"]).await;
     assert_eq!(errors, "", "ffmpeg reported decode problems");
     engine.shutdown().await;
 }
@@ -293,8 +281,8 @@ async fn a_clean_cut_ends_the_body_after_that_many_bytes() {
     engine.shutdown().await;
 }
 
-#[test]
-fn the_stream_decodes_cleanly_where_timestamps_wrap() {
+#[tokio::test]
+async fn the_stream_decodes_cleanly_where_timestamps_wrap() {
     let media = Emulator::new(EmulatorConfig::default()).media().clone();
     // PTS wrap at 2^33 ticks of 90 kHz (about 26.5 h of loops): start in the last loop
     // before the wrap and read two loops.
@@ -310,6 +298,7 @@ fn the_stream_decodes_cleanly_where_timestamps_wrap() {
     let file = dir.path().join("wrap.ts");
     std::fs::write(&file, &bytes).expect("write");
     let path = file.to_str().expect("UTF-8 path");
-    let (_, errors) = run_tool("ffmpeg", &["-v", "warning", "-i", path, "-f", "null", "-"]);
+    let (_, errors) =
+        run_tool_ok("ffmpeg", &["-v", "warning", "-i", path, "-f", "null", "-"]).await;
     assert_eq!(errors, "", "ffmpeg reported decode problems");
 }

@@ -6,14 +6,10 @@ use std::time::Duration;
 
 use acemux::emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use acemux::net::{Net, TokioNet};
-use acemux_tests::Client;
+use acemux_tests::{run_tool_ok, Client};
 use hyper::StatusCode;
 use serde_json::Value;
-use tokio::process::Command;
 use tokio::time::Instant;
-
-/// Longest a tool may run before the test fails.
-const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn start(emulator: &Emulator) -> RunningEmulator {
     let listener = TokioNet
@@ -49,20 +45,6 @@ async fn playlist(url: &str) -> (String, u64) {
 
 /// Runs a tool without blocking the emulator's runtime: (stdout, stderr), failing
 /// the test unless it exits 0 in time.
-async fn run_tool(program: &str, args: &[&str]) -> (String, String) {
-    let mut command = Command::new(program);
-    command.args(args).kill_on_drop(true);
-    let output = tokio::time::timeout(TOOL_TIMEOUT, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("{program} ran longer than {TOOL_TIMEOUT:?}"))
-        .unwrap_or_else(|error| panic!("cannot run {program} (install ffmpeg): {error}"));
-    assert!(output.status.success(), "{program} failed: {output:?}");
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn ffmpeg_follows_the_live_playlist_and_decodes_without_error() {
     let emulator = Emulator::new(EmulatorConfig::default());
@@ -81,7 +63,7 @@ async fn ffmpeg_follows_the_live_playlist_and_decodes_without_error() {
     // 8 s of media from a playlist that holds 2 s at first: ffmpeg has to reload
     // it as the live edge moves on, and crosses the media's loop seam at 8 s.
     let started = Instant::now();
-    let (_, errors) = run_tool(
+    let (_, errors) = run_tool_ok(
         "ffmpeg",
         &[
             "-nostdin",
@@ -108,7 +90,7 @@ async fn ffmpeg_follows_the_live_playlist_and_decodes_without_error() {
     assert!(listed >= 4, "the live edge moved on: {text}");
 
     let (streams, errors) =
-        run_tool("ffprobe", &["-v", "error", "-show_streams", playback_url]).await;
+        run_tool_ok("ffprobe", &["-v", "error", "-show_streams", playback_url]).await;
     assert_eq!(errors, "", "ffprobe reported errors");
     assert!(streams.contains("codec_name=h264"), "{streams}");
     assert!(streams.contains("codec_name=aac"), "{streams}");
@@ -141,7 +123,7 @@ async fn a_player_reloading_the_direct_manifest_url_stays_in_one_session() {
     let emulator = Emulator::new(EmulatorConfig::default());
     let engine = start(&emulator).await;
     let url = engine.url("/ace/manifest.m3u8?id=direct&pid=9");
-    let (_, errors) = run_tool(
+    let (_, errors) = run_tool_ok(
         "ffmpeg",
         &[
             "-nostdin", "-v", "error", "-t", "4", "-i", &url, "-f", "null", "-",

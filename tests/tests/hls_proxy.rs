@@ -7,7 +7,7 @@ use acemux::emulator::{EmulatorConfig, Faults};
 use acemux::proxy::ProxyConfig;
 use acemux_core::channel::ChannelConfig;
 use acemux_tests::proxy::ProxyRig;
-use acemux_tests::{eventually, Client};
+use acemux_tests::{eventually, probe_codecs, run_tool, Client};
 use futures::future::join_all;
 use hyper::StatusCode;
 use serde_json::Value;
@@ -42,16 +42,10 @@ fn first_segment(playlist: &str) -> String {
 }
 
 async fn ffmpeg(args: &[&str]) -> (bool, String) {
-    let output = tokio::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error"])
-        .args(args)
-        .output()
-        .await
-        .expect("run ffmpeg (apt install ffmpeg)");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let mut all = vec!["-nostdin", "-v", "error"];
+    all.extend_from_slice(args);
+    let (ok, _, errors) = run_tool("ffmpeg", &all).await;
+    (ok, errors)
 }
 
 #[tokio::test]
@@ -64,20 +58,7 @@ async fn ffmpeg_reads_the_proxied_hls_live_for_twenty_seconds_without_errors() {
         errors.trim().is_empty(),
         "ffmpeg reported errors:\n{errors}"
     );
-    let probe = tokio::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-            &url,
-        ])
-        .output()
-        .await
-        .expect("run ffprobe");
-    let codecs = String::from_utf8_lossy(&probe.stdout);
+    let codecs = probe_codecs(&url).await;
     assert!(
         codecs.contains("h264") && codecs.contains("aac"),
         "codecs: {codecs}"
@@ -128,19 +109,7 @@ async fn vlc_plays_the_proxied_hls() {
         "VLC wrote {written} bytes; stderr:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let probe = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&out)
-        .output()
-        .expect("run ffprobe");
-    let codecs = String::from_utf8_lossy(&probe.stdout);
+    let codecs = probe_codecs(out.to_str().expect("UTF-8 path")).await;
     assert!(
         codecs.contains("h264"),
         "VLC's output has no H.264: {codecs}"

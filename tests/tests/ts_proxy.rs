@@ -11,7 +11,7 @@ use acemux_tests::proxy::{
     assert_contiguous_slice, engine_stream, open, read_at_least, read_for, viewer_client,
     without_nulls, ProxyRig,
 };
-use acemux_tests::{eventually, Client};
+use acemux_tests::{eventually, probe_codecs, run_tool_ok, Client};
 use futures::future::join_all;
 use hyper::StatusCode;
 use serde_json::Value;
@@ -81,37 +81,23 @@ async fn fifty_viewers_each_receive_a_contiguous_slice_of_the_engine_stream() {
 async fn ffprobe_and_ffmpeg_decode_the_proxied_stream() {
     let rig = ProxyRig::start(quick_proxy()).await;
     let url = rig.stream_url("decode");
-    let probe = tokio::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_name",
-            "-of",
-            "csv=p=0",
-            &url,
-        ])
-        .output()
-        .await
-        .expect("run ffprobe (apt install ffmpeg)");
-    let codecs = String::from_utf8_lossy(&probe.stdout);
-    assert!(
-        probe.status.success(),
-        "ffprobe failed: {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    let codecs = probe_codecs(&url).await;
     assert!(codecs.contains("h264"), "no H.264 stream: {codecs}");
     assert!(codecs.contains("aac"), "no AAC stream: {codecs}");
 
-    let decode = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-nostdin", "-v", "error", "-t", "4", "-i", &url, "-f", "null", "-",
-        ])
-        .output()
-        .await
-        .expect("run ffmpeg");
-    let errors = String::from_utf8_lossy(&decode.stderr);
-    assert!(decode.status.success(), "ffmpeg failed: {errors}");
+    let args = [
+        "-nostdin",
+        "-v",
+        "error",
+        "-t",
+        "4",
+        "-i",
+        url.as_str(),
+        "-f",
+        "null",
+        "-",
+    ];
+    let (_, errors) = run_tool_ok("ffmpeg", &args).await;
     assert!(
         errors.trim().is_empty(),
         "ffmpeg reported decoding errors:\n{errors}"
