@@ -54,6 +54,9 @@ pub enum Command {
     EmulateEngine(EmulateEngineArgs),
     /// Run the proxy with a built-in engine emulator and print a URL to open in a player.
     Demo(DemoArgs),
+    /// Run a TCP fault relay (latency, throttle, stalls, cuts, resets, refusals) in
+    /// front of an upstream, for testing acemux against a slow or failing network.
+    Relay(RelayArgs),
 }
 
 /// `acemux demo` options.
@@ -361,4 +364,61 @@ pub struct EmulateEngineArgs {
     /// Async worker threads; 1 runs everything on one thread, 0 uses one per core.
     #[arg(long, env = "ACEMUX_EMULATOR_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
+}
+
+/// `acemux relay` options.
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ACEMUX_RELAY_LISTEN")]
+    pub listen: SocketAddr,
+
+    /// Where to forward every connection, `host:port`.
+    #[arg(long, env = "ACEMUX_RELAY_UPSTREAM", value_parser = engine_addr)]
+    pub upstream: EngineAddr,
+
+    /// Seed of the probability selectors (`p=…`): the same seed picks the same
+    /// connections.
+    #[arg(long, env = "ACEMUX_RELAY_SEED", default_value_t = 0)]
+    pub seed: u64,
+
+    /// A fault rule, `[selector:]knob[=value][,knob[=value]…]`. Selectors: all
+    /// (default), conn=N, every=K, p=0.25. Knobs: dir=up|down|both, latency=200ms,
+    /// throttle=64KB/s, stall_after_bytes=N or stall_after=5s with stall_for=10s,
+    /// cut_after_bytes=N, rst_after_bytes=N, refuse. Later rules override earlier
+    /// ones. Repeatable; `;`-separated in the environment.
+    #[arg(long = "fault", env = "ACEMUX_RELAY_FAULTS", value_delimiter = ';')]
+    pub faults: Vec<crate::relay::FaultRule>,
+
+    /// Address of the control API (`/control/rules`, `/control/partition`,
+    /// `/control/repair`, `/control/stats`); none without it.
+    #[arg(long, env = "ACEMUX_RELAY_CONTROL")]
+    pub control: Option<SocketAddr>,
+
+    /// Connections relayed at once; more are closed at once.
+    #[arg(long, env = "ACEMUX_RELAY_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Bound on dialling the upstream.
+    #[arg(long, env = "ACEMUX_RELAY_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub connect_timeout: Duration,
+}
+
+impl RelayArgs {
+    /// The relay configuration these flags describe.
+    pub fn config(&self) -> Result<crate::relay::RelayConfig, String> {
+        let plan =
+            crate::relay::FaultPlan::new(self.faults.clone()).map_err(|error| error.to_string())?;
+        let upstream = crate::relay::Upstream {
+            host: self.upstream.host.clone(),
+            port: self.upstream.port,
+        };
+        Ok(crate::relay::RelayConfig {
+            seed: self.seed,
+            plan,
+            max_connections: self.max_connections,
+            connect_timeout: self.connect_timeout,
+            ..crate::relay::RelayConfig::new(upstream)
+        })
+    }
 }

@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod relay;
 pub mod server;
 pub mod store;
 pub mod webhook;

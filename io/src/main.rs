@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use acemux::cli::{Cli, Command, DemoArgs, EmulateEngineArgs, LogFormat, ServeArgs};
+use acemux::cli::{Cli, Command, DemoArgs, EmulateEngineArgs, LogFormat, RelayArgs, ServeArgs};
 use acemux::clock::unix_micros_now;
 use acemux::demo::Demo;
 use acemux::emulator::{faults_from_flags, Emulator, EmulatorConfig, MediaLoop};
@@ -22,6 +22,59 @@ fn main() -> ExitCode {
         Command::Serve(args) => run(args),
         Command::EmulateEngine(args) => run_emulator(args),
         Command::Demo(args) => run_demo(args),
+        Command::Relay(args) => run_relay(args),
+    }
+}
+
+fn run_relay(args: RelayArgs) -> ExitCode {
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(message) => {
+            tracing::error!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    // Two threads: a relay under test must not compete with what it tests.
+    let runtime = match runtime(2) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let served = runtime.block_on(async move {
+        let listener = TokioNet
+            .bind(args.listen)
+            .await
+            .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
+        let control = match args.control {
+            Some(addr) => Some(
+                TokioNet
+                    .bind(addr)
+                    .await
+                    .map_err(|error| format!("cannot listen on {addr}: {error}"))?,
+            ),
+            None => None,
+        };
+        tracing::info!(
+            listen = %args.listen,
+            upstream = %config.upstream,
+            control = ?args.control,
+            rules = ?config.plan.texts(),
+            seed = config.seed,
+            "fault relay listening"
+        );
+        let relay = acemux::relay::Relay::new(TokioNet, config);
+        acemux::relay::run(&relay, listener, control, shutdown_signal()).await;
+        tracing::info!("fault relay stopped");
+        Ok::<(), String>(())
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -30,6 +30,12 @@ pub trait Net: Clone + Send + Sync + 'static {
         host: &str,
         port: u16,
     ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// Closes `stream` abruptly: a TCP reset where this network can send one (the
+    /// fault relay's `rst_after_bytes`), else a plain close.
+    fn reset(&self, stream: Self::Stream) {
+        drop(stream);
+    }
 }
 
 /// The accepting half of [`Net`].
@@ -61,6 +67,14 @@ impl Net for TokioNet {
         // Small request/response exchanges: latency matters more than packet count.
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+
+    fn reset(&self, stream: Self::Stream) {
+        // Linger 0: closing sends RST instead of FIN.
+        if let Err(error) = stream.set_zero_linger() {
+            tracing::debug!(%error, "cannot set linger 0; closing with FIN");
+        }
+        drop(stream);
     }
 }
 
