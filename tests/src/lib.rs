@@ -1,6 +1,7 @@
 //! Helpers for the real-socket and real-process tests in `tests/tests/`.
 
 pub mod proxy;
+pub mod relay;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,11 @@ pub fn acemux_bin() -> PathBuf {
     bin
 }
 
+/// `127.0.0.1:<port>`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 /// A free TCP port on loopback (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -54,12 +60,36 @@ impl Acemux {
     /// Runs `acemux serve --listen 127.0.0.1:<port> <args>`, logging to `log`, and waits
     /// (bounded) until `/health` answers.
     pub async fn serve(port: u16, args: &[&str], log: &Path) -> Acemux {
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let addr = loopback(port);
+        let mut full_args = vec!["--listen".to_owned(), addr.to_string()];
+        full_args.extend(args.iter().map(|arg| (*arg).to_owned()));
+        let ready = format!("http://{addr}/health");
+        Acemux::start("serve", addr, &full_args, &ready, log).await
+    }
+
+    /// Runs `acemux emulate-engine --listen 127.0.0.1:<port> <args>` (an engine
+    /// emulator process), logging to `log`, and waits (bounded) until its control API
+    /// answers.
+    pub async fn emulate_engine(port: u16, args: &[&str], log: &Path) -> Acemux {
+        let addr = loopback(port);
+        let mut full_args = vec!["--listen".to_owned(), addr.to_string()];
+        full_args.extend(args.iter().map(|arg| (*arg).to_owned()));
+        let ready = format!("http://{addr}/control/stats");
+        Acemux::start("emulate-engine", addr, &full_args, &ready, log).await
+    }
+
+    /// Runs `acemux <subcommand> <args>` serving on `addr`, logging to `log`, and
+    /// waits (bounded) until `GET ready_url` answers 200.
+    pub async fn start(
+        subcommand: &str,
+        addr: SocketAddr,
+        args: &[String],
+        ready_url: &str,
+        log: &Path,
+    ) -> Acemux {
         let log_file = std::fs::File::create(log).expect("log file");
         let child = Command::new(acemux_bin())
-            .arg("serve")
-            .arg("--listen")
-            .arg(addr.to_string())
+            .arg(subcommand)
             .args(args)
             .env("ACEMUX_LOG", "info,acemux=debug")
             .stdin(Stdio::null())
@@ -74,13 +104,13 @@ impl Acemux {
         };
         let client = Client::new();
         for _ in 0..200 {
-            if let Ok((StatusCode::OK, _)) = client.get(&process.url("/health")).await {
+            if let Ok((StatusCode::OK, _)) = client.get(ready_url).await {
                 return process;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!(
-            "acemux did not answer /health within 10 s; log:\n{}",
+            "acemux {subcommand} did not answer {ready_url} within 10 s; log:\n{}",
             process.log_text()
         );
     }
