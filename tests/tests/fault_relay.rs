@@ -254,11 +254,8 @@ async fn a_partition_in_front_of_the_serving_engine_fails_over_to_the_other_one(
         "media did not resume within {failed_over_within:?} of the partition; log:\n{}",
         acemux.log_text()
     );
-    assert_eq!(
-        sessions_started(&api, &engines[other], "moves").await,
-        1,
-        "the channel moved to the other engine"
-    );
+    let moved = sessions_started(&api, &engines[other], "moves").await;
+    assert!(moved >= 1, "the channel did not move to the other engine");
     let stats = relays[first].stats().await;
     assert!(
         stats["faults"]["partition_cut"].as_u64() >= Some(1),
