@@ -216,6 +216,48 @@ async fn a_relay_stall_gets_keepalives_to_viewers_and_media_resumes_after_repair
 }
 
 #[tokio::test]
+async fn cuts_and_resets_mid_body_reconnect_while_the_viewer_stays() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = engine(dir.path(), "engine").await;
+    // About 2.5 s of media per connection: odd connections end with a FIN, even
+    // ones with a reset.
+    let rules = [
+        "dir=down,cut_after_bytes=400000",
+        "every=2:dir=down,rst_after_bytes=400000",
+    ];
+    let relay = RelayProcess::start(engine.addr, &rules, &dir.path().join("relay.log")).await;
+    let acemux = acemux_behind(&[&relay], dir.path()).await;
+    let health = HealthWatch::start(&acemux);
+    let client = viewer_client();
+    let (status, mut body) = open(&client, &acemux.url("/ace/getstream?id=choppy")).await;
+    assert_eq!(status, StatusCode::OK);
+    // Keep reading (a viewer that stops reading is dropped) until both faults fired.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut stats = relay.stats().await;
+    while !(stats["faults"]["cut"].as_u64() >= Some(1)
+        && stats["faults"]["rst"].as_u64() >= Some(1))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no cut and reset within 20 s: {stats}"
+        );
+        let (_, ended) = read_for(&mut body, Duration::from_millis(200)).await;
+        assert!(
+            !ended,
+            "the viewer was disconnected by a cut or reset upstream"
+        );
+        stats = relay.stats().await;
+    }
+    let media = read_media(&mut body, 188 * 100, Duration::from_secs(10)).await;
+    assert!(
+        media >= 188 * 100,
+        "media did not continue after the cuts and resets; log:\n{}",
+        acemux.log_text()
+    );
+    health.assert_fast_throughout(&acemux).await;
+}
+
+#[tokio::test]
 async fn a_partition_in_front_of_the_serving_engine_fails_over_to_the_other_one() {
     let dir = tempfile::tempdir().expect("temp dir");
     let engines = [
