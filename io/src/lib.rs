@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod net;
 pub mod proxy;
 pub mod server;
+pub mod server_io;
 pub mod store;
 pub mod webhook;
 
