@@ -1,6 +1,8 @@
 //! Helpers for the real-socket and real-process tests in `tests/tests/`.
 
+pub mod hostile_engine;
 pub mod proxy;
+pub mod raw;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
