@@ -59,8 +59,15 @@ impl ProxyRig {
             engines.push(Emulator::new(config).spawn(listener).expect("engine"));
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn EventStore> =
-            SqliteStore::open(&dir.path().join("events.db"), Vec::new()).expect("store");
+        let store: Arc<dyn EventStore> = SqliteStore::open(
+            &dir.path().join("events.db"),
+            options
+                .webhooks
+                .iter()
+                .map(|hook| hook.base.clone())
+                .collect(),
+        )
+        .expect("store");
         options
             .engines
             .extend(engines.iter().map(|engine| EngineAddr {

@@ -9,12 +9,13 @@ use std::time::Duration;
 use acemux::emulator::EmulatorConfig;
 use acemux::proxy::ProxyConfig;
 use acemux::server::ServerLimits;
+use acemux::webhook::WebhookTarget;
 use acemux::ServeOptions;
 use acemux_core::channel::ChannelConfig;
 use acemux_tests::hostile_engine::{Answer, HostileEngine};
 use acemux_tests::proxy::{open, viewer_client, ProxyRig};
 use acemux_tests::raw::{closed_within, connect, exchange, read_answer, RawAnswer};
-use acemux_tests::Client;
+use acemux_tests::{eventually, started_body, Client};
 use futures::future::join_all;
 use hyper::StatusCode;
 use tokio::io::AsyncWriteExt;
@@ -418,6 +419,71 @@ async fn viewers_beyond_the_per_channel_limit_get_503_capacity() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
     assert_eq!(answer["error"], "capacity", "{answer}");
     assert_eq!(limit_hits(&rig, "viewers_per_channel"), 1.0);
+    assert_healthy(&rig).await;
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn streams_beyond_the_registry_limit_get_503_capacity() {
+    let engine = HostileEngine::start(|_| Answer::Hang).await;
+    let mut options = options();
+    options.engines = vec![engine.engine_addr()];
+    options.registry.max_active_streams = 1;
+    let rig = ProxyRig::start_options(Vec::new(), options).await;
+    let client = Client::new();
+    let url = rig.url("/events/stream_started");
+    let (first, _) = client
+        .post_json(&url, &started_body("k1", "s1", None), None)
+        .await
+        .expect("answer");
+    assert_eq!(first, StatusCode::OK);
+    let (second, answer) = client
+        .post_json(&url, &started_body("k2", "s2", None), None)
+        .await
+        .expect("answer");
+    assert_eq!(second, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["error"], "capacity", "{answer}");
+    assert_eq!(limit_hits(&rig, "active_streams"), 1.0);
+    assert_healthy(&rig).await;
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_webhook_delivery_is_given_up_after_its_attempts_and_the_event_is_kept() {
+    let receiver = HostileEngine::start(|_| Answer::body(500, "text/plain", "down")).await;
+    let mut options = options();
+    options.webhooks = vec![WebhookTarget::parse(&receiver.base()).expect("webhook URL")];
+    options.delivery.max_attempts = 2;
+    options.delivery.initial_backoff = Duration::from_millis(10);
+    options.delivery.max_backoff = Duration::from_millis(20);
+    let rig = ProxyRig::start_options(Vec::new(), options).await;
+    let client = Client::new();
+    for (key, session) in [("k1", "s1"), ("k2", "s2")] {
+        let (status, _) = client
+            .post_json(
+                &rig.url("/events/stream_started"),
+                &started_body(key, session, None),
+                None,
+            )
+            .await
+            .expect("answer");
+        assert_eq!(status, StatusCode::OK);
+    }
+    let given_up = format!(
+        "acemux_webhook_given_up_total{{webhook=\"{}\"}}",
+        receiver.base()
+    );
+    let both = eventually(Duration::from_secs(5), || async {
+        rig.metric(&given_up) == 2.0
+    })
+    .await;
+    assert!(both, "given up: {}", rig.metric(&given_up));
+    assert_eq!(limit_hits(&rig, "webhook_attempts"), 2.0);
+    // Two attempts per event, then the next event: nothing blocks the outbox.
+    assert_eq!(receiver.hits_on("/events/stream_started"), 4);
+    let (status, events) = client.get(&rig.url("/events")).await.expect("events");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(events.as_array().map(Vec::len), Some(2), "{events}");
     assert_healthy(&rig).await;
     rig.shutdown().await;
 }
