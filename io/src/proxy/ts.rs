@@ -309,6 +309,13 @@ impl<N: Net> Task<N> {
             }
             fanout::Output::Drop { viewer, reason } => {
                 tracing::info!(channel = %self.driver.key, %viewer, reason = reason.as_str(), "dropping viewer");
+                // A viewer that fell out of the ring hit --ring-bytes; one that stopped
+                // reading hit --viewer-stall-timeout.
+                let limit = match reason {
+                    fanout::DropReason::FellBehind => "ring_bytes",
+                    _ => "viewer_stall_timeout",
+                };
+                self.driver.proxy.0.metrics.limit_hit(limit);
                 self.driver
                     .proxy
                     .0
