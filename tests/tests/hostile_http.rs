@@ -15,7 +15,7 @@ use acemux_core::channel::ChannelConfig;
 use acemux_tests::hostile_engine::{Answer, HostileEngine};
 use acemux_tests::proxy::{open, viewer_client, ProxyRig};
 use acemux_tests::raw::{closed_within, connect, exchange, read_answer, RawAnswer};
-use acemux_tests::{eventually, started_body, Client};
+use acemux_tests::{eventually, free_port, metric_sample, started_body, Acemux, Client};
 use futures::future::join_all;
 use hyper::StatusCode;
 use tokio::io::AsyncWriteExt;
@@ -486,4 +486,66 @@ async fn a_webhook_delivery_is_given_up_after_its_attempts_and_the_event_is_kept
     assert_eq!(events.as_array().map(Vec::len), Some(2), "{events}");
     assert_healthy(&rig).await;
     rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_command_line_bounds_reach_a_real_acemux_process() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let acemux = Acemux::serve(
+        free_port(),
+        &[
+            "--db",
+            ":memory:",
+            "--max-header-bytes",
+            "8192",
+            "--max-body-bytes",
+            "1024",
+            "--body-read-timeout",
+            "1s",
+            "--header-read-timeout",
+            "1s",
+        ],
+        &dir.path().join("acemux.log"),
+    )
+    .await;
+    let mut request = b"GET /health HTTP/1.1\r\nhost: acemux\r\nx-huge: ".to_vec();
+    request.extend(std::iter::repeat_n(b'a', 9000));
+    request.extend_from_slice(b"\r\n\r\n");
+    let answer = exchange(acemux.addr, &request, PROMPT).await;
+    assert_json_error(&answer, 431, "header_too_large");
+    let body = format!("{{\"stream_id\": \"{}\"}}", "x".repeat(2000));
+    let (status, answer) = Client::new()
+        .post_json(
+            &acemux.url("/events/stream_ended"),
+            &serde_json::from_str(&body).expect("JSON"),
+            None,
+        )
+        .await
+        .expect("answer");
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");
+    let mut stream = connect(acemux.addr).await;
+    stream
+        .write_all(
+            b"POST /events/stream_ended HTTP/1.1\r\nhost: acemux\r\ncontent-length: 10\r\n\r\n{",
+        )
+        .await
+        .expect("write");
+    let answer = read_answer(&mut stream, PROMPT).await;
+    assert_json_error(&answer, 408, "body_timeout");
+    let (_, metrics) = Client::new()
+        .get(&acemux.url("/metrics"))
+        .await
+        .expect("metrics");
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    for limit in ["header_bytes", "body_bytes", "body_read_timeout"] {
+        let sample = format!("acemux_limit_hits_total{{limit=\"{limit}\"}}");
+        assert_eq!(metric_sample(&metrics, &sample), 1.0, "{limit}:\n{metrics}");
+    }
+    let log = acemux.log_text();
+    assert!(
+        log.contains("head too large"),
+        "no log line for the 431:\n{log}"
+    );
+    let status = acemux.terminate().await;
+    assert!(status.success(), "{status:?}");
 }
