@@ -350,9 +350,18 @@ async fn playlists_with_bad_durations_never_serve_and_end_in_504() {
     })
     .await;
     let rig = rig(&engine).await;
-    for (id, _) in cases {
-        let answer = get(&rig, &format!("/ace/manifest.m3u8?id={id}")).await;
-        assert_error(&answer, StatusCode::GATEWAY_TIMEOUT, "engine_timeout");
+    // Each case waits out the start timeout: all at once.
+    let answers = futures::future::join_all(
+        cases
+            .iter()
+            .map(|(id, _)| format!("/ace/manifest.m3u8?id={id}"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|path| get(&rig, path)),
+    )
+    .await;
+    for ((id, _), answer) in cases.iter().zip(&answers) {
+        assert_error(answer, StatusCode::GATEWAY_TIMEOUT, "engine_timeout");
         let errors = metric(
             &rig,
             &format!("acemux_hls_playlist_errors_total{{channel=\"hls:content_id:{id}\"}}"),
