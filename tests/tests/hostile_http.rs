@@ -549,3 +549,33 @@ async fn the_command_line_bounds_reach_a_real_acemux_process() {
     let status = acemux.terminate().await;
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn players_waiting_for_a_new_hls_channel_are_capped() {
+    // io/src/proxy/hls.rs MAX_WAITERS.
+    const MAX_WAITERS: usize = 1024;
+    let engine = HostileEngine::start(|_| Answer::Hang).await;
+    let mut options = options();
+    options.engines = vec![engine.engine_addr()];
+    options.server.max_connections = 4096;
+    let rig = ProxyRig::start_options(Vec::new(), options).await;
+    let addr = rig.acemux.local_addr();
+    let players = MAX_WAITERS + 40;
+    let answers = join_all((0..players).map(|_| async move {
+        let request = b"GET /ace/manifest.m3u8?id=crowd HTTP/1.1\r\nhost: acemux\r\n\r\n";
+        exchange(addr, request, Duration::from_secs(3)).await
+    }))
+    .await;
+    let refused = answers
+        .iter()
+        .filter(|answer| answer.status == 503 && answer.error_code() == "capacity")
+        .count();
+    let waiting = answers.iter().filter(|answer| answer.status == 0).count();
+    assert_eq!((refused, waiting), (players - MAX_WAITERS, MAX_WAITERS));
+    assert_eq!(
+        limit_hits(&rig, "hls_start_waiters"),
+        (players - MAX_WAITERS) as f64
+    );
+    assert_healthy(&rig).await;
+    rig.shutdown().await;
+}

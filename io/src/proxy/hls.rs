@@ -22,7 +22,8 @@ use crate::net::Net;
 const FETCH_EVENTS: usize = 16;
 /// Largest playlist read from an engine.
 const MAX_PLAYLIST_BYTES: usize = 1024 * 1024;
-/// Waiters for a channel's first playlist held at most.
+/// Waiters for a channel's first playlist held at most; one more is dropped, and its
+/// request answered 503 `capacity`.
 const MAX_WAITERS: usize = 1024;
 
 /// HLS requests to an HLS channel task.

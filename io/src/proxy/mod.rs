@@ -334,6 +334,14 @@ impl<N: Net> Proxy<N> {
                 match tokio::time::timeout(bound, ready).await {
                     Ok(Ok(Ok(()))) => {}
                     Ok(Ok(Err(failure))) => return Err(JoinError::Start(failure)),
+                    // The channel answers every waiter it keeps, even as it ends; one
+                    // dropped while the channel runs was over the bound of waiters.
+                    Ok(Err(_)) if !mailbox.is_closed() => {
+                        self.0.metrics.limit_hit("hls_start_waiters");
+                        return Err(JoinError::Capacity(format!(
+                            "too many players are waiting for channel {key} to start"
+                        )));
+                    }
                     Ok(Err(_)) => continue,
                     Err(_) => return Err(JoinError::Start(StartFailure::Timeout)),
                 }
