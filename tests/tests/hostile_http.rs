@@ -382,7 +382,15 @@ async fn idle_connections_are_capped_then_closed_at_the_header_read_timeout() {
     let (rig, _engine) = rig_with_silent_engine().await;
     let addr = rig.acemux.local_addr();
     let mut idle = Vec::new();
-    for _ in 0..MAX_CONNECTIONS {
+    // One kept alive after a request, the others never sending a byte.
+    let mut kept_alive = connect(addr).await;
+    kept_alive
+        .write_all(b"GET /health HTTP/1.1\r\nhost: acemux\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(read_answer(&mut kept_alive, PROMPT).await.status, 200);
+    idle.push(kept_alive);
+    for _ in 1..MAX_CONNECTIONS {
         idle.push(connect(addr).await);
     }
     // Give the server a moment to accept them all.
