@@ -34,6 +34,8 @@ pub struct ServeOptions {
     pub server: ServerLimits,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Bound on receiving a request body whole.
+    pub body_read_timeout: Duration,
     /// Bound on waiting for an event to be committed.
     pub commit_timeout: Duration,
     /// Registry limits. Its seed is used only for a new database.
@@ -58,13 +60,11 @@ impl Default for ServeOptions {
                 attempt_timeout: Duration::from_secs(10),
                 initial_backoff: Duration::from_millis(500),
                 max_backoff: Duration::from_secs(60),
+                max_attempts: 10_000,
             },
-            server: ServerLimits {
-                max_connections: 4096,
-                header_read_timeout: Duration::from_secs(10),
-                shutdown_timeout: Duration::from_secs(10),
-            },
+            server: ServerLimits::default(),
             max_body_bytes: 64 * 1024,
+            body_read_timeout: Duration::from_secs(10),
             commit_timeout: Duration::from_secs(5),
             registry: RegistryConfig::default(),
             clock_origin_unix_micros: 0,
@@ -215,7 +215,7 @@ pub async fn start<N: Net>(
         options.api_key,
         streams.clone(),
     );
-    let app = router(state, options.max_body_bytes);
+    let app = router(state, options.max_body_bytes, options.body_read_timeout);
     let mut server_stopped = stopped;
     let server = tokio::spawn(serve(
         listener,

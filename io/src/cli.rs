@@ -111,6 +111,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ACEMUX_WEBHOOK_MAX_BACKOFF", default_value = "60s", value_parser = duration)]
     pub webhook_max_backoff: Duration,
 
+    /// Attempts per event and webhook before its delivery is given up (logged, counted;
+    /// the event stays in the event log). 0: retry for ever.
+    #[arg(long, env = "ACEMUX_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10_000)]
+    pub webhook_max_attempts: u32,
+
     /// Connections served at once; more get 503 `capacity`.
     #[arg(long, env = "ACEMUX_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
@@ -119,9 +124,18 @@ pub struct ServeArgs {
     #[arg(long, env = "ACEMUX_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub header_read_timeout: Duration,
 
+    /// Largest request head (request line and headers), in bytes (431 beyond; at
+    /// least 8192).
+    #[arg(long, env = "ACEMUX_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+
     /// Largest accepted request body, in bytes (413 beyond).
     #[arg(long, env = "ACEMUX_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Time a client has to send a request body whole (408 beyond).
+    #[arg(long, env = "ACEMUX_BODY_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub body_read_timeout: Duration,
 
     /// Time in-flight requests get to finish at shutdown.
     #[arg(long, env = "ACEMUX_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
@@ -228,6 +242,16 @@ pub struct ProxyArgs {
     /// session replaced (another engine when one is available); players keep polling.
     #[arg(long, env = "ACEMUX_HLS_STALL_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub hls_stall_timeout: Duration,
+
+    /// Bytes of segments an HLS channel holds; the oldest are evicted beyond (the
+    /// newest segment is always held).
+    #[arg(long, env = "ACEMUX_HLS_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub hls_buffer_bytes: usize,
+
+    /// Largest engine segment fetched, in bytes; a larger one is cut off and becomes a
+    /// discontinuity.
+    #[arg(long, env = "ACEMUX_HLS_MAX_SEGMENT_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub hls_max_segment_bytes: usize,
 }
 
 fn engine_addr(text: &str) -> Result<EngineAddr, String> {
@@ -273,12 +297,14 @@ impl ProxyArgs {
             hls: HlsConfig {
                 ready_segments: self.hls_ready_segments.max(1),
                 window_segments: self.hls_window.max(1),
+                max_buffer_bytes: self.hls_buffer_bytes,
                 poll_factor_permille: (self.hls_poll_factor.clamp(0.1, 1.0) * 1000.0).round()
                     as u32,
                 ..HlsConfig::default()
             },
             hls_idle_timeout: self.hls_idle_timeout,
             hls_stall_timeout: self.hls_stall_timeout,
+            hls_max_segment_bytes: self.hls_max_segment_bytes.max(1),
             ..ProxyConfig::default()
         }
     }
@@ -303,13 +329,16 @@ impl ServeArgs {
                 attempt_timeout: self.webhook_timeout,
                 initial_backoff: self.webhook_initial_backoff,
                 max_backoff: self.webhook_max_backoff,
+                max_attempts: self.webhook_max_attempts,
             },
             server: ServerLimits {
                 max_connections: self.max_connections,
                 header_read_timeout: self.header_read_timeout,
+                max_header_bytes: self.max_header_bytes,
                 shutdown_timeout: self.shutdown_timeout,
             },
             max_body_bytes: self.max_body_bytes,
+            body_read_timeout: self.body_read_timeout,
             commit_timeout: self.commit_timeout,
             registry: RegistryConfig {
                 seed: self.seed.unwrap_or(seed),

@@ -47,6 +47,17 @@ struct SessionResponse {
     is_live: Option<serde_json::Value>,
 }
 
+/// Why [`EngineClient::fetch_bounded`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// The body was larger than the bound asked for.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Anything else: unreachable, a status other than 2xx, an empty body, a timeout.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// An HTTP client for AceStream engines.
 #[derive(Clone)]
 pub struct EngineClient<N: Net> {
@@ -130,28 +141,43 @@ impl<N: Net> EngineClient<N> {
     /// GETs `url` whole (at most `max_bytes`), bounded by the request timeout; any
     /// status but 2xx, or an empty body, is an error.
     pub async fn fetch(&self, url: &str, max_bytes: usize) -> Result<Bytes, String> {
+        self.fetch_bounded(url, max_bytes)
+            .await
+            .map_err(|error| error.to_string())
+    }
+
+    /// [`fetch`](Self::fetch), telling a body over `max_bytes` apart from other failures.
+    pub async fn fetch_bounded(&self, url: &str, max_bytes: usize) -> Result<Bytes, FetchError> {
         let exchange = async {
-            let response = self.get(url).await?;
+            let response = self.get(url).await.map_err(FetchError::Failed)?;
             let status = response.status();
             if !status.is_success() {
-                return Err(format!("{url} answered {status}"));
+                return Err(FetchError::Failed(format!("{url} answered {status}")));
             }
             http_body_util::Limited::new(response.into_body(), max_bytes)
                 .collect()
                 .await
                 .map(|body| body.to_bytes())
-                .map_err(|error| format!("reading {url}: {error}"))
+                .map_err(|error| {
+                    if error.is::<http_body_util::LengthLimitError>() {
+                        FetchError::TooLarge(format!(
+                            "{url}: body larger than {max_bytes} bytes; cut off"
+                        ))
+                    } else {
+                        FetchError::Failed(format!("reading {url}: {error}"))
+                    }
+                })
         };
         let body = tokio::time::timeout(self.request_timeout, exchange)
             .await
             .map_err(|_| {
-                format!(
+                FetchError::Failed(format!(
                     "{url}: no complete answer within {:?}",
                     self.request_timeout
-                )
+                ))
             })??;
         if body.is_empty() {
-            return Err(format!("{url} answered an empty body"));
+            return Err(FetchError::Failed(format!("{url} answered an empty body")));
         }
         Ok(body)
     }

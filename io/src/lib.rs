@@ -17,6 +17,7 @@ pub mod net;
 pub mod proxy;
 pub mod relay;
 pub mod server;
+pub mod server_io;
 pub mod store;
 pub mod webhook;
 

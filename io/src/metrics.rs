@@ -55,6 +55,13 @@ pub struct DropLabels {
     pub reason: String,
 }
 
+/// Labels of `acemux_limit_hits_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The bound that was hit, e.g. `connections`, `body_bytes`, `channels`.
+    pub limit: String,
+}
+
 /// Every metric acemux exports.
 pub struct Metrics {
     registry: Registry,
@@ -98,6 +105,17 @@ pub struct Metrics {
     pub engine_stops: Counter,
     /// Time from a viewer's request to its first media bytes.
     pub time_to_first_byte: Histogram,
+    /// Requests, connections or inputs refused or cut because a configured bound was
+    /// reached, by bound.
+    pub limit_hits: Family<LimitLabels, Counter>,
+    /// Bytes from engines that were not MPEG-TS packets (no sync byte where one was
+    /// due) and were discarded, per channel.
+    pub ts_discarded_bytes: Family<ChannelLabels, Counter>,
+    /// Engine playlist polls that failed (unreachable, invalid, too large), per channel.
+    pub hls_playlist_errors: Family<ChannelLabels, Counter>,
+    /// Webhook deliveries given up after `--webhook-max-attempts` (the event stays in
+    /// the event log).
+    pub webhook_given_up: Family<WebhookLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -133,6 +151,10 @@ impl Metrics {
             time_to_first_byte: Histogram::new([
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
+            limit_hits: Family::default(),
+            ts_discarded_bytes: Family::default(),
+            hls_playlist_errors: Family::default(),
+            webhook_given_up: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -235,10 +257,39 @@ impl Metrics {
             "Time from a viewer's request to its first media bytes",
             metrics.time_to_first_byte.clone(),
         );
+        registry.register(
+            "limit_hits",
+            "Requests, connections or inputs refused or cut at a configured bound",
+            metrics.limit_hits.clone(),
+        );
+        registry.register(
+            "ts_discarded_bytes",
+            "Bytes from engines discarded as not MPEG-TS",
+            metrics.ts_discarded_bytes.clone(),
+        );
+        registry.register(
+            "hls_playlist_errors",
+            "Engine playlist polls that failed",
+            metrics.hls_playlist_errors.clone(),
+        );
+        registry.register(
+            "webhook_given_up",
+            "Webhook deliveries given up after the maximum number of attempts",
+            metrics.webhook_given_up.clone(),
+        );
         Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// Counts one hit of the bound `limit` (`acemux_limit_hits_total{limit}`).
+    pub fn limit_hit(&self, limit: &str) {
+        self.limit_hits
+            .get_or_create(&LimitLabels {
+                limit: limit.to_owned(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -14,17 +14,35 @@ use tower::ServiceExt;
 
 use crate::metrics::Metrics;
 use crate::net::NetListener;
+use crate::server_io::JsonParseErrors;
 
 /// Bounds of the HTTP server.
 #[derive(Clone, Debug)]
 pub struct ServerLimits {
     /// Connections served at once; more get a 503 and are closed.
     pub max_connections: usize,
-    /// Time a client has to send its request headers.
+    /// Time a client has to send its request headers; the connection is closed beyond.
     pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted, in bytes; 431 beyond.
+    /// At least 8192 (hyper's minimum buffer).
+    pub max_header_bytes: usize,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_timeout: Duration,
 }
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// hyper refuses a read buffer smaller than this.
+const MIN_HEADER_BYTES: usize = 8192;
 
 /// Closes the connection a request arrived on, even while a write to it is stuck.
 ///
@@ -77,6 +95,7 @@ pub async fn serve<L: NetListener>(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics.http_connections_rejected.inc();
+            metrics.limit_hit("connections");
             tracing::warn!(%peer, limit = limits.max_connections, "connection refused: at the connection cap");
             tokio::spawn(async move {
                 let write = stream.write_all(CAPACITY_ANSWER);
@@ -98,8 +117,8 @@ pub async fn serve<L: NetListener>(
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
+            .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES))
+            .serve_connection(TokioIo::new(JsonParseErrors::new(stream)), service);
         let connection = graceful.watch(connection);
         let metrics = metrics.clone();
         metrics.http_connections.inc();
@@ -108,7 +127,7 @@ pub async fn serve<L: NetListener>(
             tokio::select! {
                 result = &mut connection => {
                     if let Err(error) = result {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
+                        connection_error(&metrics, peer, &error);
                     }
                 }
                 _ = killed.wait_for(|killed| *killed) => {
@@ -125,6 +144,21 @@ pub async fn serve<L: NetListener>(
         () = tokio::time::sleep(limits.shutdown_timeout) => {
             tracing::warn!(timeout = ?limits.shutdown_timeout, "connections still open at shutdown; closing them");
         }
+    }
+}
+
+/// Logs (and counts, when a bound was hit) why a connection ended with an error.
+fn connection_error(metrics: &Metrics, peer: std::net::SocketAddr, error: &hyper::Error) {
+    if error.is_timeout() {
+        metrics.limit_hit("header_read_timeout");
+        tracing::info!(%peer, "connection closed: request headers not received in time");
+    } else if error.is_parse_too_large() {
+        metrics.limit_hit("header_bytes");
+        tracing::info!(%peer, %error, "request refused: head too large (431)");
+    } else if error.is_parse() {
+        tracing::info!(%peer, %error, "request refused: malformed head (400)");
+    } else {
+        tracing::debug!(%peer, %error, "connection ended with an error");
     }
 }
 

@@ -88,6 +88,9 @@ pub struct DeliveryPolicy {
     pub initial_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// Attempts per event before its delivery is given up (the event stays in the
+    /// event log); 0 retries for ever.
+    pub max_attempts: u32,
 }
 
 /// The body the orchestrator's event API expects for `event`.
@@ -161,7 +164,9 @@ pub async fn deliver<N: Net>(
         }
         for event in batch {
             let mut backoff = policy.initial_backoff;
+            let mut attempts: u32 = 0;
             let outcome = loop {
+                attempts = attempts.saturating_add(1);
                 match attempt(&client, &target, &policy, &event).await {
                     Attempt::Delivered => {
                         metrics.webhook_delivered.get_or_create(&labels).inc();
@@ -171,6 +176,15 @@ pub async fn deliver<N: Net>(
                         metrics.webhook_rejected.get_or_create(&labels).inc();
                         tracing::error!(webhook = %target.base, seq = event.seq, %status,
                             "webhook refused the event for good; not retrying");
+                        break DeliveryOutcome::Rejected;
+                    }
+                    Attempt::Retry(reason)
+                        if policy.max_attempts != 0 && attempts >= policy.max_attempts =>
+                    {
+                        metrics.webhook_given_up.get_or_create(&labels).inc();
+                        metrics.limit_hit("webhook_attempts");
+                        tracing::error!(webhook = %target.base, seq = event.seq, event_id = %event.event_id,
+                            %reason, attempts, "webhook delivery given up after the maximum attempts; the event stays in the event log (GET /events)");
                         break DeliveryOutcome::Rejected;
                     }
                     Attempt::Retry(reason) => {

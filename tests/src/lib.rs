@@ -1,6 +1,8 @@
 //! Helpers for the real-socket and real-process tests in `tests/tests/`.
 
+pub mod hostile_engine;
 pub mod proxy;
+pub mod raw;
 pub mod relay;
 
 use std::net::{SocketAddr, TcpListener};

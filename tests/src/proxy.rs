@@ -38,6 +38,19 @@ impl ProxyRig {
 
     /// One emulator per config, and acemux using all of them.
     pub async fn start_engines(configs: Vec<EmulatorConfig>, proxy: ProxyConfig) -> ProxyRig {
+        let options = ServeOptions {
+            proxy,
+            ..ServeOptions::default()
+        };
+        ProxyRig::start_options(configs, options).await
+    }
+
+    /// One emulator per config, and acemux with `options` using them after the engines
+    /// `options` already names (e.g. scripted ones).
+    pub async fn start_options(
+        configs: Vec<EmulatorConfig>,
+        mut options: ServeOptions,
+    ) -> ProxyRig {
         init_test_logging();
         let any_port = "127.0.0.1:0".parse().expect("address");
         let mut engines = Vec::new();
@@ -46,19 +59,21 @@ impl ProxyRig {
             engines.push(Emulator::new(config).spawn(listener).expect("engine"));
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let store: Arc<dyn EventStore> =
-            SqliteStore::open(&dir.path().join("events.db"), Vec::new()).expect("store");
-        let options = ServeOptions {
-            engines: engines
+        let store: Arc<dyn EventStore> = SqliteStore::open(
+            &dir.path().join("events.db"),
+            options
+                .webhooks
                 .iter()
-                .map(|engine| EngineAddr {
-                    host: "127.0.0.1".into(),
-                    port: engine.local_addr().port(),
-                })
+                .map(|hook| hook.base.clone())
                 .collect(),
-            proxy,
-            ..ServeOptions::default()
-        };
+        )
+        .expect("store");
+        options
+            .engines
+            .extend(engines.iter().map(|engine| EngineAddr {
+                host: "127.0.0.1".into(),
+                port: engine.local_addr().port(),
+            }));
         let listener = TokioNet.bind(any_port).await.expect("bind acemux");
         let acemux = acemux::start(TokioNet, listener, store, options)
             .await

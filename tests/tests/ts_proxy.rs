@@ -180,6 +180,10 @@ async fn a_viewer_that_stops_reading_is_dropped_and_does_not_slow_the_others() {
         "the stuck viewer was not dropped as stalled:\n{}",
         rig.acemux.metrics().render()
     );
+    assert_eq!(
+        rig.metric("acemux_limit_hits_total{limit=\"viewer_stall_timeout\"}"),
+        1.0
+    );
     // Its connection is closed: draining what is buffered ends in EOF or a reset.
     let mut sink = vec![0u8; 64 * 1024];
     let closed = tokio::time::timeout(Duration::from_secs(10), async {

@@ -315,6 +315,7 @@ impl HlsSession {
             * 1_000
             * u128::from(self.config.poll_factor_permille);
         Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+            .min(self.config.max_poll_interval)
             .max(self.config.min_poll_interval)
             .max(MIN_DELAY)
     }

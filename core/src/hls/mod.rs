@@ -126,6 +126,10 @@ pub struct HlsConfig {
     /// Shortest interval between two playlist polls (also the floor for a tiny or
     /// zero `poll_factor_permille`).
     pub min_poll_interval: Duration,
+    /// Longest interval between two playlist polls, whatever target duration the
+    /// engine declares (an absurd one would otherwise stop polling for days). The
+    /// floors above win over it.
+    pub max_poll_interval: Duration,
     /// Delay before the first retry after a failed playlist fetch; doubles per
     /// consecutive failure.
     pub error_backoff_initial: Duration,
@@ -163,6 +167,7 @@ impl Default for HlsConfig {
         HlsConfig {
             poll_factor_permille: 500,
             min_poll_interval: Duration::from_millis(250),
+            max_poll_interval: Duration::from_secs(10),
             error_backoff_initial: Duration::from_secs(1),
             error_backoff_max: Duration::from_secs(8),
             max_concurrent_fetches: 2,

@@ -105,6 +105,7 @@ impl Default for EmulatorConfig {
                 max_connections: 2048,
                 header_read_timeout: Duration::from_secs(10),
                 shutdown_timeout: Duration::from_secs(5),
+                ..ServerLimits::default()
             },
         }
     }

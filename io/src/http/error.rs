@@ -18,7 +18,14 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable explanation.
     pub message: String,
+    /// The configured bound this answer is about, counted in `acemux_limit_hits_total`.
+    pub limit: Option<&'static str>,
 }
+
+/// Marks a response that was refused at a configured bound (read by the request
+/// metrics middleware).
+#[derive(Clone, Copy, Debug)]
+pub struct LimitHit(pub &'static str);
 
 impl ApiError {
     /// An error with `status`, `code` and `message`.
@@ -27,7 +34,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            limit: None,
         }
+    }
+
+    /// The same answer, counted as a hit of the bound `limit`.
+    pub fn at_limit(mut self, limit: &'static str) -> Self {
+        self.limit = Some(limit);
+        self
     }
 
     /// 400 with `code`.
@@ -44,7 +58,7 @@ impl ApiError {
     pub fn body(rejection: BytesRejection) -> Self {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, "payload_too_large", rejection.body_text())
+            ApiError::new(status, "payload_too_large", rejection.body_text()).at_limit("body_bytes")
         } else {
             ApiError::new(status, "bad_body", rejection.body_text())
         }
@@ -80,9 +94,16 @@ impl From<ApplyError> for ApiError {
                     LifecycleError::Capacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::UNPROCESSABLE_ENTITY,
                 };
-                ApiError::new(status, error.code(), message)
+                let limit = matches!(error, LifecycleError::Capacity { .. });
+                let answer = ApiError::new(status, error.code(), message);
+                if limit {
+                    answer.at_limit("active_streams")
+                } else {
+                    answer
+                }
             }
-            ApplyError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message),
+            ApplyError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+                .at_limit("changes_in_flight"),
             ApplyError::Store(_) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", message)
             }
@@ -96,6 +117,10 @@ impl From<ApplyError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": self.code, "message": self.message });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(limit) = self.limit {
+            response.extensions_mut().insert(LimitHit(limit));
+        }
+        response
     }
 }

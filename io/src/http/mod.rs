@@ -2,21 +2,24 @@
 
 mod error;
 mod events;
+mod query;
 mod read;
 mod stream;
 mod views;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http::StatusCode;
 
-pub use error::ApiError;
+pub use error::{ApiError, LimitHit};
 pub use events::authorize;
+pub use query::Params;
 
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{HttpLabels, Metrics};
@@ -68,8 +71,9 @@ impl AppState {
     }
 }
 
-/// All routes, with the body limit and request metrics applied.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+/// All routes, with the body bounds and request metrics applied: a request body larger
+/// than `max_body_bytes` gets 413, one not received within `body_read_timeout` 408.
+pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duration) -> Router {
     Router::new()
         .route("/events/stream_started", post(events::stream_started))
         .route("/events/stream_ended", post(events::stream_ended))
@@ -88,6 +92,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(move |request, next| {
+            read_body(request, next, max_body_bytes, body_read_timeout)
+        }))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -107,13 +114,115 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Reads the body of a request that carries one (POST, PUT, PATCH) whole before any
+/// handler runs, within `max_bytes` and `timeout`: a declared length over the bound is
+/// refused before anything is read, an endless body at the bound, and a body that
+/// trickles in (or never comes) at the timeout, so no handler ever waits on a client.
+async fn read_body(request: Request, next: Next, max_bytes: usize, timeout: Duration) -> Response {
+    use http::Method;
+    if !matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH
+    ) {
+        return next.run(request).await;
+    }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {max_bytes} bytes (--max-body-bytes)"),
+        )
+        .at_limit("body_bytes")
+        .into_response()
+    };
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max_bytes as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, max_bytes)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(error)) => {
+            let too_long = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_long {
+                too_large()
+            } else {
+                ApiError::bad_request("bad_body", format!("cannot read the request body: {error}"))
+                    .into_response()
+            }
+        }
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the request body did not arrive within {timeout:?} (--body-read-timeout)"),
+        )
+        .at_limit("body_read_timeout")
+        .into_response(),
+    }
+}
+
+/// Longest plain-text error body turned into JSON; longer ones are cut.
+const MAX_PLAIN_ERROR_BYTES: usize = 4096;
+
+/// An error answer that is not JSON (an extractor's rejection) as `{error, message}`,
+/// so that every error a client gets has the same shape.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_field",
+        status if status.is_client_error() => "bad_request",
+        _ => "internal_error",
+    };
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_PLAIN_ERROR_BYTES).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let mut answer = ApiError::new(status, code, message);
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        answer = answer.at_limit("body_bytes");
+    }
+    let mut json = answer.into_response();
+    json.extensions_mut().extend(parts.extensions);
+    json
+}
+
 async fn count_requests(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(request).await;
+    let response = json_errors(next.run(request).await).await;
+    if let Some(LimitHit(limit)) = response.extensions().get::<LimitHit>() {
+        app.metrics.limit_hit(limit);
+    }
     app.metrics
         .http_requests
         .get_or_create(&HttpLabels {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use acemux_core::lifecycle::StreamStatus;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::{header, HeaderValue};
@@ -18,7 +18,7 @@ const DEFAULT_EVENTS_LIMIT: usize = 100;
 /// Largest page size of `GET /events`.
 const MAX_EVENTS_LIMIT: usize = 1000;
 
-type Params = Query<BTreeMap<String, String>>;
+use super::query::Params;
 
 fn unknown_params(params: &BTreeMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
     match params.keys().find(|name| !known.contains(&name.as_str())) {
@@ -53,7 +53,7 @@ fn number<T: std::str::FromStr>(
 /// `GET /streams?status=started|ended`.
 pub async fn streams(
     State(app): State<AppState>,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     unknown_params(&params, &["status"])?;
     let status = match params.get("status").map(String::as_str) {
@@ -90,7 +90,7 @@ pub async fn stream(
 /// `GET /events?after=&limit=&stream_id=`.
 pub async fn events(
     State(app): State<AppState>,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
     unknown_params(&params, &["after", "limit", "stream_id"])?;
     let limit = number(&params, "limit")?.unwrap_or(DEFAULT_EVENTS_LIMIT);

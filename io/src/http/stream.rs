@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use acemux_core::channel::StartFailure;
 use acemux_core::lifecycle::{KeyType, MAX_ID_BYTES};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::events::authorize;
+use super::query::Params;
 use super::{views, AppState};
 use crate::engine::StreamFormat;
 use crate::proxy::{ChannelKey, JoinError, Streams};
@@ -84,7 +85,7 @@ impl From<JoinError> for ApiError {
 pub async fn getstream(
     State(app): State<AppState>,
     kill: Option<Extension<ConnectionKill>>,
-    Query(params): Query<BTreeMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     let key = channel_key(&params, StreamFormat::Ts)?;
     let streams = proxy(&app)?;
@@ -121,7 +122,7 @@ fn viewer_token(params: &BTreeMap<String, String>, peer: Option<Extension<PeerAd
 pub async fn manifest(
     State(app): State<AppState>,
     peer: Option<Extension<PeerAddr>>,
-    Query(params): Query<BTreeMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     let key = channel_key(&params, StreamFormat::Hls)?;
     let viewer = viewer_token(&params, peer);
@@ -142,7 +143,7 @@ pub async fn segment(
     State(app): State<AppState>,
     peer: Option<Extension<PeerAddr>>,
     Path((channel, name)): Path<(String, String)>,
-    Query(params): Query<BTreeMap<String, String>>,
+    Params(params): Params,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found("unknown_segment", "no such segment is held");
     let channel: u64 = channel.parse().map_err(|_| not_found())?;

@@ -15,15 +15,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::session::SessionDriver;
 use super::{ChannelKey, ChannelMsg, Proxy};
+use crate::engine::FetchError;
 use crate::net::Net;
 
 /// Fetch answers held at most; the machine bounds fetches in flight, so this never fills.
 const FETCH_EVENTS: usize = 16;
 /// Largest playlist read from an engine.
 const MAX_PLAYLIST_BYTES: usize = 1024 * 1024;
-/// Largest segment read from an engine.
-const MAX_SEGMENT_BYTES: usize = 32 * 1024 * 1024;
-/// Waiters for a channel's first playlist held at most.
+/// Waiters for a channel's first playlist held at most; one more is dropped, and its
+/// request answered 503 `capacity`.
 const MAX_WAITERS: usize = 1024;
 
 /// HLS requests to an HLS channel task.
@@ -270,7 +270,18 @@ impl<N: Net> Task<N> {
             } => {
                 let fetches = self.fetches.clone();
                 tokio::spawn(async move {
-                    let result = shared.engines.fetch(&url, MAX_SEGMENT_BYTES).await;
+                    let max_bytes = shared.config.hls_max_segment_bytes;
+                    let result =
+                        shared
+                            .engines
+                            .fetch_bounded(&url, max_bytes)
+                            .await
+                            .map_err(|error| {
+                                if let FetchError::TooLarge(_) = error {
+                                    shared.metrics.limit_hit("hls_segment_bytes");
+                                }
+                                error.to_string()
+                            });
                     let _ = fetches
                         .send(hls::Input::SegmentFetched {
                             generation,
@@ -306,6 +317,11 @@ impl<N: Net> Task<N> {
                 tracing::warn!(channel = %self.driver.key, ?gap, "media missing; marked as a discontinuity");
             }
             hls::Output::Backoff { reason, retry_in } => {
+                shared
+                    .metrics
+                    .hls_playlist_errors
+                    .get_or_create(&self.driver.labels)
+                    .inc();
                 tracing::warn!(channel = %self.driver.key, %reason, ?retry_in, "engine playlist poll failed");
             }
         }

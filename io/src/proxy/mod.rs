@@ -54,6 +54,9 @@ pub struct ProxyConfig {
     /// An engine playlist that brings no new segment this long is reopened (then the
     /// session replaced), like a silent TS playback.
     pub hls_stall_timeout: Duration,
+    /// Largest segment read from an engine; a larger one is cut off and becomes a
+    /// discontinuity.
+    pub hls_max_segment_bytes: usize,
 }
 
 impl Default for ProxyConfig {
@@ -68,6 +71,7 @@ impl Default for ProxyConfig {
             hls: HlsConfig::default(),
             hls_idle_timeout: Duration::from_secs(30),
             hls_stall_timeout: Duration::from_secs(30),
+            hls_max_segment_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -218,6 +222,7 @@ impl<N: Net> Proxy<N> {
                 if mailbox.is_closed() {
                     continue;
                 }
+                self.0.metrics.limit_hit("channel_mailbox");
                 return Err(JoinError::Capacity(format!("channel {key} is overloaded")));
             }
             let bound = self.0.config.channel.start_timeout + Duration::from_secs(1);
@@ -256,6 +261,8 @@ impl<N: Net> Proxy<N> {
             channels.remove(key);
         }
         if channels.len() >= self.0.config.max_channels {
+            drop(channels);
+            self.0.metrics.limit_hit("channels");
             return Err(JoinError::Capacity(format!(
                 "too many channels (limit {})",
                 self.0.config.max_channels
@@ -327,6 +334,14 @@ impl<N: Net> Proxy<N> {
                 match tokio::time::timeout(bound, ready).await {
                     Ok(Ok(Ok(()))) => {}
                     Ok(Ok(Err(failure))) => return Err(JoinError::Start(failure)),
+                    // The channel answers every waiter it keeps, even as it ends; one
+                    // dropped while the channel runs was over the bound of waiters.
+                    Ok(Err(_)) if !mailbox.is_closed() => {
+                        self.0.metrics.limit_hit("hls_start_waiters");
+                        return Err(JoinError::Capacity(format!(
+                            "too many players are waiting for channel {key} to start"
+                        )));
+                    }
                     Ok(Err(_)) => continue,
                     Err(_) => return Err(JoinError::Start(StartFailure::Timeout)),
                 }

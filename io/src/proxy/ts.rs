@@ -47,6 +47,8 @@ struct Task<N: Net> {
     playback_events: mpsc::Sender<PlaybackEvent>,
     playback: Option<JoinHandle<()>>,
     generation: u64,
+    /// Whether non-TS bytes from the engine were already logged for this channel.
+    warned_not_ts: bool,
 }
 
 pub(super) async fn run<N: Net>(
@@ -68,6 +70,7 @@ pub(super) async fn run<N: Net>(
         playback_events,
         playback: None,
         generation: 0,
+        warned_not_ts: false,
     };
     loop {
         task.drain();
@@ -128,6 +131,9 @@ impl<N: Net> Task<N> {
                         self.viewers_changed();
                     }
                     Err(error) => {
+                        if let fanout::FanoutError::Capacity { .. } = error {
+                            self.driver.proxy.0.metrics.limit_hit("viewers_per_channel");
+                        }
                         let _ = tx.try_send(ViewerMsg::Refused(error.to_string()));
                     }
                 }
@@ -160,15 +166,36 @@ impl<N: Net> Task<N> {
         match event.event {
             Playback::Opened => channel.handle_input(now, Input::PlaybackOpened),
             Playback::Data(bytes) => {
-                self.driver
-                    .proxy
-                    .0
-                    .metrics
+                let metrics = self.driver.proxy.0.metrics.clone();
+                let len = bytes.len();
+                metrics
                     .channel_bytes_in
                     .get_or_create(&self.driver.labels)
-                    .inc_by(bytes.len() as u64);
-                channel.handle_input(now, Input::Data(bytes.len()));
+                    .inc_by(len as u64);
+                let discarded_before = self.fanout.stats().discarded_bytes;
                 let _ = self.fanout.handle_input(now, fanout::Input::Data(bytes));
+                let discarded = self
+                    .fanout
+                    .stats()
+                    .discarded_bytes
+                    .saturating_sub(discarded_before);
+                if discarded > 0 {
+                    metrics
+                        .ts_discarded_bytes
+                        .get_or_create(&self.driver.labels)
+                        .inc_by(discarded);
+                    if !self.warned_not_ts {
+                        self.warned_not_ts = true;
+                        tracing::warn!(channel = %self.driver.key, discarded,
+                            "engine sent bytes that are not MPEG-TS packets; discarded (counted in acemux_ts_discarded_bytes_total)");
+                    }
+                }
+                // Only media counts as upstream activity: an engine that sends nothing
+                // but junk is as silent as one that sends nothing.
+                let media = len.saturating_sub(usize::try_from(discarded).unwrap_or(usize::MAX));
+                if media > 0 {
+                    channel.handle_input(now, Input::Data(media));
+                }
             }
             Playback::Failed(reason) => {
                 tracing::warn!(channel = %self.driver.key, %reason, "playback failed");
@@ -282,6 +309,13 @@ impl<N: Net> Task<N> {
             }
             fanout::Output::Drop { viewer, reason } => {
                 tracing::info!(channel = %self.driver.key, %viewer, reason = reason.as_str(), "dropping viewer");
+                // A viewer that fell out of the ring hit --ring-bytes; one that stopped
+                // reading hit --viewer-stall-timeout.
+                let limit = match reason {
+                    fanout::DropReason::FellBehind => "ring_bytes",
+                    _ => "viewer_stall_timeout",
+                };
+                self.driver.proxy.0.metrics.limit_hit(limit);
                 self.driver
                     .proxy
                     .0

@@ -42,6 +42,18 @@ fn polls_no_faster_than_min_poll_interval() {
 }
 
 #[test]
+fn polls_no_slower_than_max_poll_interval_whatever_the_target_duration() {
+    let mut h = Harness::new();
+    h.open();
+    h.playlist(with_target(live(0, 0), crate::hls::MAX_TARGET_DURATION_S));
+    assert_eq!(h.deadline(), Some(h.now + secs(10)));
+    let mut h = Harness::with_config(|c| c.max_poll_interval = ms(1));
+    h.open();
+    h.playlist(with_target(live(0, 0), 4));
+    assert_eq!(h.deadline(), Some(h.now + ms(250)), "the floor wins");
+}
+
+#[test]
 fn never_polls_while_a_playlist_fetch_is_out() {
     let mut h = Harness::new();
     h.open();

@@ -118,6 +118,7 @@ pub(super) fn config() -> impl Strategy<Value = HlsConfig> {
             )| HlsConfig {
                 poll_factor_permille: factor,
                 min_poll_interval: ms(min_poll),
+                max_poll_interval: ms(min_poll + 10_000),
                 error_backoff_initial: ms(initial),
                 error_backoff_max: ms(max),
                 max_concurrent_fetches: concurrent,
