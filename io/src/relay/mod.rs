@@ -346,8 +346,8 @@ pub async fn run<N, L>(
         if let Some(control) = control {
             let limits = crate::server::ServerLimits {
                 max_connections: 64,
-                header_read_timeout: Duration::from_secs(10),
                 shutdown_timeout: Duration::from_secs(1),
+                ..crate::server::ServerLimits::default()
             };
             let metrics = Arc::new(crate::metrics::Metrics::new());
             let router = relay.control_router();
