@@ -59,6 +59,7 @@ done
 wait
 
 failed=0
+failed_count=0
 summary=$(printf '%-18s %-7s %14s %8s\n' target result executions seconds)
 for target in $targets; do
   log=$logs/$target.log
@@ -74,12 +75,19 @@ for target in $targets; do
     echo "fuzz: $target: ${runs:-?} runs in ${secs:-?} s"
   else
     failed=1
+    failed_count=$((failed_count + 1))
     echo "fuzz: $target FAILED; the end of its log:"
     tail -n 40 "$log" | sed 's/^/    /'
     artifact=$(grep -oE 'fuzz/artifacts/[^ ]+' "$log" | tail -n 1 || true)
-    if [ -n "$artifact" ]; then
-      echo "fuzz: reproduce with: cargo fuzz run -s none $target $artifact"
-      echo "fuzz: once fixed, keep it: cp $artifact fuzz/regressions/$target/"
+    if [ -n "$artifact" ] && [ -f "$artifact" ]; then
+      # Kept where `cargo test -p acemux-core` replays it: it fails until fixed.
+      mkdir -p "fuzz/regressions/$target"
+      kept=fuzz/regressions/$target/$(basename "$artifact")
+      cp "$artifact" "$kept"
+      echo "fuzz: the input is kept as $kept; reproduce with:"
+      echo "    cargo fuzz run -s none $target $kept"
+      echo "fuzz: or, from this log, recreate it with:"
+      echo "    echo '$(base64 -w0 "$artifact")' | base64 -d > $kept"
     fi
   fi
   summary+=$'\n'$(printf '%-18s %-7s %14s %8s' "$target" "$status" "${runs:--}" "${secs:--}")
@@ -88,7 +96,8 @@ done
 echo
 echo "fuzz summary (${seconds}s per target, max_len ${max_len}):"
 echo "$summary"
+count=$(echo $targets | wc -w)
+echo "fuzz: $((count - failed_count)) passed, $failed_count failed"
 if [ "$failed" -ne 0 ]; then
-  echo "fuzz: a target failed"
   exit 1
 fi
