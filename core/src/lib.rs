@@ -34,6 +34,7 @@
 
 pub mod channel;
 pub mod fanout;
+pub mod fuzzing;
 pub mod hls;
 pub mod lifecycle;
 pub mod playlist;

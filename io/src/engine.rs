@@ -6,13 +6,12 @@
 
 use std::time::Duration;
 
-use acemux_core::channel::{EngineSession, SessionError};
+use acemux_core::channel::{EngineSession, SessionAnswer, SessionError};
 use acemux_core::lifecycle::{EngineAddr, KeyType, SessionInfo};
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use serde::Deserialize;
 
 use crate::net::{HttpClient, Net};
 
@@ -27,25 +26,6 @@ pub enum StreamFormat {
 
 /// Largest session answer read from an engine.
 const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
-
-/// The engine's JSON envelope: `{"response": …, "error": …}`.
-#[derive(Debug, Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    response: Option<SessionResponse>,
-    #[serde(default)]
-    error: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct SessionResponse {
-    playback_url: String,
-    stat_url: String,
-    command_url: String,
-    playback_session_id: String,
-    #[serde(default)]
-    is_live: Option<serde_json::Value>,
-}
 
 /// Why [`EngineClient::fetch_bounded`] failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -213,31 +193,16 @@ impl<N: Net> EngineClient<N> {
 
 /// Decodes a session envelope from `engine`.
 pub fn parse_session(engine: &EngineAddr, body: &[u8]) -> Result<EngineSession, SessionError> {
-    let envelope: Envelope = serde_json::from_slice(body)
-        .map_err(|error| SessionError::Failed(format!("invalid engine answer: {error}")))?;
-    let response = match (envelope.response, envelope.error) {
-        (_, Some(error)) if !error.is_empty() => return Err(SessionError::Refused(error)),
-        (Some(response), _) => response,
-        (None, _) => {
-            return Err(SessionError::Refused(
-                "engine answered with neither a session nor an error".into(),
-            ))
-        }
-    };
-    let is_live = match response.is_live {
-        Some(serde_json::Value::Bool(live)) => live,
-        Some(serde_json::Value::Number(n)) => n.as_i64() != Some(0),
-        _ => true,
-    };
+    let answer = SessionAnswer::decode(body)?;
     let session = SessionInfo {
-        playback_session_id: response.playback_session_id,
-        stat_url: on_engine(engine, &response.stat_url)?,
-        command_url: on_engine(engine, &response.command_url)?,
-        is_live,
+        playback_session_id: answer.playback_session_id,
+        stat_url: on_engine(engine, &answer.stat_url)?,
+        command_url: on_engine(engine, &answer.command_url)?,
+        is_live: answer.is_live,
     };
     Ok(EngineSession {
         engine: engine.clone(),
-        playback_url: on_engine(engine, &response.playback_url)?,
+        playback_url: on_engine(engine, &answer.playback_url)?,
         session,
     })
 }

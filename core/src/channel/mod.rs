@@ -7,9 +7,11 @@
 //! after each `handle_*` call drain [`Channel::poll_output`], then re-arm the timer
 //! from [`Channel::poll_timeout`].
 
+mod answer;
 mod machine;
 mod pool;
 
+pub use answer::SessionAnswer;
 pub use machine::{
     Channel, ChannelConfig, EngineSession, Input, Output, SessionError, StartFailure,
 };

@@ -104,16 +104,31 @@ pub fn null_packets(count: usize) -> Bytes {
 
 /// Turns arbitrary chunks of a byte stream into whole, sync-checked packets.
 ///
-/// Bytes that cannot be aligned (no sync byte at a packet boundary) are skipped until
-/// two consecutive sync bytes 188 bytes apart are found again, and counted.
-#[derive(Debug, Default)]
+/// The stream is taken to start on a packet boundary. While in sync, every whole packet
+/// that starts with the sync byte is put out as soon as it is complete. A packet
+/// boundary without the sync byte loses sync: bytes are then skipped, and counted,
+/// until a sync byte is confirmed by another one a packet later. So which bytes make
+/// packets depends only on the stream, never on how it was cut into chunks.
+#[derive(Debug)]
 pub struct PacketAligner {
     pending: BytesMut,
     discarded_bytes: u64,
+    /// Whether `pending` starts on a packet boundary.
+    in_sync: bool,
+}
+
+impl Default for PacketAligner {
+    fn default() -> Self {
+        PacketAligner {
+            pending: BytesMut::new(),
+            discarded_bytes: 0,
+            in_sync: true,
+        }
+    }
 }
 
 impl PacketAligner {
-    /// An aligner with nothing pending.
+    /// An aligner with nothing pending, at the start of a stream.
     pub fn new() -> Self {
         PacketAligner::default()
     }
@@ -121,22 +136,38 @@ impl PacketAligner {
     /// Adds `chunk`; returns the whole packets now available (possibly none).
     /// When the input is already aligned the returned bytes share its allocation.
     pub fn push(&mut self, chunk: Bytes) -> Bytes {
-        if self.pending.is_empty() && chunk.len() % PACKET_LEN == 0 && aligned(&chunk) {
+        if self.in_sync
+            && self.pending.is_empty()
+            && chunk.len() % PACKET_LEN == 0
+            && aligned(&chunk)
+        {
             return chunk;
         }
         self.pending.extend_from_slice(&chunk);
         let mut out = BytesMut::new();
-        loop {
-            let start = self.find_sync();
-            if start > 0 {
-                self.discarded_bytes += start as u64;
-                let _ = self.pending.split_to(start);
+        // Bounded: every turn but the last puts out or skips bytes, or gains sync (and
+        // the next turn then puts out bytes, or loses sync on a non-empty buffer, or
+        // stops).
+        while !self.pending.is_empty() {
+            if self.in_sync {
+                if self.pending[0] != SYNC_BYTE {
+                    self.in_sync = false;
+                    continue;
+                }
+                let whole = self.leading_packets();
+                if whole == 0 {
+                    break;
+                }
+                out.extend_from_slice(&self.pending.split_to(whole * PACKET_LEN));
+            } else {
+                let (skip, confirmed) = self.find_sync();
+                self.discarded_bytes += skip as u64;
+                let _ = self.pending.split_to(skip);
+                if !confirmed {
+                    break;
+                }
+                self.in_sync = true;
             }
-            let whole = self.leading_packets();
-            if whole == 0 {
-                break;
-            }
-            out.extend_from_slice(&self.pending.split_to(whole * PACKET_LEN));
         }
         out.freeze()
     }
@@ -146,20 +177,28 @@ impl PacketAligner {
         self.discarded_bytes
     }
 
-    /// Bytes held back waiting for the rest of their packet.
+    /// Bytes held back waiting for the rest of their packet (or, out of sync, for the
+    /// byte that confirms a packet start): at most one packet's worth.
     pub fn pending_bytes(&self) -> usize {
         self.pending.len()
     }
 
-    /// Offset of the first plausible packet start in `pending`. A sync byte counts when
-    /// the byte one packet later is a sync byte too, or lies beyond what has arrived.
-    fn find_sync(&self) -> usize {
+    /// Out of sync: the offset of the first sync byte in `pending` that another one a
+    /// packet later confirms (`true`), else of the first one that has not arrived far
+    /// enough to tell (`false`), else the length of `pending`.
+    fn find_sync(&self) -> (usize, bool) {
         let data = &self.pending[..];
-        (0..data.len())
-            .find(|&i| {
-                data[i] == SYNC_BYTE && data.get(i + PACKET_LEN).is_none_or(|&b| b == SYNC_BYTE)
-            })
-            .unwrap_or(data.len())
+        for (i, &byte) in data.iter().enumerate() {
+            if byte != SYNC_BYTE {
+                continue;
+            }
+            match data.get(i + PACKET_LEN) {
+                Some(&SYNC_BYTE) => return (i, true),
+                Some(_) => {}
+                None => return (i, false),
+            }
+        }
+        (data.len(), false)
     }
 
     /// Complete packets at the front of `pending` whose sync bytes line up.
@@ -258,6 +297,38 @@ mod tests {
         assert_eq!(out.len(), 2 * PACKET_LEN);
         assert_eq!(aligner.discarded_bytes(), 9);
         assert!(packets(&out).all(|p| p.bytes()[0] == SYNC_BYTE));
+    }
+
+    #[test]
+    fn the_packet_before_garbage_is_kept_however_the_stream_is_cut() {
+        let mut stream = packet(1, 0);
+        stream.extend_from_slice(&[0xAA; 50]);
+        stream.extend([packet(2, 1), packet(3, 2)].concat());
+        let expected = [packet(1, 0), packet(2, 1), packet(3, 2)].concat();
+        for size in [1, 7, 100, 188, 189, 250, stream.len()] {
+            let mut aligner = PacketAligner::new();
+            let mut out = Vec::new();
+            for chunk in stream.chunks(size) {
+                out.extend_from_slice(&aligner.push(Bytes::copy_from_slice(chunk)));
+            }
+            assert_eq!(out, expected, "chunks of {size}");
+            assert_eq!(aligner.discarded_bytes(), 50, "chunks of {size}");
+            assert_eq!(aligner.pending_bytes(), 0, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn out_of_sync_a_lone_sync_byte_waits_for_its_confirmation() {
+        let mut aligner = PacketAligner::new();
+        assert!(aligner.push(Bytes::from_static(b"junk")).is_empty());
+        // A sync byte and a packet's worth: not yet known to be a packet start.
+        let first = packet(1, 0);
+        assert!(aligner.push(Bytes::copy_from_slice(&first)).is_empty());
+        assert_eq!(aligner.pending_bytes(), PACKET_LEN);
+        // The next sync byte confirms it; from then on packets flow as they complete.
+        let out = aligner.push(Bytes::copy_from_slice(&packet(2, 1)));
+        assert_eq!(out, [first, packet(2, 1)].concat());
+        assert_eq!(aligner.discarded_bytes(), 4);
     }
 
     #[test]

@@ -4,11 +4,11 @@
 //! [`Harness`] for the invariants.
 
 use proptest::collection::vec;
-use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
 use super::*;
+use crate::fuzzing::fanout::{run as raw_run, RawStep};
 
 /// Viewer ids in play; one more than `max_viewers`, so that joins get refused.
 const VIEWERS: u64 = 3;
@@ -144,13 +144,6 @@ fn run(case: Case) {
     }
 }
 
-/// Raw inputs for [`never_panics`]: any bytes, any ids, any gaps in time.
-#[derive(Clone, Debug)]
-enum RawStep {
-    Input(Input),
-    Timeout { micros: u64 },
-}
-
 fn raw_step() -> impl Strategy<Value = RawStep> {
     let id = (0u64..4).prop_map(ViewerId);
     prop_oneof![
@@ -172,80 +165,6 @@ fn raw_step() -> impl Strategy<Value = RawStep> {
         1 => id.prop_map(|id| RawStep::Input(Input::Leave(id))),
         2 => (0u64..3_000_000).prop_map(|micros| RawStep::Timeout { micros }),
     ]
-}
-
-/// Drives the machine directly, with limits down to zero, and checks only what must
-/// hold for any configuration: no panic, outputs drain, deliveries are non-empty and
-/// in order per viewer (the first one at or after the join point), nothing goes to a
-/// viewer in flight, waiting or gone.
-fn never_panics(config: FanoutConfig, steps: Vec<RawStep>) {
-    let mut fanout = Fanout::new(config);
-    let mut now = Instant::ZERO;
-    // Per joined viewer: (next offset, ready, handed media yet).
-    let mut viewers: BTreeMap<ViewerId, (u64, bool, bool)> = BTreeMap::new();
-    for step in steps {
-        match step {
-            RawStep::Input(input) => {
-                let ok = fanout.handle_input(now, input.clone()).is_ok();
-                match input {
-                    Input::Join(id) if ok => {
-                        let offset = fanout.viewer_offset(id).expect("joined");
-                        viewers.insert(id, (offset, false, false));
-                    }
-                    Input::Ready(id) if ok => {
-                        viewers.get_mut(&id).expect("known").1 = true;
-                    }
-                    Input::Leave(id) if ok => {
-                        viewers.remove(&id);
-                    }
-                    _ => {}
-                }
-            }
-            RawStep::Timeout { micros } => {
-                now = now + Duration::from_micros(micros);
-                fanout.handle_timeout(now);
-            }
-        }
-        for _ in 0..1_000 {
-            let Some(output) = fanout.poll_output() else {
-                break;
-            };
-            match output {
-                Output::Deliver {
-                    viewer,
-                    offset,
-                    chunks,
-                } => {
-                    let state = viewers
-                        .get_mut(&viewer)
-                        .expect("deliver to a joined viewer");
-                    assert!(state.1, "deliver in flight");
-                    assert!(!fanout.viewer_waiting(viewer), "deliver while waiting");
-                    if state.2 {
-                        assert_eq!(offset, state.0);
-                    } else {
-                        assert!(offset >= state.0, "start before the join point");
-                    }
-                    let len: usize = chunks.iter().map(Bytes::len).sum();
-                    assert!(len > 0);
-                    *state = (offset + len as u64, false, true);
-                }
-                Output::Keepalive { viewer, .. } => {
-                    let state = viewers
-                        .get_mut(&viewer)
-                        .expect("keepalive to a joined viewer");
-                    assert!(state.1, "keepalive in flight");
-                    state.1 = false;
-                }
-                Output::Drop { viewer, .. } => {
-                    assert!(viewers.remove(&viewer).is_some(), "drop of a joined viewer");
-                }
-            }
-        }
-        assert_eq!(fanout.poll_output(), None, "outputs drain");
-        assert_eq!(fanout.viewer_count(), viewers.len());
-        assert_eq!(fanout.poll_timeout().is_some(), !viewers.is_empty());
-    }
 }
 
 fn any_config() -> impl Strategy<Value = FanoutConfig> {
@@ -277,7 +196,7 @@ proptest! {
         config in any_config(),
         steps in vec(raw_step(), 1..60),
     ) {
-        never_panics(config, steps);
+        raw_run(config, steps);
     }
 
     #[test]

@@ -1,0 +1,63 @@
+//! Drivers for fuzzing: each takes arbitrary bytes, decodes them into a bounded drive
+//! of one part of the core, runs it, and checks that part's promises as it goes. A
+//! broken promise panics; that is a bug in the core, never in the input.
+//!
+//! The `fuzz/` crate's cargo-fuzz targets call these functions and nothing else, so
+//! the driving and checking logic builds and runs in every normal test run too: the
+//! core's own tests run each driver over random bytes, replay every input kept in
+//! `fuzz/regressions/`, and reuse the checkers in their property tests.
+//!
+//! | driver | what it drives |
+//! |---|---|
+//! | [`playlist`] | the m3u8 reader, renderer, resolver and rewriter |
+//! | [`lifecycle_events`] | `stream_started` / `stream_ended` JSON bodies into the registry |
+//! | [`engine_envelope`] | the engine's session envelope |
+//! | [`lifecycle`] | the lifecycle registry: starts, ends, clock moves, restarts |
+//! | [`channel`] | the channel machine: engine reports, viewers, clock moves |
+//! | [`hls`] | the HLS session against a fake engine and driver |
+//! | [`fanout`] | the TS fan-out: upstream bytes, viewers, clock moves |
+//! | [`ts_aligner`] | the TS packet aligner, fed whole and in chunks |
+//!
+//! ```
+//! // Any bytes are a valid input; an empty one is the shortest drive.
+//! acemux_core::fuzzing::channel(b"");
+//! acemux_core::fuzzing::playlist(b"#EXTM3U\n#EXTINF:2.5,\nsegment.ts\n");
+//! ```
+
+pub(crate) mod channel;
+mod envelope;
+pub(crate) mod fanout;
+pub(crate) mod hls;
+mod lifecycle;
+pub(crate) mod playlist;
+mod reader;
+mod ts;
+
+pub use channel::channel;
+pub use envelope::engine_envelope;
+pub use fanout::fanout;
+pub use hls::hls;
+pub use lifecycle::{lifecycle, lifecycle_events};
+pub use playlist::playlist;
+pub use ts::ts_aligner;
+
+/// Most inputs one drive feeds its machine, so that every run is short.
+const MAX_STEPS: usize = 512;
+
+/// A driver: a name (the fuzz target's) and its function.
+pub type Driver = (&'static str, fn(&[u8]));
+
+/// Every driver, by fuzz target name.
+pub const DRIVERS: [Driver; 8] = [
+    ("playlist", playlist),
+    ("lifecycle_events", lifecycle_events),
+    ("engine_envelope", engine_envelope),
+    ("lifecycle", lifecycle),
+    ("channel", channel),
+    ("hls", hls),
+    ("fanout", fanout),
+    ("ts_aligner", ts_aligner),
+];
+
+#[cfg(test)]
+mod tests;
