@@ -14,9 +14,11 @@ seconds=${FUZZ_SECONDS:-30}
 max_len=${FUZZ_MAX_LEN:-4096}
 jobs=${FUZZ_JOBS:-2}
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "fuzz: installing cargo-fuzz"
-  cargo install cargo-fuzz --locked
+# Pinned so that every CI run fuzzes with the same tool.
+cargo_fuzz_version=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -q "$cargo_fuzz_version"; then
+  echo "fuzz: installing cargo-fuzz $cargo_fuzz_version"
+  cargo install cargo-fuzz --locked --version "$cargo_fuzz_version"
 fi
 
 # `cargo fuzz` has no --locked; this fails when fuzz/Cargo.lock is out of date.
