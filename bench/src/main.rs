@@ -120,6 +120,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(scenarios: Vec<Scenario>, options: &Options, all: bool) -> Result<(), String> {
+    let load_at_start = report::load_average();
     let mut reports: Vec<ScenarioReport> = Vec::new();
     for scenario in scenarios {
         eprintln!("== {} ==", scenario.name());
@@ -130,6 +131,10 @@ async fn run(scenarios: Vec<Scenario>, options: &Options, all: bool) -> Result<(
     let results = json!({
         "date": report::today(),
         "machine": report::machine(),
+        "load_average": {
+            "start": report::finite(load_at_start),
+            "end": report::finite(report::load_average()),
+        },
         "scenarios": reports.iter().map(ScenarioReport::to_json).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&results).map_err(|error| error.to_string())?;

@@ -201,6 +201,14 @@ pub fn machine() -> Value {
     json!({ "cores": cores, "cpu": model })
 }
 
+/// The 1-minute load average of the machine (NaN when unknown).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// Today's date (UTC) as `YYYY-MM-DD`.
 pub fn today() -> String {
     let secs = std::time::SystemTime::now()
@@ -242,10 +250,19 @@ pub fn write_docs(path: &Path, reports: &[ScenarioReport], all: &Value) -> std::
          measured in the same run: it writes the same media bytes at the same pacing \
          straight to its clients, with no proxy, ring or engine session in between; it is \
          what the machine does with nothing in the way. Absolute figures on a shared \
-         machine are noise; the ratio to the baseline is the figure to read. A ratio above \
-         1× is acemux being slower (latencies, CPU) or faster (throughput) than the plain \
-         sender. CPU is user + system time of the server process per second of wall time \
-         (1.0 = one core busy); memory is its resident set (`/proc/<pid>/status`).\n\n",
+         machine are noise; the ratio to the baseline is the figure to read. For latencies, \
+         CPU and memory a ratio above 1× means acemux needs more than the plain sender; for \
+         rates and egress a ratio below 1× means it delivers less. CPU is user + system \
+         time of the server process per second of wall time (1.0 = one core busy); memory \
+         is its resident set (`/proc/<pid>/status`). The sides run one after the other, so \
+         on a busy machine their tail latencies can differ by the load of the moment: the \
+         load average below says how busy the machine was.\n\n",
+    );
+    let _ = writeln!(
+        text,
+        "Load average (1 min) at the start and the end of the run: {} → {}.\n",
+        all["load_average"]["start"].as_f64().unwrap_or(f64::NAN),
+        all["load_average"]["end"].as_f64().unwrap_or(f64::NAN),
     );
     for report in reports {
         text.push_str(&report.markdown());
