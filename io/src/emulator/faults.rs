@@ -55,6 +55,9 @@ pub struct Faults {
     pub playlist_delay: Option<Duration>,
     /// Every Nth HLS segment number (N−1, 2N−1, …) answers 404 although listed.
     pub segment_404_every: Option<u64>,
+    /// Delay before each HLS segment answer (an engine that downloads slowly).
+    #[serde(with = "humantime_opt")]
+    pub segment_delay: Option<Duration>,
     /// When the HLS sequence jump happens (default: at once); see `sequence_jump_by`.
     #[serde(with = "humantime_opt")]
     pub sequence_jump_after: Option<Duration>,
@@ -79,7 +82,7 @@ pub enum FaultError {
     #[error("expected <content_id>:<knob>=<value>, got {0:?}")]
     Shape(String),
     /// No such knob.
-    #[error("unknown fault knob {0:?} (knobs: start_delay, bitrate_bps, stall_after, stall_for, cut_after_bytes, close_abruptly_after_bytes, refuse, no_data, playlist_delay, segment_404_every, sequence_jump_after, sequence_jump_by, sequence_reset_after, playlist_stall_after)")]
+    #[error("unknown fault knob {0:?} (knobs: start_delay, bitrate_bps, stall_after, stall_for, cut_after_bytes, close_abruptly_after_bytes, refuse, no_data, playlist_delay, segment_delay, segment_404_every, sequence_jump_after, sequence_jump_by, sequence_reset_after, playlist_stall_after)")]
     UnknownKnob(String),
     /// The fault table holds as many content ids as it may.
     #[error("the fault table is full ({0} content ids); delete some first")]
@@ -102,6 +105,7 @@ impl Faults {
             ("stall_after", self.stall_after),
             ("stall_for", self.stall_for),
             ("playlist_delay", self.playlist_delay),
+            ("segment_delay", self.segment_delay),
             ("sequence_jump_after", self.sequence_jump_after),
             ("sequence_reset_after", self.sequence_reset_after),
             ("playlist_stall_after", self.playlist_stall_after),
@@ -163,6 +167,7 @@ impl Faults {
             }
             "refuse" => self.refuse = Some(value.to_owned()),
             "playlist_delay" => self.playlist_delay = Some(duration("playlist_delay", value)?),
+            "segment_delay" => self.segment_delay = Some(duration("segment_delay", value)?),
             "segment_404_every" => {
                 self.segment_404_every = Some(integer("segment_404_every", value)?);
             }

@@ -10,7 +10,8 @@
 //!   `#EXT-X-TARGETDURATION`, `#EXT-X-MEDIA-SEQUENCE`, and per segment
 //!   `#EXTINF:<seconds, 6 decimals>,` + `http://<host>/ace/c/<session>/<n>.ts`.
 //! - `GET /ace/c/<session>/<n>.ts` → segment `n` (`video/mp2t`), or 404 when it is
-//!   not in the session's window now (or a `segment_404_every` fault hits it).
+//!   not in the session's window now (or a `segment_404_every` fault hits
+//!   it); a `segment_delay` fault holds each answer that long first.
 //!
 //! Segments are [`GOPS_PER_SEGMENT`] GOP(s) of the looped media, cut at the PAT
 //! before each video keyframe (see [`Segmenter`]): 2 s for the built-in media.
@@ -27,6 +28,7 @@ mod timeline;
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -110,14 +112,8 @@ async fn answer_playlist(shared: &Shared, session: &str, base: &str) -> Response
         .state()
         .record_hls(session, &view.content_id, HlsRequest::Playlist);
     if let Some(delay) = view.faults.playlist_delay {
-        let mut shutdown = shared.shutdown.subscribe();
-        let mut stop = view.stop.clone();
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            _ = shutdown.wait_for(|stop| *stop) => {
-                return envelope_error(StatusCode::SERVICE_UNAVAILABLE, "engine shutting down");
-            }
-            _ = stop.wait_for(|stopped| *stopped) => return unknown_session(),
+        if let Err(response) = delay_answer(shared, &view, delay).await {
+            return response;
         }
     }
     let window = session_window(shared, &view, Instant::now());
@@ -160,6 +156,11 @@ pub(super) async fn segment(
         };
         return envelope_error(StatusCode::NOT_FOUND, reason);
     }
+    if let Some(delay) = view.faults.segment_delay {
+        if let Err(response) = delay_answer(&shared, &view, delay).await {
+            return response;
+        }
+    }
     let segment = shared.hls.segment(number);
     let bytes = shared.hls.bytes(&segment);
     shared.state().record_hls(
@@ -172,6 +173,23 @@ pub(super) async fn segment(
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
     headers.insert(OFFSET_HEADER, HeaderValue::from(segment.offset));
     response
+}
+
+/// Holds an answer for `delay` (a fault); a stop or shutdown meanwhile is the answer.
+async fn delay_answer(
+    shared: &Shared,
+    view: &SessionView,
+    delay: Duration,
+) -> Result<(), Response> {
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut stop = view.stop.clone();
+    tokio::select! {
+        () = tokio::time::sleep(delay) => Ok(()),
+        _ = shutdown.wait_for(|stop| *stop) => {
+            Err(envelope_error(StatusCode::SERVICE_UNAVAILABLE, "engine shutting down"))
+        }
+        _ = stop.wait_for(|stopped| *stopped) => Err(unknown_session()),
+    }
 }
 
 /// The window of the session seen in `view`, at `now`.

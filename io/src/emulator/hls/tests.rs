@@ -276,6 +276,42 @@ async fn playlist_delay_holds_each_answer_and_stop_cuts_it_short() {
 }
 
 #[tokio::test]
+async fn segment_delay_holds_each_segment_and_stop_cuts_it_short() {
+    let emulator = emulator(Duration::from_secs(6));
+    let faults = Faults {
+        segment_delay: Some(Duration::from_millis(300)),
+        ..Faults::default()
+    };
+    emulator.set_faults("abc", faults).expect("valid faults");
+    let (session, playlist) = open(&emulator, "abc").await;
+    let started = Instant::now();
+    let text = playlist_text(&emulator, &playlist)
+        .await
+        .expect("a playlist");
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "playlists are not delayed"
+    );
+    let (_, segments) = listed(&text);
+    let first = segments.first().expect("a listed segment").clone();
+    let started = Instant::now();
+    let (status, _, body) = fetch(&emulator, &first).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!body.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let waiting = tokio::spawn({
+        let emulator = emulator.clone();
+        async move { fetch(&emulator, &first).await.0 }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    json(&emulator, &format!("/ace/cmd/{session}?method=stop")).await;
+    assert_eq!(
+        waiting.await.expect("the request ends"),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
 async fn start_delay_refuse_and_no_data_apply_to_hls() {
     let emulator = emulator(Duration::from_secs(10));
     let slow = Faults {
