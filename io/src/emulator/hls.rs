@@ -113,6 +113,8 @@ async fn answer_playlist(shared: &Shared, session: &str, base: &str) -> Response
         let mut shutdown = shared.shutdown.subscribe();
         let mut stop = view.stop.clone();
         tokio::select! {
+            // Polled in order: a simulated run must not depend on tokio's random pick.
+            biased;
             () = tokio::time::sleep(delay) => {}
             _ = shutdown.wait_for(|stop| *stop) => {
                 return envelope_error(StatusCode::SERVICE_UNAVAILABLE, "engine shutting down");
