@@ -67,3 +67,34 @@ fn engine_death_failover() {
     // Seeds picked so that both a crash and a partition are covered.
     pinned(scenarios::engine_death_failover, &[1, 2, 3]);
 }
+
+#[test]
+fn a_broken_bound_fails_the_run_with_its_replay_command() {
+    use acemux_sim::players::{Plan, Player};
+    use acemux_sim::{World, WorldConfig};
+    use std::time::Duration;
+
+    let mut world = World::build(WorldConfig::new("viewer_churn", 99, 1));
+    // No network answers within a microsecond: the bound invariant must fire.
+    world.players(vec![Player {
+        name: "impatient".into(),
+        id: 1,
+        start_at: Duration::from_secs(1),
+        plan: Plan::HealthProbe {
+            watch: Duration::from_secs(5),
+            every: Duration::from_secs(1),
+        },
+        bound: Duration::from_micros(1),
+    }]);
+    let failure = world
+        .run_until(Duration::from_secs(10))
+        .expect_err("a request answered after its bound must fail the run");
+    assert!(
+        failure.message.contains("impatient GET /health"),
+        "{failure}"
+    );
+    assert_eq!(
+        failure.replay_command(),
+        "cargo run -p acemux-sim --release -- --scenario viewer_churn --seed 99"
+    );
+}
