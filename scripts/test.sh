@@ -17,3 +17,7 @@ fi
 # The real-process tests run the acemux binary; build it first so they find it.
 cargo build --locked -p acemux --bin acemux
 cargo test --workspace --locked
+# The deterministic simulation: the pinned seeds ran above; now a batch of random
+# seeds over every scenario (about 3-5 minutes on 2 cores). More: raise SIM_SEEDS, or
+# run `cargo run -p acemux-sim --release -- --seeds 200`.
+SIM_SEEDS="${SIM_SEEDS:-40}" cargo test -p acemux-sim --locked --test random_seeds -- --nocapture

@@ -125,6 +125,8 @@ pub async fn serve<L: NetListener>(
         tokio::spawn(async move {
             tokio::pin!(connection);
             tokio::select! {
+                // Polled in order: a simulated run must not depend on tokio's random pick.
+                biased;
                 result = &mut connection => {
                     if let Err(error) = result {
                         connection_error(&metrics, peer, &error);
@@ -140,6 +142,8 @@ pub async fn serve<L: NetListener>(
     }
     drop(listener);
     tokio::select! {
+        // Polled in order: a simulated run must not depend on tokio's random pick.
+        biased;
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(limits.shutdown_timeout) => {
             tracing::warn!(timeout = ?limits.shutdown_timeout, "connections still open at shutdown; closing them");

@@ -184,6 +184,8 @@ async fn delay_answer(
     let mut shutdown = shared.shutdown.subscribe();
     let mut stop = view.stop.clone();
     tokio::select! {
+        // Polled in order: a simulated run must not depend on tokio's random pick.
+        biased;
         () = tokio::time::sleep(delay) => Ok(()),
         _ = shutdown.wait_for(|stop| *stop) => {
             Err(envelope_error(StatusCode::SERVICE_UNAVAILABLE, "engine shutting down"))

@@ -86,6 +86,10 @@ pub struct EmulatorConfig {
     pub max_control_body_bytes: usize,
     /// HTTP server bounds.
     pub server: ServerLimits,
+    /// Number of the first session; session ids derive from it. Emulators sharing a
+    /// network (several engines, a restarted engine) start far apart so that their
+    /// session ids differ, as real engines' do.
+    pub first_session_number: u64,
 }
 
 impl Default for EmulatorConfig {
@@ -107,6 +111,7 @@ impl Default for EmulatorConfig {
                 shutdown_timeout: Duration::from_secs(5),
                 ..ServerLimits::default()
             },
+            first_session_number: 1,
         }
     }
 }
@@ -179,7 +184,8 @@ impl Emulator {
             })
             .map(|(content_id, faults)| (content_id.clone(), faults.clone()))
             .collect();
-        let state = State::new(limits, faults);
+        let mut state = State::new(limits, faults);
+        state.set_first_session_number(config.first_session_number);
         let (shutdown, _) = watch::channel(false);
         Emulator {
             shared: Arc::new(Shared {

@@ -204,6 +204,8 @@ impl Progress {
             let playback = &mut self.playback;
             // A dropped sender (session forgotten, emulator gone) ends the body too.
             let live = tokio::select! {
+                // Polled in order: a simulated run must not depend on tokio's random pick.
+                biased;
                 () = sleep_until(wake) => true,
                 changed = playback.stop.changed() => changed.is_ok(),
                 changed = playback.shutdown.changed() => changed.is_ok(),

@@ -151,6 +151,8 @@ pub(super) async fn open_requested(
     if let Some(delay) = faults.start_delay {
         let mut shutdown = shared.shutdown.subscribe();
         tokio::select! {
+            // Polled in order: a simulated run must not depend on tokio's random pick.
+            biased;
             () = tokio::time::sleep(delay) => {}
             _ = shutdown.wait_for(|stop| *stop) => {
                 return Err(EngineError::new(StatusCode::SERVICE_UNAVAILABLE, "engine shutting down"));

@@ -164,6 +164,11 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Numbers sessions from `number` on (before any session is opened).
+    pub fn set_first_session_number(&mut self, number: u64) {
+        self.next_number = number;
+    }
+
     pub fn new(limits: Limits, faults: BTreeMap<String, Faults>) -> Self {
         State {
             limits,

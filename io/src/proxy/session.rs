@@ -145,11 +145,9 @@ impl<N: Net> SessionDriver<N> {
                 self.pool().session_closed(&engine);
                 shared.metrics.engine_stops.inc();
                 tracing::info!(channel = %self.key, %engine, "stopping engine session");
-                tokio::spawn(async move {
-                    if let Err(error) = shared.engines.stop(&command_url).await {
-                        tracing::warn!(%engine, %error, "engine did not confirm the stop");
-                    }
-                });
+                tokio::spawn(
+                    async move { stop_until_confirmed(&shared, &engine, &command_url).await },
+                );
                 None
             }
             Output::SessionStarted(session) => {
@@ -224,8 +222,35 @@ impl<N: Net> SessionDriver<N> {
 async fn stop_orphan<N: Net>(shared: std::sync::Arc<super::Shared<N>>, session: EngineSession) {
     tracing::info!(engine = %session.engine, "stopping a session granted after its channel ended");
     shared.metrics.engine_stops.inc();
-    if let Err(error) = shared.engines.stop(&session.session.command_url).await {
-        tracing::warn!(engine = %session.engine, %error, "engine did not confirm the stop");
+    stop_until_confirmed(&shared, &session.engine, &session.session.command_url).await;
+}
+
+/// Stop attempts per session: an engine cut off for a while (a partitioned VPN hop)
+/// still gets its stop once it is reachable again, instead of keeping the session
+/// open for ever.
+const STOP_ATTEMPTS: u32 = 6;
+/// Delay before the first repeated stop; doubles per attempt (1 + 2 + … + 16 s ≈ 30 s).
+const STOP_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends the stop command until the engine confirms it, up to [`STOP_ATTEMPTS`].
+async fn stop_until_confirmed<N: Net>(
+    shared: &super::Shared<N>,
+    engine: &EngineAddr,
+    command_url: &str,
+) {
+    let mut delay = STOP_RETRY_INITIAL;
+    for attempt in 1..=STOP_ATTEMPTS {
+        match shared.engines.stop(command_url).await {
+            Ok(()) => return,
+            Err(error) if attempt < STOP_ATTEMPTS => {
+                tracing::warn!(%engine, %error, attempt, retry_in = ?delay, "engine did not confirm the stop");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(error) => {
+                tracing::warn!(%engine, %error, attempt, "engine did not confirm the stop; giving up");
+            }
+        }
     }
 }
 

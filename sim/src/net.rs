@@ -1,0 +1,40 @@
+//! [`Net`] over turmoil's simulated TCP.
+
+use std::io;
+use std::net::SocketAddr;
+
+use acemux::net::{Net, NetListener};
+
+/// Sockets of the simulated network. Only usable inside a turmoil host or client.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TurmoilNet;
+
+/// A listening socket of the simulated network.
+pub struct TurmoilListener(turmoil::net::TcpListener);
+
+impl Net for TurmoilNet {
+    type Stream = turmoil::net::TcpStream;
+    type Listener = TurmoilListener;
+
+    async fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
+        turmoil::net::TcpListener::bind(addr)
+            .await
+            .map(TurmoilListener)
+    }
+
+    async fn connect(&self, host: &str, port: u16) -> io::Result<Self::Stream> {
+        turmoil::net::TcpStream::connect((host, port)).await
+    }
+}
+
+impl NetListener for TurmoilListener {
+    type Stream = turmoil::net::TcpStream;
+
+    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)> {
+        self.0.accept().await
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}

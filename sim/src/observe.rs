@@ -1,0 +1,182 @@
+//! What the players and the event receiver saw, shared with the step loop that checks
+//! it. All hosts run on the simulation's one thread; the mutex is never contended.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::media_index::{MediaIndex, SliceTracker};
+use crate::trace::TraceHasher;
+
+/// Simulated time since the start, as seen from inside a host.
+pub fn sim_now() -> Duration {
+    turmoil::sim_elapsed().unwrap_or_default()
+}
+
+/// One request a player made and what became of it.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    /// The player.
+    pub player: String,
+    /// Method and path.
+    pub what: String,
+    /// When it was sent.
+    pub sent_at: Duration,
+    /// It must be answered (status line and headers) within this.
+    pub bound: Duration,
+    /// When its status arrived.
+    pub answered_at: Option<Duration>,
+    /// The status.
+    pub status: Option<u16>,
+    /// A transport failure before any status.
+    pub failure: Option<String>,
+}
+
+/// One TS viewer's body.
+#[derive(Debug)]
+pub struct TsViewerRecord {
+    /// The player.
+    pub player: String,
+    /// The channel's content id.
+    pub content_id: String,
+    /// Its bytes against the engine stream.
+    pub tracker: SliceTracker,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Whether the body ended (closed by acemux or by an error).
+    pub ended: bool,
+}
+
+/// One event the external receiver got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedEvent {
+    /// `stream_started` or `stream_ended`.
+    pub kind: String,
+    /// The `Idempotency-Key` header (the event id).
+    pub idempotency_key: String,
+    /// The JSON body.
+    pub body: String,
+}
+
+/// Everything observed.
+#[derive(Default)]
+pub struct Observations {
+    /// Every player request, in the order sent.
+    pub requests: Vec<RequestRecord>,
+    /// Index of the first request that may still be unanswered.
+    pub first_open_request: usize,
+    /// TS viewers by id.
+    pub ts_viewers: BTreeMap<u64, TsViewerRecord>,
+    /// Problems players found at once (HLS sequences, segments, bodies).
+    pub violations: Vec<String>,
+    /// Events the receiver got, in arrival order.
+    pub received: Vec<ReceivedEvent>,
+    /// HLS playlists fetched with status 200.
+    pub hls_playlists: u64,
+    /// HLS segments fetched and checked.
+    pub hls_segments: u64,
+    /// Viewers that stopped reading, with the time by which acemux must drop them.
+    pub stopped_reading: Vec<(String, Duration)>,
+    /// Hash of everything players received, with the time.
+    pub trace: TraceHasher,
+}
+
+/// A cheap handle on the shared [`Observations`].
+#[derive(Clone, Default)]
+pub struct Observer(Arc<Mutex<Observations>>);
+
+impl Observer {
+    /// A fresh, empty record.
+    pub fn new() -> Self {
+        Observer::default()
+    }
+
+    /// The record. Held only for short synchronous updates.
+    pub fn lock(&self) -> MutexGuard<'_, Observations> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Records a request being sent; its id.
+    pub fn request_sent(&self, player: &str, what: &str, bound: Duration) -> usize {
+        let mut record = self.lock();
+        let now = sim_now();
+        record
+            .trace
+            .add_text(&format!("{}ms {player} -> {what}", now.as_millis()));
+        record.requests.push(RequestRecord {
+            player: player.to_owned(),
+            what: what.to_owned(),
+            sent_at: now,
+            bound,
+            answered_at: None,
+            status: None,
+            failure: None,
+        });
+        record.requests.len() - 1
+    }
+
+    /// Records the status of request `id`.
+    pub fn request_answered(&self, id: usize, status: u16) {
+        let mut record = self.lock();
+        let now = sim_now();
+        let request = &mut record.requests[id];
+        request.answered_at = Some(now);
+        request.status = Some(status);
+        let line = format!("{}ms {} <- {status}", now.as_millis(), request.player);
+        record.trace.add_text(&line);
+    }
+
+    /// Records request `id` failing without a status.
+    pub fn request_failed(&self, id: usize, failure: String) {
+        let mut record = self.lock();
+        let now = sim_now();
+        let request = &mut record.requests[id];
+        request.answered_at = Some(now);
+        let line = format!("{}ms {} <- {failure}", now.as_millis(), request.player);
+        request.failure = Some(failure);
+        record.trace.add_text(&line);
+    }
+
+    /// Adds a problem found by a player.
+    pub fn violation(&self, text: String) {
+        let mut record = self.lock();
+        record.trace.add_text(&text);
+        record.violations.push(text);
+    }
+
+    /// Starts following TS viewer `id`'s body.
+    pub fn ts_viewer_started(&self, id: u64, player: &str, content_id: &str) {
+        self.lock().ts_viewers.insert(
+            id,
+            TsViewerRecord {
+                player: player.to_owned(),
+                content_id: content_id.to_owned(),
+                tracker: SliceTracker::default(),
+                bytes: 0,
+                ended: false,
+            },
+        );
+    }
+
+    /// Bytes TS viewer `id` read.
+    pub fn ts_bytes(&self, id: u64, bytes: &[u8]) {
+        let mut record = self.lock();
+        record.trace.add_bytes(bytes);
+        let viewer = record
+            .ts_viewers
+            .get_mut(&id)
+            .expect("a viewer is registered before it reads");
+        viewer.bytes += bytes.len() as u64;
+        viewer.tracker.feed(MediaIndex::builtin(), bytes);
+    }
+
+    /// TS viewer `id`'s body ended.
+    pub fn ts_ended(&self, id: u64) {
+        let mut record = self.lock();
+        if let Some(viewer) = record.ts_viewers.get_mut(&id) {
+            viewer.ended = true;
+        }
+        let line = format!("{}ms viewer {id} ended", sim_now().as_millis());
+        record.trace.add_text(&line);
+    }
+}

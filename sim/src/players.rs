@@ -1,0 +1,411 @@
+//! Players: TS readers, viewers that stop reading, HLS pollers, and health probes.
+//! Each records every request and what came back in the [`Observer`].
+
+use std::time::Duration;
+
+use acemux::net::{http_client, HttpClient};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::Request;
+
+use crate::media_index::{MediaIndex, SliceTracker};
+use crate::net::TurmoilNet;
+use crate::observe::{sim_now, Observer};
+
+/// acemux's address in every simulation.
+pub const ACEMUX: &str = "acemux:6880";
+
+/// What one player does.
+#[derive(Clone, Debug)]
+pub enum Plan {
+    /// Reads `/ace/getstream?id=` for `watch`, then leaves; on an error answer tries
+    /// again after a pause while `watch` lasts.
+    TsReader {
+        /// The content id.
+        content_id: String,
+        /// How long it watches.
+        watch: Duration,
+    },
+    /// Reads for `read_for`, then stops reading (holding the connection) and expects
+    /// acemux to drop it after the viewer stall timeout.
+    TsStaller {
+        /// The content id.
+        content_id: String,
+        /// How long it reads before stalling.
+        read_for: Duration,
+        /// By when, after it stops reading, acemux must have dropped it.
+        drop_within: Duration,
+    },
+    /// Polls `/ace/manifest.m3u8?id=` every `poll`, fetching every new segment, for
+    /// `watch`.
+    HlsPoller {
+        /// The content id.
+        content_id: String,
+        /// How long it watches.
+        watch: Duration,
+        /// Time between polls.
+        poll: Duration,
+        /// Most segments a served playlist may list.
+        window_segments: usize,
+    },
+    /// Asks `/health` every `every` for `watch`.
+    HealthProbe {
+        /// How long it probes.
+        watch: Duration,
+        /// Time between probes.
+        every: Duration,
+    },
+}
+
+/// One player: a name, a start time, a plan, and the bound on each answer.
+#[derive(Clone, Debug)]
+pub struct Player {
+    /// Unique name (also its HLS token).
+    pub name: String,
+    /// Viewer id for TS records.
+    pub id: u64,
+    /// When it starts, from the simulation's start.
+    pub start_at: Duration,
+    /// What it does.
+    pub plan: Plan,
+    /// Every request must have its status within this.
+    pub bound: Duration,
+}
+
+/// Runs `player` to its end.
+pub async fn run_player(player: Player, observer: Observer) {
+    if let Some(wait) = player.start_at.checked_sub(sim_now()) {
+        tokio::time::sleep(wait).await;
+    }
+    let client = http_client(TurmoilNet);
+    match player.plan.clone() {
+        Plan::TsReader { content_id, watch } => {
+            ts_reader(&player, &client, &observer, &content_id, watch).await;
+        }
+        Plan::TsStaller {
+            content_id,
+            read_for,
+            drop_within,
+        } => {
+            ts_staller(
+                &player,
+                &client,
+                &observer,
+                &content_id,
+                read_for,
+                drop_within,
+            )
+            .await
+        }
+        Plan::HlsPoller {
+            content_id,
+            watch,
+            poll,
+            window_segments,
+        } => {
+            hls_poller(
+                &player,
+                &client,
+                &observer,
+                &content_id,
+                watch,
+                poll,
+                window_segments,
+            )
+            .await;
+        }
+        Plan::HealthProbe { watch, every } => {
+            let until = sim_now() + watch;
+            while sim_now() < until {
+                let _ = get(&player, &client, &observer, "/health").await;
+                tokio::time::sleep(every).await;
+            }
+        }
+    }
+}
+
+/// Sends `GET path` to acemux and records it; the status and body when one came. The
+/// player waits twice the bound, so a late answer is seen by the invariants first.
+async fn get(
+    player: &Player,
+    client: &HttpClient<TurmoilNet>,
+    observer: &Observer,
+    path: &str,
+) -> Option<(u16, Incoming)> {
+    let id = observer.request_sent(&player.name, &format!("GET {path}"), player.bound);
+    let request = Request::get(format!("http://{ACEMUX}{path}"))
+        .body(Full::new(Bytes::new()))
+        .expect("a valid request");
+    match tokio::time::timeout(player.bound * 2, client.request(request)).await {
+        Ok(Ok(response)) => {
+            let status = response.status().as_u16();
+            observer.request_answered(id, status);
+            Some((status, response.into_body()))
+        }
+        Ok(Err(error)) => {
+            observer.request_failed(id, format!("transport error: {error}"));
+            None
+        }
+        Err(_) => {
+            observer.request_failed(id, "no answer".into());
+            None
+        }
+    }
+}
+
+/// Reads a whole (small) body within `bound`.
+async fn read_all(body: Incoming, bound: Duration) -> Option<Bytes> {
+    match tokio::time::timeout(bound, body.collect()).await {
+        Ok(Ok(collected)) => Some(collected.to_bytes()),
+        _ => None,
+    }
+}
+
+/// An error answer must be JSON `{error, message}`.
+async fn check_error_body(player: &Player, observer: &Observer, status: u16, body: Incoming) {
+    let text = read_all(body, player.bound).await.unwrap_or_default();
+    let json: Option<serde_json::Value> = serde_json::from_slice(&text).ok();
+    let clear = json
+        .as_ref()
+        .is_some_and(|json| json.get("error").is_some() && json.get("message").is_some());
+    if !clear {
+        observer.violation(format!(
+            "{}: answer {status} without a JSON error: {:?}",
+            player.name,
+            String::from_utf8_lossy(&text)
+        ));
+    }
+}
+
+async fn ts_reader(
+    player: &Player,
+    client: &HttpClient<TurmoilNet>,
+    observer: &Observer,
+    content_id: &str,
+    watch: Duration,
+) {
+    let until = sim_now() + watch;
+    let mut attempt = 0u64;
+    while sim_now() < until {
+        let path = format!("/ace/getstream?id={content_id}");
+        match get(player, client, observer, &path).await {
+            Some((200, mut body)) => {
+                let id = player.id * 1000 + attempt;
+                observer.ts_viewer_started(id, &player.name, content_id);
+                loop {
+                    let left = until.saturating_sub(sim_now());
+                    match tokio::time::timeout(left, body.frame()).await {
+                        Err(_) => break,
+                        Ok(Some(Ok(frame))) => {
+                            if let Ok(data) = frame.into_data() {
+                                observer.ts_bytes(id, &data);
+                            }
+                        }
+                        Ok(None) | Ok(Some(Err(_))) => {
+                            observer.ts_ended(id);
+                            break;
+                        }
+                    }
+                }
+            }
+            Some((status, body)) => check_error_body(player, observer, status, body).await,
+            None => {}
+        }
+        attempt += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn ts_staller(
+    player: &Player,
+    client: &HttpClient<TurmoilNet>,
+    observer: &Observer,
+    content_id: &str,
+    read_for: Duration,
+    drop_within: Duration,
+) {
+    let path = format!("/ace/getstream?id={content_id}");
+    let Some((status, mut body)) = get(player, client, observer, &path).await else {
+        return;
+    };
+    if status != 200 {
+        check_error_body(player, observer, status, body).await;
+        return;
+    }
+    let id = player.id * 1000;
+    observer.ts_viewer_started(id, &player.name, content_id);
+    let read_until = sim_now() + read_for;
+    while sim_now() < read_until {
+        let left = read_until.saturating_sub(sim_now());
+        match tokio::time::timeout(left, body.frame()).await {
+            Err(_) => break,
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    observer.ts_bytes(id, &data);
+                }
+            }
+            Ok(None) | Ok(Some(Err(_))) => {
+                observer.violation(format!("{}: dropped while still reading", player.name));
+                return;
+            }
+        }
+    }
+    // Stop reading: the connection's buffers fill, acemux's writes stop progressing.
+    // acemux must drop the viewer (the scenario checks its drop counter by the
+    // deadline: a FIN queued behind a full receive buffer reaches a turmoil socket
+    // only when another segment arrives, so the body's end is not always seen here).
+    tracing::debug!(player = %player.name, "stops reading");
+    observer
+        .lock()
+        .stopped_reading
+        .push((player.name.clone(), sim_now() + drop_within));
+    tokio::time::sleep(drop_within).await;
+    let drained_by = sim_now() + Duration::from_secs(2);
+    loop {
+        let left = drained_by.saturating_sub(sim_now());
+        match tokio::time::timeout(left, body.frame()).await {
+            Err(_) => return,
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    observer.ts_bytes(id, &data);
+                }
+            }
+            Ok(None) | Ok(Some(Err(_))) => {
+                observer.ts_ended(id);
+                return;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn hls_poller(
+    player: &Player,
+    client: &HttpClient<TurmoilNet>,
+    observer: &Observer,
+    content_id: &str,
+    watch: Duration,
+    poll: Duration,
+    window_segments: usize,
+) {
+    let until = sim_now() + watch;
+    let mut last_media_sequence = 0u64;
+    let mut last_discontinuity_sequence = 0u64;
+    let mut fetched_up_to: Option<u64> = None;
+    while sim_now() < until {
+        let path = format!("/ace/manifest.m3u8?id={content_id}&t={}", player.name);
+        match get(player, client, observer, &path).await {
+            Some((200, body)) => {
+                let Some(text) = read_all(body, player.bound).await else {
+                    observer.violation(format!("{}: playlist body not read", player.name));
+                    continue;
+                };
+                let text = String::from_utf8_lossy(&text).into_owned();
+                observer.lock().trace.add_text(&text);
+                let playlist = parse_playlist(&text);
+                let name = &player.name;
+                if playlist.media_sequence < last_media_sequence {
+                    observer.violation(format!(
+                        "{name}: media sequence went back from {last_media_sequence} to {}",
+                        playlist.media_sequence
+                    ));
+                }
+                if playlist.discontinuity_sequence < last_discontinuity_sequence {
+                    observer.violation(format!(
+                        "{name}: discontinuity sequence went back from {last_discontinuity_sequence} to {}",
+                        playlist.discontinuity_sequence
+                    ));
+                }
+                if playlist.segments.len() > window_segments {
+                    observer.violation(format!(
+                        "{name}: playlist lists {} segments, more than the window of {window_segments}",
+                        playlist.segments.len()
+                    ));
+                }
+                last_media_sequence = playlist.media_sequence;
+                last_discontinuity_sequence = playlist.discontinuity_sequence;
+                observer.lock().hls_playlists += 1;
+                for (seq, uri) in playlist.segments {
+                    if fetched_up_to.is_some_and(|done| seq <= done) {
+                        continue;
+                    }
+                    fetched_up_to = Some(seq);
+                    fetch_segment(player, client, observer, seq, &uri).await;
+                }
+            }
+            Some((status, body)) => check_error_body(player, observer, status, body).await,
+            None => {}
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+async fn fetch_segment(
+    player: &Player,
+    client: &HttpClient<TurmoilNet>,
+    observer: &Observer,
+    seq: u64,
+    uri: &str,
+) {
+    let path = uri.strip_prefix(&format!("http://{ACEMUX}")).unwrap_or(uri);
+    let Some((status, body)) = get(player, client, observer, path).await else {
+        return;
+    };
+    if status != 200 {
+        // A segment that slid out of the window between playlist and fetch is a 404.
+        check_error_body(player, observer, status, body).await;
+        return;
+    }
+    let Some(bytes) = read_all(body, player.bound).await else {
+        observer.violation(format!("{}: segment {seq} body not read", player.name));
+        return;
+    };
+    let mut tracker = SliceTracker::default();
+    tracker.feed(MediaIndex::builtin(), &bytes);
+    let check = &tracker.check;
+    let problem = if let Some(violation) = &check.violation {
+        Some(violation.clone())
+    } else if check.resyncs > 0 {
+        Some(format!("{} jumps inside one segment", check.resyncs))
+    } else if check.packets == 0 || tracker.partial_bytes() != 0 {
+        Some(format!("{} bytes, not whole packets of media", bytes.len()))
+    } else {
+        None
+    };
+    let mut record = observer.lock();
+    record.trace.add_bytes(&bytes);
+    record.hls_segments += 1;
+    drop(record);
+    if let Some(problem) = problem {
+        observer.violation(format!(
+            "{}: segment {seq} is not a segment the engine produced: {problem}",
+            player.name
+        ));
+    }
+}
+
+/// The parts of a served playlist the invariants need.
+#[derive(Debug, Default)]
+struct ServedPlaylist {
+    media_sequence: u64,
+    discontinuity_sequence: u64,
+    segments: Vec<(u64, String)>,
+}
+
+fn parse_playlist(text: &str) -> ServedPlaylist {
+    let mut playlist = ServedPlaylist::default();
+    let number =
+        |line: &str, tag: &str| -> Option<u64> { line.strip_prefix(tag)?.trim().parse().ok() };
+    for line in text.lines() {
+        if let Some(value) = number(line, "#EXT-X-MEDIA-SEQUENCE:") {
+            playlist.media_sequence = value;
+        } else if let Some(value) = number(line, "#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            playlist.discontinuity_sequence = value;
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let seq = playlist.media_sequence + playlist.segments.len() as u64;
+            playlist.segments.push((seq, line.trim().to_owned()));
+        }
+    }
+    playlist
+}

@@ -1,0 +1,137 @@
+//! A hash of a whole run: every log event of every host (target, level, fields,
+//! simulated time), every player's answers and received bytes, and the event log.
+//! Two runs of one seed must produce the same hash.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// FNV-1a, 64 bits: stable across runs, processes and platforms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceHasher {
+    state: u64,
+    items: u64,
+}
+
+impl Default for TraceHasher {
+    fn default() -> Self {
+        TraceHasher {
+            state: 0xcbf2_9ce4_8422_2325,
+            items: 0,
+        }
+    }
+}
+
+impl TraceHasher {
+    /// Adds bytes.
+    pub fn add_bytes(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.state ^= u64::from(byte);
+            self.state = self.state.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.items += 1;
+    }
+
+    /// Adds a line of text.
+    pub fn add_text(&mut self, text: &str) {
+        self.add_bytes(text.as_bytes());
+        self.add_bytes(b"\n");
+    }
+
+    /// The hash so far.
+    pub fn value(&self) -> u64 {
+        self.state
+    }
+
+    /// Items added so far.
+    pub fn items(&self) -> u64 {
+        self.items
+    }
+}
+
+/// A `tracing` layer that feeds every event into a shared [`TraceHasher`].
+#[derive(Clone)]
+pub struct TraceLayer {
+    hasher: Arc<Mutex<TraceHasher>>,
+    /// Where every hashed line also goes, when `SIM_TRACE_FILE` names a file: two
+    /// runs' files diff to the first divergence.
+    dump: Option<Arc<Mutex<std::fs::File>>>,
+}
+
+impl Default for TraceLayer {
+    fn default() -> Self {
+        let dump = std::env::var("SIM_TRACE_FILE")
+            .ok()
+            .and_then(|path| std::fs::File::create(path).ok())
+            .map(|file| Arc::new(Mutex::new(file)));
+        TraceLayer {
+            hasher: Arc::default(),
+            dump,
+        }
+    }
+}
+
+impl TraceLayer {
+    /// The hash of the events seen so far.
+    pub fn hash(&self) -> TraceHasher {
+        *self.hasher.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct LineVisitor(String);
+
+impl Visit for LineVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self.0, " {}={:?}", field.name(), value);
+    }
+}
+
+impl<S: Subscriber> Layer<S> for TraceLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let elapsed = turmoil::sim_elapsed().unwrap_or_default();
+        let metadata = event.metadata();
+        let mut line = LineVisitor(format!(
+            "{}us {} {}",
+            elapsed.as_micros(),
+            metadata.level(),
+            metadata.target()
+        ));
+        event.record(&mut line);
+        if let Some(dump) = &self.dump {
+            let _ = writeln!(dump.lock().unwrap_or_else(|p| p.into_inner()), "{}", line.0);
+        }
+        self.hasher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add_text(&line.0);
+    }
+}
+
+/// Installs, for this thread until the guard drops, the trace layer (debug and above)
+/// and, when `SIM_LOG` holds a filter, human-readable logs on stderr.
+pub fn install(layer: TraceLayer) -> tracing::subscriber::DefaultGuard {
+    let hashed = layer.with_filter(tracing_subscriber::filter::LevelFilter::DEBUG);
+    let printed = std::env::var("SIM_LOG").ok().map(|filter| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_timer(SimTime)
+            .with_filter(EnvFilter::new(filter))
+    });
+    let subscriber = tracing_subscriber::registry().with(hashed).with(printed);
+    tracing::subscriber::set_default(subscriber)
+}
+
+/// Log timestamps in simulated time, so that logs line up with failure reports.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let elapsed = turmoil::sim_elapsed().unwrap_or_default();
+        write!(w, "{:>9.3}s", elapsed.as_secs_f64())
+    }
+}

@@ -1,0 +1,601 @@
+//! One simulated world: acemux, engines behind a "gluetun" relay, an event
+//! receiver and players, all running the real code over turmoil, from one seed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use acemux::emulator::{Emulator, EmulatorConfig, Faults};
+use acemux::metrics::Metrics;
+use acemux::net::Net;
+use acemux::proxy::ProxyConfig;
+use acemux::server::ServerLimits;
+use acemux::store::{EventStore, MemoryStore};
+use acemux::webhook::{DeliveryPolicy, WebhookTarget};
+use acemux::ServeOptions;
+use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
+use acemux_core::rng::SeededRng;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::Router;
+
+use crate::invariants::Checker;
+use crate::net::TurmoilNet;
+use crate::observe::{Observer, ReceivedEvent};
+use crate::players::{run_player, Player};
+use crate::relay::{run_relay, RelayControl, Route};
+use crate::trace::{self, TraceLayer};
+
+/// acemux's port.
+pub const ACEMUX_PORT: u16 = 6880;
+/// The engines' port.
+pub const ENGINE_PORT: u16 = 6878;
+/// The relay's first port; engine `i` is reached at `gluetun:GLUETUN_BASE_PORT + i`.
+pub const GLUETUN_BASE_PORT: u16 = 19000;
+/// The receiver's port.
+pub const RECEIVER_PORT: u16 = 8080;
+/// The wall-clock origin every simulated acemux uses (2023-11-14).
+const CLOCK_ORIGIN_UNIX_MICROS: u64 = 1_700_000_000_000_000;
+
+/// How a world is built.
+#[derive(Clone, Debug)]
+pub struct WorldConfig {
+    /// The one seed everything derives from.
+    pub seed: u64,
+    /// The scenario's name, for replay commands.
+    pub scenario: &'static str,
+    /// Engines behind the relay.
+    pub engines: usize,
+    /// acemux's proxy bounds (engines filled in).
+    pub proxy: ProxyConfig,
+    /// Deliver events to acemux's own event API.
+    pub self_webhook: bool,
+    /// Deliver events to the external receiver.
+    pub receiver_webhook: bool,
+    /// Webhook delivery timing.
+    pub delivery: DeliveryPolicy,
+    /// turmoil's per-socket capacity, in segments.
+    pub tcp_capacity: usize,
+    /// Faults of the engines at start, per content id.
+    pub engine_faults: BTreeMap<String, Faults>,
+    /// Scenario-wide checking rules.
+    pub rules: Rules,
+}
+
+/// What the invariants tolerate in a scenario.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    /// TS viewers may jump to another entry point of the engine stream (the
+    /// upstream was reconnected or replaced).
+    pub allow_resyncs: bool,
+    /// An engine session acemux never heard of, or told to stop, may stay running on
+    /// the engine (its answer or stop was lost in a partition or a crash).
+    pub allow_orphan_engine_sessions: bool,
+    /// An engine may get a stop command again: the first one's answer was lost on a
+    /// slow or cut link, so acemux could not know it arrived.
+    pub allow_repeated_stops: bool,
+    /// Longest time an engine session may run after its `stream_ended`, the engine
+    /// being reachable.
+    pub stop_bound: Duration,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            allow_resyncs: false,
+            allow_orphan_engine_sessions: false,
+            allow_repeated_stops: false,
+            stop_bound: Duration::from_secs(15),
+        }
+    }
+}
+
+impl WorldConfig {
+    /// A world with `engines` healthy engines, webhooks to the receiver, and the
+    /// default proxy bounds shortened to simulated-minute scale.
+    pub fn new(scenario: &'static str, seed: u64, engines: usize) -> Self {
+        let mut proxy = ProxyConfig::default();
+        proxy.channel.idle_grace = Duration::from_secs(5);
+        proxy.channel.start_timeout = Duration::from_secs(20);
+        proxy.fanout.ring_capacity_bytes = 4 * 1024 * 1024;
+        proxy.hls_idle_timeout = Duration::from_secs(10);
+        WorldConfig {
+            seed,
+            scenario,
+            engines,
+            proxy,
+            self_webhook: false,
+            receiver_webhook: true,
+            delivery: DeliveryPolicy {
+                api_key: None,
+                attempt_timeout: Duration::from_secs(5),
+                initial_backoff: Duration::from_millis(500),
+                max_backoff: Duration::from_secs(8),
+                ..ServeOptions::default().delivery
+            },
+            tcp_capacity: 64,
+            engine_faults: BTreeMap::new(),
+            rules: Rules::default(),
+        }
+    }
+}
+
+/// A fault the schedule applies at a simulated time.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Sets the latency of the link between two hosts (both directions).
+    Latency(&'static str, String, Duration),
+    /// Drops everything between two hosts until repaired.
+    Partition(&'static str, String),
+    /// Ends a partition.
+    Repair(&'static str, String),
+    /// Holds messages between two hosts until released.
+    Hold(&'static str, String),
+    /// Delivers held messages.
+    Release(&'static str, String),
+    /// The relay stops (`true`) or resumes forwarding.
+    RelayStall(bool),
+    /// An engine host crashes (all its tasks and sockets gone).
+    Crash(String),
+    /// A crashed engine host starts again, as a new engine.
+    Restart(String),
+}
+
+/// One engine host and the emulators it ran (a new one per restart).
+#[derive(Clone)]
+pub struct EngineHandle {
+    /// Host name.
+    pub name: String,
+    /// Every emulator this host ran, oldest first.
+    pub emulators: Arc<Mutex<Vec<Emulator>>>,
+}
+
+impl EngineHandle {
+    /// Every emulator this host ran, oldest first.
+    pub fn emulators(&self) -> Vec<Emulator> {
+        self.emulators
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// A failed run: what broke, when, and how to replay it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The scenario.
+    pub scenario: &'static str,
+    /// The seed.
+    pub seed: u64,
+    /// Simulated time of the failure.
+    pub at: Duration,
+    /// What broke.
+    pub message: String,
+}
+
+impl Failure {
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        replay_command(self.scenario, self.seed)
+    }
+}
+
+/// The command that replays `scenario` with `seed`.
+pub fn replay_command(scenario: &str, seed: u64) -> String {
+    format!("cargo run -p acemux-sim --release -- --scenario {scenario} --seed {seed}")
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "scenario {} seed {} failed at {:?} simulated: {}\n  replay: {}",
+            self.scenario,
+            self.seed,
+            self.at,
+            self.message,
+            self.replay_command()
+        )
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Simulated time run.
+    pub simulated: Duration,
+    /// Hash of the whole trace (see [`crate::trace`]).
+    pub trace_hash: u64,
+    /// Counters worth printing.
+    pub summary: String,
+}
+
+/// A built world, stepped by the scenario.
+pub struct World<'a> {
+    /// The simulation.
+    pub sim: turmoil::Sim<'a>,
+    /// How it was built.
+    pub config: WorldConfig,
+    /// What players and the receiver saw.
+    pub observer: Observer,
+    /// acemux's event store.
+    pub store: Arc<MemoryStore>,
+    /// The engines.
+    pub engines: Vec<EngineHandle>,
+    /// The relay's switches.
+    pub relay: Arc<RelayControl>,
+    /// acemux's metrics, once it runs.
+    pub metrics: Arc<Mutex<Option<Arc<Metrics>>>>,
+    /// The workload's random numbers (turmoil has its own, from the same seed).
+    pub rng: SeededRng,
+    schedule: Vec<(Duration, Fault)>,
+    checker: Checker,
+    trace_layer: TraceLayer,
+    _trace_guard: tracing::subscriber::DefaultGuard,
+    player_hosts: usize,
+}
+
+/// The webhook URL of acemux itself.
+pub fn self_webhook_url() -> String {
+    format!("http://acemux:{ACEMUX_PORT}")
+}
+
+/// The webhook URL of the external receiver.
+pub fn receiver_webhook_url() -> String {
+    format!("http://receiver:{RECEIVER_PORT}")
+}
+
+impl<'a> World<'a> {
+    /// Builds the hosts; nothing has run yet.
+    pub fn build(config: WorldConfig) -> World<'a> {
+        let trace_layer = TraceLayer::default();
+        let trace_guard = trace::install(trace_layer.clone());
+        let mut rng = SeededRng::new(config.seed);
+        let mut sim = turmoil::Builder::new()
+            .rng_seed(rng.next_u64())
+            .simulation_duration(Duration::from_secs(24 * 3600))
+            .tick_duration(Duration::from_millis(1))
+            .epoch(UNIX_EPOCH + Duration::from_micros(CLOCK_ORIGIN_UNIX_MICROS))
+            .min_message_latency(Duration::from_millis(1))
+            .max_message_latency(Duration::from_millis(10))
+            .tcp_capacity(config.tcp_capacity)
+            .build();
+        let observer = Observer::new();
+        let relay = RelayControl::new();
+
+        let mut engines = Vec::new();
+        for index in 0..config.engines {
+            let handle = EngineHandle {
+                name: format!("engine{}", index + 1),
+                emulators: Arc::new(Mutex::new(Vec::new())),
+            };
+            let emulators = handle.emulators.clone();
+            let faults = config.engine_faults.clone();
+            sim.host(handle.name.as_str(), move || {
+                let mut ran = emulators.lock().unwrap_or_else(|p| p.into_inner());
+                // Engines, and each restart of one, number their sessions apart.
+                let first_session_number =
+                    (index as u64 + 1) * 1_000_000 + ran.len() as u64 * 10_000;
+                let emulator = Emulator::new(EmulatorConfig {
+                    faults: faults.clone(),
+                    first_session_number,
+                    ..EmulatorConfig::default()
+                });
+                ran.push(emulator.clone());
+                drop(ran);
+                async move {
+                    let listener = TurmoilNet
+                        .bind(SocketAddr::from(([0, 0, 0, 0], ENGINE_PORT)))
+                        .await?;
+                    emulator.serve(listener, std::future::pending()).await;
+                    Ok(())
+                }
+            });
+            engines.push(handle);
+        }
+
+        let routes: Vec<Route> = engines
+            .iter()
+            .enumerate()
+            .map(|(index, engine)| Route {
+                listen_port: GLUETUN_BASE_PORT + index as u16,
+                upstream_host: engine.name.clone(),
+                upstream_port: ENGINE_PORT,
+            })
+            .collect();
+        {
+            let relay = relay.clone();
+            sim.host("gluetun", move || run_relay(routes.clone(), relay.clone()));
+        }
+
+        {
+            let observer = observer.clone();
+            sim.host("receiver", move || receiver(observer.clone()));
+        }
+
+        let mut webhooks = Vec::new();
+        if config.self_webhook {
+            webhooks.push(self_webhook_url());
+        }
+        if config.receiver_webhook {
+            webhooks.push(receiver_webhook_url());
+        }
+        let store = MemoryStore::new(webhooks.clone());
+        let metrics = Arc::new(Mutex::new(None));
+        let options = ServeOptions {
+            webhooks: webhooks
+                .iter()
+                .map(|url| WebhookTarget::parse(url).expect("the simulation's webhook URLs parse"))
+                .collect(),
+            delivery: config.delivery.clone(),
+            server: ServerLimits {
+                max_connections: 4096,
+                shutdown_timeout: Duration::from_secs(5),
+                ..ServerLimits::default()
+            },
+            registry: RegistryConfig {
+                seed: rng.next_u64(),
+                ..RegistryConfig::default()
+            },
+            clock_origin_unix_micros: CLOCK_ORIGIN_UNIX_MICROS,
+            engines: (0..config.engines)
+                .map(|index| EngineAddr {
+                    host: "gluetun".into(),
+                    port: GLUETUN_BASE_PORT + index as u16,
+                })
+                .collect(),
+            proxy: config.proxy.clone(),
+            ..ServeOptions::default()
+        };
+        {
+            let store = store.clone();
+            let metrics = metrics.clone();
+            sim.host("acemux", move || {
+                let store = store.clone();
+                let options = options.clone();
+                let metrics = metrics.clone();
+                async move {
+                    let listener = TurmoilNet
+                        .bind(SocketAddr::from(([0, 0, 0, 0], ACEMUX_PORT)))
+                        .await?;
+                    let store: Arc<dyn EventStore> = store;
+                    let running = acemux::start(TurmoilNet, listener, store, options).await?;
+                    *metrics.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.metrics());
+                    std::future::pending::<()>().await;
+                    drop(running);
+                    Ok(())
+                }
+            });
+        }
+
+        let checker = Checker::new(config.rules.clone());
+        World {
+            sim,
+            config,
+            observer,
+            store,
+            engines,
+            relay,
+            metrics,
+            rng,
+            schedule: Vec::new(),
+            checker,
+            trace_layer,
+            _trace_guard: trace_guard,
+            player_hosts: 0,
+        }
+    }
+
+    /// Adds a host running `players` concurrently.
+    pub fn players(&mut self, players: Vec<Player>) {
+        self.player_hosts += 1;
+        let name = format!("players{}", self.player_hosts);
+        let observer = self.observer.clone();
+        self.sim.client(name, async move {
+            let runs = players
+                .into_iter()
+                .map(|player| run_player(player, observer.clone()));
+            futures::future::join_all(runs).await;
+            Ok(())
+        });
+    }
+
+    /// Schedules `fault` at simulated time `at`.
+    pub fn at(&mut self, at: Duration, fault: Fault) {
+        let position = self.schedule.partition_point(|(when, _)| *when <= at);
+        self.schedule.insert(position, (at, fault));
+    }
+
+    /// A random duration in `[low, high)`, from the workload's RNG.
+    pub fn random_duration(&mut self, low: Duration, high: Duration) -> Duration {
+        let span = (high - low).as_millis().max(1) as u64;
+        low + Duration::from_millis(self.rng.next_u64() % span)
+    }
+
+    /// A random number in `[0, n)`.
+    pub fn random_below(&mut self, n: u64) -> u64 {
+        self.rng.next_u64() % n.max(1)
+    }
+
+    /// Simulated time so far.
+    pub fn elapsed(&self) -> Duration {
+        self.sim.elapsed()
+    }
+
+    /// A failure now.
+    pub fn fail(&self, message: String) -> Failure {
+        Failure {
+            scenario: self.config.scenario,
+            seed: self.config.seed,
+            at: self.elapsed(),
+            message,
+        }
+    }
+
+    /// Steps until simulated time `until`, applying due faults and checking every
+    /// invariant after each step.
+    pub fn run_until(&mut self, until: Duration) -> Result<(), Failure> {
+        while self.elapsed() < until {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    /// One step and its checks.
+    pub fn step(&mut self) -> Result<(), Failure> {
+        while self
+            .schedule
+            .first()
+            .is_some_and(|(at, _)| *at <= self.elapsed())
+        {
+            let (_, fault) = self.schedule.remove(0);
+            self.apply(fault);
+        }
+        self.sim
+            .step()
+            .map_err(|error| self.fail(format!("a host failed: {error}")))?;
+        let now = self.elapsed();
+        let checked = self
+            .checker
+            .check_step(now, &self.observer, &self.store, &self.engines);
+        checked.map_err(|message| self.fail(message))
+    }
+
+    fn apply(&mut self, fault: Fault) {
+        tracing::info!(?fault, "fault");
+        match fault {
+            Fault::Latency(a, b, latency) => self.sim.set_link_latency(a, b.as_str(), latency),
+            Fault::Partition(a, b) => self.sim.partition(a, b.as_str()),
+            Fault::Repair(a, b) => self.sim.repair(a, b.as_str()),
+            Fault::Hold(a, b) => self.sim.hold(a, b.as_str()),
+            Fault::Release(a, b) => self.sim.release(a, b.as_str()),
+            Fault::RelayStall(stalled) => self.relay.set_stalled(stalled),
+            Fault::Crash(host) => self.sim.crash(host.as_str()),
+            Fault::Restart(host) => self.sim.bounce(host.as_str()),
+        }
+    }
+
+    /// Removes every fault (links repaired and released at the base latency, relay
+    /// forwarding, engine faults cleared, crashed engines restarted), then steps
+    /// until the system is clean, within `budget` of simulated time.
+    pub fn heal_then_converge(&mut self, budget: Duration) -> Result<Outcome, Failure> {
+        self.schedule.clear();
+        self.relay.set_stalled(false);
+        let engine_names: Vec<String> = self.engines.iter().map(|e| e.name.clone()).collect();
+        for name in &engine_names {
+            self.sim.repair("gluetun", name.as_str());
+            self.sim.release("gluetun", name.as_str());
+            self.sim
+                .set_link_latency("gluetun", name.as_str(), Duration::from_millis(5));
+            if !self.sim.is_host_running(name.as_str()) {
+                self.sim.bounce(name.as_str());
+            }
+        }
+        self.sim.repair("acemux", "gluetun");
+        self.sim.release("acemux", "gluetun");
+        self.sim
+            .set_link_latency("acemux", "gluetun", Duration::from_millis(5));
+        for engine in &self.engines {
+            for emulator in engine.emulators() {
+                for content in self.config.engine_faults.keys() {
+                    emulator.clear_faults(content);
+                }
+            }
+        }
+        let deadline = self.elapsed() + budget;
+        loop {
+            let clean =
+                self.checker
+                    .clean_state(&self.observer, &self.store, &self.engines, &self.metrics);
+            match clean {
+                Ok(()) => break,
+                Err(reason) if self.elapsed() >= deadline => {
+                    return Err(self.fail(format!(
+                        "no clean state within {budget:?} after healing: {reason}"
+                    )))
+                }
+                Err(_) => {}
+            }
+            // Clean-state checks are costlier than a step: look every 100 steps.
+            for _ in 0..100 {
+                self.step()?;
+            }
+        }
+        self.checker
+            .final_checks(&self.observer, &self.store, &self.config)
+            .map_err(|message| self.fail(message))?;
+        Ok(self.outcome())
+    }
+
+    /// The hash and summary of the run so far.
+    pub fn outcome(&self) -> Outcome {
+        let record = self.observer.lock();
+        let mut hash = self.trace_layer.hash();
+        hash.add_text(&format!("{:x}", record.trace.value()));
+        let events = self.checker.events_seen();
+        hash.add_text(&format!("events {events}"));
+        for event in self.checker.event_lines() {
+            hash.add_text(event);
+        }
+        let requests = record.requests.len();
+        let ts_bytes: u64 = record.ts_viewers.values().map(|v| v.bytes).sum();
+        Outcome {
+            simulated: self.elapsed(),
+            trace_hash: hash.value(),
+            summary: format!(
+                "{requests} requests, {} TS viewers ({ts_bytes} bytes), {} HLS playlists, {} segments, {events} events, {} received",
+                record.ts_viewers.len(),
+                record.hls_playlists,
+                record.hls_segments,
+                record.received.len()
+            ),
+        }
+    }
+}
+
+/// The external event receiver: records every POST and answers 200.
+async fn receiver(observer: Observer) -> turmoil::Result {
+    async fn event(
+        State(observer): State<Observer>,
+        Path(kind): Path<String>,
+        headers: HeaderMap,
+        body: String,
+    ) -> &'static str {
+        let idempotency_key = headers
+            .get("idempotency-key")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let mut record = observer.lock();
+        record
+            .trace
+            .add_text(&format!("received {kind} {idempotency_key} {body}"));
+        record.received.push(ReceivedEvent {
+            kind,
+            idempotency_key,
+            body,
+        });
+        "{}"
+    }
+    let router = Router::new()
+        .route("/events/{kind}", post(event))
+        .with_state(observer);
+    let listener = TurmoilNet
+        .bind(SocketAddr::from(([0, 0, 0, 0], RECEIVER_PORT)))
+        .await?;
+    acemux::server::serve(
+        listener,
+        router,
+        ServerLimits {
+            max_connections: 1024,
+            shutdown_timeout: Duration::from_secs(1),
+            ..ServerLimits::default()
+        },
+        Arc::new(Metrics::new()),
+        std::future::pending(),
+    )
+    .await;
+    Ok(())
+}

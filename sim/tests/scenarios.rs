@@ -1,0 +1,100 @@
+//! Every scenario with pinned seeds. A failure prints the command that replays it.
+
+use acemux_sim::scenarios::{self, naive_model_deadlocks};
+use acemux_sim::{Failure, Outcome};
+
+fn pinned(scenario: fn(u64) -> Result<Outcome, Failure>, seeds: &[u64]) {
+    for &seed in seeds {
+        println!("SIM_SEED={seed}");
+        match scenario(seed) {
+            Ok(outcome) => println!(
+                "  ok: {:?} simulated; {}",
+                outcome.simulated, outcome.summary
+            ),
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+}
+
+#[test]
+fn naive_orchestrator_reproduces_the_self_post_deadlock() {
+    let symptoms = naive_model_deadlocks(7);
+    let log = &symptoms.log;
+    assert!(
+        log.has("self-POST read timed out (read timeout=5); event lost"),
+        "{log:?}"
+    );
+    assert!(log.has("Read timed out (read timeout=10)"), "{log:?}");
+    assert!(log.has("timeout waiting for initial buffer"), "{log:?}");
+    let (status, body) = symptoms
+        .player_answer
+        .clone()
+        .expect("the player got an answer");
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("timeout waiting for initial buffer"),
+        "{body}"
+    );
+    let health_wait = symptoms.health_wait.expect("/health was answered at last");
+    assert!(
+        health_wait > std::time::Duration::from_secs(20),
+        "/health should have waited behind the blocked handler, waited {health_wait:?}"
+    );
+}
+
+#[test]
+fn single_worker_self_post() {
+    pinned(scenarios::single_worker_self_post, &[1, 2]);
+}
+
+#[test]
+fn slow_gluetun() {
+    pinned(scenarios::slow_gluetun, &[1, 2]);
+}
+
+#[test]
+fn viewer_churn() {
+    pinned(scenarios::viewer_churn, &[1, 2]);
+}
+
+#[test]
+fn slow_viewers() {
+    pinned(scenarios::slow_viewers, &[1, 2]);
+}
+
+#[test]
+fn engine_death_failover() {
+    // Seeds picked so that both a crash and a partition are covered.
+    pinned(scenarios::engine_death_failover, &[1, 2, 3]);
+}
+
+#[test]
+fn a_broken_bound_fails_the_run_with_its_replay_command() {
+    use acemux_sim::players::{Plan, Player};
+    use acemux_sim::{World, WorldConfig};
+    use std::time::Duration;
+
+    let mut world = World::build(WorldConfig::new("viewer_churn", 99, 1));
+    // No network answers within a microsecond: the bound invariant must fire.
+    world.players(vec![Player {
+        name: "impatient".into(),
+        id: 1,
+        start_at: Duration::from_secs(1),
+        plan: Plan::HealthProbe {
+            watch: Duration::from_secs(5),
+            every: Duration::from_secs(1),
+        },
+        bound: Duration::from_micros(1),
+    }]);
+    let failure = world
+        .run_until(Duration::from_secs(10))
+        .expect_err("a request answered after its bound must fail the run");
+    assert!(
+        failure.message.contains("impatient GET /health"),
+        "{failure}"
+    );
+    assert_eq!(
+        failure.replay_command(),
+        "cargo run -p acemux-sim --release -- --scenario viewer_churn --seed 99"
+    );
+}
