@@ -61,6 +61,7 @@ impl Default for ServeOptions {
                 initial_backoff: Duration::from_millis(500),
                 max_backoff: Duration::from_secs(60),
                 max_attempts: 10_000,
+                max_pending: 100_000,
             },
             server: ServerLimits::default(),
             max_body_bytes: 64 * 1024,

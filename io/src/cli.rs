@@ -116,6 +116,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ACEMUX_WEBHOOK_MAX_ATTEMPTS", default_value_t = 10_000)]
     pub webhook_max_attempts: u32,
 
+    /// Deliveries waiting per webhook; beyond it the oldest are given up (logged,
+    /// counted; the events stay in the event log). 0: unbounded.
+    #[arg(long, env = "ACEMUX_WEBHOOK_MAX_PENDING", default_value_t = 100_000)]
+    pub webhook_max_pending: u64,
+
     /// Connections served at once; more get 503 `capacity`.
     #[arg(long, env = "ACEMUX_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
@@ -330,6 +335,7 @@ impl ServeArgs {
                 initial_backoff: self.webhook_initial_backoff,
                 max_backoff: self.webhook_max_backoff,
                 max_attempts: self.webhook_max_attempts,
+                max_pending: self.webhook_max_pending,
             },
             server: ServerLimits {
                 max_connections: self.max_connections,
@@ -449,5 +455,39 @@ impl RelayArgs {
             connect_timeout: self.connect_timeout,
             ..crate::relay::RelayConfig::new(upstream)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["acemux", "serve"].iter().chain(args))
+            .expect("the arguments parse");
+        match cli.command {
+            Command::Serve(serve) => serve,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn webhook_max_pending_defaults_to_100000_and_reaches_the_delivery_policy() {
+        let options = |args: &[&str]| serve_args(args).options(0, 1).expect("valid options");
+        assert_eq!(options(&[]).delivery.max_pending, 100_000);
+        assert_eq!(
+            options(&["--webhook-max-pending", "3"])
+                .delivery
+                .max_pending,
+            3
+        );
+        assert_eq!(
+            options(&["--webhook-max-pending", "0"])
+                .delivery
+                .max_pending,
+            0,
+            "0 means unbounded"
+        );
+        assert!(Cli::try_parse_from(["acemux", "serve", "--webhook-max-pending", "-1"]).is_err());
     }
 }

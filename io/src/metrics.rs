@@ -113,8 +113,8 @@ pub struct Metrics {
     pub ts_discarded_bytes: Family<ChannelLabels, Counter>,
     /// Engine playlist polls that failed (unreachable, invalid, too large), per channel.
     pub hls_playlist_errors: Family<ChannelLabels, Counter>,
-    /// Webhook deliveries given up after `--webhook-max-attempts` (the event stays in
-    /// the event log).
+    /// Webhook deliveries given up after `--webhook-max-attempts` or beyond
+    /// `--webhook-max-pending` (the event stays in the event log).
     pub webhook_given_up: Family<WebhookLabels, Counter>,
 }
 
@@ -274,7 +274,7 @@ impl Metrics {
         );
         registry.register(
             "webhook_given_up",
-            "Webhook deliveries given up after the maximum number of attempts",
+            "Webhook deliveries given up (too many attempts, or beyond the pending bound)",
             metrics.webhook_given_up.clone(),
         );
         Metrics {
@@ -290,6 +290,15 @@ impl Metrics {
                 limit: limit.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts `count` hits of the bound `limit` at once, e.g. one per item it dropped.
+    pub fn limit_hits_by(&self, limit: &str, count: u64) {
+        self.limit_hits
+            .get_or_create(&LimitLabels {
+                limit: limit.to_owned(),
+            })
+            .inc_by(count);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -1,6 +1,7 @@
 //! Webhook outbox delivery: each event, in sequence order, POSTed to every configured
 //! receiver off the request path, retried with bounded exponential backoff, and kept
-//! in the store until delivered (so it survives restarts).
+//! in the store until delivered (so it survives restarts) or given up: after
+//! `max_attempts`, or as the oldest beyond `max_pending` pending deliveries.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +92,9 @@ pub struct DeliveryPolicy {
     /// Attempts per event before its delivery is given up (the event stays in the
     /// event log); 0 retries for ever.
     pub max_attempts: u32,
+    /// Deliveries kept pending per webhook; the oldest beyond are given up (their events
+    /// stay in the event log). 0: unbounded.
+    pub max_pending: u64,
 }
 
 /// The body the orchestrator's event API expects for `event`.
@@ -138,6 +142,7 @@ pub async fn deliver<N: Net>(
     let mut committed = store.committed();
     loop {
         committed.borrow_and_update();
+        trim_backlog(&target, &policy, &*store, &metrics, &labels).await;
         let batch = match store.pending(target.base.clone(), BATCH).await {
             Ok(batch) => batch,
             Err(error) => {
@@ -148,12 +153,6 @@ pub async fn deliver<N: Net>(
                 continue;
             }
         };
-        if let Ok(count) = store.pending_count(target.base.clone()).await {
-            metrics
-                .webhook_pending
-                .get_or_create(&labels)
-                .set(i64::try_from(count).unwrap_or(i64::MAX));
-        }
         if batch.is_empty() {
             tokio::select! {
                 biased;
@@ -162,7 +161,7 @@ pub async fn deliver<N: Net>(
             }
             continue;
         }
-        for event in batch {
+        'batch: for event in batch {
             let mut backoff = policy.initial_backoff;
             let mut attempts: u32 = 0;
             let outcome = loop {
@@ -191,11 +190,11 @@ pub async fn deliver<N: Net>(
                         metrics.webhook_retried.get_or_create(&labels).inc();
                         tracing::warn!(webhook = %target.base, seq = event.seq, %reason,
                             retry_in = ?backoff, "webhook delivery failed; will retry");
-                        if let Ok(count) = store.pending_count(target.base.clone()).await {
-                            metrics
-                                .webhook_pending
-                                .get_or_create(&labels)
-                                .set(i64::try_from(count).unwrap_or(i64::MAX));
+                        // The backlog grows while the receiver is down: trim it now rather
+                        // than after this event's last attempt. What is left of the batch
+                        // (this event first, as the oldest) may just have been given up.
+                        if trim_backlog(&target, &policy, &*store, &metrics, &labels).await {
+                            break 'batch;
                         }
                         if sleep_or_stop(backoff, &mut shutdown).await {
                             return;
@@ -217,6 +216,52 @@ pub async fn deliver<N: Net>(
             }
         }
     }
+}
+
+/// Gives up the oldest pending deliveries beyond `policy.max_pending` and sets the
+/// pending gauge; `true` when any were given up.
+async fn trim_backlog(
+    target: &WebhookTarget,
+    policy: &DeliveryPolicy,
+    store: &dyn EventStore,
+    metrics: &Metrics,
+    labels: &WebhookLabels,
+) -> bool {
+    let Ok(mut pending) = store.pending_count(target.base.clone()).await else {
+        // Reading the batch reports a failing store; nothing to trim or show meanwhile.
+        return false;
+    };
+    let mut trimmed = false;
+    if policy.max_pending != 0 && pending > policy.max_pending {
+        match store
+            .give_up_oldest(target.base.clone(), policy.max_pending)
+            .await
+        {
+            Ok(Some(given_up)) => {
+                trimmed = true;
+                pending = pending.saturating_sub(given_up.count);
+                metrics
+                    .webhook_given_up
+                    .get_or_create(labels)
+                    .inc_by(given_up.count);
+                metrics.limit_hits_by("webhook_pending", given_up.count);
+                tracing::warn!(webhook = %target.base, given_up = given_up.count,
+                    first_seq = given_up.first_seq, last_seq = given_up.last_seq,
+                    max_pending = policy.max_pending,
+                    "webhook backlog over --webhook-max-pending; the oldest deliveries were given up (the events stay in the event log, GET /events)");
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(webhook = %target.base, %error,
+                    "cannot give up deliveries beyond --webhook-max-pending; will try again");
+            }
+        }
+    }
+    metrics
+        .webhook_pending
+        .get_or_create(labels)
+        .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    trimmed
 }
 
 /// Sleeps `delay`; `true` when shutdown came first.

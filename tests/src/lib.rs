@@ -4,6 +4,7 @@ pub mod hostile_engine;
 pub mod proxy;
 pub mod raw;
 pub mod relay;
+pub mod webhook_receiver;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -15,6 +15,7 @@ use acemux_core::channel::ChannelConfig;
 use acemux_tests::hostile_engine::{Answer, HostileEngine};
 use acemux_tests::proxy::{open, viewer_client, ProxyRig};
 use acemux_tests::raw::{closed_within, connect, exchange, read_answer, RawAnswer};
+use acemux_tests::webhook_receiver::SwitchableReceiver;
 use acemux_tests::{eventually, free_port, metric_sample, started_body, Acemux, Client};
 use futures::future::join_all;
 use hyper::StatusCode;
@@ -492,6 +493,84 @@ async fn a_webhook_delivery_is_given_up_after_its_attempts_and_the_event_is_kept
     let (status, events) = client.get(&rig.url("/events")).await.expect("events");
     assert_eq!(status, StatusCode::OK);
     assert_eq!(events.as_array().map(Vec::len), Some(2), "{events}");
+    assert_healthy(&rig).await;
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_webhook_backlog_beyond_max_pending_gives_up_the_oldest_and_keeps_the_events() {
+    const EVENTS: usize = 10;
+    const MAX_PENDING: u64 = 3;
+    let receiver = SwitchableReceiver::start_down().await;
+    let mut options = options();
+    options.webhooks = vec![WebhookTarget::parse(&receiver.base()).expect("webhook URL")];
+    options.delivery.max_attempts = 0;
+    options.delivery.max_pending = MAX_PENDING;
+    options.delivery.initial_backoff = Duration::from_millis(10);
+    options.delivery.max_backoff = Duration::from_millis(20);
+    let rig = ProxyRig::start_options(Vec::new(), options).await;
+    let client = Client::new();
+    for n in 1..=EVENTS {
+        let (status, answer) = client
+            .post_json(
+                &rig.url("/events/stream_started"),
+                &started_body(&format!("k{n}"), &format!("s{n}"), None),
+                None,
+            )
+            .await
+            .expect("answer");
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let webhook = format!("{{webhook=\"{}\"}}", receiver.base());
+    let given_up = format!("acemux_webhook_given_up_total{webhook}");
+    let pending = format!("acemux_webhook_pending{webhook}");
+    let trimmed = eventually(Duration::from_secs(10), || async {
+        rig.metric(&given_up) == 7.0 && rig.metric(&pending) == 3.0
+    })
+    .await;
+    assert!(
+        trimmed,
+        "given up: {}, pending: {}",
+        rig.metric(&given_up),
+        rig.metric(&pending)
+    );
+    assert_eq!(limit_hits(&rig, "webhook_pending"), 7.0);
+    assert!(
+        receiver.refused() > 0,
+        "deliveries were attempted while down"
+    );
+    assert!(
+        receiver.accepted().is_empty(),
+        "nothing delivered while down"
+    );
+
+    // Every event stays in the log, whatever became of its delivery.
+    let (status, events) = client.get(&rig.url("/events")).await.expect("events");
+    assert_eq!(status, StatusCode::OK);
+    let events = events.as_array().expect("a list of events");
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|event| event["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<u64>>());
+    let ids: Vec<String> = events
+        .iter()
+        .map(|event| event["event_id"].as_str().expect("event_id").to_owned())
+        .collect();
+
+    // Back up: the three newest are delivered, in order, and none of the seven oldest.
+    receiver.come_back();
+    let delivered = eventually(Duration::from_secs(10), || async {
+        rig.metric(&pending) == 0.0 && receiver.accepted().len() >= 3
+    })
+    .await;
+    assert!(delivered, "accepted: {:?}", receiver.accepted());
+    assert_eq!(receiver.accepted(), ids[7..]);
+    assert_eq!(
+        rig.metric(&format!("acemux_webhook_delivered_total{webhook}")),
+        3.0
+    );
+    assert_eq!(rig.metric(&given_up), 7.0, "nothing more given up");
     assert_healthy(&rig).await;
     rig.shutdown().await;
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use acemux_core::lifecycle::{Event, StreamState, StreamStatus};
 use tokio::sync::watch;
 
-use super::{DeliveryOutcome, EventQuery, EventStore, Restored, StoreError, StoreFuture};
+use super::{DeliveryOutcome, EventQuery, EventStore, GivenUp, Restored, StoreError, StoreFuture};
 
 #[derive(Default)]
 struct State {
@@ -178,6 +178,30 @@ impl EventStore for MemoryStore {
                 DeliveryOutcome::Delivered => state.deliveries.remove(&(webhook, seq)),
                 DeliveryOutcome::Rejected => state.deliveries.insert((webhook, seq), Some(outcome)),
             };
+        }))
+    }
+
+    fn give_up_oldest(&self, webhook: String, keep: u64) -> StoreFuture<Option<GivenUp>> {
+        ready(self.state().map(|mut state| {
+            let pending: Vec<u64> = state
+                .deliveries
+                .range((webhook.clone(), 0)..=(webhook.clone(), u64::MAX))
+                .filter(|(_, outcome)| outcome.is_none())
+                .map(|((_, seq), _)| *seq)
+                .collect();
+            let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+            let oldest = &pending[..pending.len().saturating_sub(keep)];
+            let (&first_seq, &last_seq) = (oldest.first()?, oldest.last()?);
+            for &seq in oldest {
+                state
+                    .deliveries
+                    .insert((webhook.clone(), seq), Some(DeliveryOutcome::Rejected));
+            }
+            Some(GivenUp {
+                count: u64::try_from(oldest.len()).unwrap_or(u64::MAX),
+                first_seq,
+                last_seq,
+            })
         }))
     }
 

@@ -59,8 +59,19 @@ pub struct EventQuery {
 pub enum DeliveryOutcome {
     /// The receiver accepted it.
     Delivered,
-    /// The receiver refused it for good (a 4xx other than 408/429).
+    /// The receiver refused it for good (a 4xx other than 408/429), or it was given up.
     Rejected,
+}
+
+/// Pending deliveries given up by [`EventStore::give_up_oldest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GivenUp {
+    /// How many deliveries were given up.
+    pub count: u64,
+    /// The sequence number of the oldest one.
+    pub first_seq: u64,
+    /// The sequence number of the newest one.
+    pub last_seq: u64,
 }
 
 /// The durable side of the lifecycle: events, stream states, pending deliveries.
@@ -96,6 +107,11 @@ pub trait EventStore: Send + Sync + 'static {
         seq: u64,
         outcome: DeliveryOutcome,
     ) -> StoreFuture<()>;
+
+    /// Gives up every pending delivery to `webhook` but the newest `keep`, recording
+    /// them as rejected (their events stay in the log); `None` when at most `keep` are
+    /// pending.
+    fn give_up_oldest(&self, webhook: String, keep: u64) -> StoreFuture<Option<GivenUp>>;
 
     /// Commits what is queued and stops; later calls fail with [`StoreError::Closed`].
     fn close(&self) -> StoreFuture<()>;

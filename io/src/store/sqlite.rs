@@ -13,7 +13,7 @@ use acemux_core::lifecycle::{Event, StreamState, StreamStatus};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
-use super::{DeliveryOutcome, EventQuery, EventStore, Restored, StoreError, StoreFuture};
+use super::{DeliveryOutcome, EventQuery, EventStore, GivenUp, Restored, StoreError, StoreFuture};
 
 /// Most commands applied in one transaction; bounds the latency of a group commit.
 const MAX_GROUP: usize = 512;
@@ -75,6 +75,11 @@ enum Command {
         seq: u64,
         outcome: DeliveryOutcome,
         reply: Reply<()>,
+    },
+    GiveUpOldest {
+        webhook: String,
+        keep: u64,
+        reply: Reply<Option<GivenUp>>,
     },
     Close {
         reply: Reply<()>,
@@ -188,6 +193,14 @@ impl EventStore for SqliteStore {
         })
     }
 
+    fn give_up_oldest(&self, webhook: String, keep: u64) -> StoreFuture<Option<GivenUp>> {
+        self.send(|reply| Command::GiveUpOldest {
+            webhook,
+            keep,
+            reply,
+        })
+    }
+
     fn close(&self) -> StoreFuture<()> {
         let closing = self.send(|reply| Command::Close { reply });
         // Later commands fail at once instead of queueing behind a stopped writer.
@@ -297,6 +310,16 @@ impl Writer {
                         let _ = reply.send(result.and(commit));
                     }));
                 }
+                Command::GiveUpOldest {
+                    webhook,
+                    keep,
+                    reply,
+                } => {
+                    let result = give_up_oldest(&transaction, &webhook, keep);
+                    deferred.push(Box::new(move |commit| {
+                        let _ = reply.send(commit.and(result));
+                    }));
+                }
                 Command::Restore {
                     max_ended,
                     fresh_seed,
@@ -358,6 +381,7 @@ fn fail(command: Command, error: StoreError) {
             drop(reply.send(error.map(|()| Vec::new())))
         }
         Command::PendingCount { reply, .. } => drop(reply.send(error.map(|()| 0))),
+        Command::GiveUpOldest { reply, .. } => drop(reply.send(error.map(|()| None))),
     }
 }
 
@@ -444,6 +468,42 @@ fn finish_delivery(
     }
     .map(drop)
     .map_err(db)
+}
+
+fn give_up_oldest(
+    transaction: &rusqlite::Transaction<'_>,
+    webhook: &str,
+    keep: u64,
+) -> Result<Option<GivenUp>, StoreError> {
+    let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+    // Everything past the newest `keep` pending rows; LIMIT -1 means no limit.
+    let (count, first_seq, last_seq): (i64, Option<i64>, Option<i64>) = transaction
+        .query_row(
+            "SELECT COUNT(*), MIN(seq), MAX(seq) FROM (
+                 SELECT seq FROM deliveries WHERE webhook = ?1 AND state = 'pending'
+                 ORDER BY seq DESC LIMIT -1 OFFSET ?2)",
+            params![webhook, keep],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .map_err(db)?;
+    let (Some(first_seq), Some(last_seq)) = (first_seq, last_seq) else {
+        return Ok(None);
+    };
+    // The oldest pending rows are exactly the pending ones up to the newest of them.
+    transaction
+        .execute(
+            "UPDATE deliveries SET state = 'rejected'
+             WHERE webhook = ?1 AND state = 'pending' AND seq <= ?2",
+            params![webhook, last_seq],
+        )
+        .map_err(db)?;
+    let decode =
+        |seq: i64| u64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence {seq}")));
+    Ok(Some(GivenUp {
+        count: decode(count)?,
+        first_seq: decode(first_seq)?,
+        last_seq: decode(last_seq)?,
+    }))
 }
 
 fn restore(

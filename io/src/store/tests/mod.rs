@@ -12,7 +12,9 @@ use acemux_core::lifecycle::{
 };
 use acemux_core::Instant;
 
-use super::{DeliveryOutcome, EventQuery, EventStore, MemoryStore, SqliteStore, StoreError};
+use super::{
+    DeliveryOutcome, EventQuery, EventStore, GivenUp, MemoryStore, SqliteStore, StoreError,
+};
 
 /// The webhooks every store under test delivers to.
 const HOOK_A: &str = "http://orchestrator.invalid/acemux/events";
@@ -305,6 +307,10 @@ contract! {
     finish_delivery_rejected_removes_the_event_from_pending,
     finish_delivery_leaves_other_webhooks_pending,
     pending_deliveries_survive_a_reopen,
+    give_up_oldest_leaves_only_the_newest_keep_pending,
+    give_up_oldest_within_the_bound_gives_up_nothing,
+    give_up_oldest_with_keep_zero_gives_up_every_pending_delivery,
+    given_up_deliveries_stay_given_up_after_a_reopen,
     append_with_a_duplicate_seq_fails,
     append_with_a_seq_repeated_within_the_batch_fails,
     append_with_a_duplicate_seq_leaves_earlier_data_intact,

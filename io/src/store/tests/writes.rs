@@ -107,6 +107,95 @@ pub(super) async fn pending_deliveries_survive_a_reopen(backend: Backend) {
 }
 
 // ---------------------------------------------------------------------------------------
+// give_up_oldest()
+// ---------------------------------------------------------------------------------------
+
+async fn give_up_oldest(store: &dyn EventStore, webhook: &str, keep: u64) -> Option<GivenUp> {
+    store
+        .give_up_oldest(webhook.to_owned(), keep)
+        .await
+        .expect("give up the oldest deliveries")
+}
+
+pub(super) async fn give_up_oldest_leaves_only_the_newest_keep_pending(backend: Backend) {
+    let harness = Harness::open(backend);
+    let store = harness.store();
+    let events = four_events(&*store).await;
+    finish(&*store, HOOK_A, 2, DeliveryOutcome::Delivered).await;
+
+    let given_up = give_up_oldest(&*store, HOOK_A, 1).await;
+    assert_eq!(
+        given_up,
+        Some(GivenUp {
+            count: 2,
+            first_seq: 1,
+            last_seq: 3
+        })
+    );
+    assert_eq!(pending_seqs(&*store, HOOK_A).await, [4]);
+    assert_eq!(pending_count(&*store, HOOK_A).await, 1);
+    assert_eq!(pending_seqs(&*store, HOOK_B).await, [1, 2, 3, 4]);
+    assert_eq!(
+        all_events(&*store).await,
+        events,
+        "the log keeps every event"
+    );
+}
+
+pub(super) async fn give_up_oldest_within_the_bound_gives_up_nothing(backend: Backend) {
+    let harness = Harness::open(backend);
+    let store = harness.store();
+    four_events(&*store).await;
+
+    assert_eq!(give_up_oldest(&*store, HOOK_A, 4).await, None);
+    assert_eq!(give_up_oldest(&*store, HOOK_A, u64::MAX).await, None);
+    assert_eq!(give_up_oldest(&*store, HOOK_UNKNOWN, 0).await, None);
+    assert_eq!(pending_seqs(&*store, HOOK_A).await, [1, 2, 3, 4]);
+    assert_eq!(
+        give_up_oldest(&*store, HOOK_A, 3).await.map(|up| up.count),
+        Some(1)
+    );
+    assert_eq!(
+        give_up_oldest(&*store, HOOK_A, 3).await,
+        None,
+        "already trimmed"
+    );
+}
+
+pub(super) async fn give_up_oldest_with_keep_zero_gives_up_every_pending_delivery(
+    backend: Backend,
+) {
+    let harness = Harness::open(backend);
+    let store = harness.store();
+    four_events(&*store).await;
+    finish(&*store, HOOK_B, 4, DeliveryOutcome::Rejected).await;
+
+    let given_up = give_up_oldest(&*store, HOOK_B, 0).await;
+    assert_eq!(
+        given_up,
+        Some(GivenUp {
+            count: 3,
+            first_seq: 1,
+            last_seq: 3
+        })
+    );
+    assert_eq!(pending_count(&*store, HOOK_B).await, 0);
+    assert_eq!(pending_seqs(&*store, HOOK_A).await, [1, 2, 3, 4]);
+}
+
+pub(super) async fn given_up_deliveries_stay_given_up_after_a_reopen(backend: Backend) {
+    let mut harness = Harness::open(backend);
+    let store = harness.store();
+    let events = four_events(&*store).await;
+    give_up_oldest(&*store, HOOK_A, 2).await;
+
+    let store = harness.reopen().await;
+    assert_eq!(pending_seqs(&*store, HOOK_A).await, [3, 4]);
+    assert_eq!(pending_count(&*store, HOOK_A).await, 2);
+    assert_eq!(all_events(&*store).await, events);
+}
+
+// ---------------------------------------------------------------------------------------
 // append() failures
 // ---------------------------------------------------------------------------------------
 
@@ -196,6 +285,8 @@ pub(super) async fn calls_after_close_fail_with_closed(backend: Backend) {
         .finish_delivery(HOOK_A.to_owned(), 1, DeliveryOutcome::Delivered)
         .await;
     assert!(is_closed(&finished), "finish_delivery: {finished:?}");
+    let given_up = store.give_up_oldest(HOOK_A.to_owned(), 0).await;
+    assert!(is_closed(&given_up), "give_up_oldest: {given_up:?}");
 }
 
 pub(super) async fn close_commits_appends_queued_before_it(backend: Backend) {
