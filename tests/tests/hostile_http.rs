@@ -645,12 +645,16 @@ async fn players_waiting_for_a_new_hls_channel_are_capped() {
     let mut options = options();
     options.engines = vec![engine.engine_addr()];
     options.server.max_connections = 4096;
+    // The admitted players must still be waiting when the refused ones have all been
+    // answered, even on a loaded machine: a long start bound, a generous client wait.
+    options.proxy.channel.start_timeout = Duration::from_secs(60);
+    options.proxy.engine_request_timeout = Duration::from_secs(60);
     let rig = ProxyRig::start_options(Vec::new(), options).await;
     let addr = rig.acemux.local_addr();
     let players = MAX_WAITERS + 40;
     let answers = join_all((0..players).map(|_| async move {
         let request = b"GET /ace/manifest.m3u8?id=crowd HTTP/1.1\r\nhost: acemux\r\n\r\n";
-        exchange(addr, request, Duration::from_secs(3)).await
+        exchange(addr, request, Duration::from_secs(10)).await
     }))
     .await;
     let refused = answers
