@@ -48,6 +48,7 @@ pub enum ApplyError {
 pub struct Lifecycle {
     registry: Mutex<Registry>,
     store: Arc<dyn EventStore>,
+    /// Read for `health` only, never waited on (waiters subscribe on their own).
     committed: watch::Receiver<u64>,
     clock: Clock,
     metrics: Arc<Metrics>,
@@ -211,7 +212,8 @@ impl Lifecycle {
     /// Waits until event `seq` is committed (a repeat must not answer before the
     /// change it repeats is durable).
     async fn wait_committed(&self, seq: u64) -> Result<(), ApplyError> {
-        let mut committed = self.committed.clone();
+        // A subscription of its own: concurrent waiters must not share one channel.
+        let mut committed = self.store.committed();
         let waited = tokio::time::timeout(
             self.commit_timeout,
             committed.wait_for(|committed| *committed >= seq),

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use acemux_core::lifecycle::{Event, StreamState, StreamStatus};
 use tokio::sync::watch;
 
+use super::notice::CommitNotice;
 use super::{DeliveryOutcome, EventQuery, EventStore, GivenUp, Restored, StoreError, StoreFuture};
 
 #[derive(Default)]
@@ -23,19 +24,16 @@ struct State {
 pub struct MemoryStore {
     webhooks: Vec<String>,
     state: Mutex<State>,
-    committed_tx: watch::Sender<u64>,
-    committed: watch::Receiver<u64>,
+    committed: CommitNotice,
 }
 
 impl MemoryStore {
     /// An empty store delivering new events to `webhooks`.
     pub fn new(webhooks: Vec<String>) -> Arc<Self> {
-        let (committed_tx, committed) = watch::channel(0);
         Arc::new(MemoryStore {
             webhooks,
             state: Mutex::new(State::default()),
-            committed_tx,
-            committed,
+            committed: CommitNotice::new(0),
         })
     }
 
@@ -111,11 +109,7 @@ impl EventStore for MemoryStore {
                     .insert(event.stream.id.clone(), event.stream.clone());
                 let seq = event.seq;
                 state.events.insert(seq, event);
-                self.committed_tx.send_if_modified(|committed| {
-                    let advanced = seq > *committed;
-                    *committed = (*committed).max(seq);
-                    advanced
-                });
+                self.committed.advance(seq);
             }
             Ok(())
         });
@@ -123,7 +117,7 @@ impl EventStore for MemoryStore {
     }
 
     fn committed(&self) -> watch::Receiver<u64> {
-        self.committed.clone()
+        self.committed.subscribe()
     }
 
     fn events(&self, query: EventQuery) -> StoreFuture<Vec<Event>> {

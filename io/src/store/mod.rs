@@ -2,6 +2,7 @@
 //! production, memory in simulation (blocking calls would stall a simulated clock).
 
 mod memory;
+mod notice;
 mod sqlite;
 
 use std::future::Future;
@@ -89,6 +90,12 @@ pub trait EventStore: Send + Sync + 'static {
     fn append(&self, events: Vec<Event>) -> StoreFuture<()>;
 
     /// The highest committed sequence number, updated after every commit.
+    ///
+    /// Every call subscribes anew, on a channel of its own: commits wake subscribers
+    /// in subscription order, which a simulated run needs to replay from its seed.
+    /// A task that waits calls this itself rather than cloning another's receiver
+    /// (waiters of one cloned channel wake in a random order). Waiting fails once the
+    /// store has stopped committing for good.
     fn committed(&self) -> watch::Receiver<u64>;
 
     /// Events matching `query`, in sequence order.

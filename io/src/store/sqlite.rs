@@ -13,6 +13,7 @@ use acemux_core::lifecycle::{Event, StreamState, StreamStatus};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
+use super::notice::CommitNotice;
 use super::{DeliveryOutcome, EventQuery, EventStore, GivenUp, Restored, StoreError, StoreFuture};
 
 /// Most commands applied in one transaction; bounds the latency of a group commit.
@@ -91,7 +92,7 @@ pub struct SqliteStore {
     // The sender is behind a mutex only to make the store `Sync`; it is held for a
     // non-blocking send and never across an await.
     commands: Mutex<Option<mpsc::Sender<Command>>>,
-    committed: watch::Receiver<u64>,
+    committed: Arc<CommitNotice>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
@@ -105,15 +106,18 @@ impl SqliteStore {
                 row.get(0)
             })
             .map_err(db)?;
-        let (committed_tx, committed) = watch::channel(last_seq);
+        let committed = Arc::new(CommitNotice::new(last_seq));
+        let writer_committed = committed.clone();
         let (commands, receiver) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("acemux-store".into())
             .spawn(move || {
+                // However the writer stops (closed, or a panic), waiters learn it.
+                let _close = CloseOnDrop(writer_committed.clone());
                 Writer {
                     connection,
                     webhooks,
-                    committed: committed_tx,
+                    committed: writer_committed,
                 }
                 .run(receiver)
             })
@@ -160,7 +164,7 @@ impl EventStore for SqliteStore {
     }
 
     fn committed(&self) -> watch::Receiver<u64> {
-        self.committed.clone()
+        self.committed.subscribe()
     }
 
     fn events(&self, query: EventQuery) -> StoreFuture<Vec<Event>> {
@@ -247,10 +251,19 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(connection)
 }
 
+/// Closes the commit notice when the writer thread ends.
+struct CloseOnDrop(Arc<CommitNotice>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 struct Writer {
     connection: Connection,
     webhooks: Vec<String>,
-    committed: watch::Sender<u64>,
+    committed: Arc<CommitNotice>,
 }
 
 /// An answer to send once the batch's transaction has committed.
@@ -355,11 +368,7 @@ impl Writer {
         if let Err(error) = &commit {
             tracing::error!(%error, "event store commit failed; the batch is lost");
         } else if let Some(seq) = highest_seq {
-            self.committed.send_if_modified(|committed| {
-                let advanced = seq > *committed;
-                *committed = (*committed).max(seq);
-                advanced
-            });
+            self.committed.advance(seq);
         }
         for answer in deferred {
             answer(commit.clone());
