@@ -191,7 +191,9 @@ pub struct ProxyArgs {
     #[arg(long, env = "ACEMUX_START_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub start_timeout: Duration,
 
-    /// Bound on each engine request (session, stop) and on a playback answer's head.
+    /// Bound on each engine request (session, stop) and on a playback answer's head. A
+    /// session request past it is still watched for max(6 × this, 60 s); a session the
+    /// engine grants that late is stopped at once.
     #[arg(long, env = "ACEMUX_ENGINE_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub engine_request_timeout: Duration,
 

@@ -56,6 +56,7 @@ impl<N: Net> EngineClient<N> {
 
     /// Asks `engine` for a playback session of `key` with player id `pid`: MPEG-TS
     /// (`/ace/getstream`) or HLS (`/ace/manifest.m3u8`, whose playback URL is the playlist).
+    /// Bounded by the request timeout.
     pub async fn request_session(
         &self,
         engine: &EngineAddr,
@@ -64,6 +65,26 @@ impl<N: Net> EngineClient<N> {
         key: &str,
         pid: &str,
     ) -> Result<EngineSession, SessionError> {
+        tokio::time::timeout(
+            self.request_timeout,
+            self.session_request(engine, format, key_type, key, pid),
+        )
+        .await
+        .map_err(|_| SessionError::Timeout)?
+    }
+
+    /// [`request_session`](Self::request_session) without its time bound, owning all it
+    /// needs: a caller that stops waiting can hand the request on instead of dropping
+    /// it, since an engine that answers late has still opened the session.
+    pub fn session_request(
+        &self,
+        engine: &EngineAddr,
+        format: StreamFormat,
+        key_type: KeyType,
+        key: &str,
+        pid: &str,
+    ) -> impl std::future::Future<Output = Result<EngineSession, SessionError>> + Send + 'static
+    {
         let route = match format {
             StreamFormat::Ts => "getstream",
             StreamFormat::Hls => "manifest.m3u8",
@@ -79,11 +100,12 @@ impl<N: Net> EngineClient<N> {
             percent_encode(key),
             percent_encode(pid)
         );
-        let body = tokio::time::timeout(self.request_timeout, self.get_body(&url))
-            .await
-            .map_err(|_| SessionError::Timeout)?
-            .map_err(SessionError::Failed)?;
-        parse_session(engine, &body)
+        let client = self.clone();
+        let engine = engine.clone();
+        async move {
+            let body = client.get_body(&url).await.map_err(SessionError::Failed)?;
+            parse_session(&engine, &body)
+        }
     }
 
     async fn get_body(&self, url: &str) -> Result<Bytes, String> {

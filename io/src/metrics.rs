@@ -55,6 +55,13 @@ pub struct DropLabels {
     pub reason: String,
 }
 
+/// Labels naming an engine.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineLabels {
+    /// The engine's configured address, `host:port`.
+    pub engine: String,
+}
+
 /// Labels of `acemux_limit_hits_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
@@ -103,6 +110,9 @@ pub struct Metrics {
     pub viewer_drops: Family<DropLabels, Counter>,
     /// Engine sessions stopped.
     pub engine_stops: Counter,
+    /// Sessions an engine granted after acemux had given up on the request (each is
+    /// stopped at once), per engine.
+    pub engine_late_sessions: Family<EngineLabels, Counter>,
     /// Time from a viewer's request to its first media bytes.
     pub time_to_first_byte: Histogram,
     /// Requests, connections or inputs refused or cut because a configured bound was
@@ -148,6 +158,7 @@ impl Metrics {
             channel_reconnects: Family::default(),
             viewer_drops: Family::default(),
             engine_stops: Counter::default(),
+            engine_late_sessions: Family::default(),
             time_to_first_byte: Histogram::new([
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
@@ -253,6 +264,11 @@ impl Metrics {
             metrics.engine_stops.clone(),
         );
         registry.register(
+            "engine_late_sessions",
+            "Sessions granted after their request timed out, stopped at once",
+            metrics.engine_late_sessions.clone(),
+        );
+        registry.register(
             "time_to_first_byte_seconds",
             "Time from a viewer's request to its first media bytes",
             metrics.time_to_first_byte.clone(),
@@ -299,6 +315,16 @@ impl Metrics {
                 limit: limit.to_owned(),
             })
             .inc_by(count);
+    }
+
+    /// Counts one session `engine` granted after its request timed out
+    /// (`acemux_engine_late_sessions_total{engine}`).
+    pub fn engine_late_session(&self, engine: &impl std::fmt::Display) {
+        self.engine_late_sessions
+            .get_or_create(&EngineLabels {
+                engine: engine.to_string(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

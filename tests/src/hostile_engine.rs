@@ -1,8 +1,8 @@
 //! A scripted hostile engine: an HTTP server on loopback that answers every request
 //! with whatever the test's script says (bad envelopes, odd playback URLs, non-TS
-//! bytes, bad playlists, endless bodies, redirect loops), and records every request
-//! it gets. One with a script that answers `200 ok` is a recorder: a test asserts it
-//! saw nothing to prove a URL was never fetched.
+//! bytes, bad playlists, endless bodies, redirect loops, late answers), and records
+//! every request it gets. One with a script that answers `200 ok` is a recorder: a
+//! test asserts it saw nothing to prove a URL was never fetched.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -56,6 +56,13 @@ pub enum Answer {
     Redirect(String),
     /// No answer at all (the request stays open).
     Hang,
+    /// `answer`, once `after` has passed (an engine slow to open a session).
+    Delayed {
+        /// How long the request is left unanswered.
+        after: Duration,
+        /// What is answered then.
+        answer: Box<Answer>,
+    },
 }
 
 impl Answer {
@@ -178,8 +185,14 @@ async fn answer(State(inner): State<Arc<Inner>>, request: Request) -> Response {
         .lock()
         .unwrap_or_else(|poison| poison.into_inner())
         .push(hit.clone());
+    let mut scripted = (inner.script)(&hit);
+    // Each level of nesting is one box the script built: this ends.
+    while let Answer::Delayed { after, answer } = scripted {
+        tokio::time::sleep(after).await;
+        scripted = *answer;
+    }
     let builder = Response::builder();
-    let response = match (inner.script)(&hit) {
+    let response = match scripted {
         Answer::Json(text) => builder
             .header("content-type", "application/json")
             .body(Body::from(text)),
@@ -215,6 +228,7 @@ async fn answer(State(inner): State<Arc<Inner>>, request: Request) -> Response {
             tokio::time::sleep(HANG).await;
             builder.status(504).body(Body::empty())
         }
+        Answer::Delayed { .. } => unreachable!("delays are waited out above"),
     };
     response.expect("a valid scripted response")
 }

@@ -152,6 +152,8 @@ struct Shared<N: Net> {
     metrics: Arc<Metrics>,
     next_id: AtomicU64,
     pid_prefix: u64,
+    /// Timed-out session requests still watched for a late answer.
+    late_sessions: session::LateSessions,
 }
 
 /// The proxy's entry point, cheap to clone.
@@ -187,6 +189,7 @@ impl<N: Net> Proxy<N> {
             metrics,
             next_id: AtomicU64::new(1),
             pid_prefix,
+            late_sessions: session::LateSessions::new(),
         }))
     }
 
@@ -406,7 +409,8 @@ impl<N: Net> Proxy<N> {
             .map(|applied| applied.outcome.updated)
     }
 
-    /// Stops every channel (at shutdown), each with `reason`.
+    /// Stops every channel (at shutdown), each with `reason`, then ends the watches of
+    /// timed-out session requests.
     pub async fn stop_all(&self, reason: &str) {
         let mailboxes: Vec<_> = self
             .channels()
@@ -426,6 +430,7 @@ impl<N: Net> Proxy<N> {
         }
         let all = futures::future::join_all(waits);
         let _ = tokio::time::timeout(Duration::from_secs(10), all).await;
+        self.0.late_sessions.shut_down().await;
     }
 
     /// Channels running now.

@@ -5,7 +5,10 @@
 use acemux_core::channel::{Channel, ChannelConfig, EngineSession, Input, Output, SessionError};
 use acemux_core::lifecycle::{self, EngineAddr, StreamEnded, StreamKey, StreamStarted};
 use acemux_core::Instant;
-use tokio::sync::{mpsc, oneshot, watch};
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{ChannelKey, Proxy};
@@ -120,10 +123,23 @@ impl<N: Net> SessionDriver<N> {
                 let pid = self.proxy.pid();
                 tracing::info!(channel = %key, %engine, %pid, "requesting engine session");
                 tokio::spawn(async move {
-                    let result = shared
-                        .engines
-                        .request_session(&engine, key.format, key.key_type, &key.key, &pid)
-                        .await;
+                    let mut request = Box::pin(shared.engines.session_request(
+                        &engine,
+                        key.format,
+                        key.key_type,
+                        &key.key,
+                        &pid,
+                    ));
+                    let result = tokio::select! {
+                        biased;
+                        result = &mut request => result,
+                        () = tokio::time::sleep(shared.config.engine_request_timeout) => {
+                            // The channel moves on (retry, failover); the engine may still
+                            // open the session, so the request is watched for a late answer.
+                            shared.late_sessions.watch(&shared, &key, &engine, request);
+                            Err(SessionError::Timeout)
+                        }
+                    };
                     let event = match result {
                         Ok(session) => SessionEvent::Ready(session),
                         Err(error) => SessionEvent::Failed(engine, error),
@@ -225,6 +241,118 @@ async fn stop_orphan<N: Net>(shared: std::sync::Arc<super::Shared<N>>, session: 
     stop_until_confirmed(&shared, &session.engine, &session.session.command_url).await;
 }
 
+/// Timed-out session requests watched for a late answer at once; beyond, a request is
+/// dropped as before (logged and counted as `limit="late_session_requests"`).
+const MAX_LATE_SESSION_REQUESTS: usize = 256;
+/// A timed-out session request is watched for this many engine request timeouts more…
+const LATE_ANSWER_FACTOR: u32 = 6;
+/// …but at least this long: engines that take long to open a session (a slow
+/// peer-to-peer start) must not leave it running for ever.
+const LATE_ANSWER_MIN: Duration = Duration::from_secs(60);
+
+/// How long a timed-out session request is still watched for a late answer:
+/// `max(engine_request_timeout × 6, 60 s)`.
+fn late_answer_bound(engine_request_timeout: Duration) -> Duration {
+    engine_request_timeout
+        .saturating_mul(LATE_ANSWER_FACTOR)
+        .max(LATE_ANSWER_MIN)
+}
+
+/// A session request whose caller stopped waiting.
+type PendingSession = BoxFuture<'static, Result<EngineSession, SessionError>>;
+
+/// Session requests that timed out, kept running in the background so that a session
+/// an engine grants late is stopped instead of running on the engine for ever. The
+/// channel that asked never sees the late answer: it has already retried or failed.
+pub(super) struct LateSessions {
+    /// One permit per watched request; all of them back means none is running.
+    permits: Arc<Semaphore>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl LateSessions {
+    pub(super) fn new() -> Self {
+        LateSessions {
+            permits: Arc::new(Semaphore::new(MAX_LATE_SESSION_REQUESTS)),
+            shutdown: watch::channel(false).0,
+        }
+    }
+
+    /// Watches `request`, which `channel` gave up on, for [`late_answer_bound`]; a
+    /// session granted meanwhile is stopped at once.
+    fn watch<N: Net>(
+        &self,
+        shared: &Arc<super::Shared<N>>,
+        channel: &ChannelKey,
+        engine: &EngineAddr,
+        request: impl std::future::Future<Output = Result<EngineSession, SessionError>> + Send + 'static,
+    ) {
+        if *self.shutdown.borrow() {
+            tracing::warn!(%channel, %engine, "shutting down: a timed-out session request is not watched for a late answer");
+            return;
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            tracing::warn!(%channel, %engine, limit = MAX_LATE_SESSION_REQUESTS, "too many timed-out session requests watched; dropping this one");
+            shared.metrics.limit_hit("late_session_requests");
+            return;
+        };
+        let bound = late_answer_bound(shared.config.engine_request_timeout);
+        let mut shutdown = self.shutdown.subscribe();
+        let shared = shared.clone();
+        let channel = channel.clone();
+        let engine = engine.clone();
+        let request: PendingSession = Box::pin(request);
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    tracing::warn!(%channel, %engine, "shutting down: no longer watching a timed-out session request");
+                }
+                () = stop_late_session(&shared, &channel, &engine, request, bound) => {}
+            }
+            drop(permit);
+        });
+    }
+
+    /// Ends every watch (at shutdown, once the channels have stopped) and waits, bounded,
+    /// until they have ended; no request is watched afterwards.
+    pub(super) async fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+        let all = self.permits.acquire_many(MAX_LATE_SESSION_REQUESTS as u32);
+        if tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("timed-out session requests still watched at shutdown");
+        }
+        self.permits.close();
+    }
+}
+
+/// Waits up to `bound` for `request`'s answer; a session is stopped at once.
+async fn stop_late_session<N: Net>(
+    shared: &super::Shared<N>,
+    channel: &ChannelKey,
+    engine: &EngineAddr,
+    request: PendingSession,
+    bound: Duration,
+) {
+    match tokio::time::timeout(bound, request).await {
+        Ok(Ok(session)) => {
+            tracing::warn!(%channel, %engine, session = %session.session.playback_session_id, "engine granted a session after its request timed out; stopping it");
+            shared.metrics.engine_late_session(engine);
+            shared.metrics.engine_stops.inc();
+            stop_until_confirmed(shared, engine, &session.session.command_url).await;
+        }
+        Ok(Err(error)) => {
+            tracing::info!(%channel, %engine, ?error, "timed-out session request ended without a session");
+        }
+        Err(_) => {
+            tracing::warn!(%channel, %engine, ?bound, "timed-out session request still unanswered; giving up on it");
+        }
+    }
+}
+
 /// Stop attempts per session: an engine cut off for a while (a partitioned VPN hop)
 /// still gets its stop once it is reachable again, instead of keeping the session
 /// open for ever.
@@ -257,4 +385,26 @@ async fn stop_until_confirmed<N: Net>(
 /// The registry id of a proxied session, as the event API derives it.
 fn stream_id(key: &ChannelKey, session: &EngineSession) -> String {
     format!("{}|{}", key.key, session.session.playback_session_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_answers_are_watched_six_request_timeouts_and_at_least_a_minute() {
+        assert_eq!(
+            late_answer_bound(Duration::from_secs(1)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            late_answer_bound(Duration::from_secs(10)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            late_answer_bound(Duration::from_secs(30)),
+            Duration::from_secs(180)
+        );
+        assert_eq!(late_answer_bound(Duration::MAX), Duration::MAX);
+    }
 }
