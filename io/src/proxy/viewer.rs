@@ -1,8 +1,11 @@
 //! One viewer: the HTTP response body fed by its channel.
 //!
-//! The body asks for more (`Ready`) only when hyper polls it for the next chunk, that
-//! is once what it had is written out; a viewer that stops reading therefore stops
-//! asking, and its channel drops it after the stall timeout.
+//! The body asks for its next batch (`Ready`) as soon as hyper starts writing the
+//! current one, so that the round trip through the channel task overlaps the write
+//! instead of following it: at most one batch is being written and one more is queued.
+//! It asks again only once hyper polls past the end of the current batch, so a viewer
+//! that stops reading stops asking after at most one batch more, and its channel drops
+//! it after the stall timeout (or when it falls out of the ring).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -17,8 +20,9 @@ use tokio::sync::mpsc;
 use super::{ChannelKey, ChannelMsg, JoinError};
 use crate::metrics::{ChannelLabels, Metrics};
 
-/// Messages queued for one viewer. The channel hands a viewer at most one batch at a
-/// time (it waits for `Ready`), so a small queue never fills for a live viewer.
+/// Messages queued for one viewer. The channel hands a viewer one batch per `Ready` and
+/// the body has at most one `Ready` outstanding, so at most one batch (or keepalive)
+/// waits here besides a closing message: a small queue never fills for a live viewer.
 pub(super) const VIEWER_QUEUE: usize = 4;
 
 /// What a channel tells a viewer.
@@ -50,6 +54,8 @@ impl Drop for LeaveGuard {
 /// A viewer that has its first media and can become a response body.
 pub struct ViewerStream {
     pending: VecDeque<Bytes>,
+    /// Whether a `Ready` was sent whose batch has not been received yet.
+    asked: bool,
     rx: mpsc::Receiver<ViewerMsg>,
     guard: LeaveGuard,
     bytes_out: Counter,
@@ -85,6 +91,7 @@ pub(super) async fn first_media(
                 .clone();
             Ok(ViewerStream {
                 pending: chunks.into(),
+                asked: false,
                 rx,
                 guard,
                 bytes_out,
@@ -104,14 +111,25 @@ impl ViewerStream {
         let stream = futures::stream::unfold(self, |mut viewer| async move {
             loop {
                 if let Some(chunk) = viewer.pending.pop_front() {
+                    if !viewer.asked {
+                        // Ask for the next batch while this one is written. A full mailbox
+                        // is no reason to hold this chunk back: ask again once the batch
+                        // is out.
+                        let ready = ChannelMsg::Ready(viewer.guard.viewer);
+                        viewer.asked = viewer.guard.mailbox.try_send(ready).is_ok();
+                    }
                     viewer.bytes_out.inc_by(chunk.len() as u64);
                     return Some((Ok::<_, std::io::Error>(chunk), viewer));
                 }
-                let ready = ChannelMsg::Ready(viewer.guard.viewer);
-                if viewer.guard.mailbox.send(ready).await.is_err() {
-                    return None;
+                if !viewer.asked {
+                    let ready = ChannelMsg::Ready(viewer.guard.viewer);
+                    if viewer.guard.mailbox.send(ready).await.is_err() {
+                        return None;
+                    }
                 }
-                match viewer.rx.recv().await {
+                let message = viewer.rx.recv().await;
+                viewer.asked = false;
+                match message {
                     Some(ViewerMsg::Data(chunks)) => viewer.pending.extend(chunks),
                     Some(ViewerMsg::Closed(reason)) => {
                         tracing::debug!(viewer = %viewer.guard.viewer, reason, "viewer closed");
