@@ -14,6 +14,8 @@ use super::{health_probe, secs, ts_reader};
 pub fn engine_death_failover(seed: u64) -> Result<Outcome, Failure> {
     let mut config = WorldConfig::new("engine_death_failover", seed, 2);
     config.rules.allow_resyncs = true;
+    // A crashed engine cannot be told to stop, and a partition that outlasts acemux's
+    // stop retries leaves that session running on the cut-off engine.
     config.rules.allow_orphan_engine_sessions = true;
     config.rules.allow_repeated_stops = true;
     let start_bound = config.proxy.channel.start_timeout + secs(5);
