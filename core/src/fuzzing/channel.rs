@@ -149,7 +149,7 @@ fn decode_op(reader: &mut ByteReader<'_>) -> Op {
     }
 }
 
-fn engine(port: u16) -> EngineAddr {
+pub(crate) fn engine(port: u16) -> EngineAddr {
     EngineAddr {
         host: "engine".into(),
         port,
@@ -157,7 +157,7 @@ fn engine(port: u16) -> EngineAddr {
 }
 
 /// Session `id` granted by `engine:port`; the id makes every URL unique.
-fn session(port: u16, id: &str) -> EngineSession {
+pub(crate) fn session(port: u16, id: &str) -> EngineSession {
     EngineSession {
         engine: engine(port),
         playback_url: format!("http://engine:{port}/content/{id}"),

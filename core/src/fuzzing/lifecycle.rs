@@ -98,15 +98,15 @@ fn decode_end(reader: &mut ByteReader<'_>) -> StreamEnded {
 
 /// Everything observable about a registry, for "unchanged" checks.
 #[derive(Debug, PartialEq)]
-struct Snapshot {
-    streams: Vec<StreamState>,
+pub(crate) struct Snapshot {
+    pub(crate) streams: Vec<StreamState>,
     engines: Vec<crate::lifecycle::EngineState>,
     active: usize,
     last_seq: u64,
     deadline: Option<Instant>,
 }
 
-fn snapshot(registry: &Registry) -> Snapshot {
+pub(crate) fn snapshot(registry: &Registry) -> Snapshot {
     Snapshot {
         streams: registry.streams().cloned().collect(),
         engines: registry.engines().cloned().collect(),

@@ -28,7 +28,7 @@ pub(crate) mod channel;
 mod envelope;
 pub(crate) mod fanout;
 pub(crate) mod hls;
-mod lifecycle;
+pub(crate) mod lifecycle;
 pub(crate) mod playlist;
 mod reader;
 mod ts;

@@ -9,7 +9,7 @@ mod start;
 mod stop;
 
 use super::{Channel, ChannelConfig, EngineSession, Input, Output, SessionError, StartFailure};
-use crate::lifecycle::{EngineAddr, SessionInfo};
+use crate::fuzzing::channel::{engine, session};
 use crate::time::{Duration, Instant};
 
 /// Where every harness clock starts: not zero, so that a deadline computed from the
@@ -28,27 +28,6 @@ fn ms(millis: u64) -> Duration {
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
-}
-
-fn engine(port: u16) -> EngineAddr {
-    EngineAddr {
-        host: "engine".into(),
-        port,
-    }
-}
-
-/// Session `id` granted by `engine:port`; the id makes every URL unique.
-fn session(port: u16, id: &str) -> EngineSession {
-    EngineSession {
-        engine: engine(port),
-        playback_url: format!("http://engine:{port}/content/{id}"),
-        session: SessionInfo {
-            playback_session_id: id.into(),
-            stat_url: format!("http://engine:{port}/stat/{id}"),
-            command_url: format!("http://engine:{port}/cmd/{id}"),
-            is_live: true,
-        },
-    }
 }
 
 fn request(exclude: &[u16]) -> Output {

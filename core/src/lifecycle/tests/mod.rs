@@ -4,11 +4,12 @@
 mod model;
 mod unit;
 
+use crate::fuzzing::lifecycle::snapshot;
 use std::collections::BTreeMap;
 
 use super::{
-    EngineAddr, EngineState, Event, Input, KeyType, LifecycleError, Output, Registry, SessionInfo,
-    StreamEnded, StreamKey, StreamStarted, StreamState,
+    EngineAddr, Event, Input, KeyType, LifecycleError, Output, Registry, SessionInfo, StreamEnded,
+    StreamKey, StreamStarted, StreamState,
 };
 use crate::time::Instant;
 
@@ -66,26 +67,6 @@ fn drain(registry: &mut Registry) -> Vec<Event> {
         events.push(event);
     }
     events
-}
-
-/// Everything observable about a registry, for "unchanged" checks.
-#[derive(Debug, PartialEq)]
-struct Snapshot {
-    streams: Vec<StreamState>,
-    engines: Vec<EngineState>,
-    active: usize,
-    last_seq: u64,
-    deadline: Option<Instant>,
-}
-
-fn snapshot(registry: &Registry) -> Snapshot {
-    Snapshot {
-        streams: registry.streams().cloned().collect(),
-        engines: registry.engines().cloned().collect(),
-        active: registry.active_streams(),
-        last_seq: registry.last_seq(),
-        deadline: registry.poll_timeout(),
-    }
 }
 
 /// Applies `input`, expecting exactly `expected`, no event, and no change at all.
