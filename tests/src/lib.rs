@@ -1,6 +1,7 @@
 //! Helpers for the real-socket and real-process tests in `tests/tests/`.
 
 pub mod hostile_engine;
+pub mod hostile_rig;
 pub mod proxy;
 pub mod raw;
 pub mod relay;
