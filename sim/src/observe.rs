@@ -77,6 +77,8 @@ pub struct Observations {
     pub hls_segments: u64,
     /// Viewers that stopped reading, with the time by which acemux must drop them.
     pub stopped_reading: Vec<(String, Duration)>,
+    /// Streams an operator's `DELETE /streams/{id}` ended (answered `updated`).
+    pub deleted_streams: Vec<String>,
     /// Hash of everything players received, with the time.
     pub trace: TraceHasher,
 }

@@ -49,6 +49,16 @@ pub enum Plan {
         /// Most segments a served playlist may list.
         window_segments: usize,
     },
+    /// An operator: at each of `moments` it lists the started streams and deletes one
+    /// of a channel in `channels` (`DELETE /streams/{id}`), waiting for one to exist.
+    Operator {
+        /// When it stops a stream, from the simulation's start, in order.
+        moments: Vec<Duration>,
+        /// The channels it may stop.
+        channels: Vec<String>,
+        /// After this it gives up waiting for a stream to stop.
+        until: Duration,
+    },
     /// Asks `/health` every `every` for `watch`.
     HealthProbe {
         /// How long it probes.
@@ -115,6 +125,18 @@ pub async fn run_player(player: Player, observer: Observer) {
             )
             .await;
         }
+        Plan::Operator {
+            moments,
+            channels,
+            until,
+        } => {
+            let operator = Operator {
+                player: &player,
+                client: &client,
+                observer: &observer,
+            };
+            operator.run(&moments, &channels, until).await;
+        }
         Plan::HealthProbe { watch, every } => {
             let until = sim_now() + watch;
             while sim_now() < until {
@@ -133,10 +155,25 @@ async fn get(
     observer: &Observer,
     path: &str,
 ) -> Option<(u16, Incoming)> {
-    let id = observer.request_sent(&player.name, &format!("GET {path}"), player.bound);
     let request = Request::get(format!("http://{ACEMUX}{path}"))
         .body(Full::new(Bytes::new()))
         .expect("a valid request");
+    send(player, client, observer, request).await
+}
+
+/// Sends `request` to acemux and records it, as [`get`] does.
+async fn send(
+    player: &Player,
+    client: &HttpClient<TurmoilNet>,
+    observer: &Observer,
+    request: Request<Full<Bytes>>,
+) -> Option<(u16, Incoming)> {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |path| path.as_str());
+    let what = format!("{} {path}", request.method());
+    let id = observer.request_sent(&player.name, &what, player.bound);
     match tokio::time::timeout(player.bound * 2, client.request(request)).await {
         Ok(Ok(response)) => {
             let status = response.status().as_u16();
@@ -152,6 +189,145 @@ async fn get(
             None
         }
     }
+}
+
+/// The operator's requests and the checks on their answers.
+struct Operator<'a> {
+    player: &'a Player,
+    client: &'a HttpClient<TurmoilNet>,
+    observer: &'a Observer,
+}
+
+impl Operator<'_> {
+    async fn run(&self, moments: &[Duration], channels: &[String], until: Duration) {
+        for moment in moments {
+            if let Some(wait) = moment.checked_sub(sim_now()) {
+                tokio::time::sleep(wait).await;
+            }
+            // Wait (bounded) for a stream of one of its channels to be running.
+            while sim_now() < until {
+                if let Some(stream_id) = self.started_stream(channels).await {
+                    self.delete(&stream_id).await;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    /// The first started stream of one of `channels`, from `GET /streams?status=started`.
+    async fn started_stream(&self, channels: &[String]) -> Option<String> {
+        let path = "/streams?status=started";
+        let (status, body) = get(self.player, self.client, self.observer, path).await?;
+        if status != 200 {
+            check_error_body(self.player, self.observer, status, body).await;
+            return None;
+        }
+        let json = self.json_body(status, body).await?;
+        let Some(streams) = json.as_array() else {
+            self.violation(format!("GET {path} answered {json} instead of a list"));
+            return None;
+        };
+        streams
+            .iter()
+            .filter(|stream| {
+                stream["key"]
+                    .as_str()
+                    .is_some_and(|key| channels.iter().any(|channel| channel == key))
+            })
+            .find_map(|stream| stream["id"].as_str().map(str::to_owned))
+    }
+
+    /// Deletes `stream_id`: 200 `{updated, stream}` with the stream ended (by this
+    /// DELETE when `updated`, else by an idle end that raced it), or 404
+    /// `unknown_stream`. Records the streams it ended.
+    async fn delete(&self, stream_id: &str) {
+        // The simulated acemux serves without an API key (the world sets none).
+        let request = Request::delete(format!(
+            "http://{ACEMUX}/streams/{}",
+            percent_encode(stream_id)
+        ))
+        .body(Full::new(Bytes::new()))
+        .expect("a valid request");
+        let Some((status, body)) = send(self.player, self.client, self.observer, request).await
+        else {
+            return;
+        };
+        let Some(json) = self.json_body(status, body).await else {
+            return;
+        };
+        match status {
+            200 => {
+                let stream = &json["stream"];
+                let Some(updated) = json["updated"].as_bool() else {
+                    self.violation(format!("DELETE {stream_id}: no `updated` in {json}"));
+                    return;
+                };
+                if stream["id"].as_str() != Some(stream_id) || stream["status"] != "ended" {
+                    self.violation(format!(
+                        "DELETE {stream_id}: the answer's stream is not it, ended: {json}"
+                    ));
+                    return;
+                }
+                let reason = stream["end_reason"].as_str();
+                if updated && reason != Some(DELETE_REASON) {
+                    self.violation(format!(
+                        "DELETE {stream_id} ended it with reason {reason:?}, not {DELETE_REASON:?}"
+                    ));
+                    return;
+                }
+                tracing::debug!(stream_id, updated, "operator deleted");
+                let mut record = self.observer.lock();
+                record
+                    .trace
+                    .add_text(&format!("deleted {stream_id} {updated}"));
+                if updated {
+                    record.deleted_streams.push(stream_id.to_owned());
+                }
+            }
+            404 if json["error"] == "unknown_stream" => {}
+            _ => self.violation(format!("DELETE {stream_id} answered {status} {json}")),
+        }
+    }
+
+    async fn json_body(&self, status: u16, body: Incoming) -> Option<serde_json::Value> {
+        let Some(text) = read_all(body, self.player.bound).await else {
+            self.violation(format!("answer {status}: body not read"));
+            return None;
+        };
+        match serde_json::from_slice(&text) {
+            Ok(json) => Some(json),
+            Err(_) => {
+                self.violation(format!(
+                    "answer {status} is not JSON: {:?}",
+                    String::from_utf8_lossy(&text)
+                ));
+                None
+            }
+        }
+    }
+
+    fn violation(&self, text: String) {
+        self.observer
+            .violation(format!("{}: {text}", self.player.name));
+    }
+}
+
+/// The end reason acemux records for `DELETE /streams/{id}`.
+pub const DELETE_REASON: &str = "deleted";
+
+/// `text` with every byte but unreserved URI characters percent-encoded, for a path
+/// segment (stream ids hold `|`).
+fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 /// Reads a whole (small) body within `bound`.

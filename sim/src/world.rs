@@ -545,11 +545,12 @@ impl<'a> World<'a> {
             simulated: self.elapsed(),
             trace_hash: hash.value(),
             summary: format!(
-                "{requests} requests, {} TS viewers ({ts_bytes} bytes), {} HLS playlists, {} segments, {events} events, {} received",
+                "{requests} requests, {} TS viewers ({ts_bytes} bytes), {} HLS playlists, {} segments, {events} events, {} received, {} streams deleted",
                 record.ts_viewers.len(),
                 record.hls_playlists,
                 record.hls_segments,
-                record.received.len()
+                record.received.len(),
+                record.deleted_streams.len()
             ),
         }
     }

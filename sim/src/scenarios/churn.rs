@@ -1,12 +1,23 @@
 //! Many TS and HLS viewers join and leave; channels start and stop as the last
-//! viewer leaves and a new one comes. Exactly one engine session per channel at a
-//! time (the step invariants), exactly one stop per session (checked at the end).
+//! viewer leaves and a new one comes, and as an operator deletes running streams
+//! (`DELETE /streams/{id}`) at seeded moments while viewers keep joining, so TS
+//! channels flap. Exactly one engine session per channel at a time (the step
+//! invariants), exactly one stop per session, and every stream the operator ended
+//! has its `stream_ended` with the delete's reason (checked at the end).
 
 use std::time::Duration;
 
+use acemux::store::{EventQuery, EventStore};
+use acemux_core::lifecycle::EventKind;
+use futures::FutureExt;
+
+use crate::players::{Plan, Player, DELETE_REASON};
 use crate::world::{Failure, Outcome, World, WorldConfig};
 
 use super::{health_probe, hls_poller, secs, ts_reader};
+
+/// How many times the operator stops a running stream.
+const OPERATOR_STOPS: u64 = 6;
 
 /// The viewer churn scenario.
 pub fn viewer_churn(seed: u64) -> Result<Outcome, Failure> {
@@ -51,15 +62,83 @@ pub fn viewer_churn(seed: u64) -> Result<Outcome, Failure> {
     for group in per_host {
         world.players(group);
     }
-    world.players(vec![health_probe(
-        "health",
-        secs(85),
-        Duration::from_secs(1),
-    )]);
+    let operator = operator(&mut world, &ts_channels, start_bound);
+    world.players(vec![
+        health_probe("health", secs(85), Duration::from_secs(1)),
+        operator,
+    ]);
     world.run_until(secs(90))?;
     let outcome = world.heal_then_converge(secs(60))?;
     every_session_stopped_once(&world)?;
+    deleted_streams_ended_by_delete(&world)?;
     Ok(outcome)
+}
+
+/// The operator: stops a running TS channel at seeded moments while viewers come.
+/// (HLS pollers keep one window's sequence numbers; a restart under them is another
+/// scenario's matter.)
+fn operator(world: &mut World<'_>, channels: &[&str], bound: Duration) -> Player {
+    let mut moments: Vec<Duration> = (0..OPERATOR_STOPS)
+        .map(|_| world.random_duration(secs(5), secs(70)))
+        .collect();
+    moments.sort();
+    Player {
+        name: "operator".into(),
+        id: 0,
+        start_at: Duration::ZERO,
+        plan: Plan::Operator {
+            moments,
+            channels: channels.iter().map(|channel| channel.to_string()).collect(),
+            until: secs(80),
+        },
+        bound,
+    }
+}
+
+/// Every stream the operator's DELETE ended has exactly one `stream_ended`, with the
+/// delete's reason; every `stream_ended` with that reason came from an answered
+/// DELETE; and the operator did end streams (the flapping happened).
+fn deleted_streams_ended_by_delete(world: &World<'_>) -> Result<(), Failure> {
+    let deleted = world.observer.lock().deleted_streams.clone();
+    if deleted.is_empty() {
+        return Err(world.fail("the operator ended no stream".into()));
+    }
+    let query = EventQuery {
+        after: 0,
+        limit: 100_000,
+        stream_id: None,
+    };
+    let events = match world.store.events(query).now_or_never() {
+        Some(Ok(events)) => events,
+        other => return Err(world.fail(format!("the event log cannot be read: {other:?}"))),
+    };
+    let ended: Vec<_> = events
+        .iter()
+        .filter(|event| event.kind == EventKind::StreamEnded)
+        .collect();
+    for stream_id in &deleted {
+        let reasons: Vec<_> = ended
+            .iter()
+            .filter(|event| &event.stream.id == stream_id)
+            .map(|event| event.stream.end_reason.clone())
+            .collect();
+        if reasons != [Some(DELETE_REASON.to_owned())] {
+            return Err(world.fail(format!(
+                "stream {stream_id} deleted, its stream_ended reasons: {reasons:?}"
+            )));
+        }
+    }
+    let by_delete = ended
+        .iter()
+        .filter(|event| event.stream.end_reason.as_deref() == Some(DELETE_REASON))
+        .count();
+    if by_delete != deleted.len() {
+        return Err(world.fail(format!(
+            "{by_delete} streams ended with reason {DELETE_REASON:?}, the operator ended {}",
+            deleted.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Every engine session ended with exactly one stop command.
