@@ -369,20 +369,8 @@ async fn ts_reader(
             Some((200, mut body)) => {
                 let id = player.id * 1000 + attempt;
                 observer.ts_viewer_started(id, &player.name, content_id);
-                loop {
-                    let left = until.saturating_sub(sim_now());
-                    match tokio::time::timeout(left, body.frame()).await {
-                        Err(_) => break,
-                        Ok(Some(Ok(frame))) => {
-                            if let Ok(data) = frame.into_data() {
-                                observer.ts_bytes(id, &data);
-                            }
-                        }
-                        Ok(None) | Ok(Some(Err(_))) => {
-                            observer.ts_ended(id);
-                            break;
-                        }
-                    }
+                if read_ts_until(observer, id, &mut body, until).await {
+                    observer.ts_ended(id);
                 }
             }
             Some((status, body)) => check_error_body(player, observer, status, body).await,
@@ -411,21 +399,9 @@ async fn ts_staller(
     }
     let id = player.id * 1000;
     observer.ts_viewer_started(id, &player.name, content_id);
-    let read_until = sim_now() + read_for;
-    while sim_now() < read_until {
-        let left = read_until.saturating_sub(sim_now());
-        match tokio::time::timeout(left, body.frame()).await {
-            Err(_) => break,
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    observer.ts_bytes(id, &data);
-                }
-            }
-            Ok(None) | Ok(Some(Err(_))) => {
-                observer.violation(format!("{}: dropped while still reading", player.name));
-                return;
-            }
-        }
+    if read_ts_until(observer, id, &mut body, sim_now() + read_for).await {
+        observer.violation(format!("{}: dropped while still reading", player.name));
+        return;
     }
     // Stop reading: the connection's buffers fill, acemux's writes stop progressing.
     // acemux must drop the viewer (the scenario checks its drop counter by the
@@ -437,22 +413,27 @@ async fn ts_staller(
         .stopped_reading
         .push((player.name.clone(), sim_now() + drop_within));
     tokio::time::sleep(drop_within).await;
-    let drained_by = sim_now() + Duration::from_secs(2);
-    loop {
-        let left = drained_by.saturating_sub(sim_now());
+    if read_ts_until(observer, id, &mut body, sim_now() + Duration::from_secs(2)).await {
+        observer.ts_ended(id);
+    }
+}
+
+/// Records viewer `id`'s bytes from `body` until the simulated time `until`; true when
+/// the body ended (or failed) first.
+async fn read_ts_until(observer: &Observer, id: u64, body: &mut Incoming, until: Duration) -> bool {
+    while sim_now() < until {
+        let left = until.saturating_sub(sim_now());
         match tokio::time::timeout(left, body.frame()).await {
-            Err(_) => return,
+            Err(_) => return false,
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     observer.ts_bytes(id, &data);
                 }
             }
-            Ok(None) | Ok(Some(Err(_))) => {
-                observer.ts_ended(id);
-                return;
-            }
+            Ok(None) | Ok(Some(Err(_))) => return true,
         }
     }
+    false
 }
 
 #[allow(clippy::too_many_arguments)]
