@@ -56,10 +56,7 @@ pub(crate) enum Op {
 pub fn channel(data: &[u8]) {
     let mut reader = ByteReader::new(data);
     let config = decode_config(&mut reader);
-    let mut ops = Vec::new();
-    while !reader.is_empty() && ops.len() < MAX_STEPS {
-        ops.push(decode_op(&mut reader));
-    }
+    let ops = reader.steps(MAX_STEPS, decode_op);
     run(config, ops);
 }
 

@@ -33,10 +33,7 @@ pub fn fanout(data: &[u8]) {
         max_viewers: reader.index(3),
         max_sync_wait_bytes: reader.index(3_000),
     };
-    let mut steps = Vec::new();
-    while !reader.is_empty() && steps.len() < MAX_STEPS {
-        steps.push(decode_step(&mut reader));
-    }
+    let steps = reader.steps(MAX_STEPS, decode_step);
     run(config, steps);
 }
 

@@ -12,6 +12,19 @@ impl<'a> ByteReader<'a> {
         ByteReader { data }
     }
 
+    /// Decodes steps with `decode` until the bytes run out, at most `max_steps` of them.
+    pub(crate) fn steps<T>(
+        &mut self,
+        max_steps: usize,
+        mut decode: impl FnMut(&mut Self) -> T,
+    ) -> Vec<T> {
+        let mut steps = Vec::new();
+        while !self.is_empty() && steps.len() < max_steps {
+            steps.push(decode(self));
+        }
+        steps
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
