@@ -37,6 +37,7 @@ pub mod fanout;
 pub mod fuzzing;
 pub mod hls;
 pub mod lifecycle;
+pub mod machine;
 pub mod playlist;
 pub mod rng;
 pub mod time;

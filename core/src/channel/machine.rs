@@ -2,7 +2,8 @@
 
 use std::collections::VecDeque;
 
-use crate::lifecycle::{EngineAddr, SessionInfo};
+use crate::lifecycle::{EndReason, EngineAddr, SessionInfo};
+use crate::machine::{Machine, TimerKind as Kind, TimerTable};
 use crate::time::{Duration, Instant};
 
 /// Timing and retry bounds of a channel.
@@ -114,7 +115,7 @@ pub enum Input {
     /// The channel now has this many viewers.
     Viewers(usize),
     /// Stop the channel (an operator asked, or the process is shutting down).
-    Stop(String),
+    Stop(EndReason),
 }
 
 /// What the channel asks of the driver.
@@ -146,14 +147,14 @@ pub enum Output {
         /// The session.
         session: EngineSession,
         /// Why.
-        reason: String,
+        reason: EndReason,
     },
     /// The channel could not start; waiting viewers get this error.
     StartFailed(StartFailure),
     /// The channel is over; close every viewer. Last output of the machine.
     Ended {
         /// Why.
-        reason: String,
+        reason: EndReason,
     },
 }
 
@@ -168,20 +169,26 @@ enum Phase {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum TimerKind {
-    StartDeadline = 0,
-    Stall = 1,
-    Retry = 2,
-    Idle = 3,
-    Recovery = 4,
+    StartDeadline,
+    Stall,
+    Retry,
+    Idle,
+    Recovery,
 }
 
-const TIMERS: [TimerKind; 5] = [
-    TimerKind::StartDeadline,
-    TimerKind::Stall,
-    TimerKind::Retry,
-    TimerKind::Idle,
-    TimerKind::Recovery,
-];
+impl Kind for TimerKind {
+    const ALL: &'static [Self] = &[
+        TimerKind::StartDeadline,
+        TimerKind::Stall,
+        TimerKind::Retry,
+        TimerKind::Idle,
+        TimerKind::Recovery,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
 
 #[derive(Debug)]
 struct Session {
@@ -201,7 +208,7 @@ pub struct Channel {
     last_failure: Option<StartFailure>,
     ever_started: bool,
     viewers: usize,
-    timers: [Option<Instant>; 5],
+    timers: TimerTable<TimerKind>,
     outputs: VecDeque<Output>,
 }
 
@@ -217,7 +224,7 @@ impl Channel {
             last_failure: None,
             ever_started: false,
             viewers: 0,
-            timers: [None; 5],
+            timers: TimerTable::default(),
             outputs: VecDeque::new(),
             config,
         };
@@ -253,7 +260,7 @@ impl Channel {
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.iter().flatten().min().copied()
+        self.timers.next()
     }
 
     /// Feeds one report from the driver. Reports that do not fit the current phase
@@ -315,12 +322,11 @@ impl Channel {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for kind in TIMERS {
+        for &kind in TimerKind::ALL {
             if self.phase == Phase::Ended {
                 return;
             }
-            if self.timer(kind).is_some_and(|deadline| deadline <= now) {
-                self.clear(kind);
+            if self.timers.take_due(kind, now) {
                 self.fire(now, kind);
             }
         }
@@ -338,7 +344,7 @@ impl Channel {
                         _ => self.last_failure.clone().unwrap_or(StartFailure::Timeout),
                     };
                     self.outputs.push_back(Output::StartFailed(failure));
-                    self.end("start_timeout".into());
+                    self.end(EndReason::StartTimeout);
                 }
             }
             TimerKind::Stall => {
@@ -356,10 +362,10 @@ impl Channel {
             },
             TimerKind::Idle => {
                 if self.viewers == 0 {
-                    self.end("idle".into());
+                    self.end(EndReason::Idle);
                 }
             }
-            TimerKind::Recovery => self.end("upstream_lost".into()),
+            TimerKind::Recovery => self.end(EndReason::UpstreamLost),
         }
     }
 
@@ -428,7 +434,7 @@ impl Channel {
         }
         let failure = self.last_failure.clone().unwrap_or(StartFailure::NoEngine);
         self.outputs.push_back(Output::StartFailed(failure));
-        self.end("start_failed".into());
+        self.end(EndReason::StartFailed);
     }
 
     fn reconnect(&mut self, now: Instant) {
@@ -442,7 +448,7 @@ impl Channel {
         session.reconnects += 1;
         if session.reconnects > self.config.reconnects_per_session {
             let engine = session.info.engine.clone();
-            self.stop_session("upstream_stalled".into());
+            self.stop_session(EndReason::UpstreamStalled);
             self.phase = Phase::Requesting;
             self.attempts = 0;
             self.excluded = vec![engine];
@@ -458,7 +464,7 @@ impl Channel {
     }
 
     /// Stops the current session (once) and reports its end if it had started.
-    fn stop_session(&mut self, reason: String) {
+    fn stop_session(&mut self, reason: EndReason) {
         let Some(session) = self.session.take() else {
             return;
         };
@@ -474,7 +480,7 @@ impl Channel {
         }
     }
 
-    fn end(&mut self, reason: String) {
+    fn end(&mut self, reason: EndReason) {
         if self.phase == Phase::Ended {
             return;
         }
@@ -483,7 +489,7 @@ impl Channel {
         }
         self.stop_session(reason.clone());
         self.phase = Phase::Ended;
-        self.timers = [None; 5];
+        self.timers.clear_all();
         self.outputs.push_back(Output::Ended { reason });
     }
 
@@ -496,14 +502,35 @@ impl Channel {
     }
 
     fn timer(&self, kind: TimerKind) -> Option<Instant> {
-        self.timers[kind as usize]
+        self.timers.get(kind)
     }
 
     fn set(&mut self, kind: TimerKind, at: Instant) {
-        self.timers[kind as usize] = Some(at);
+        self.timers.set(kind, at);
     }
 
     fn clear(&mut self, kind: TimerKind) {
-        self.timers[kind as usize] = None;
+        self.timers.clear(kind);
+    }
+}
+
+impl Machine for Channel {
+    type Input = Input;
+    type Output = Output;
+
+    fn handle_input(&mut self, now: Instant, input: Input) {
+        Channel::handle_input(self, now, input);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Channel::handle_timeout(self, now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        Channel::poll_output(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Channel::poll_timeout(self)
     }
 }

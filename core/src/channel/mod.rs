@@ -1,21 +1,46 @@
-//! The channel machine: one engine session per channel, from the session request to
-//! the stop, with reconnects, failover and idle shutdown.
+//! Channels: one engine session per channel, from the session request to the stop,
+//! with reconnects, failover and idle shutdown, and the composed machines that put a
+//! format's media part beside it.
 //!
-//! The machine decides *when* and *what*; the driver performs the HTTP calls, picks
-//! the engine from an [`EnginePool`], reads the playback body into a
-//! [`Fanout`](crate::fanout) and reports back. Drive order as for every core machine:
-//! after each `handle_*` call drain [`Channel::poll_output`], then re-arm the timer
-//! from [`Channel::poll_timeout`].
+//! - [`Channel`] is the engine session alone: it decides *when* a session is requested,
+//!   opened, reopened, replaced and stopped.
+//! - [`TsChannel`] and [`HlsChannel`] are what a driver runs, one per channel: the
+//!   engine session, its engine calls (the request deadline, the watch for late
+//!   answers, stop retries) and the format's media part (the TS fan-out and its
+//!   viewers; the HLS fetch loop, its players and the players waiting for the first
+//!   playlist), composed in [`ComposedChannel`]. Their outputs are I/O commands with
+//!   ids ([`RequestId`], [`StopId`], [`PlaybackId`], viewer and waiter ids); their
+//!   inputs are the completions of those commands and the arrivals of viewers, bytes
+//!   and time. Every deadline, retry, backoff and cap is a timer or a config field here.
+//!
+//! Drive order as for every core machine: after each `handle_*` call drain
+//! `poll_output`, then re-arm the timer from `poll_timeout`. The driver answers
+//! [`Output::PickEngine`] at once with [`Input::EnginePicked`] (from the shared
+//! [`EnginePool`], updated by [`Output::Pool`]), answers every request, stop, playback
+//! and fetch it performs, and may go once [`ComposedChannel::is_finished`].
 
 mod answer;
+mod composed;
+mod engine;
+mod hls;
 mod machine;
 mod pool;
+mod ts;
+mod vocab;
 
 pub use answer::SessionAnswer;
+pub use composed::{ComposedChannel, Context, Media, MediaCommand};
+pub use hls::{FetchError, HlsChannel, HlsInput, HlsMedia, HlsMediaConfig, HlsOutput, WaitFailure};
 pub use machine::{
-    Channel, ChannelConfig, EngineSession, Input, Output, SessionError, StartFailure,
+    Channel, ChannelConfig, EngineSession, Input as SessionInput, Output as SessionOutput,
+    SessionError, StartFailure,
 };
 pub use pool::{EngineLoad, EnginePool};
+pub use ts::{TsChannel, TsInput, TsMedia, TsOutput};
+pub use vocab::{
+    CloseReason, EngineCallConfig, Input, Notice, Output, PlaybackId, PoolChange, RequestId,
+    StopId, WaiterId,
+};
 
 #[cfg(test)]
 mod tests;

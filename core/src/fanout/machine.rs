@@ -59,7 +59,8 @@ impl Fanout {
                 self.data(now, bytes);
                 Ok(())
             }
-            Input::Join(id) => self.join(now, id),
+            Input::Join(id) => self.join(now, id, false),
+            Input::JoinAwaiting(id) => self.join(now, id, true),
             Input::Ready(id) => self.ready(now, id),
             Input::Leave(id) => self
                 .viewers
@@ -75,7 +76,10 @@ impl Fanout {
             let Some(&viewer) = self.viewers.get(id) else {
                 continue;
             };
-            match viewer.timer.0 {
+            let Some((kind, _)) = viewer.timer else {
+                continue;
+            };
+            match kind {
                 TimerKind::Stall => self.drop_viewer(id, DropReason::Stalled),
                 TimerKind::Keepalive => {
                     self.outputs.push_back(Output::Keepalive {
@@ -86,7 +90,7 @@ impl Fanout {
                     self.viewers.update(id, |viewer| {
                         viewer.ready = false;
                         viewer.last_sent = now;
-                        viewer.timer = (TimerKind::Stall, stall);
+                        viewer.timer = Some((TimerKind::Stall, stall));
                     });
                 }
             }
@@ -124,6 +128,11 @@ impl Fanout {
     /// Viewers joined now.
     pub fn viewer_count(&self) -> usize {
         self.viewers.len()
+    }
+
+    /// Every viewer joined now, in id order.
+    pub fn viewer_ids(&self) -> Vec<ViewerId> {
+        self.viewers.ids()
     }
 
     /// Whether `viewer` is joined (not left, not dropped).
@@ -208,7 +217,7 @@ impl Fanout {
         waited >= u64::try_from(self.config.max_sync_wait_bytes).unwrap_or(u64::MAX)
     }
 
-    fn join(&mut self, now: Instant, id: ViewerId) -> Result<(), FanoutError> {
+    fn join(&mut self, now: Instant, id: ViewerId, awaiting: bool) -> Result<(), FanoutError> {
         if self.viewers.get(id).is_some() {
             return Err(FanoutError::DuplicateViewer(id));
         }
@@ -222,8 +231,10 @@ impl Fanout {
             cursor,
             waiting: !self.sync.join_point_is_clean() && !self.sync_wait_over(cursor),
             last_sent: now,
-            ready: false,
-            timer: (TimerKind::Stall, now + self.config.viewer_stall_timeout),
+            // An awaiting viewer wants its first media at once and has no timer until
+            // then: nothing is in flight, and no response exists to keep alive.
+            ready: awaiting,
+            timer: (!awaiting).then(|| (TimerKind::Stall, now + self.config.viewer_stall_timeout)),
         };
         self.viewers.insert(id, viewer);
         Ok(())
@@ -241,7 +252,7 @@ impl Fanout {
             let keepalive = viewer.last_sent + self.config.keepalive_interval;
             self.viewers.update(id, |viewer| {
                 viewer.ready = true;
-                viewer.timer = (TimerKind::Keepalive, keepalive);
+                viewer.timer = Some((TimerKind::Keepalive, keepalive));
             });
         }
         Ok(())
@@ -274,7 +285,7 @@ impl Fanout {
             viewer.cursor += len as u64;
             viewer.ready = false;
             viewer.last_sent = now;
-            viewer.timer = (TimerKind::Stall, stall);
+            viewer.timer = Some((TimerKind::Stall, stall));
         });
     }
 

@@ -150,6 +150,12 @@ pub enum Input {
     /// A new viewer. It starts at the join point (or, when that is not a clean start,
     /// waits for one) and is not ready yet.
     Join(ViewerId),
+    /// A new viewer that awaits its first media: like [`Input::Join`] followed by
+    /// [`Input::Ready`], except that until its first [`Output::Deliver`] it has no timer
+    /// at all (no keepalive, since its driver has no response to keep alive yet, and no
+    /// stall, since nothing is in flight). Its driver bounds that wait (the channel's
+    /// start timeout).
+    JoinAwaiting(ViewerId),
     /// The viewer has written everything handed to it and wants more.
     Ready(ViewerId),
     /// The viewer went away; it is forgotten without any output.

@@ -29,8 +29,9 @@ pub(super) struct Viewer {
     /// Ready for more (nothing in flight). A ready viewer is at the live edge, and is
     /// handed data as soon as there is any, unless it is `waiting`.
     pub(super) ready: bool,
-    /// The running timer and its deadline.
-    pub(super) timer: (TimerKind, Instant),
+    /// The running timer and its deadline; none while the viewer awaits its first
+    /// media (its driver bounds that wait).
+    pub(super) timer: Option<(TimerKind, Instant)>,
 }
 
 impl Viewer {
@@ -68,7 +69,9 @@ impl Viewers {
     pub(super) fn insert(&mut self, id: ViewerId, viewer: Viewer) {
         self.remove(id);
         self.by_cursor.insert((viewer.cursor, id));
-        self.by_deadline.insert((viewer.timer.1, id));
+        if let Some((_, deadline)) = viewer.timer {
+            self.by_deadline.insert((deadline, id));
+        }
         if viewer.deliverable() {
             self.ready.insert(id);
         }
@@ -82,7 +85,9 @@ impl Viewers {
     pub(super) fn remove(&mut self, id: ViewerId) -> Option<Viewer> {
         let viewer = self.by_id.remove(&id)?;
         self.by_cursor.remove(&(viewer.cursor, id));
-        self.by_deadline.remove(&(viewer.timer.1, id));
+        if let Some((_, deadline)) = viewer.timer {
+            self.by_deadline.remove(&(deadline, id));
+        }
         self.ready.remove(&id);
         self.waiting.remove(&id);
         Some(viewer)
@@ -101,9 +106,14 @@ impl Viewers {
             self.by_cursor.remove(&(old.cursor, id));
             self.by_cursor.insert((new.cursor, id));
         }
-        if old.timer.1 != new.timer.1 {
-            self.by_deadline.remove(&(old.timer.1, id));
-            self.by_deadline.insert((new.timer.1, id));
+        let (old_deadline, new_deadline) = (old.timer.map(|t| t.1), new.timer.map(|t| t.1));
+        if old_deadline != new_deadline {
+            if let Some(deadline) = old_deadline {
+                self.by_deadline.remove(&(deadline, id));
+            }
+            if let Some(deadline) = new_deadline {
+                self.by_deadline.insert((deadline, id));
+            }
         }
         if old.deliverable() != new.deliverable() {
             if new.deliverable() {
@@ -145,6 +155,11 @@ impl Viewers {
             .range(..=(now, ViewerId(u64::MAX)))
             .map(|&(_, id)| id)
             .collect()
+    }
+
+    /// Ids of every viewer, in id order.
+    pub(super) fn ids(&self) -> Vec<ViewerId> {
+        self.by_id.keys().copied().collect()
     }
 
     /// The earliest deadline of any viewer.

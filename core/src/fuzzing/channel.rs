@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::reader::ByteReader;
 use super::MAX_STEPS;
-use crate::channel::{Channel, ChannelConfig, EngineSession, Input, Output, SessionError};
+use crate::channel::{
+    Channel, ChannelConfig, EngineSession, SessionError, SessionInput as Input,
+    SessionOutput as Output,
+};
 use crate::lifecycle::{EngineAddr, SessionInfo};
 use crate::time::{Duration, Instant};
 

@@ -42,6 +42,7 @@ enum StepKind {
     Bytes,
     Packets,
     Join,
+    JoinAwaiting,
     Ready,
     Leave,
     Timeout,
@@ -53,6 +54,7 @@ fn decode_step(reader: &mut ByteReader<'_>) -> RawStep {
         (3, StepKind::Bytes),
         (3, StepKind::Packets),
         (2, StepKind::Join),
+        (1, StepKind::JoinAwaiting),
         (3, StepKind::Ready),
         (1, StepKind::Leave),
         (2, StepKind::Timeout),
@@ -81,6 +83,7 @@ fn decode_step(reader: &mut ByteReader<'_>) -> RawStep {
             RawStep::Input(Input::Data(bytes.into()))
         }
         StepKind::Join => RawStep::Input(Input::Join(viewer(reader))),
+        StepKind::JoinAwaiting => RawStep::Input(Input::JoinAwaiting(viewer(reader))),
         StepKind::Ready => RawStep::Input(Input::Ready(viewer(reader))),
         StepKind::Leave => RawStep::Input(Input::Leave(viewer(reader))),
         StepKind::Timeout => RawStep::Timeout {
@@ -97,6 +100,15 @@ struct Seen {
     ready: bool,
     /// Whether it has been handed media yet.
     started: bool,
+    /// Whether it joined awaiting its first media (no timer until then).
+    awaiting: bool,
+}
+
+impl Seen {
+    /// Whether the fan-out runs a timer for it.
+    fn timed(&self) -> bool {
+        self.started || !self.awaiting
+    }
 }
 
 /// Drives the machine directly and checks what must hold for any configuration: no
@@ -118,12 +130,14 @@ pub(crate) fn run(config: FanoutConfig, steps: Vec<RawStep>) {
                 }
                 let ok = fanout.handle_input(now, input.clone()).is_ok();
                 match input {
-                    Input::Join(id) if ok => {
+                    Input::Join(id) | Input::JoinAwaiting(id) if ok => {
                         let next_offset = fanout.viewer_offset(id).expect("joined");
+                        let awaiting = matches!(input, Input::JoinAwaiting(_));
                         let seen = Seen {
                             next_offset,
-                            ready: false,
+                            ready: awaiting,
                             started: false,
+                            awaiting,
                         };
                         assert!(viewers.insert(id, seen).is_none(), "joined twice");
                     }
@@ -150,7 +164,11 @@ pub(crate) fn run(config: FanoutConfig, steps: Vec<RawStep>) {
         }
         assert_eq!(fanout.poll_output(), None, "outputs drain");
         assert_eq!(fanout.viewer_count(), viewers.len());
-        assert_eq!(fanout.poll_timeout().is_some(), !viewers.is_empty());
+        assert_eq!(
+            fanout.poll_timeout().is_some(),
+            viewers.values().any(Seen::timed),
+            "a timer runs exactly when a viewer has one"
+        );
         let stats = fanout.stats();
         assert_eq!(stats.live_offset, upstream.len() as u64);
         assert_eq!(stats.discarded_bytes, mirror.discarded_bytes());
@@ -201,6 +219,7 @@ fn check_output(
                 .get_mut(&viewer)
                 .expect("keepalive to a joined viewer");
             assert!(seen.ready, "keepalive in flight");
+            assert!(seen.timed(), "keepalive before an awaiting viewer's first media");
             assert!(
                 ts::packets(&chunk).all(|packet| packet.pid() == ts::NULL_PID),
                 "keepalives are null packets"

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::reader::ByteReader;
 use super::MAX_STEPS;
 use crate::lifecycle::{
+    EndReason,
     EngineAddr, Event, EventKind, Input, KeyType, LifecycleError, Output, Registry, RegistryConfig,
     SessionInfo, StreamEnded, StreamKey, StreamStarted, StreamState, StreamStatus,
 };
@@ -92,7 +93,7 @@ fn decode_end(reader: &mut ByteReader<'_>) -> StreamEnded {
     StreamEnded {
         stream_id: maybe(reader, &END_IDS).map(str::to_owned),
         container_id: maybe(reader, &CONTAINERS).map(str::to_owned),
-        reason: reader.bool().then(|| "gone".to_owned()),
+        reason: reader.bool().then(|| EndReason::from("gone")),
     }
 }
 

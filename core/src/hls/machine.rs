@@ -97,7 +97,12 @@ impl HlsSession {
         self.url.is_some()
     }
 
-    /// What is served now.
+    /// Whether enough is held for players to start ([`Output::Ready`] was emitted).
+    pub fn snapshot_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// The served playlist and segments, for players to read.
     pub fn snapshot(&self) -> HlsSnapshot {
         self.served
             .snapshot(self.config.window_segments, self.is_ended(), self.ready)

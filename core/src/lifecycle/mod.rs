@@ -1,6 +1,7 @@
 //! Lifecycle registry: `stream_started` / `stream_ended`, applied exactly once.
 
 mod model;
+mod reason;
 mod registry;
 
 use thiserror::Error;
@@ -9,6 +10,7 @@ pub use model::{
     EngineAddr, KeyType, SessionInfo, StreamEnded, StreamKey, StreamStarted, StreamState,
     StreamStatus, MAX_ID_BYTES, MAX_LABELS, MAX_TEXT_BYTES,
 };
+pub use reason::EndReason;
 pub use registry::{
     EngineState, Event, EventKind, Input, Outcome, Output, Registry, RegistryConfig,
 };

@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::LifecycleError;
+use super::{EndReason, LifecycleError};
 use crate::time::Instant;
 
 /// Longest accepted identifier (stream id, key, session id, container id), in bytes.
@@ -111,7 +111,7 @@ pub struct StreamEnded {
     pub stream_id: Option<String>,
     /// Why it ended.
     #[serde(default)]
-    pub reason: Option<String>,
+    pub reason: Option<EndReason>,
 }
 
 /// Where a stream is in its life.
@@ -156,7 +156,7 @@ pub struct StreamState {
     /// When the end was applied.
     pub ended_at: Option<Instant>,
     /// Why it ended, as reported.
-    pub end_reason: Option<String>,
+    pub end_reason: Option<EndReason>,
     /// Sequence number of the latest event about this stream.
     pub last_event_seq: u64,
 }
@@ -215,7 +215,7 @@ impl StreamEnded {
             check_id("stream_id", stream_id)?;
         }
         if let Some(reason) = &self.reason {
-            check_text("reason", reason)?;
+            check_text("reason", reason.as_str())?;
         }
         Ok(())
     }

@@ -8,7 +8,10 @@ mod reconnect;
 mod start;
 mod stop;
 
-use super::{Channel, ChannelConfig, EngineSession, Input, Output, SessionError, StartFailure};
+use super::{
+    Channel, ChannelConfig, EngineSession, SessionError, SessionInput as Input,
+    SessionOutput as Output, StartFailure,
+};
 use crate::fuzzing::channel::{engine, session};
 use crate::time::{Duration, Instant};
 

@@ -323,15 +323,17 @@ impl Harness {
     fn expected_result(&self, input: &Input) -> Result<(), FanoutError> {
         match *input {
             Input::Data(_) => Ok(()),
-            Input::Join(id) if self.viewers.contains_key(&id) => {
+            Input::Join(id) | Input::JoinAwaiting(id) if self.viewers.contains_key(&id) => {
                 Err(FanoutError::DuplicateViewer(id))
             }
-            Input::Join(_) if self.viewers.len() >= self.config.max_viewers => {
+            Input::Join(_) | Input::JoinAwaiting(_)
+                if self.viewers.len() >= self.config.max_viewers =>
+            {
                 Err(FanoutError::Capacity {
                     limit: self.config.max_viewers,
                 })
             }
-            Input::Join(_) => Ok(()),
+            Input::Join(_) | Input::JoinAwaiting(_) => Ok(()),
             Input::Ready(id) | Input::Leave(id) if !self.viewers.contains_key(&id) => {
                 Err(FanoutError::UnknownViewer(id))
             }

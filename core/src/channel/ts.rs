@@ -1,0 +1,319 @@
+//! The MPEG-TS half of a channel: the playback body feeds a [`Fanout`], whose
+//! deliveries go to the viewers. A joining viewer awaits its first media (the driver
+//! answers its request only then) for at most the start timeout.
+
+use bytes::Bytes;
+
+use super::composed::{ComposedChannel, Context, Media, MediaCommand};
+use super::vocab::{CloseReason, Notice, PlaybackId};
+use super::{SessionInput as ChannelInput, StartFailure};
+use crate::fanout::{self, Fanout, FanoutConfig, FanoutError, ViewerId};
+use crate::machine::Deadlines;
+use crate::time::{Duration, Instant};
+
+/// A TS channel: engine session, engine calls, fan-out and viewers.
+pub type TsChannel = ComposedChannel<TsMedia>;
+
+/// What the driver reports about TS viewers and the playback body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TsInput {
+    /// A viewer wants the stream; it gets [`TsOutput::Deliver`] with `first: true` (then
+    /// its response head goes out) or [`TsOutput::Close`].
+    Join(ViewerId),
+    /// The viewer wrote everything handed to it and wants more.
+    Ready(ViewerId),
+    /// The viewer went away (its client closed, or its queue could not take a
+    /// delivery).
+    Leave(ViewerId),
+    /// The playback URL answered with a success status.
+    PlaybackOpened(PlaybackId),
+    /// Bytes of the playback body.
+    PlaybackData(PlaybackId, Bytes),
+    /// The playback request or body failed.
+    PlaybackFailed(PlaybackId, String),
+    /// The playback body ended.
+    PlaybackEnded(PlaybackId),
+}
+
+/// What a TS channel asks of its driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TsOutput {
+    /// Open the playback URL; report its events with this id.
+    OpenPlayback {
+        /// Its id.
+        playback: PlaybackId,
+        /// The URL.
+        url: String,
+    },
+    /// Close that playback connection; events still coming from it are ignored.
+    ClosePlayback(PlaybackId),
+    /// Write `chunks` to the viewer, then report [`TsInput::Ready`]. `first`: the
+    /// viewer's first media, so its response head goes out with it.
+    Deliver {
+        /// Whom to write to.
+        viewer: ViewerId,
+        /// Zero-copy slices of the ring.
+        chunks: Vec<Bytes>,
+        /// Whether this is the viewer's first media.
+        first: bool,
+    },
+    /// Write these null packets to a viewer that has had nothing for a while, then
+    /// report [`TsInput::Ready`].
+    Keepalive {
+        /// Whom to write to.
+        viewer: ViewerId,
+        /// The packets.
+        chunk: Bytes,
+    },
+    /// The viewer is removed; answer or close its connection.
+    Close {
+        /// Who.
+        viewer: ViewerId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Upstream bytes that are not MPEG-TS packets were discarded.
+    Discarded {
+        /// How many bytes this time.
+        bytes: u64,
+        /// Whether these are the channel's first.
+        first: bool,
+    },
+}
+
+/// The TS half of a channel.
+#[derive(Debug)]
+pub struct TsMedia {
+    fanout: Fanout,
+    /// Viewers awaiting their first media, by deadline.
+    awaiting: Deadlines<ViewerId>,
+    first_media_timeout: Duration,
+    playback: Option<PlaybackId>,
+    next_playback: u64,
+    discarded_any: bool,
+    ended: bool,
+}
+
+impl TsMedia {
+    /// A fan-out with `fanout` limits; a joining viewer waits at most
+    /// `first_media_timeout` for its first media.
+    pub fn new(fanout: FanoutConfig, first_media_timeout: Duration) -> Self {
+        TsMedia {
+            fanout: Fanout::new(fanout),
+            awaiting: Deadlines::default(),
+            first_media_timeout,
+            playback: None,
+            next_playback: 1,
+            discarded_any: false,
+            ended: false,
+        }
+    }
+
+    /// The fan-out, to read its stats.
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
+    /// Viewers awaiting their first media.
+    pub fn awaiting(&self) -> usize {
+        self.awaiting.len()
+    }
+
+    /// The open playback connection.
+    pub fn playback(&self) -> Option<PlaybackId> {
+        self.playback
+    }
+
+    fn viewers_changed(&mut self, now: Instant, cx: &mut Context<'_, TsOutput>) {
+        let count = self.fanout.viewer_count();
+        cx.notice(Notice::Viewers(count));
+        cx.feed(now, ChannelInput::Viewers(count));
+    }
+
+    fn close(&mut self, now: Instant, viewer: ViewerId, reason: CloseReason, cx: &mut Context<'_, TsOutput>) {
+        let _ = self.fanout.handle_input(now, fanout::Input::Leave(viewer));
+        self.awaiting.remove(viewer);
+        cx.emit(TsOutput::Close { viewer, reason });
+    }
+
+    fn close_playback(&mut self, cx: &mut Context<'_, TsOutput>) {
+        if let Some(playback) = self.playback.take() {
+            cx.emit(TsOutput::ClosePlayback(playback));
+        }
+    }
+
+    fn data(&mut self, now: Instant, bytes: Bytes, cx: &mut Context<'_, TsOutput>) {
+        let len = bytes.len();
+        let discarded_before = self.fanout.stats().discarded_bytes;
+        // Data is never refused.
+        let _ = self.fanout.handle_input(now, fanout::Input::Data(bytes));
+        let discarded = self
+            .fanout
+            .stats()
+            .discarded_bytes
+            .saturating_sub(discarded_before);
+        if discarded > 0 {
+            cx.emit(TsOutput::Discarded {
+                bytes: discarded,
+                first: !std::mem::replace(&mut self.discarded_any, true),
+            });
+        }
+        // Only media counts as upstream activity: an engine that sends nothing but junk
+        // is as silent as one that sends nothing.
+        let media = len.saturating_sub(usize::try_from(discarded).unwrap_or(usize::MAX));
+        if media > 0 {
+            cx.feed(now, ChannelInput::Data(media));
+        }
+    }
+
+    /// Routes the fan-out's outputs.
+    fn drain_fanout(&mut self, now: Instant, cx: &mut Context<'_, TsOutput>) {
+        let mut changed = false;
+        while let Some(output) = self.fanout.poll_output() {
+            match output {
+                fanout::Output::Deliver { viewer, chunks, .. } => {
+                    let first = self.awaiting.remove(viewer).is_some();
+                    cx.emit(TsOutput::Deliver {
+                        viewer,
+                        chunks,
+                        first,
+                    });
+                }
+                fanout::Output::Keepalive { viewer, chunk } => {
+                    cx.emit(TsOutput::Keepalive { viewer, chunk });
+                }
+                fanout::Output::Drop { viewer, reason } => {
+                    self.awaiting.remove(viewer);
+                    cx.emit(TsOutput::Close {
+                        viewer,
+                        reason: CloseReason::Dropped(reason),
+                    });
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.viewers_changed(now, cx);
+        }
+    }
+}
+
+impl Media for TsMedia {
+    type Input = TsInput;
+    type Output = TsOutput;
+
+    fn handle_input(&mut self, now: Instant, input: TsInput, cx: &mut Context<'_, TsOutput>) {
+        match input {
+            TsInput::Join(viewer) => {
+                if self.ended {
+                    let reason = CloseReason::ChannelEnded(crate::lifecycle::EndReason::Unreachable);
+                    cx.emit(TsOutput::Close { viewer, reason });
+                    return;
+                }
+                match self.fanout.handle_input(now, fanout::Input::JoinAwaiting(viewer)) {
+                    Ok(()) => {
+                        self.awaiting.set(viewer, now + self.first_media_timeout);
+                        self.viewers_changed(now, cx);
+                    }
+                    Err(FanoutError::Capacity { limit }) => {
+                        cx.emit(TsOutput::Close {
+                            viewer,
+                            reason: CloseReason::Full { limit },
+                        });
+                    }
+                    // A duplicate id is a driver bug; the viewer already there is kept.
+                    Err(_) => {}
+                }
+            }
+            TsInput::Ready(viewer) => {
+                // Unknown viewers were dropped meanwhile; nothing to do.
+                let _ = self.fanout.handle_input(now, fanout::Input::Ready(viewer));
+            }
+            TsInput::Leave(viewer) => {
+                self.awaiting.remove(viewer);
+                if self.fanout.handle_input(now, fanout::Input::Leave(viewer)).is_ok() {
+                    self.viewers_changed(now, cx);
+                }
+            }
+            TsInput::PlaybackOpened(playback) if self.playback == Some(playback) => {
+                cx.feed(now, ChannelInput::PlaybackOpened);
+            }
+            TsInput::PlaybackData(playback, bytes) if self.playback == Some(playback) => {
+                self.data(now, bytes, cx);
+            }
+            TsInput::PlaybackFailed(playback, error) if self.playback == Some(playback) => {
+                self.playback = None;
+                cx.feed(now, ChannelInput::PlaybackFailed(error));
+            }
+            TsInput::PlaybackEnded(playback) if self.playback == Some(playback) => {
+                self.playback = None;
+                cx.feed(now, ChannelInput::PlaybackEnded);
+            }
+            // Events of a playback connection closed meanwhile.
+            TsInput::PlaybackOpened(_)
+            | TsInput::PlaybackData(..)
+            | TsInput::PlaybackFailed(..)
+            | TsInput::PlaybackEnded(_) => {}
+        }
+        self.drain_fanout(now, cx);
+    }
+
+    fn command(&mut self, now: Instant, command: MediaCommand, cx: &mut Context<'_, TsOutput>) {
+        match command {
+            MediaCommand::OpenPlayback { url } => {
+                self.close_playback(cx);
+                if cx.channel().has_started() {
+                    cx.notice(Notice::Reconnecting);
+                }
+                let playback = PlaybackId(self.next_playback);
+                self.next_playback += 1;
+                self.playback = Some(playback);
+                cx.emit(TsOutput::OpenPlayback { playback, url });
+            }
+            MediaCommand::ClosePlayback => {
+                if !cx.channel().is_ended() {
+                    cx.notice(Notice::UpstreamStalled);
+                }
+                self.close_playback(cx);
+            }
+            MediaCommand::StartFailed(failure) => {
+                let waiting: Vec<ViewerId> = self.awaiting.ids().collect();
+                for viewer in waiting {
+                    self.close(now, viewer, CloseReason::StartFailed(failure.clone()), cx);
+                }
+                self.viewers_changed(now, cx);
+            }
+            MediaCommand::Ended(reason) => {
+                self.ended = true;
+                self.close_playback(cx);
+                for viewer in self.fanout.viewer_ids() {
+                    self.close(now, viewer, CloseReason::ChannelEnded(reason.clone()), cx);
+                }
+                cx.notice(Notice::Viewers(0));
+            }
+        }
+        self.drain_fanout(now, cx);
+    }
+
+    fn handle_timeout(&mut self, now: Instant, cx: &mut Context<'_, TsOutput>) {
+        self.fanout.handle_timeout(now);
+        self.drain_fanout(now, cx);
+        let mut changed = false;
+        while let Some(viewer) = self.awaiting.pop_due(now) {
+            // The channel sent no media in time for this viewer (it joined a start that
+            // drags on, or a recovery): it gets the start timeout's answer.
+            self.close(now, viewer, CloseReason::StartFailed(StartFailure::Timeout), cx);
+            changed = true;
+        }
+        if changed {
+            self.viewers_changed(now, cx);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        [self.fanout.poll_timeout(), self.awaiting.next()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
