@@ -115,7 +115,7 @@ impl Running {
         if let Some(streams) = &self.streams {
             // Ends viewer bodies (so connections can finish), stops engine sessions and
             // records their `stream_ended` before the store closes.
-            streams.stop_all("shutdown".into()).await;
+            streams.stop_all().await;
         }
         if let Err(error) = self.server.await {
             tracing::error!(%error, "server task failed");

@@ -27,16 +27,7 @@ pub enum StreamFormat {
 /// Largest session answer read from an engine.
 const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
 
-/// Why [`EngineClient::fetch_bounded`] failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FetchError {
-    /// The body was larger than the bound asked for.
-    #[error("{0}")]
-    TooLarge(String),
-    /// Anything else: unreachable, a status other than 2xx, an empty body, a timeout.
-    #[error("{0}")]
-    Failed(String),
-}
+pub use acemux_core::channel::FetchError;
 
 /// An HTTP client for AceStream engines.
 #[derive(Clone)]
@@ -151,10 +142,13 @@ impl<N: Net> EngineClient<N> {
     /// [`fetch`](Self::fetch), telling a body over `max_bytes` apart from other failures.
     pub async fn fetch_bounded(&self, url: &str, max_bytes: usize) -> Result<Bytes, FetchError> {
         let exchange = async {
-            let response = self.get(url).await.map_err(FetchError::Failed)?;
+            let response = self.get(url).await.map_err(FetchError::Unreachable)?;
             let status = response.status();
             if !status.is_success() {
-                return Err(FetchError::Failed(format!("{url} answered {status}")));
+                return Err(FetchError::Status {
+                    url: url.to_owned(),
+                    status: status.as_u16(),
+                });
             }
             http_body_util::Limited::new(response.into_body(), max_bytes)
                 .collect()
@@ -162,24 +156,24 @@ impl<N: Net> EngineClient<N> {
                 .map(|body| body.to_bytes())
                 .map_err(|error| {
                     if error.is::<http_body_util::LengthLimitError>() {
-                        FetchError::TooLarge(format!(
-                            "{url}: body larger than {max_bytes} bytes; cut off"
-                        ))
+                        FetchError::TooLarge {
+                            url: url.to_owned(),
+                            limit: max_bytes,
+                        }
                     } else {
-                        FetchError::Failed(format!("reading {url}: {error}"))
+                        FetchError::Unreachable(format!("reading {url}: {error}"))
                     }
                 })
         };
         let body = tokio::time::timeout(self.request_timeout, exchange)
             .await
-            .map_err(|_| {
-                FetchError::Failed(format!(
-                    "{url}: no complete answer within {:?}",
-                    self.request_timeout
-                ))
+            .map_err(|_| FetchError::Timeout {
+                url: url.to_owned(),
             })??;
         if body.is_empty() {
-            return Err(FetchError::Failed(format!("{url} answered an empty body")));
+            return Err(FetchError::Empty {
+                url: url.to_owned(),
+            });
         }
         Ok(body)
     }

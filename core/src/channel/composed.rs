@@ -7,7 +7,10 @@ use std::collections::VecDeque;
 
 use super::engine::EngineCalls;
 use super::vocab::{EngineCallConfig, Input, Notice, Output, PoolChange};
-use super::{Channel, ChannelConfig, EngineSession, SessionInput, SessionOutput as ChannelOutput, StartFailure};
+use super::{
+    Channel, ChannelConfig, EngineSession, SessionInput, SessionOutput as ChannelOutput,
+    StartFailure,
+};
 use crate::lifecycle::EndReason;
 use crate::machine::Machine;
 use crate::time::Instant;
@@ -65,7 +68,12 @@ pub trait Media {
     type Output;
 
     /// Handles one input of this format.
-    fn handle_input(&mut self, now: Instant, input: Self::Input, cx: &mut Context<'_, Self::Output>);
+    fn handle_input(
+        &mut self,
+        now: Instant,
+        input: Self::Input,
+        cx: &mut Context<'_, Self::Output>,
+    );
 
     /// Performs a command of the engine session.
     fn command(&mut self, now: Instant, command: MediaCommand, cx: &mut Context<'_, Self::Output>);
@@ -153,7 +161,11 @@ impl<P: Media> ComposedChannel<P> {
                 }
             }
             Input::SessionAnswer { request, result } => {
-                if let Some(input) = self.calls.answer(request, result, &mut self.outputs) {
+                let wanted = !self.channel.is_ended();
+                if let Some(input) = self
+                    .calls
+                    .answer(request, result, wanted, &mut self.outputs)
+                {
                     self.channel.handle_input(now, input);
                 }
             }

@@ -88,18 +88,24 @@ impl EngineCalls {
         None
     }
 
-    /// An engine's answer: for the current request, the channel's input; a session for
-    /// any other request (timed out, watched, or unknown) is stopped at once.
+    /// An engine's answer: for the current request of a channel still running
+    /// (`wanted`), the channel's input; a session for any other request (timed out,
+    /// watched, unknown, or asked for by a channel that has ended since) is stopped at
+    /// once.
     pub(super) fn answer<M>(
         &mut self,
         request: RequestId,
         result: Result<EngineSession, SessionError>,
+        wanted: bool,
         out: &mut VecDeque<Output<M>>,
     ) -> Option<ChannelInput> {
         let engine = self.requests.remove(&request);
         self.deadlines.remove(request);
-        if engine.is_some() && self.current == Some(request) {
+        let current = self.current == Some(request);
+        if current {
             self.current = None;
+        }
+        if engine.is_some() && current && wanted {
             let engine = engine?;
             return Some(match result {
                 Ok(session) => {

@@ -22,25 +22,38 @@ pub type HlsChannel = ComposedChannel<HlsMedia>;
 #[non_exhaustive]
 pub enum FetchError {
     /// The engine could not be reached or the connection broke.
-    #[error("engine unreachable: {0}")]
+    #[error("{0}")]
     Unreachable(String),
     /// The engine answered with a status other than 2xx.
-    #[error("engine answered {0}")]
-    Status(u16),
+    #[error("{url} answered {status}")]
+    Status {
+        /// What was fetched.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
     /// No complete answer within the engine request timeout.
-    #[error("no complete answer in time")]
-    Timeout,
+    #[error("{url}: no complete answer in time")]
+    Timeout {
+        /// What was fetched.
+        url: String,
+    },
     /// The body was larger than allowed; it was cut off.
-    #[error("body larger than {limit} bytes; cut off")]
+    #[error("{url}: body larger than {limit} bytes; cut off")]
     TooLarge {
+        /// What was fetched.
+        url: String,
         /// The bound.
         limit: usize,
     },
     /// The body was empty.
-    #[error("empty body")]
-    Empty,
+    #[error("{url} answered an empty body")]
+    Empty {
+        /// What was fetched.
+        url: String,
+    },
     /// The body was not a usable playlist (or named a URI off the engine).
-    #[error("invalid playlist: {0}")]
+    #[error("{0}")]
     Invalid(String),
 }
 
@@ -49,10 +62,10 @@ impl FetchError {
     pub fn as_str(&self) -> &'static str {
         match self {
             FetchError::Unreachable(_) => "unreachable",
-            FetchError::Status(_) => "status",
-            FetchError::Timeout => "timeout",
+            FetchError::Status { .. } => "status",
+            FetchError::Timeout { .. } => "timeout",
             FetchError::TooLarge { .. } => "too_large",
-            FetchError::Empty => "empty",
+            FetchError::Empty { .. } => "empty",
             FetchError::Invalid(_) => "invalid",
         }
     }

@@ -130,7 +130,13 @@ impl TsMedia {
         cx.feed(now, ChannelInput::Viewers(count));
     }
 
-    fn close(&mut self, now: Instant, viewer: ViewerId, reason: CloseReason, cx: &mut Context<'_, TsOutput>) {
+    fn close(
+        &mut self,
+        now: Instant,
+        viewer: ViewerId,
+        reason: CloseReason,
+        cx: &mut Context<'_, TsOutput>,
+    ) {
         let _ = self.fanout.handle_input(now, fanout::Input::Leave(viewer));
         self.awaiting.remove(viewer);
         cx.emit(TsOutput::Close { viewer, reason });
@@ -206,11 +212,15 @@ impl Media for TsMedia {
         match input {
             TsInput::Join(viewer) => {
                 if self.ended {
-                    let reason = CloseReason::ChannelEnded(crate::lifecycle::EndReason::Unreachable);
+                    let reason =
+                        CloseReason::ChannelEnded(crate::lifecycle::EndReason::Unreachable);
                     cx.emit(TsOutput::Close { viewer, reason });
                     return;
                 }
-                match self.fanout.handle_input(now, fanout::Input::JoinAwaiting(viewer)) {
+                match self
+                    .fanout
+                    .handle_input(now, fanout::Input::JoinAwaiting(viewer))
+                {
                     Ok(()) => {
                         self.awaiting.set(viewer, now + self.first_media_timeout);
                         self.viewers_changed(now, cx);
@@ -231,7 +241,11 @@ impl Media for TsMedia {
             }
             TsInput::Leave(viewer) => {
                 self.awaiting.remove(viewer);
-                if self.fanout.handle_input(now, fanout::Input::Leave(viewer)).is_ok() {
+                if self
+                    .fanout
+                    .handle_input(now, fanout::Input::Leave(viewer))
+                    .is_ok()
+                {
                     self.viewers_changed(now, cx);
                 }
             }
@@ -302,7 +316,12 @@ impl Media for TsMedia {
         while let Some(viewer) = self.awaiting.pop_due(now) {
             // The channel sent no media in time for this viewer (it joined a start that
             // drags on, or a recovery): it gets the start timeout's answer.
-            self.close(now, viewer, CloseReason::StartFailed(StartFailure::Timeout), cx);
+            self.close(
+                now,
+                viewer,
+                CloseReason::StartFailed(StartFailure::Timeout),
+                cx,
+            );
             changed = true;
         }
         if changed {

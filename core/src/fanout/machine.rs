@@ -237,6 +237,10 @@ impl Fanout {
             timer: (!awaiting).then(|| (TimerKind::Stall, now + self.config.viewer_stall_timeout)),
         };
         self.viewers.insert(id, viewer);
+        if awaiting && !viewer.waiting && viewer.cursor < self.ring.end_offset() {
+            // Ready at once, with media held after its join point: hand it over now.
+            self.deliver(now, id);
+        }
         Ok(())
     }
 

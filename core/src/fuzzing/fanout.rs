@@ -219,7 +219,10 @@ fn check_output(
                 .get_mut(&viewer)
                 .expect("keepalive to a joined viewer");
             assert!(seen.ready, "keepalive in flight");
-            assert!(seen.timed(), "keepalive before an awaiting viewer's first media");
+            assert!(
+                seen.timed(),
+                "keepalive before an awaiting viewer's first media"
+            );
             assert!(
                 ts::packets(&chunk).all(|packet| packet.pid() == ts::NULL_PID),
                 "keepalives are null packets"

@@ -7,9 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::reader::ByteReader;
 use super::MAX_STEPS;
 use crate::lifecycle::{
-    EndReason,
-    EngineAddr, Event, EventKind, Input, KeyType, LifecycleError, Output, Registry, RegistryConfig,
-    SessionInfo, StreamEnded, StreamKey, StreamStarted, StreamState, StreamStatus,
+    EndReason, EngineAddr, Event, EventKind, Input, KeyType, LifecycleError, Output, Registry,
+    RegistryConfig, SessionInfo, StreamEnded, StreamKey, StreamStarted, StreamState, StreamStatus,
 };
 use crate::time::{Duration, Instant};
 

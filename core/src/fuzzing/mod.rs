@@ -14,6 +14,8 @@
 //! | [`engine_envelope`] | the engine's session envelope |
 //! | [`lifecycle`] | the lifecycle registry: starts, ends, clock moves, restarts |
 //! | [`channel`] | the channel machine: engine reports, viewers, clock moves |
+//! | [`ts_channel`] | the composed TS channel: engine calls, playback, viewers, clock moves |
+//! | [`hls_channel`] | the composed HLS channel: engine calls, fetches, players, waiters |
 //! | [`hls`] | the HLS session against a fake engine and driver |
 //! | [`fanout`] | the TS fan-out: upstream bytes, viewers, clock moves |
 //! | [`ts_aligner`] | the TS packet aligner, fed whole and in chunks |
@@ -25,6 +27,7 @@
 //! ```
 
 pub(crate) mod channel;
+pub(crate) mod composed;
 mod envelope;
 pub(crate) mod fanout;
 pub(crate) mod hls;
@@ -34,6 +37,7 @@ mod reader;
 mod ts;
 
 pub use channel::channel;
+pub use composed::{hls_channel, ts_channel};
 pub use envelope::engine_envelope;
 pub use fanout::fanout;
 pub use hls::hls;
@@ -48,7 +52,7 @@ const MAX_STEPS: usize = 512;
 pub type Driver = (&'static str, fn(&[u8]));
 
 /// Every driver, by fuzz target name.
-pub const DRIVERS: [Driver; 8] = [
+pub const DRIVERS: [Driver; 10] = [
     ("playlist", playlist),
     ("lifecycle_events", lifecycle_events),
     ("engine_envelope", engine_envelope),
@@ -57,6 +61,8 @@ pub const DRIVERS: [Driver; 8] = [
     ("hls", hls),
     ("fanout", fanout),
     ("ts_aligner", ts_aligner),
+    ("ts_channel", ts_channel),
+    ("hls_channel", hls_channel),
 ];
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The proxy: one channel task per stream key, each owning its channel and fan-out
 //! machines; viewers are their own tasks talking to the channel with small messages.
 
+mod calls;
 mod hls;
-mod session;
+mod pump;
 mod ts;
 mod viewer;
 
@@ -11,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use acemux_core::channel::{ChannelConfig, EnginePool, StartFailure};
+use acemux_core::channel::{ChannelConfig, EngineCallConfig, EnginePool, StartFailure};
 use acemux_core::fanout::{FanoutConfig, ViewerId};
 use acemux_core::hls::{HlsConfig, HlsSnapshot};
-use acemux_core::lifecycle::{EngineAddr, Input, KeyType, StreamEnded};
+use acemux_core::lifecycle::{EndReason, EngineAddr, Input, KeyType, StreamEnded};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -26,10 +27,8 @@ use crate::server::ConnectionKill;
 
 pub use viewer::ViewerStream;
 
-use hls::HlsMsg;
-
-/// Messages a channel task's mailbox holds at most; senders wait (viewers) or fail
-/// (joins answer 503) instead of growing an unbounded queue.
+/// Messages a channel task's mailbox holds at most; a full mailbox answers a join 503
+/// (viewers already in wait for room instead of growing an unbounded queue).
 const MAILBOX: usize = 1024;
 
 /// Bounds of the proxy.
@@ -41,7 +40,7 @@ pub struct ProxyConfig {
     pub fanout: FanoutConfig,
     /// Channels at once; more get 503 `capacity`.
     pub max_channels: usize,
-    /// Bound on each engine request (session, stop) up to its answer.
+    /// Bound on each engine request (session, stop, fetch) up to its answer.
     pub engine_request_timeout: Duration,
     /// Sessions per engine.
     pub max_streams_per_engine: usize,
@@ -119,21 +118,34 @@ fn describe(failure: &StartFailure) -> String {
     }
 }
 
+/// What a waiting HLS player is answered: the channel's id (for segment URIs) and
+/// its ready snapshot, or why not.
+type WaitAnswer = Result<(u64, Arc<HlsSnapshot>), JoinError>;
+
+/// What requests tell a channel task.
 enum ChannelMsg {
+    /// A TS viewer joins.
     Join {
         viewer: ViewerId,
         tx: mpsc::Sender<viewer::ViewerMsg>,
         kill: Option<ConnectionKill>,
     },
+    /// A TS viewer wrote what it was handed.
     Ready(ViewerId),
+    /// A TS viewer went away.
     Leave(ViewerId),
+    /// An HLS player (by token) requested something.
+    Seen { token: String },
+    /// An HLS player waits for the first playlist.
+    WaitReady { reply: oneshot::Sender<WaitAnswer> },
+    /// Stop the channel; `done` is answered once its `stream_ended` is applied.
     Stop {
-        reason: String,
+        reason: EndReason,
         done: oneshot::Sender<()>,
     },
-    Hls(HlsMsg),
 }
 
+/// A channel in the directory.
 struct ChannelHandle {
     id: u64,
     mailbox: mpsc::Sender<ChannelMsg>,
@@ -152,8 +164,6 @@ struct Shared<N: Net> {
     metrics: Arc<Metrics>,
     next_id: AtomicU64,
     pid_prefix: u64,
-    /// Timed-out session requests still watched for a late answer.
-    late_sessions: session::LateSessions,
 }
 
 /// The proxy's entry point, cheap to clone.
@@ -189,7 +199,6 @@ impl<N: Net> Proxy<N> {
             metrics,
             next_id: AtomicU64::new(1),
             pid_prefix,
-            late_sessions: session::LateSessions::new(),
         }))
     }
 
@@ -200,207 +209,218 @@ impl<N: Net> Proxy<N> {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
+    fn pool(&self) -> MutexGuard<'_, EnginePool> {
+        self.0
+            .pool
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
     fn next_id(&self) -> u64 {
         self.0.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Joins (creating if needed) the channel of `key`; resolves with the viewer's
-    /// stream once its first media is in hand, or with why it cannot be.
+    /// stream once its first media is in hand, or with why it cannot be. The channel
+    /// answers every viewer it takes, by its start timeout at the latest.
     pub async fn join(
         &self,
         key: ChannelKey,
         kill: Option<ConnectionKill>,
     ) -> Result<ViewerStream, JoinError> {
-        // A channel that is ending refuses the join; one more try gets a fresh channel.
-        for _ in 0..3 {
-            let viewer = ViewerId(self.next_id());
-            let (tx, rx) = mpsc::channel(viewer::VIEWER_QUEUE);
-            let mailbox = self.channel_for(&key)?;
-            let join = ChannelMsg::Join {
-                viewer,
-                tx,
-                kill: kill.clone(),
-            };
-            if mailbox.try_send(join).is_err() {
-                if mailbox.is_closed() {
-                    continue;
-                }
-                self.0.metrics.limit_hit("channel_mailbox");
-                return Err(JoinError::Capacity(format!("channel {key} is overloaded")));
-            }
-            let bound = self.0.config.channel.start_timeout + Duration::from_secs(1);
-            match viewer::first_media(rx, viewer, mailbox, self.0.metrics.clone(), &key, bound)
-                .await
-            {
-                Err(JoinError::Ended) => continue,
-                other => return other,
-            }
-        }
-        Err(JoinError::Ended)
+        let viewer = ViewerId(self.next_id());
+        let (tx, rx) = mpsc::channel(viewer::VIEWER_QUEUE);
+        let join = ChannelMsg::Join { viewer, tx, kill };
+        let (mailbox, _) = self.send(&key, join)?;
+        viewer::first_media(rx, viewer, mailbox, self.0.metrics.clone(), &key).await
     }
 
-    fn channel_for(&self, key: &ChannelKey) -> Result<mpsc::Sender<ChannelMsg>, JoinError> {
-        self.channel_handle(key).map(|(mailbox, _, _)| mailbox)
-    }
-
-    /// The mailbox, HLS snapshot and id of `key`'s channel, started if needed.
-    #[allow(clippy::type_complexity)]
-    fn channel_handle(
+    /// Hands `message` to `key`'s channel, started if needed, and returns that
+    /// channel's mailbox and id. Done under the directory lock, so a channel that
+    /// ends meanwhile has either received the message (and hands it on to its
+    /// successor) or is gone from the directory (and a new channel receives it).
+    fn send(
         &self,
         key: &ChannelKey,
-    ) -> Result<
-        (
-            mpsc::Sender<ChannelMsg>,
-            Option<watch::Receiver<Arc<HlsSnapshot>>>,
-            u64,
-        ),
-        JoinError,
-    > {
+        message: ChannelMsg,
+    ) -> Result<(mpsc::Sender<ChannelMsg>, u64), JoinError> {
         let mut channels = self.channels();
-        if let Some(handle) = channels.get(key) {
-            if !handle.mailbox.is_closed() {
-                return Ok((handle.mailbox.clone(), handle.snapshot.clone(), handle.id));
-            }
-            channels.remove(key);
-        }
-        if channels.len() >= self.0.config.max_channels {
+        let handle = self.channel_locked(&mut channels, key)?;
+        let mailbox = handle.mailbox.clone();
+        let id = handle.id;
+        if mailbox.try_send(message).is_err() {
             drop(channels);
-            self.0.metrics.limit_hit("channels");
-            return Err(JoinError::Capacity(format!(
-                "too many channels (limit {})",
-                self.0.config.max_channels
-            )));
+            self.0.metrics.limit_hit("channel_mailbox");
+            return Err(JoinError::Capacity(format!("channel {key} is overloaded")));
         }
+        Ok((mailbox, id))
+    }
+
+    /// `key`'s channel in the (locked) directory, started if needed.
+    fn channel_locked<'a>(
+        &self,
+        channels: &'a mut BTreeMap<ChannelKey, ChannelHandle>,
+        key: &ChannelKey,
+    ) -> Result<&'a ChannelHandle, JoinError> {
+        if !channels.contains_key(key) {
+            if channels.len() >= self.0.config.max_channels {
+                self.0.metrics.limit_hit("channels");
+                return Err(JoinError::Capacity(format!(
+                    "too many channels (limit {})",
+                    self.0.config.max_channels
+                )));
+            }
+            let handle = self.spawn_channel(key);
+            channels.insert(key.clone(), handle);
+        }
+        Ok(channels
+            .get(key)
+            .expect("present: found or inserted just above"))
+    }
+
+    fn spawn_channel(&self, key: &ChannelKey) -> ChannelHandle {
         let (mailbox, inbox) = mpsc::channel(MAILBOX);
         let (stream_id_tx, stream_id) = watch::channel(None);
         let id = self.next_id();
-        let (snapshot_tx, snapshot) = match key.format {
-            StreamFormat::Ts => (None, None),
+        tracing::info!(channel = %key, "starting channel");
+        let snapshot = match key.format {
+            StreamFormat::Ts => {
+                let format = ts::TsIo::new(mailbox.clone());
+                let task =
+                    pump::ChannelTask::new(self.clone(), id, key.clone(), stream_id_tx, format);
+                tokio::spawn(task.run(inbox));
+                None
+            }
             StreamFormat::Hls => {
-                let (tx, rx) = watch::channel(Arc::new(HlsSnapshot::default()));
-                (Some(tx), Some(rx))
+                let (snapshot_tx, snapshot) = watch::channel(Arc::new(HlsSnapshot::default()));
+                let format = hls::HlsIo::new(id, snapshot_tx);
+                let task =
+                    pump::ChannelTask::new(self.clone(), id, key.clone(), stream_id_tx, format);
+                tokio::spawn(task.run(inbox));
+                Some(snapshot)
             }
         };
-        channels.insert(
-            key.clone(),
-            ChannelHandle {
-                id,
-                mailbox: mailbox.clone(),
-                snapshot: snapshot.clone(),
-                stream_id,
-            },
-        );
-        drop(channels);
-        tracing::info!(channel = %key, "starting channel");
-        match snapshot_tx {
-            None => {
-                tokio::spawn(ts::run(self.clone(), id, key.clone(), inbox, stream_id_tx));
-            }
-            Some(snapshot_tx) => {
-                tokio::spawn(hls::run(
-                    self.clone(),
-                    id,
-                    key.clone(),
-                    inbox,
-                    stream_id_tx,
-                    snapshot_tx,
-                ));
-            }
+        ChannelHandle {
+            id,
+            mailbox,
+            snapshot,
+            stream_id,
         }
-        Ok((mailbox, snapshot, id))
     }
 
-    /// The served playlist of `key`'s HLS channel for player `viewer`, started if
-    /// needed; a new channel's first answer waits (bounded) until it is ready.
-    pub async fn hls_playlist(&self, key: ChannelKey, viewer: String) -> Result<String, JoinError> {
-        for _ in 0..3 {
-            let (mailbox, snapshot, id) = self.channel_handle(&key)?;
-            let Some(mut snapshot) = snapshot else {
-                return Err(JoinError::Ended);
-            };
-            let activity = ChannelMsg::Hls(HlsMsg::Activity {
-                viewer: viewer.clone(),
-            });
-            if mailbox.try_send(activity).is_err() && mailbox.is_closed() {
-                continue;
-            }
-            if !snapshot.borrow().ready {
-                let (reply, ready) = oneshot::channel();
-                if mailbox
-                    .send(ChannelMsg::Hls(HlsMsg::WaitReady { reply }))
-                    .await
-                    .is_err()
-                {
-                    continue;
-                }
-                let bound = self.0.config.channel.start_timeout + Duration::from_secs(1);
-                match tokio::time::timeout(bound, ready).await {
-                    Ok(Ok(Ok(()))) => {}
-                    Ok(Ok(Err(failure))) => return Err(JoinError::Start(failure)),
-                    // The channel answers every waiter it keeps, even as it ends; one
-                    // dropped while the channel runs was over the bound of waiters.
-                    Ok(Err(_)) if !mailbox.is_closed() => {
-                        self.0.metrics.limit_hit("hls_start_waiters");
-                        return Err(JoinError::Capacity(format!(
-                            "too many players are waiting for channel {key} to start"
-                        )));
+    /// Takes channel `id` of `key` out of the directory as it ends, and hands the
+    /// messages still in its mailbox on: joins and HLS requests to a successor channel
+    /// (started at once), stop requests back to the caller (answered once the ended
+    /// channel's events are applied). Nothing reaches the mailbox afterwards.
+    fn retire(
+        &self,
+        key: &ChannelKey,
+        id: u64,
+        inbox: &mut mpsc::Receiver<ChannelMsg>,
+    ) -> Vec<oneshot::Sender<()>> {
+        let mut channels = self.channels();
+        if channels.get(key).is_some_and(|handle| handle.id == id) {
+            channels.remove(key);
+        }
+        inbox.close();
+        let mut stops = Vec::new();
+        let mut successor: Option<Result<mpsc::Sender<ChannelMsg>, JoinError>> = None;
+        while let Ok(message) = inbox.try_recv() {
+            match message {
+                ChannelMsg::Stop { done, .. } => stops.push(done),
+                // Its viewers are closed already.
+                ChannelMsg::Ready(_) | ChannelMsg::Leave(_) => {}
+                message => {
+                    let mailbox = successor.get_or_insert_with(|| {
+                        self.channel_locked(&mut channels, key)
+                            .map(|handle| handle.mailbox.clone())
+                    });
+                    match mailbox {
+                        // Room for everything: a new mailbox is as large as this one.
+                        Ok(mailbox) => {
+                            let _ = mailbox.try_send(message);
+                        }
+                        Err(error) => refuse(message, error),
                     }
-                    Ok(Err(_)) => continue,
-                    Err(_) => return Err(JoinError::Start(StartFailure::Timeout)),
                 }
             }
-            let current = snapshot.borrow_and_update().clone();
-            let token = crate::engine::percent_encode(&viewer);
-            return Ok(current.render(|seq| format!("/ace/hls/{id}/{seq}.ts?t={token}")));
         }
-        Err(JoinError::Ended)
+        stops
     }
 
-    /// Segment `seq` of HLS channel `id`, if it is held; counts as activity of `viewer`.
-    pub fn hls_segment(&self, id: u64, seq: u64, viewer: String) -> Option<bytes::Bytes> {
+    /// The served playlist of `key`'s HLS channel for player `token`, started if
+    /// needed; a new channel's first answer waits until it is ready (the channel
+    /// answers by its start timeout at the latest).
+    pub async fn hls_playlist(&self, key: ChannelKey, token: String) -> Result<String, JoinError> {
+        let ready = {
+            let mut channels = self.channels();
+            let handle = self.channel_locked(&mut channels, &key)?;
+            let _ = handle.mailbox.try_send(ChannelMsg::Seen {
+                token: token.clone(),
+            });
+            let snapshot = handle.snapshot.as_ref().map(|rx| rx.borrow().clone());
+            match snapshot.filter(|snapshot| snapshot.ready) {
+                Some(snapshot) => Ok((handle.id, snapshot)),
+                None => {
+                    let (reply, ready) = oneshot::channel();
+                    let wait = ChannelMsg::WaitReady { reply };
+                    if handle.mailbox.try_send(wait).is_err() {
+                        drop(channels);
+                        self.0.metrics.limit_hit("channel_mailbox");
+                        return Err(JoinError::Capacity(format!("channel {key} is overloaded")));
+                    }
+                    Err(ready)
+                }
+            }
+        };
+        let (id, snapshot) = match ready {
+            Ok(ready) => ready,
+            Err(ready) => ready.await.map_err(|_| JoinError::Ended)??,
+        };
+        let token = crate::engine::percent_encode(&token);
+        Ok(snapshot.render(|seq| format!("/ace/hls/{id}/{seq}.ts?t={token}")))
+    }
+
+    /// Segment `seq` of HLS channel `id`, if it is held; counts as activity of `token`.
+    pub fn hls_segment(&self, id: u64, seq: u64, token: String) -> Option<bytes::Bytes> {
         let (mailbox, snapshot) = self
             .channels()
             .values()
             .find(|handle| handle.id == id)
             .map(|handle| (handle.mailbox.clone(), handle.snapshot.clone()))?;
-        let _ = mailbox.try_send(ChannelMsg::Hls(HlsMsg::Activity { viewer }));
+        let _ = mailbox.try_send(ChannelMsg::Seen { token });
         let snapshot = snapshot?;
         let current = snapshot.borrow();
         current.segment(seq).map(|segment| segment.bytes.clone())
     }
 
-    /// Forgets channel `id` under `key` (called by the channel task as it ends).
-    fn remove(&self, key: &ChannelKey, id: u64) {
-        let mut channels = self.channels();
-        if channels.get(key).is_some_and(|handle| handle.id == id) {
-            channels.remove(key);
-        }
-    }
-
     /// Stops the stream `stream_id`: a proxied channel is stopped (viewers closed,
-    /// engine stopped, one `stream_ended`); any other registered stream is ended in
-    /// the registry.
+    /// engine stopped, one `stream_ended`, answered once that is applied); any other
+    /// registered stream is ended in the registry.
     pub async fn stop_stream(&self, stream_id: &str, reason: &str) -> Result<bool, ApplyError> {
         let mailbox = self
             .channels()
             .values()
             .find(|handle| handle.stream_id.borrow().as_deref() == Some(stream_id))
             .map(|handle| handle.mailbox.clone());
+        let reason = EndReason::from(reason);
         if let Some(mailbox) = mailbox {
             let (done, stopped) = oneshot::channel();
-            let stop = ChannelMsg::Stop {
-                reason: reason.to_owned(),
-                done,
-            };
-            if mailbox.send(stop).await.is_ok() {
-                let _ = tokio::time::timeout(Duration::from_secs(10), stopped).await;
+            if mailbox
+                .send(ChannelMsg::Stop { reason, done })
+                .await
+                .is_ok()
+            {
+                // Answered once the end is applied (the store's commit timeout bounds
+                // that); a channel that ended meanwhile answers as it retires.
+                let _ = stopped.await;
             }
             return Ok(true);
         }
         let ended = StreamEnded {
             container_id: None,
             stream_id: Some(stream_id.to_owned()),
-            reason: Some(reason.to_owned()),
+            reason: Some(reason),
         };
         self.0
             .lifecycle
@@ -409,28 +429,27 @@ impl<N: Net> Proxy<N> {
             .map(|applied| applied.outcome.updated)
     }
 
-    /// Stops every channel (at shutdown), each with `reason`, then ends the watches of
-    /// timed-out session requests.
-    pub async fn stop_all(&self, reason: &str) {
+    /// Stops every channel (at shutdown) and waits until each has applied its
+    /// `stream_ended`; their engine calls end on their own bounds (a session granted
+    /// meanwhile is still stopped; no request is watched for a late answer any more).
+    pub async fn stop_all(&self) {
         let mailboxes: Vec<_> = self
             .channels()
             .values()
-            .map(|h| h.mailbox.clone())
+            .map(|handle| handle.mailbox.clone())
             .collect();
         let mut waits = Vec::new();
         for mailbox in mailboxes {
             let (done, stopped) = oneshot::channel();
             let stop = ChannelMsg::Stop {
-                reason: reason.to_owned(),
+                reason: EndReason::Shutdown,
                 done,
             };
             if mailbox.send(stop).await.is_ok() {
                 waits.push(stopped);
             }
         }
-        let all = futures::future::join_all(waits);
-        let _ = tokio::time::timeout(Duration::from_secs(10), all).await;
-        self.0.late_sessions.shut_down().await;
+        futures::future::join_all(waits).await;
     }
 
     /// Channels running now.
@@ -440,6 +459,31 @@ impl<N: Net> Proxy<N> {
 
     fn pid(&self) -> String {
         format!("acemux-{:x}-{}", self.0.pid_prefix, self.next_id())
+    }
+
+    /// Timing and bounds of each channel's engine calls.
+    fn engine_calls(&self) -> EngineCallConfig {
+        EngineCallConfig {
+            request_timeout: self.0.config.engine_request_timeout,
+            ..EngineCallConfig::default()
+        }
+    }
+}
+
+/// Answers a message that no channel can take.
+fn refuse(message: ChannelMsg, error: &JoinError) {
+    let reason = error.to_string();
+    match message {
+        ChannelMsg::Join { tx, .. } => {
+            let _ = tx.try_send(viewer::ViewerMsg::Refused(reason));
+        }
+        ChannelMsg::WaitReady { reply } => {
+            let _ = reply.send(Err(JoinError::Capacity(reason)));
+        }
+        ChannelMsg::Stop { done, .. } => {
+            let _ = done.send(());
+        }
+        ChannelMsg::Ready(_) | ChannelMsg::Leave(_) | ChannelMsg::Seen { .. } => {}
     }
 }
 
@@ -461,7 +505,7 @@ pub trait Streams: Send + Sync + 'static {
     ) -> futures::future::BoxFuture<'static, Result<bool, ApplyError>>;
 
     /// See [`Proxy::stop_all`].
-    fn stop_all(&self, reason: String) -> futures::future::BoxFuture<'static, ()>;
+    fn stop_all(&self) -> futures::future::BoxFuture<'static, ()>;
 
     /// See [`Proxy::hls_playlist`].
     fn hls_playlist(
@@ -493,9 +537,9 @@ impl<N: Net> Streams for Proxy<N> {
         Box::pin(async move { proxy.stop_stream(&stream_id, &reason).await })
     }
 
-    fn stop_all(&self, reason: String) -> futures::future::BoxFuture<'static, ()> {
+    fn stop_all(&self) -> futures::future::BoxFuture<'static, ()> {
         let proxy = self.clone();
-        Box::pin(async move { proxy.stop_all(&reason).await })
+        Box::pin(async move { proxy.stop_all().await })
     }
 
     fn hls_playlist(

@@ -1,400 +1,235 @@
-//! The MPEG-TS channel task: owns one channel's [`Channel`](acemux_core::channel::Channel)
-//! and [`Fanout`] machines and is the only thing that mutates them. Engine calls and the
-//! playback reader run as helper tasks that report back as events.
+//! The MPEG-TS format of the channel task: viewers' queues and the playback reader
+//! behind the ids of a [`TsChannel`](acemux_core::channel::TsChannel).
 
 use std::collections::BTreeMap;
 
-use acemux_core::channel::{Input, Output};
-use acemux_core::fanout::{self, Fanout, ViewerId};
-use bytes::Bytes;
+use acemux_core::channel::{CloseReason, Input, PlaybackId, TsInput, TsMedia, TsOutput};
+use acemux_core::fanout::ViewerId;
 use http_body_util::BodyExt;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
-use super::session::SessionDriver;
+use super::pump::{Env, Format};
 use super::viewer::ViewerMsg;
-use super::{ChannelKey, ChannelMsg, Proxy};
+use super::{ChannelMsg, JoinError, Proxy};
 use crate::metrics::DropLabels;
 use crate::net::Net;
 use crate::server::ConnectionKill;
 
-/// Playback events held at most; the playback reader waits when it is full, which is
-/// the backpressure towards the engine.
-const PLAYBACK_EVENTS: usize = 64;
-
-struct PlaybackEvent {
-    generation: u64,
-    event: Playback,
-}
-
-enum Playback {
-    Opened,
-    Data(Bytes),
-    Failed(String),
-    Ended,
-}
-
 struct ViewerSlot {
     tx: mpsc::Sender<ViewerMsg>,
     kill: Option<ConnectionKill>,
-    has_media: bool,
 }
 
-struct Task<N: Net> {
-    driver: SessionDriver<N>,
-    fanout: Fanout,
+/// The io side of a TS channel.
+pub(super) struct TsIo {
+    /// This channel's own mailbox, handed to each viewer with its first media.
+    mailbox: mpsc::Sender<ChannelMsg>,
     viewers: BTreeMap<ViewerId, ViewerSlot>,
-    playback_events: mpsc::Sender<PlaybackEvent>,
-    playback: Option<JoinHandle<()>>,
-    generation: u64,
-    /// Whether non-TS bytes from the engine were already logged for this channel.
-    warned_not_ts: bool,
+    playbacks: BTreeMap<PlaybackId, AbortHandle>,
 }
 
-pub(super) async fn run<N: Net>(
-    proxy: Proxy<N>,
-    id: u64,
-    key: ChannelKey,
-    mut inbox: mpsc::Receiver<ChannelMsg>,
-    stream_id: watch::Sender<Option<String>>,
-) {
-    let clock = proxy.0.lifecycle.clock();
-    let fanout = Fanout::new(proxy.0.config.fanout.clone());
-    let config = proxy.0.config.channel.clone();
-    let (driver, mut session_rx) = SessionDriver::new(proxy, key, config, stream_id);
-    let (playback_events, mut playback_rx) = mpsc::channel(PLAYBACK_EVENTS);
-    let mut task = Task {
-        driver,
-        fanout,
-        viewers: BTreeMap::new(),
-        playback_events,
-        playback: None,
-        generation: 0,
-        warned_not_ts: false,
-    };
-    loop {
-        task.drain();
-        if task.driver.channel.is_ended() {
-            break;
-        }
-        let sleep = clock.sleep_until_earliest([
-            task.driver.channel.poll_timeout(),
-            task.fanout.poll_timeout(),
-        ]);
-        tokio::select! {
-            biased;
-            Some(event) = playback_rx.recv() => task.on_playback(event),
-            Some(event) = session_rx.recv() => task.driver.on_session(event),
-            message = inbox.recv() => match message {
-                Some(message) => task.on_message(message),
-                // Nobody can reach this channel any more.
-                None => task.driver.channel.handle_input(clock.now(), Input::Stop("unreachable".into())),
-            },
-            () = sleep => {
-                let now = clock.now();
-                task.driver.channel.handle_timeout(now);
-                task.fanout.handle_timeout(now);
-            }
+impl TsIo {
+    pub(super) fn new(mailbox: mpsc::Sender<ChannelMsg>) -> Self {
+        TsIo {
+            mailbox,
+            viewers: BTreeMap::new(),
+            playbacks: BTreeMap::new(),
         }
     }
-    task.close_playback();
-    for (_, slot) in std::mem::take(&mut task.viewers) {
-        if slot
-            .tx
-            .try_send(ViewerMsg::Closed("channel_ended"))
-            .is_err()
-        {
-            if let Some(kill) = slot.kill {
-                kill.kill();
-            }
+
+    /// Hands `message` to `viewer`; a viewer whose queue cannot take it is gone.
+    fn send(&mut self, viewer: ViewerId, message: ViewerMsg, feedback: &mut Vec<TsInput>) {
+        let Some(slot) = self.viewers.get(&viewer) else {
+            return;
+        };
+        if slot.tx.try_send(message).is_err() {
+            self.viewers.remove(&viewer);
+            feedback.push(TsInput::Leave(viewer));
         }
     }
-    task.driver.finish(id, session_rx).await;
 }
 
-impl<N: Net> Task<N> {
-    fn on_message(&mut self, message: ChannelMsg) {
-        let now = self.driver.now();
+impl<N: Net> Format<N> for TsIo {
+    type Media = TsMedia;
+
+    fn media(&self, proxy: &Proxy<N>) -> TsMedia {
+        let config = &proxy.0.config;
+        TsMedia::new(config.fanout.clone(), config.channel.start_timeout)
+    }
+
+    fn message(&mut self, message: ChannelMsg) -> Option<TsInput> {
         match message {
             ChannelMsg::Join { viewer, tx, kill } => {
-                match self.fanout.handle_input(now, fanout::Input::Join(viewer)) {
-                    Ok(()) => {
-                        let _ = self.fanout.handle_input(now, fanout::Input::Ready(viewer));
-                        self.viewers.insert(
-                            viewer,
-                            ViewerSlot {
-                                tx,
-                                kill,
-                                has_media: false,
-                            },
-                        );
-                        self.viewers_changed();
-                    }
-                    Err(error) => {
-                        if let fanout::FanoutError::Capacity { .. } = error {
-                            self.driver.proxy.0.metrics.limit_hit("viewers_per_channel");
-                        }
-                        let _ = tx.try_send(ViewerMsg::Refused(error.to_string()));
-                    }
-                }
+                self.viewers.insert(viewer, ViewerSlot { tx, kill });
+                Some(TsInput::Join(viewer))
             }
-            ChannelMsg::Ready(viewer) => {
-                // Unknown viewers were dropped meanwhile; nothing to do.
-                let _ = self.fanout.handle_input(now, fanout::Input::Ready(viewer));
-            }
+            ChannelMsg::Ready(viewer) => Some(TsInput::Ready(viewer)),
             ChannelMsg::Leave(viewer) => {
-                let _ = self.fanout.handle_input(now, fanout::Input::Leave(viewer));
-                if self.viewers.remove(&viewer).is_some() {
-                    self.viewers_changed();
-                }
-            }
-            ChannelMsg::Stop { reason, done } => {
-                self.driver.stop_waiters.push(done);
-                self.driver.channel.handle_input(now, Input::Stop(reason));
+                self.viewers.remove(&viewer);
+                Some(TsInput::Leave(viewer))
             }
             // HLS requests never reach a TS channel (the key's format differs).
-            ChannelMsg::Hls(_) => {}
+            ChannelMsg::WaitReady { reply } => {
+                let _ = reply.send(Err(JoinError::Ended));
+                None
+            }
+            ChannelMsg::Seen { .. } | ChannelMsg::Stop { .. } => None,
         }
     }
 
-    fn on_playback(&mut self, event: PlaybackEvent) {
-        if event.generation != self.generation {
-            return;
-        }
-        let now = self.driver.now();
-        let channel = &mut self.driver.channel;
-        match event.event {
-            Playback::Opened => channel.handle_input(now, Input::PlaybackOpened),
-            Playback::Data(bytes) => {
-                let metrics = self.driver.proxy.0.metrics.clone();
-                let len = bytes.len();
-                metrics
-                    .channel_bytes_in
-                    .get_or_create(&self.driver.labels)
-                    .inc_by(len as u64);
-                let discarded_before = self.fanout.stats().discarded_bytes;
-                let _ = self.fanout.handle_input(now, fanout::Input::Data(bytes));
-                let discarded = self
-                    .fanout
-                    .stats()
-                    .discarded_bytes
-                    .saturating_sub(discarded_before);
-                if discarded > 0 {
-                    metrics
-                        .ts_discarded_bytes
-                        .get_or_create(&self.driver.labels)
-                        .inc_by(discarded);
-                    if !self.warned_not_ts {
-                        self.warned_not_ts = true;
-                        tracing::warn!(channel = %self.driver.key, discarded,
-                            "engine sent bytes that are not MPEG-TS packets; discarded (counted in acemux_ts_discarded_bytes_total)");
-                    }
-                }
-                // Only media counts as upstream activity: an engine that sends nothing
-                // but junk is as silent as one that sends nothing.
-                let media = len.saturating_sub(usize::try_from(discarded).unwrap_or(usize::MAX));
-                if media > 0 {
-                    channel.handle_input(now, Input::Data(media));
-                }
-            }
-            Playback::Failed(reason) => {
-                tracing::warn!(channel = %self.driver.key, %reason, "playback failed");
-                self.playback = None;
-                channel.handle_input(now, Input::PlaybackFailed(reason));
-            }
-            Playback::Ended => {
-                tracing::warn!(channel = %self.driver.key, "playback body ended");
-                self.playback = None;
-                channel.handle_input(now, Input::PlaybackEnded);
-            }
-        }
-    }
-
-    fn viewers_changed(&mut self) {
-        let count = self.viewers.len();
-        self.driver
-            .proxy
-            .0
-            .metrics
-            .channel_viewers
-            .get_or_create(&self.driver.labels)
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
-        let now = self.driver.now();
-        self.driver.channel.handle_input(now, Input::Viewers(count));
-    }
-
-    /// Performs every pending output of both machines (outputs can cause inputs, so
-    /// loop until both are quiet).
-    fn drain(&mut self) {
-        loop {
-            let mut progressed = false;
-            while let Some(output) = self.driver.channel.poll_output() {
-                progressed = true;
-                if let Some(media) = self.driver.perform(output) {
-                    self.perform_media(media);
-                }
-            }
-            while let Some(output) = self.fanout.poll_output() {
-                progressed = true;
-                self.deliver(output);
-            }
-            if !progressed {
-                return;
-            }
-        }
-    }
-
-    fn perform_media(&mut self, output: Output) {
-        let shared = self.driver.proxy.0.clone();
-        let labels = self.driver.labels.clone();
-        let labels = &labels;
-        match output {
-            Output::OpenPlayback { url } => {
-                self.close_playback();
-                if self.driver.channel.has_started() {
-                    shared
-                        .metrics
-                        .channel_reconnects
-                        .get_or_create(labels)
-                        .inc();
-                }
-                let generation = self.generation;
-                let events = self.playback_events.clone();
-                tracing::info!(channel = %self.driver.key, %url, "opening playback");
-                self.playback = Some(tokio::spawn(read_playback(shared, url, generation, events)));
-            }
-            Output::ClosePlayback => {
-                shared
+    fn completed(&mut self, env: &Env<N, TsInput>, input: &TsInput) {
+        match input {
+            TsInput::PlaybackData(_, bytes) => {
+                env.proxy
+                    .0
                     .metrics
-                    .channel_upstream_stalls
-                    .get_or_create(labels)
-                    .inc();
-                self.close_playback();
+                    .channel_bytes_in
+                    .get_or_create(&env.labels)
+                    .inc_by(bytes.len() as u64);
             }
-            Output::StartFailed(failure) => {
-                tracing::warn!(channel = %self.driver.key, code = failure.code(), ?failure, "channel could not start");
-                for slot in self.viewers.values() {
-                    let _ = slot.tx.try_send(ViewerMsg::Failed(failure.clone()));
-                }
+            TsInput::PlaybackFailed(playback, reason)
+                if self.playbacks.remove(playback).is_some() =>
+            {
+                tracing::warn!(channel = %env.key, %reason, "playback failed");
+            }
+            TsInput::PlaybackEnded(playback) if self.playbacks.remove(playback).is_some() => {
+                tracing::warn!(channel = %env.key, "playback body ended");
             }
             _ => {}
         }
     }
 
-    fn deliver(&mut self, output: fanout::Output) {
-        let now = self.driver.now();
+    fn perform(&mut self, env: &Env<N, TsInput>, output: TsOutput, feedback: &mut Vec<TsInput>) {
+        let metrics = &env.proxy.0.metrics;
         match output {
-            fanout::Output::Deliver { viewer, chunks, .. } => {
-                let Some(slot) = self.viewers.get_mut(&viewer) else {
-                    return;
-                };
-                slot.has_media = true;
-                if slot.tx.try_send(ViewerMsg::Data(chunks)).is_err() {
-                    self.drop_viewer(viewer, "gone");
+            TsOutput::OpenPlayback { playback, url } => {
+                tracing::info!(channel = %env.key, %url, "opening playback");
+                let shared = env.proxy.0.clone();
+                let completions = env.completions.clone();
+                let reader = tokio::spawn(read_playback(shared, url, playback, completions));
+                self.playbacks.insert(playback, reader.abort_handle());
+            }
+            TsOutput::ClosePlayback(playback) => {
+                if let Some(reader) = self.playbacks.remove(&playback) {
+                    reader.abort();
                 }
             }
-            fanout::Output::Keepalive { viewer, chunk } => {
-                let Some(slot) = self.viewers.get(&viewer) else {
-                    return;
+            TsOutput::Deliver {
+                viewer,
+                chunks,
+                first,
+            } => {
+                let message = if first {
+                    ViewerMsg::Started {
+                        chunks,
+                        mailbox: self.mailbox.clone(),
+                    }
+                } else {
+                    ViewerMsg::Data(chunks)
                 };
-                if !slot.has_media {
-                    // Before its first media a viewer has no response yet: nothing to keep
-                    // alive, it waits for the start (bounded by the start timeout).
-                    let _ = self.fanout.handle_input(now, fanout::Input::Ready(viewer));
-                    return;
-                }
-                if slot.tx.try_send(ViewerMsg::Data(vec![chunk])).is_err() {
-                    self.drop_viewer(viewer, "gone");
-                }
+                self.send(viewer, message, feedback);
             }
-            fanout::Output::Drop { viewer, reason } => {
-                tracing::info!(channel = %self.driver.key, %viewer, reason = reason.as_str(), "dropping viewer");
-                // A viewer that fell out of the ring hit --ring-bytes; one that stopped
-                // reading hit --viewer-stall-timeout.
-                let limit = match reason {
-                    fanout::DropReason::FellBehind => "ring_bytes",
-                    _ => "viewer_stall_timeout",
+            TsOutput::Keepalive { viewer, chunk } => {
+                self.send(viewer, ViewerMsg::Data(vec![chunk]), feedback);
+            }
+            TsOutput::Close { viewer, reason } => {
+                let Some(slot) = self.viewers.remove(&viewer) else {
+                    return;
                 };
-                self.driver.proxy.0.metrics.limit_hit(limit);
-                self.driver
-                    .proxy
-                    .0
-                    .metrics
-                    .viewer_drops
-                    .get_or_create(&DropLabels {
-                        channel: self.driver.labels.channel.clone(),
-                        reason: reason.as_str().to_owned(),
-                    })
-                    .inc();
-                if let Some(slot) = self.viewers.remove(&viewer) {
-                    let _ = slot.tx.try_send(ViewerMsg::Closed(reason.as_str()));
+                let message = match &reason {
+                    CloseReason::StartFailed(failure) => ViewerMsg::Failed(failure.clone()),
+                    CloseReason::Full { limit } => {
+                        metrics.limit_hit("viewers_per_channel");
+                        ViewerMsg::Refused(format!("too many viewers (limit {limit})"))
+                    }
+                    CloseReason::Dropped(drop) => {
+                        tracing::info!(channel = %env.key, %viewer, reason = drop.as_str(), "dropping viewer");
+                        // A viewer that fell out of the ring hit --ring-bytes; one that
+                        // stopped reading hit --viewer-stall-timeout.
+                        let limit = match drop {
+                            acemux_core::fanout::DropReason::FellBehind => "ring_bytes",
+                            _ => "viewer_stall_timeout",
+                        };
+                        metrics.limit_hit(limit);
+                        metrics
+                            .viewer_drops
+                            .get_or_create(&DropLabels {
+                                channel: env.labels.channel.clone(),
+                                reason: drop.as_str().to_owned(),
+                            })
+                            .inc();
+                        let _ = slot.tx.try_send(ViewerMsg::Closed(drop.as_str()));
+                        // Its writes may be stuck: close the connection itself.
+                        if let Some(kill) = slot.kill {
+                            kill.kill();
+                        }
+                        return;
+                    }
+                    _ => ViewerMsg::Closed("channel_ended"),
+                };
+                if slot.tx.try_send(message).is_err() {
                     if let Some(kill) = slot.kill {
                         kill.kill();
                     }
-                    self.viewers_changed();
+                }
+            }
+            TsOutput::Discarded { bytes, first } => {
+                metrics
+                    .ts_discarded_bytes
+                    .get_or_create(&env.labels)
+                    .inc_by(bytes);
+                if first {
+                    tracing::warn!(channel = %env.key, discarded = bytes,
+                        "engine sent bytes that are not MPEG-TS packets; discarded (counted in acemux_ts_discarded_bytes_total)");
                 }
             }
         }
     }
 
-    fn drop_viewer(&mut self, viewer: ViewerId, reason: &'static str) {
-        let now = self.driver.now();
-        let _ = self.fanout.handle_input(now, fanout::Input::Leave(viewer));
-        if let Some(slot) = self.viewers.remove(&viewer) {
-            let _ = slot.tx.try_send(ViewerMsg::Closed(reason));
-            self.viewers_changed();
-        }
-    }
-
-    fn close_playback(&mut self) {
-        if let Some(reader) = self.playback.take() {
+    fn ended(&mut self) {
+        for (_, reader) in std::mem::take(&mut self.playbacks) {
             reader.abort();
         }
-        // Late events of the closed reader are recognised by their old generation.
-        self.generation += 1;
     }
 }
 
+/// Reads a playback body and reports its events as completions.
 async fn read_playback<N: Net>(
     shared: std::sync::Arc<super::Shared<N>>,
     url: String,
-    generation: u64,
-    events: mpsc::Sender<PlaybackEvent>,
+    playback: PlaybackId,
+    completions: mpsc::Sender<Input<TsInput>>,
 ) {
     let send = |event| {
-        let events = events.clone();
-        async move {
-            events
-                .send(PlaybackEvent { generation, event })
-                .await
-                .is_ok()
-        }
+        let completions = completions.clone();
+        async move { completions.send(Input::Media(event)).await.is_ok() }
     };
     let mut body = match shared.engines.open_playback(&url).await {
         Ok(body) => body,
         Err(reason) => {
-            send(Playback::Failed(reason)).await;
+            send(TsInput::PlaybackFailed(playback, reason)).await;
             return;
         }
     };
-    if !send(Playback::Opened).await {
+    if !send(TsInput::PlaybackOpened(playback)).await {
         return;
     }
     loop {
         match body.frame().await {
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    if !data.is_empty() && !send(Playback::Data(data)).await {
+                    if !data.is_empty() && !send(TsInput::PlaybackData(playback, data)).await {
                         return;
                     }
                 }
             }
             Some(Err(error)) => {
-                send(Playback::Failed(error.to_string())).await;
+                send(TsInput::PlaybackFailed(playback, error.to_string())).await;
                 return;
             }
             None => {
-                send(Playback::Ended).await;
+                send(TsInput::PlaybackEnded(playback)).await;
                 return;
             }
         }

@@ -8,7 +8,6 @@
 //! it after the stall timeout (or when it falls out of the ring).
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use acemux_core::channel::StartFailure;
 use acemux_core::fanout::ViewerId;
@@ -27,6 +26,12 @@ pub(super) const VIEWER_QUEUE: usize = 4;
 
 /// What a channel tells a viewer.
 pub(super) enum ViewerMsg {
+    /// The viewer's first media, from the channel that serves it (its mailbox takes
+    /// the viewer's `Ready` and `Leave` from now on).
+    Started {
+        chunks: Vec<Bytes>,
+        mailbox: mpsc::Sender<ChannelMsg>,
+    },
     /// Media (or keepalive null packets).
     Data(Vec<Bytes>),
     /// The channel could not start.
@@ -69,19 +74,20 @@ impl std::fmt::Debug for ViewerStream {
     }
 }
 
-/// Waits (bounded) for a joining viewer's first media.
+/// Waits for a joining viewer's first media. The channel answers every viewer it
+/// took, by its start timeout at the latest; a channel that is gone drops the queue.
 pub(super) async fn first_media(
     mut rx: mpsc::Receiver<ViewerMsg>,
     viewer: ViewerId,
     mailbox: mpsc::Sender<ChannelMsg>,
     metrics: std::sync::Arc<Metrics>,
     key: &ChannelKey,
-    bound: Duration,
 ) -> Result<ViewerStream, JoinError> {
-    let guard = LeaveGuard { viewer, mailbox };
+    let mut guard = LeaveGuard { viewer, mailbox };
     let started = tokio::time::Instant::now();
-    match tokio::time::timeout(bound, rx.recv()).await {
-        Ok(Some(ViewerMsg::Data(chunks))) => {
+    match rx.recv().await {
+        Some(ViewerMsg::Started { chunks, mailbox }) => {
+            guard.mailbox = mailbox;
             metrics
                 .time_to_first_byte
                 .observe(started.elapsed().as_secs_f64());
@@ -97,10 +103,9 @@ pub(super) async fn first_media(
                 bytes_out,
             })
         }
-        Ok(Some(ViewerMsg::Failed(failure))) => Err(JoinError::Start(failure)),
-        Ok(Some(ViewerMsg::Refused(message))) => Err(JoinError::Capacity(message)),
-        Ok(Some(ViewerMsg::Closed(_)) | None) => Err(JoinError::Ended),
-        Err(_) => Err(JoinError::Start(StartFailure::Timeout)),
+        Some(ViewerMsg::Failed(failure)) => Err(JoinError::Start(failure)),
+        Some(ViewerMsg::Refused(message)) => Err(JoinError::Capacity(message)),
+        Some(ViewerMsg::Data(_) | ViewerMsg::Closed(_)) | None => Err(JoinError::Ended),
     }
 }
 
@@ -130,7 +135,9 @@ impl ViewerStream {
                 let message = viewer.rx.recv().await;
                 viewer.asked = false;
                 match message {
-                    Some(ViewerMsg::Data(chunks)) => viewer.pending.extend(chunks),
+                    Some(ViewerMsg::Data(chunks) | ViewerMsg::Started { chunks, .. }) => {
+                        viewer.pending.extend(chunks)
+                    }
                     Some(ViewerMsg::Closed(reason)) => {
                         tracing::debug!(viewer = %viewer.guard.viewer, reason, "viewer closed");
                         return None;

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use acemux::store::{EventQuery, EventStore};
-use acemux_core::lifecycle::EventKind;
+use acemux_core::lifecycle::{EndReason, EventKind};
 use futures::FutureExt;
 
 use crate::players::{Plan, Player, DELETE_REASON};
@@ -122,7 +122,7 @@ fn deleted_streams_ended_by_delete(world: &World<'_>) -> Result<(), Failure> {
             .filter(|event| &event.stream.id == stream_id)
             .map(|event| event.stream.end_reason.clone())
             .collect();
-        if reasons != [Some(DELETE_REASON.to_owned())] {
+        if reasons != [Some(EndReason::Deleted)] {
             return Err(world.fail(format!(
                 "stream {stream_id} deleted, its stream_ended reasons: {reasons:?}"
             )));
@@ -130,7 +130,7 @@ fn deleted_streams_ended_by_delete(world: &World<'_>) -> Result<(), Failure> {
     }
     let by_delete = ended
         .iter()
-        .filter(|event| event.stream.end_reason.as_deref() == Some(DELETE_REASON))
+        .filter(|event| event.stream.end_reason == Some(EndReason::Deleted))
         .count();
     if by_delete != deleted.len() {
         return Err(world.fail(format!(

@@ -2,6 +2,7 @@
 //! the topic modules, and a property test of the machine's invariants over random
 //! drives in `invariants`.
 
+mod composed;
 mod idle;
 mod invariants;
 mod reconnect;

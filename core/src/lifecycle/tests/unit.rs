@@ -128,7 +128,10 @@ fn end_pairs_with_its_start() {
 
     assert_eq!(over.started_at, secs(1));
     assert_eq!(over.ended_at, Some(secs(4)));
-    assert_eq!(over.end_reason.as_ref().map(|reason| reason.as_str()), Some("eof"));
+    assert_eq!(
+        over.end_reason.as_ref().map(|reason| reason.as_str()),
+        Some("eof")
+    );
     assert_eq!(over.container_id, begun.container_id);
     assert_eq!(registry.stream("abc|p1"), Some(&over));
     assert_eq!(registry.active_streams(), 0);

@@ -171,7 +171,7 @@ impl Feed {
         self.apply(Input::Ended(StreamEnded {
             container_id: None,
             stream_id: Some(id.to_owned()),
-            reason: Some("client disconnected".to_owned()),
+            reason: Some("client disconnected".into()),
         }))
     }
 }

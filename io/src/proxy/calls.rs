@@ -1,0 +1,219 @@
+//! Performing the outputs every channel shares: engine calls, the shared engine pool,
+//! lifecycle changes, and the notices that become logs and metrics.
+
+use std::sync::Arc;
+
+use acemux_core::channel::{EngineSession, Input, Notice, PoolChange, RequestId, StopId};
+use acemux_core::lifecycle::{self, EndReason, EngineAddr, StreamEnded, StreamKey, StreamStarted};
+use acemux_core::Instant;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use super::pump::Env;
+use super::{ChannelKey, Proxy};
+use crate::lifecycle::Lifecycle;
+use crate::net::Net;
+
+/// Sends a session request; its answer comes back as a completion. Returns the handle
+/// that abandons it.
+pub(super) fn request_session<N: Net, I: Send + 'static>(
+    env: &Env<N, I>,
+    request: RequestId,
+    engine: EngineAddr,
+) -> AbortHandle {
+    let shared = env.proxy.0.clone();
+    let key = env.key.clone();
+    let pid = env.proxy.pid();
+    let completions = env.completions.clone();
+    tracing::info!(channel = %key, %engine, %pid, %request, "requesting engine session");
+    let task = tokio::spawn(async move {
+        let result = shared
+            .engines
+            .session_request(&engine, key.format, key.key_type, &key.key, &pid)
+            .await;
+        // The channel task outlives every request it has not abandoned.
+        let _ = completions
+            .send(Input::SessionAnswer { request, result })
+            .await;
+    });
+    task.abort_handle()
+}
+
+/// Sends one stop attempt; its answer comes back as a completion.
+pub(super) fn stop_session<N: Net, I: Send + 'static>(
+    env: &Env<N, I>,
+    stop: StopId,
+    attempt: u32,
+    engine: EngineAddr,
+    command_url: String,
+) {
+    let shared = env.proxy.0.clone();
+    let completions = env.completions.clone();
+    if attempt == 1 {
+        shared.metrics.engine_stops.inc();
+        tracing::info!(channel = %env.key, %engine, "stopping engine session");
+    } else {
+        tracing::info!(channel = %env.key, %engine, attempt, "stopping engine session again");
+    }
+    tokio::spawn(async move {
+        let result = shared.engines.stop(&command_url).await;
+        let _ = completions.send(Input::StopAnswer { stop, result }).await;
+    });
+}
+
+/// Applies a change to the shared engine pool.
+pub(super) fn pool_change<N: Net>(proxy: &Proxy<N>, now: Instant, change: PoolChange) {
+    let mut pool = proxy.pool();
+    match change {
+        PoolChange::Opened(engine) => pool.session_opened(&engine),
+        PoolChange::Closed(engine) => pool.session_closed(&engine),
+        PoolChange::Failed(engine) => pool.failed(now, &engine),
+    }
+}
+
+/// Logs and counts a notice.
+pub(super) fn notice<N: Net, I>(env: &Env<N, I>, notice: Notice) {
+    let metrics = &env.proxy.0.metrics;
+    let channel = &env.key;
+    match notice {
+        Notice::NoEngine => tracing::warn!(%channel, "no engine available"),
+        Notice::SessionFailed { engine, error } => {
+            tracing::warn!(%channel, %engine, ?error, "engine did not grant a session");
+        }
+        Notice::LateSession { engine, session_id } => {
+            tracing::warn!(%channel, %engine, session = %session_id, "engine granted a session after its request timed out; stopping it");
+            metrics.engine_late_session(&engine);
+        }
+        Notice::RequestWatched {
+            request,
+            engine,
+            for_at_most,
+        } => {
+            tracing::info!(%channel, %engine, %request, ?for_at_most, "session request timed out; watching it for a late answer");
+        }
+        Notice::RequestAbandoned {
+            request,
+            engine,
+            limit,
+        } => {
+            if limit {
+                tracing::warn!(%channel, %engine, %request, "too many timed-out session requests watched; dropping this one");
+                metrics.limit_hit("late_session_requests");
+            } else {
+                tracing::warn!(%channel, %engine, %request, "timed-out session request still unanswered; giving up on it");
+            }
+        }
+        Notice::StopFailed {
+            engine,
+            attempt,
+            error,
+            retry_in,
+        } => match retry_in {
+            Some(retry_in) => {
+                tracing::warn!(%channel, %engine, %error, attempt, ?retry_in, "engine did not confirm the stop");
+            }
+            None => {
+                tracing::warn!(%channel, %engine, %error, attempt, "engine did not confirm the stop; giving up");
+            }
+        },
+        Notice::StartFailed(failure) => {
+            tracing::warn!(%channel, code = failure.code(), ?failure, "channel could not start");
+        }
+        Notice::UpstreamStalled => {
+            metrics
+                .channel_upstream_stalls
+                .get_or_create(&env.labels)
+                .inc();
+        }
+        Notice::Reconnecting => {
+            metrics.channel_reconnects.get_or_create(&env.labels).inc();
+        }
+        Notice::Viewers(count) => {
+            metrics
+                .channel_viewers
+                .get_or_create(&env.labels)
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        _ => tracing::debug!(%channel, ?notice, "channel notice"),
+    }
+}
+
+/// The registry id of a proxied session, as the event API derives it.
+pub(super) fn stream_id(key: &ChannelKey, session: &EngineSession) -> String {
+    format!("{}|{}", key.key, session.session.playback_session_id)
+}
+
+enum Job {
+    Apply(lifecycle::Input),
+    Notify(oneshot::Sender<()>),
+}
+
+/// Applies one channel's lifecycle changes in order, off the channel's loop (a slow
+/// commit never holds up the media), and answers stop waiters once everything before
+/// them is applied. At most two changes per engine session, and sessions are bounded
+/// by the channel's retry rules, so its queue stays small.
+pub(super) struct LifecycleApplier {
+    jobs: mpsc::UnboundedSender<Job>,
+    task: JoinHandle<()>,
+}
+
+impl LifecycleApplier {
+    pub(super) fn spawn(registry: Arc<Lifecycle>) -> Self {
+        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+        let task = tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                match job {
+                    Job::Apply(input) => {
+                        if let Err(error) = registry.apply(input, None).await {
+                            tracing::error!(%error, "lifecycle change of a proxied stream was not applied");
+                        }
+                    }
+                    Job::Notify(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        LifecycleApplier { jobs, task }
+    }
+
+    pub(super) fn started(&self, key: &ChannelKey, session: EngineSession) {
+        let started = StreamStarted {
+            container_id: None,
+            engine: session.engine,
+            stream: StreamKey {
+                key_type: key.key_type,
+                key: key.key.clone(),
+            },
+            session: session.session,
+            labels: [("source".to_owned(), "acemux".to_owned())].into(),
+        };
+        let _ = self
+            .jobs
+            .send(Job::Apply(lifecycle::Input::Started(started)));
+    }
+
+    pub(super) fn ended(&self, stream_id: String, reason: EndReason) {
+        let ended = StreamEnded {
+            container_id: None,
+            stream_id: Some(stream_id),
+            reason: Some(reason),
+        };
+        let _ = self.jobs.send(Job::Apply(lifecycle::Input::Ended(ended)));
+    }
+
+    /// Answers `done` once every change sent before is applied.
+    pub(super) fn notify(&self, done: oneshot::Sender<()>) {
+        if let Err(mpsc::error::SendError(Job::Notify(done))) = self.jobs.send(Job::Notify(done)) {
+            let _ = done.send(());
+        }
+    }
+
+    /// Waits until every change is applied.
+    pub(super) async fn finish(self) {
+        drop(self.jobs);
+        if let Err(error) = self.task.await {
+            tracing::error!(%error, "lifecycle task of a channel failed");
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The channel task: one per channel, generic over the format. It owns the channel's
+//! core machine ([`ComposedChannel`]), feeds it the mailbox's messages, the
+//! completions of the I/O it asked for and the time, and performs its outputs. It
+//! decides nothing: every deadline, retry and bound is the machine's.
+
+use std::collections::BTreeMap;
+
+use acemux_core::channel::{ComposedChannel, Input, Media, Output, RequestId};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+
+use super::calls::LifecycleApplier;
+use super::{ChannelKey, ChannelMsg, Proxy};
+use crate::metrics::ChannelLabels;
+use crate::net::Net;
+
+/// Completions held at most. Helper tasks wait when it is full: for the playback
+/// reader that is the backpressure towards the engine.
+const COMPLETIONS: usize = 64;
+
+/// What a channel task needs to perform outputs, whatever the format.
+pub(super) struct Env<N: Net, I> {
+    pub(super) proxy: Proxy<N>,
+    pub(super) id: u64,
+    pub(super) key: ChannelKey,
+    pub(super) labels: ChannelLabels,
+    /// Where helper tasks report completions.
+    pub(super) completions: mpsc::Sender<Input<I>>,
+}
+
+/// The io side of a format: the connections and waiters behind the machine's ids.
+pub(super) trait Format<N: Net>: Send + 'static {
+    /// The core media part.
+    type Media: Media<Input: Send + 'static, Output: Send> + Send + 'static;
+
+    /// The media part of a channel created now.
+    fn media(&self, proxy: &Proxy<N>) -> Self::Media;
+
+    /// Turns a mailbox message into a machine input (keeping what the message carries:
+    /// a viewer's queue, a waiter's reply).
+    fn message(&mut self, message: ChannelMsg) -> Option<<Self::Media as Media>::Input>;
+
+    /// Notes a completion before the machine sees it (metrics, handles of finished
+    /// helpers).
+    fn completed(
+        &mut self,
+        env: &Env<N, <Self::Media as Media>::Input>,
+        input: &<Self::Media as Media>::Input,
+    );
+
+    /// Performs a media output; a completion known at once (a viewer whose queue is
+    /// gone) is pushed to `feedback`.
+    fn perform(
+        &mut self,
+        env: &Env<N, <Self::Media as Media>::Input>,
+        output: <Self::Media as Media>::Output,
+        feedback: &mut Vec<<Self::Media as Media>::Input>,
+    );
+
+    /// The channel ended: nothing more is performed for its viewers.
+    fn ended(&mut self);
+}
+
+/// One channel's task.
+pub(super) struct ChannelTask<N: Net, F: Format<N>> {
+    env: Env<N, <F::Media as Media>::Input>,
+    format: F,
+    machine: ComposedChannel<F::Media>,
+    completion_rx: mpsc::Receiver<Input<<F::Media as Media>::Input>>,
+    /// Session requests in flight, to abandon.
+    requests: BTreeMap<RequestId, AbortHandle>,
+    stream_id: watch::Sender<Option<String>>,
+    applier: LifecycleApplier,
+    stop_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl<N: Net, F: Format<N>> ChannelTask<N, F> {
+    pub(super) fn new(
+        proxy: Proxy<N>,
+        id: u64,
+        key: ChannelKey,
+        stream_id: watch::Sender<Option<String>>,
+        format: F,
+    ) -> Self {
+        let shared = proxy.0.clone();
+        shared.metrics.channels.inc();
+        let (completions, completion_rx) = mpsc::channel(COMPLETIONS);
+        let now = shared.lifecycle.clock().now();
+        let mut channel = shared.config.channel.clone();
+        if key.format == crate::engine::StreamFormat::Hls {
+            // A playlist advances one segment at a time: silence is judged on its own bound.
+            channel.upstream_stall_timeout = shared.config.hls_stall_timeout;
+        }
+        let machine =
+            ComposedChannel::new(now, channel, proxy.engine_calls(), format.media(&proxy));
+        ChannelTask {
+            env: Env {
+                labels: ChannelLabels::new(&key),
+                proxy,
+                id,
+                key,
+                completions,
+            },
+            format,
+            machine,
+            completion_rx,
+            requests: BTreeMap::new(),
+            stream_id,
+            applier: LifecycleApplier::spawn(shared.lifecycle.clone()),
+            stop_waiters: Vec::new(),
+        }
+    }
+
+    /// Runs the channel until its machine is finished.
+    pub(super) async fn run(mut self, mut inbox: mpsc::Receiver<ChannelMsg>) {
+        let clock = self.env.proxy.0.lifecycle.clock();
+        let mut retired = false;
+        loop {
+            if self.drain() && !retired {
+                retired = true;
+                let stops = self
+                    .env
+                    .proxy
+                    .retire(&self.env.key, self.env.id, &mut inbox);
+                self.stop_waiters.extend(stops);
+                for done in self.stop_waiters.drain(..) {
+                    self.applier.notify(done);
+                }
+            }
+            if self.machine.is_finished() {
+                break;
+            }
+            let sleep = clock.sleep_until_earliest([self.machine.poll_timeout()]);
+            tokio::select! {
+                biased;
+                Some(input) = self.completion_rx.recv() => {
+                    self.completed(&input);
+                    self.machine.handle_input(clock.now(), input);
+                }
+                message = inbox.recv(), if !retired => match message {
+                    Some(message) => self.message(clock.now(), message),
+                    // Unreachable while the directory holds a sender; should every
+                    // sender go, nothing can reach the channel any more.
+                    None => self.machine.handle_input(
+                        clock.now(),
+                        Input::Stop(acemux_core::lifecycle::EndReason::Unreachable),
+                    ),
+                },
+                () = sleep => self.machine.handle_timeout(clock.now()),
+            }
+        }
+        for (_, request) in std::mem::take(&mut self.requests) {
+            request.abort();
+        }
+        self.applier.finish().await;
+        tracing::debug!(channel = %self.env.key, "channel task finished");
+    }
+
+    fn message(&mut self, now: acemux_core::Instant, message: ChannelMsg) {
+        match message {
+            ChannelMsg::Stop { reason, done } => {
+                self.stop_waiters.push(done);
+                let input = if reason == acemux_core::lifecycle::EndReason::Shutdown {
+                    Input::Shutdown
+                } else {
+                    Input::Stop(reason)
+                };
+                self.machine.handle_input(now, input);
+            }
+            message => {
+                if let Some(input) = self.format.message(message) {
+                    self.machine.handle_input(now, Input::Media(input));
+                }
+            }
+        }
+    }
+
+    fn completed(&mut self, input: &Input<<F::Media as Media>::Input>) {
+        match input {
+            Input::SessionAnswer { request, .. } => {
+                self.requests.remove(request);
+            }
+            Input::Media(media) => self.format.completed(&self.env, media),
+            _ => {}
+        }
+    }
+
+    /// Performs every pending output (outputs can cause inputs, so until the machine
+    /// is quiet); says whether the channel ended on the way.
+    fn drain(&mut self) -> bool {
+        let mut ended = false;
+        let mut feedback = Vec::new();
+        loop {
+            let Some(output) = self.machine.poll_output() else {
+                let now = self.env.proxy.0.lifecycle.clock().now();
+                if feedback.is_empty() {
+                    return ended;
+                }
+                for input in feedback.drain(..) {
+                    self.machine.handle_input(now, Input::Media(input));
+                }
+                continue;
+            };
+            match output {
+                Output::Media(output) => self.format.perform(&self.env, output, &mut feedback),
+                Output::Ended { reason } => {
+                    ended = true;
+                    self.format.ended();
+                    tracing::info!(channel = %self.env.key, %reason, "channel ended");
+                    let shared = &self.env.proxy.0;
+                    shared.metrics.channels.dec();
+                    shared.metrics.channel_viewers.remove(&self.env.labels);
+                }
+                Output::PickEngine { exclude } => {
+                    let now = self.env.proxy.0.lifecycle.clock().now();
+                    let picked = self.env.proxy.pool().pick(now, &exclude);
+                    self.machine.handle_input(now, Input::EnginePicked(picked));
+                }
+                Output::RequestSession { request, engine } => {
+                    let handle = super::calls::request_session(&self.env, request, engine);
+                    self.requests.insert(request, handle);
+                }
+                Output::AbandonRequest { request } => {
+                    if let Some(handle) = self.requests.remove(&request) {
+                        handle.abort();
+                    }
+                }
+                Output::StopSession {
+                    stop,
+                    attempt,
+                    engine,
+                    command_url,
+                } => super::calls::stop_session(&self.env, stop, attempt, engine, command_url),
+                Output::Pool(change) => {
+                    let now = self.env.proxy.0.lifecycle.clock().now();
+                    super::calls::pool_change(&self.env.proxy, now, change);
+                }
+                Output::Started(session) => {
+                    let id = super::calls::stream_id(&self.env.key, &session);
+                    tracing::info!(channel = %self.env.key, stream = %id, engine = %session.engine, "stream started");
+                    self.stream_id.send_replace(Some(id));
+                    self.applier.started(&self.env.key, session);
+                }
+                Output::SessionEnded { session, reason } => {
+                    let id = super::calls::stream_id(&self.env.key, &session);
+                    tracing::info!(channel = %self.env.key, stream = %id, %reason, "stream ended");
+                    self.stream_id.send_replace(None);
+                    self.applier.ended(id, reason);
+                }
+                Output::Notice(notice) => super::calls::notice(&self.env, notice),
+            }
+        }
+    }
+}
