@@ -15,7 +15,7 @@ if ! command -v ffprobe >/dev/null 2>&1 || ! command -v ffmpeg >/dev/null 2>&1 \
 fi
 
 # The real-process tests run the acemux binary; build it first so they find it.
-cargo build --locked -p acemux --bin acemux
+cargo build --locked -p acemux-cmd --bin acemux
 cargo test --workspace --locked
 # The deterministic simulation: the pinned seeds ran above; now a batch of random
 # seeds over every scenario (about 3-5 minutes on 2 cores). More: raise SIM_SEEDS, or

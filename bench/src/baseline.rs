@@ -18,8 +18,8 @@ use std::io::IoSlice;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use acemux::emulator::MediaLoop;
 use acemux_core::ts::PACKET_LEN;
+use acemux_testkit::emulator::MediaLoop;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use acemux::emulator::{Emulator, EmulatorConfig};
 use acemux::net::{Net, TokioNet};
 use acemux::proxy::ProxyConfig;
 use acemux::server::ServerLimits;
@@ -15,6 +14,7 @@ use acemux::ServeOptions;
 use acemux_core::channel::ChannelConfig;
 use acemux_core::fanout::FanoutConfig;
 use acemux_core::lifecycle::EngineAddr;
+use acemux_testkit::emulator::{Emulator, EmulatorConfig};
 use clap::{Args, ValueEnum};
 
 use crate::baseline;

@@ -34,6 +34,9 @@
 
 pub mod channel;
 pub mod fanout;
+/// Fuzz drivers and their checkers: test equipment, built for the core's own tests and
+/// with the `fuzzing` feature (which `fuzz/` turns on).
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod hls;
 pub mod lifecycle;

@@ -9,30 +9,12 @@ use acemux_core::channel::ChannelConfig;
 use acemux_core::fanout::FanoutConfig;
 use acemux_core::hls::HlsConfig;
 use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 
 use crate::app::ServeOptions;
-use crate::emulator::FaultFlag;
 use crate::proxy::ProxyConfig;
 use crate::server::ServerLimits;
 use crate::webhook::{DeliveryPolicy, WebhookTarget};
-
-/// acemux: an AceStream stream proxy with exact stream lifecycle events.
-#[derive(Debug, Parser)]
-#[command(name = "acemux", version, about, propagate_version = true)]
-pub struct Cli {
-    /// Log format.
-    #[arg(long, global = true, env = "ACEMUX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
-
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `acemux=debug`.
-    #[arg(long, global = true, env = "ACEMUX_LOG", default_value = "info")]
-    pub log: String,
-
-    /// What to run.
-    #[command(subcommand)]
-    pub command: Command,
-}
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -43,31 +25,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-// Parsed once at start-up: the size of the largest variant does not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum Command {
-    /// Run the proxy and its event API.
-    Serve(ServeArgs),
-    /// Run an AceStream engine emulator (HTTP API + paced MPEG-TS) for demos and tests.
-    EmulateEngine(EmulateEngineArgs),
-    /// Run the proxy with a built-in engine emulator and print a URL to open in a player.
-    Demo(DemoArgs),
-    /// Run a TCP fault relay (latency, throttle, stalls, cuts, resets, refusals) in
-    /// front of an upstream, for testing acemux against a slow or failing network.
-    Relay(RelayArgs),
-}
-
-/// `acemux demo` options.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Address the proxy listens on.
-    #[arg(long, env = "ACEMUX_LISTEN", default_value = "127.0.0.1:6880")]
-    pub listen: SocketAddr,
-}
-
-fn duration(text: &str) -> Result<Duration, String> {
+/// Parses a duration flag (`500ms`, `10s`, `2m`).
+pub fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|error| format!("{error} (examples: 500ms, 10s, 2m)"))
 }
 
@@ -261,7 +220,8 @@ pub struct ProxyArgs {
     pub hls_max_segment_bytes: usize,
 }
 
-fn engine_addr(text: &str) -> Result<EngineAddr, String> {
+/// Parses an engine address flag (`host:port`).
+pub fn engine_addr(text: &str) -> Result<EngineAddr, String> {
     let (host, port) = text
         .trim()
         .rsplit_once(':')
@@ -362,115 +322,24 @@ impl ServeArgs {
     }
 }
 
-/// `acemux emulate-engine` options.
-#[derive(Debug, Args)]
-pub struct EmulateEngineArgs {
-    /// Address to listen on (engines listen on port 6878).
-    #[arg(long, env = "ACEMUX_EMULATOR_LISTEN", default_value = "127.0.0.1:6878")]
-    pub listen: SocketAddr,
-
-    /// A fault for one content id (`*`: any content id without its own), as
-    /// `<content_id>:<knob>=<value>`. Knobs: start_delay, bitrate_bps, stall_after,
-    /// stall_for, cut_after_bytes, close_abruptly_after_bytes, `refuse=<message>`,
-    /// no_data, and for HLS playlist_delay, segment_404_every, sequence_jump_after,
-    /// sequence_jump_by, sequence_reset_after, playlist_stall_after. Durations like
-    /// 500ms or 2s. Repeatable; `;`-separated in the environment.
-    #[arg(long = "fault", env = "ACEMUX_EMULATOR_FAULTS", value_delimiter = ';')]
-    pub faults: Vec<FaultFlag>,
-
-    /// MPEG-TS file to loop instead of the built-in 8 s test pattern.
-    #[arg(long, env = "ACEMUX_EMULATOR_MEDIA")]
-    pub media: Option<PathBuf>,
-
-    /// How far behind live a playback starts (sent at once as its first burst).
-    #[arg(long, env = "ACEMUX_EMULATOR_PREBUFFER", default_value = "2s", value_parser = duration)]
-    pub prebuffer: Duration,
-
-    /// Sessions not stopped at once; `getstream` answers an error beyond.
-    #[arg(long, env = "ACEMUX_EMULATOR_MAX_SESSIONS", default_value_t = 1000)]
-    pub max_sessions: usize,
-
-    /// Playback connections at once; 503 beyond.
-    #[arg(long, env = "ACEMUX_EMULATOR_MAX_PLAYBACKS", default_value_t = 1000)]
-    pub max_playbacks: usize,
-
-    /// Connections served at once; 503 `capacity` beyond.
-    #[arg(long, env = "ACEMUX_EMULATOR_MAX_CONNECTIONS", default_value_t = 2048)]
-    pub max_connections: usize,
-
-    /// Async worker threads; 1 runs everything on one thread, 0 uses one per core.
-    #[arg(long, env = "ACEMUX_EMULATOR_WORKER_THREADS", default_value_t = 0)]
-    pub worker_threads: usize,
-}
-
-/// `acemux relay` options.
-#[derive(Debug, Args)]
-pub struct RelayArgs {
-    /// Address to listen on.
-    #[arg(long, env = "ACEMUX_RELAY_LISTEN")]
-    pub listen: SocketAddr,
-
-    /// Where to forward every connection, `host:port`.
-    #[arg(long, env = "ACEMUX_RELAY_UPSTREAM", value_parser = engine_addr)]
-    pub upstream: EngineAddr,
-
-    /// Seed of the probability selectors (`p=…`): the same seed picks the same
-    /// connections.
-    #[arg(long, env = "ACEMUX_RELAY_SEED", default_value_t = 0)]
-    pub seed: u64,
-
-    /// A fault rule, `[selector:]knob[=value][,knob[=value]…]`. Selectors: all
-    /// (default), conn=N, every=K, p=0.25. Knobs: dir=up|down|both, latency=200ms,
-    /// throttle=64KB/s, stall_after_bytes=N or stall_after=5s with stall_for=10s,
-    /// cut_after_bytes=N, rst_after_bytes=N, refuse. Later rules override earlier
-    /// ones. Repeatable; `;`-separated in the environment.
-    #[arg(long = "fault", env = "ACEMUX_RELAY_FAULTS", value_delimiter = ';')]
-    pub faults: Vec<crate::relay::FaultRule>,
-
-    /// Address of the control API (`/control/rules`, `/control/partition`,
-    /// `/control/repair`, `/control/stats`); none without it.
-    #[arg(long, env = "ACEMUX_RELAY_CONTROL")]
-    pub control: Option<SocketAddr>,
-
-    /// Connections relayed at once; more are closed at once.
-    #[arg(long, env = "ACEMUX_RELAY_MAX_CONNECTIONS", default_value_t = 1024)]
-    pub max_connections: usize,
-
-    /// Bound on dialling the upstream.
-    #[arg(long, env = "ACEMUX_RELAY_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
-    pub connect_timeout: Duration,
-}
-
-impl RelayArgs {
-    /// The relay configuration these flags describe.
-    pub fn config(&self) -> Result<crate::relay::RelayConfig, String> {
-        let plan =
-            crate::relay::FaultPlan::new(self.faults.clone()).map_err(|error| error.to_string())?;
-        let upstream = crate::relay::Upstream {
-            host: self.upstream.host.clone(),
-            port: self.upstream.port,
-        };
-        Ok(crate::relay::RelayConfig {
-            seed: self.seed,
-            plan,
-            max_connections: self.max_connections,
-            connect_timeout: self.connect_timeout,
-            ..crate::relay::RelayConfig::new(upstream)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// `acemux serve` alone, as the binary parses it.
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        Serve::try_parse_from(["serve"].iter().chain(args)).map(|serve| serve.args)
+    }
 
     fn serve_args(args: &[&str]) -> ServeArgs {
-        let cli = Cli::try_parse_from(["acemux", "serve"].iter().chain(args))
-            .expect("the arguments parse");
-        match cli.command {
-            Command::Serve(serve) => serve,
-            other => panic!("parsed as {other:?}"),
-        }
+        parse(args).expect("the arguments parse")
     }
 
     #[test]
@@ -490,6 +359,6 @@ mod tests {
             0,
             "0 means unbounded"
         );
-        assert!(Cli::try_parse_from(["acemux", "serve", "--webhook-max-pending", "-1"]).is_err());
+        assert!(parse(&["--webhook-max-pending", "-1"]).is_err());
     }
 }

@@ -2,20 +2,18 @@
 //!
 //! A thin, bounded pump: sockets through [`net::Net`], time through `tokio::time`,
 //! protocol decisions in the core. The same code runs over real sockets
-//! ([`net::TokioNet`]) and over a simulated network.
+//! ([`net::TokioNet`]) and over a simulated network. The engine emulator and the fault
+//! relay, test equipment that ships with the binary, are the `acemux-testkit` crate.
 
 pub mod app;
 pub mod cli;
 pub mod clock;
-pub mod demo;
-pub mod emulator;
 pub mod engine;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
-pub mod relay;
 pub mod server;
 pub mod server_io;
 pub mod store;

@@ -1,12 +1,12 @@
 //! Where a packet sits in an engine's output: every engine plays the same endless
-//! stream (see [`acemux::emulator::MediaLoop`]), so a viewer's bytes can be checked
+//! stream (see [`acemux_testkit::emulator::MediaLoop`]), so a viewer's bytes can be checked
 //! packet by packet against it.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use acemux::emulator::MediaLoop;
 use acemux_core::ts::PACKET_LEN;
+use acemux_testkit::emulator::MediaLoop;
 
 /// Stream length indexed: over six minutes of the built-in media, more than any scenario
 /// runs an engine timeline for.

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
-use acemux::emulator::{Emulator, EmulatorConfig, Faults};
 use acemux::metrics::Metrics;
 use acemux::net::Net;
 use acemux::proxy::ProxyConfig;
@@ -16,6 +15,7 @@ use acemux::webhook::{DeliveryPolicy, WebhookTarget};
 use acemux::ServeOptions;
 use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
 use acemux_core::rng::SeededRng;
+use acemux_testkit::emulator::{Emulator, EmulatorConfig, Faults};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::post;

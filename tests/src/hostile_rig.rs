@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use acemux::emulator::MediaLoop;
 use acemux::proxy::ProxyConfig;
 use acemux::ServeOptions;
 use acemux_core::channel::ChannelConfig;
 use acemux_core::hls::HlsConfig;
 use acemux_core::ts::PACKET_LEN;
+use acemux_testkit::emulator::MediaLoop;
 use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::Value;

@@ -32,7 +32,7 @@ pub fn acemux_bin() -> PathBuf {
     let bin = profile_dir.join("acemux");
     assert!(
         bin.exists(),
-        "{} is missing: build it first with `cargo build -p acemux` (scripts/test.sh does), or set ACEMUX_BIN",
+        "{} is missing: build it first with `cargo build -p acemux-cmd` (scripts/test.sh does), or set ACEMUX_BIN",
         bin.display()
     );
     bin

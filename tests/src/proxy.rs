@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use acemux::emulator::{Emulator, EmulatorConfig, MediaLoop, RunningEmulator};
 use acemux::net::{http_client, HttpClient, Net, TokioNet};
 use acemux::proxy::ProxyConfig;
 use acemux::store::{EventStore, SqliteStore};
 use acemux::{Running, ServeOptions};
 use acemux_core::lifecycle::EngineAddr;
 use acemux_core::ts::{packets, NULL_PID, PACKET_LEN};
+use acemux_testkit::emulator::{Emulator, EmulatorConfig, MediaLoop, RunningEmulator};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;

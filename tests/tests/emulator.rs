@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use acemux::emulator::{
-    Emulator, EmulatorConfig, EmulatorStats, Faults, RunningEmulator, OFFSET_HEADER,
-};
 use acemux::net::{http_client, HttpClient, Net, TokioNet};
 use acemux_core::ts::packets;
 use acemux_core::ts::restamp::timestamps;
+use acemux_testkit::emulator::{
+    Emulator, EmulatorConfig, EmulatorStats, Faults, RunningEmulator, OFFSET_HEADER,
+};
 use acemux_tests::{run_tool_ok, Client};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

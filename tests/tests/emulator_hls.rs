@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use acemux::emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use acemux::net::{Net, TokioNet};
+use acemux_testkit::emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use acemux_tests::{run_tool_ok, Client};
 use hyper::StatusCode;
 use serde_json::Value;

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use acemux::emulator::{EmulatorConfig, Faults};
 use acemux::proxy::ProxyConfig;
 use acemux_core::channel::ChannelConfig;
+use acemux_testkit::emulator::{EmulatorConfig, Faults};
 use acemux_tests::proxy::ProxyRig;
 use acemux_tests::{eventually, probe_codecs, run_tool, Client};
 use futures::future::join_all;

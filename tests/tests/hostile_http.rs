@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use acemux::emulator::EmulatorConfig;
 use acemux::proxy::ProxyConfig;
 use acemux::server::ServerLimits;
 use acemux::webhook::WebhookTarget;
 use acemux::ServeOptions;
 use acemux_core::channel::ChannelConfig;
+use acemux_testkit::emulator::EmulatorConfig;
 use acemux_tests::hostile_engine::{Answer, HostileEngine};
 use acemux_tests::proxy::{open, viewer_client, ProxyRig};
 use acemux_tests::raw::{closed_within, connect, exchange, read_answer, RawAnswer};

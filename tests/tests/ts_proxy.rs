@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use acemux::emulator::{EmulatorConfig, Faults};
 use acemux::proxy::ProxyConfig;
 use acemux_core::channel::ChannelConfig;
 use acemux_core::fanout::FanoutConfig;
+use acemux_testkit::emulator::{EmulatorConfig, Faults};
 use acemux_tests::proxy::{
     assert_contiguous_slice, engine_stream, open, read_at_least, read_for, viewer_client,
     without_nulls, ProxyRig,

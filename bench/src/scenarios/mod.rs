@@ -119,7 +119,7 @@ impl Rig {
         })
     }
 
-    /// Sets the engine's faults (a [`acemux::emulator::Faults`] as JSON) for `content_id`.
+    /// Sets the engine's faults (a [`acemux_testkit::emulator::Faults`] as JSON) for `content_id`.
     pub async fn set_faults(&self, content_id: &str, faults: Value) -> Result<(), String> {
         let mut conn = Conn::new(self.engine.addr());
         let body = faults.to_string();

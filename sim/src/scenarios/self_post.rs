@@ -53,7 +53,7 @@ pub fn naive_model_deadlocks(seed: u64) -> NaiveSymptoms {
         .max_message_latency(Duration::from_millis(10))
         .build();
     sim.host("engine1", || async {
-        let emulator = acemux::emulator::Emulator::new(Default::default());
+        let emulator = acemux_testkit::emulator::Emulator::new(Default::default());
         let listener = acemux::net::Net::bind(
             &TurmoilNet,
             std::net::SocketAddr::from(([0, 0, 0, 0], ENGINE_PORT)),

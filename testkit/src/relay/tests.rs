@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use super::*;
-use crate::net::TokioNet;
+use acemux::net::TokioNet;
 
 fn rule(text: &str) -> FaultRule {
     text.parse()
@@ -644,10 +644,16 @@ async fn the_control_api_replaces_rules_and_reports_errors_as_json() {
 fn the_relay_subcommand_parses_its_flags_and_refuses_bad_rules() {
     use clap::Parser;
 
-    use crate::cli::{Cli, Command};
+    use crate::cli::RelayArgs;
+
+    /// `acemux relay` alone, as the binary parses it.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RelayArgs,
+    }
 
     let cli = Cli::try_parse_from([
-        "acemux",
         "relay",
         "--listen",
         "127.0.0.1:7000",
@@ -663,10 +669,7 @@ fn the_relay_subcommand_parses_its_flags_and_refuses_bad_rules() {
         "127.0.0.1:7001",
     ])
     .expect("valid flags");
-    let Command::Relay(args) = cli.command else {
-        panic!("not the relay subcommand");
-    };
-    let config = args.config().expect("valid config");
+    let config = cli.args.config().expect("valid config");
     assert_eq!(config.upstream.to_string(), "gluetun:19000");
     assert_eq!(config.seed, 9);
     assert_eq!(
@@ -675,7 +678,6 @@ fn the_relay_subcommand_parses_its_flags_and_refuses_bad_rules() {
     );
     assert!(config.plan.faults_for(9, 3).refuse);
     let error = Cli::try_parse_from([
-        "acemux",
         "relay",
         "--listen",
         "127.0.0.1:7000",

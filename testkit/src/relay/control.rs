@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::plan::{FaultPlan, RulesUpdate};
 use super::Relay;
-use crate::http::ApiError;
-use crate::net::Net;
+use acemux::http::ApiError;
+use acemux::net::Net;
 
 /// Largest control request body: 64 rules of 512 bytes fit.
 const MAX_CONTROL_BODY_BYTES: usize = 64 * 1024;

@@ -8,7 +8,7 @@ use acemux_core::ts::restamp::{timestamps, LoopRestamper, RestampError, TICKS_PE
 use acemux_core::ts::{Packet, PACKET_LEN};
 use bytes::{Bytes, BytesMut};
 
-/// The default media: 8 s of H.264 + AAC test pattern; see `io/assets/README.md`.
+/// The default media: 8 s of H.264 + AAC test pattern; see `testkit/assets/README.md`.
 pub const DEFAULT_MEDIA: &[u8] = include_bytes!("../../assets/emulator.ts");
 
 /// One piece of MPEG-TS media as an endless, deterministic byte stream.

@@ -6,7 +6,7 @@
 //! select it (all, the Nth, every Kth, or with a probability drawn from the seed)
 //! decide at accept time what happens to each direction. Generic over [`Net`], time
 //! only through `tokio::time`, randomness only from the seed: it runs over real
-//! sockets ([`crate::net::TokioNet`]) and can run inside the simulator.
+//! sockets ([`acemux::net::TokioNet`]) and can run inside the simulator.
 //!
 //! Rule text (`acemux relay --fault`): `[selector:]knob[=value][,knob[=value]…]`,
 //! selectors `all` (default), `conn=N`, `every=K`, `p=0.25`; knobs `dir=up|down|both`
@@ -43,7 +43,7 @@ pub use plan::{
     Selector, Stall, StallStart, MAX_RULES,
 };
 
-use crate::net::{Net, NetListener};
+use acemux::net::{Net, NetListener};
 use counters::Counters;
 use pump::PumpBounds;
 
@@ -344,14 +344,14 @@ pub async fn run<N, L>(
     };
     let control_server = async {
         if let Some(control) = control {
-            let limits = crate::server::ServerLimits {
+            let limits = acemux::server::ServerLimits {
                 max_connections: 64,
                 shutdown_timeout: Duration::from_secs(1),
-                ..crate::server::ServerLimits::default()
+                ..acemux::server::ServerLimits::default()
             };
-            let metrics = Arc::new(crate::metrics::Metrics::new());
+            let metrics = Arc::new(acemux::metrics::Metrics::new());
             let router = relay.control_router();
-            crate::server::serve(
+            acemux::server::serve(
                 control,
                 router,
                 limits,

@@ -53,9 +53,9 @@ pub use media::{MediaLoop, DEFAULT_MEDIA};
 pub use routes::OFFSET_HEADER;
 pub use sessions::{ContentStats, EmulatorStats, SessionStats};
 
-use crate::metrics::Metrics;
-use crate::net::NetListener;
-use crate::server::ServerLimits;
+use acemux::metrics::Metrics;
+use acemux::net::NetListener;
+use acemux::server::ServerLimits;
 use sessions::{Limits, State};
 
 /// How the emulator behaves and what it holds at most.
@@ -235,7 +235,7 @@ impl Emulator {
             shutdown.await;
             shared.shutdown.send_replace(true);
         };
-        crate::server::serve(
+        acemux::server::serve(
             listener,
             self.router(),
             self.shared.config.server.clone(),

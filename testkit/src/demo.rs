@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use acemux_core::lifecycle::EngineAddr;
 
-use crate::app::{start, Running, ServeOptions};
-use crate::clock::unix_micros_now;
 use crate::emulator::{Emulator, EmulatorConfig, RunningEmulator};
-use crate::net::{Net, TokioNet};
-use crate::store::{EventStore, SqliteStore};
+use acemux::app::{start, Running, ServeOptions};
+use acemux::clock::unix_micros_now;
+use acemux::net::{Net, TokioNet};
+use acemux::store::{EventStore, SqliteStore};
 
 /// The content id the demo prints a URL for (any id works: the emulator plays the
 /// same media for every id).

@@ -23,7 +23,7 @@ use super::hls;
 use super::playback::{bytes_in, plan_start, Cut, Pacer, Playback, PlaybackGuard};
 use super::sessions::{OpenedSession, PlaybackRefusal};
 use super::Shared;
-use crate::http::ApiError;
+use acemux::http::ApiError;
 
 /// Response header with the stream offset a playback starts at, so that tests can
 /// compare the body with [`super::MediaLoop::read`].

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::plan::ConnectionFaults;
 use super::pump::{forward, DirectionContext, Ending, Way};
 use super::Shared;
-use crate::net::Net;
+use acemux::net::Net;
 
 /// Relays one accepted connection until it ends.
 pub(super) async fn relay<N: Net>(
