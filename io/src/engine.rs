@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use acemux_core::channel::{EngineSession, SessionAnswer, SessionError};
+use acemux_core::hls::{UpstreamPlaylist, UpstreamSegment};
 use acemux_core::lifecycle::{EngineAddr, KeyType, SessionInfo};
+use acemux_core::playlist::{MediaPlaylist, Playlist};
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
@@ -26,6 +28,8 @@ pub enum StreamFormat {
 
 /// Largest session answer read from an engine.
 const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
+/// Largest playlist read from an engine.
+const MAX_PLAYLIST_BYTES: usize = 1024 * 1024;
 
 pub use acemux_core::channel::FetchError;
 
@@ -178,6 +182,41 @@ impl<N: Net> EngineClient<N> {
         Ok(body)
     }
 
+    /// Fetches and parses the media playlist at `url`, following a master playlist to
+    /// its variant once; every URI is resolved against its playlist and kept on the
+    /// engine's own address.
+    pub async fn fetch_playlist(&self, url: &str) -> Result<UpstreamPlaylist, FetchError> {
+        let unsupported = || FetchError::Invalid("unsupported playlist kind".into());
+        match self.fetch_parsed(url).await? {
+            Playlist::Media(media) => upstream_playlist(url, &media),
+            Playlist::Master(master) => {
+                let variant = master.pick_variant().ok_or_else(|| {
+                    FetchError::Invalid("master playlist without variants".into())
+                })?;
+                let variant_url = same_origin(url, &variant.uri).map_err(FetchError::Invalid)?;
+                match self.fetch_parsed(&variant_url).await? {
+                    Playlist::Media(media) => upstream_playlist(&variant_url, &media),
+                    Playlist::Master(_) => Err(FetchError::Invalid(
+                        "master playlist points at another master playlist".into(),
+                    )),
+                    _ => Err(unsupported()),
+                }
+            }
+            _ => Err(unsupported()),
+        }
+    }
+
+    /// GETs and parses a playlist, its URIs resolved against `url`.
+    async fn fetch_parsed(&self, url: &str) -> Result<Playlist, FetchError> {
+        let body = self.fetch_bounded(url, MAX_PLAYLIST_BYTES).await?;
+        let mut playlist = Playlist::parse(&body)
+            .map_err(|error| FetchError::Invalid(format!("invalid playlist: {error}")))?;
+        playlist
+            .resolve_uris(url)
+            .map_err(|error| FetchError::Invalid(format!("invalid playlist URI: {error}")))?;
+        Ok(playlist)
+    }
+
     /// Opens a playback URL; the body streams the media. Bounded by the request timeout
     /// up to the response head.
     pub async fn open_playback(&self, url: &str) -> Result<Incoming, String> {
@@ -205,6 +244,35 @@ impl<N: Net> EngineClient<N> {
             .map_err(|_| format!("no answer within {:?}", self.request_timeout))?
             .map(drop)
     }
+}
+
+/// What the HLS session needs of a media playlist fetched from `url`.
+fn upstream_playlist(url: &str, media: &MediaPlaylist) -> Result<UpstreamPlaylist, FetchError> {
+    let longest_us = media
+        .segments
+        .iter()
+        .map(|segment| segment.duration_us)
+        .max()
+        .unwrap_or(0);
+    let segments = media
+        .segments
+        .iter()
+        .map(|segment| {
+            Ok(UpstreamSegment {
+                duration_us: segment.duration_us,
+                uri: same_origin(url, &segment.uri).map_err(FetchError::Invalid)?,
+                discontinuity: segment.discontinuity,
+            })
+        })
+        .collect::<Result<Vec<_>, FetchError>>()?;
+    Ok(UpstreamPlaylist {
+        target_duration_s: media
+            .target_duration_s
+            .unwrap_or_else(|| longest_us.div_ceil(1_000_000).max(1)),
+        media_sequence: media.media_sequence,
+        segments,
+        ended: media.ended,
+    })
 }
 
 /// Decodes a session envelope from `engine`.

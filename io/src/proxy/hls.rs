@@ -8,16 +8,12 @@ use std::sync::Arc;
 use acemux_core::channel::{
     FetchError, HlsInput, HlsMedia, HlsMediaConfig, HlsOutput, Input, WaitFailure, WaiterId,
 };
-use acemux_core::hls::{HlsSnapshot, UpstreamPlaylist, UpstreamSegment};
-use acemux_core::playlist::Playlist;
+use acemux_core::hls::HlsSnapshot;
 use tokio::sync::{oneshot, watch};
 
 use super::pump::{Env, Format};
 use super::{ChannelMsg, JoinError, Proxy, WaitAnswer};
 use crate::net::Net;
-
-/// Largest playlist read from an engine.
-const MAX_PLAYLIST_BYTES: usize = 1024 * 1024;
 
 /// The io side of an HLS channel.
 pub(super) struct HlsIo {
@@ -94,7 +90,7 @@ impl<N: Net> Format<N> for HlsIo {
             HlsOutput::FetchPlaylist { generation, url } => {
                 let completions = env.completions.clone();
                 tokio::spawn(async move {
-                    let result = fetch_playlist(&shared, &url).await;
+                    let result = shared.engines.fetch_playlist(&url).await;
                     let fetched = HlsInput::PlaylistFetched { generation, result };
                     let _ = completions.send(Input::Media(fetched)).await;
                 });
@@ -157,66 +153,4 @@ impl<N: Net> Format<N> for HlsIo {
     }
 
     fn ended(&mut self) {}
-}
-
-/// Fetches and parses a media playlist (following one master-playlist hop); every URI
-/// is resolved against the playlist and kept on the engine's own address.
-async fn fetch_playlist<N: Net>(
-    shared: &super::Shared<N>,
-    url: &str,
-) -> Result<UpstreamPlaylist, FetchError> {
-    let mut url = url.to_owned();
-    // One master-playlist hop, then a media playlist: a fixed shape, not a retry.
-    for _ in 0..2 {
-        let body = shared
-            .engines
-            .fetch_bounded(&url, MAX_PLAYLIST_BYTES)
-            .await?;
-        let mut playlist = Playlist::parse(&body)
-            .map_err(|error| FetchError::Invalid(format!("invalid playlist: {error}")))?;
-        playlist
-            .resolve_uris(&url)
-            .map_err(|error| FetchError::Invalid(format!("invalid playlist URI: {error}")))?;
-        match playlist {
-            Playlist::Media(media) => {
-                let longest_us = media
-                    .segments
-                    .iter()
-                    .map(|s| s.duration_us)
-                    .max()
-                    .unwrap_or(0);
-                let segments = media
-                    .segments
-                    .iter()
-                    .map(|segment| {
-                        Ok(UpstreamSegment {
-                            duration_us: segment.duration_us,
-                            uri: crate::engine::same_origin(&url, &segment.uri)
-                                .map_err(FetchError::Invalid)?,
-                            discontinuity: segment.discontinuity,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, FetchError>>()?;
-                return Ok(UpstreamPlaylist {
-                    target_duration_s: media
-                        .target_duration_s
-                        .unwrap_or_else(|| longest_us.div_ceil(1_000_000).max(1)),
-                    media_sequence: media.media_sequence,
-                    segments,
-                    ended: media.ended,
-                });
-            }
-            Playlist::Master(master) => {
-                let variant = master.pick_variant().ok_or_else(|| {
-                    FetchError::Invalid("master playlist without variants".into())
-                })?;
-                url =
-                    crate::engine::same_origin(&url, &variant.uri).map_err(FetchError::Invalid)?;
-            }
-            _ => return Err(FetchError::Invalid("unsupported playlist kind".into())),
-        }
-    }
-    Err(FetchError::Invalid(
-        "master playlist points at another master playlist".into(),
-    ))
 }

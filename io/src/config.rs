@@ -1,0 +1,51 @@
+//! The proxy's configuration: what `acemux serve`'s flags set for the channels.
+
+use std::time::Duration;
+
+use acemux_core::channel::ChannelConfig;
+use acemux_core::fanout::FanoutConfig;
+use acemux_core::hls::HlsConfig;
+
+/// Bounds of the proxy.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Timing of each channel.
+    pub channel: ChannelConfig,
+    /// Ring and viewer bounds of each channel.
+    pub fanout: FanoutConfig,
+    /// Channels at once; more get 503 `capacity`.
+    pub max_channels: usize,
+    /// Bound on each engine request (session, stop, fetch) up to its answer.
+    pub engine_request_timeout: Duration,
+    /// Sessions per engine.
+    pub max_streams_per_engine: usize,
+    /// How long an engine that keeps failing is skipped.
+    pub engine_cooldown: Duration,
+    /// Fetch loop and buffer of HLS channels.
+    pub hls: HlsConfig,
+    /// An HLS player that requests nothing this long no longer counts as a viewer.
+    pub hls_idle_timeout: Duration,
+    /// An engine playlist that brings no new segment this long is reopened (then the
+    /// session replaced), like a silent TS playback.
+    pub hls_stall_timeout: Duration,
+    /// Largest segment read from an engine; a larger one is cut off and becomes a
+    /// discontinuity.
+    pub hls_max_segment_bytes: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            channel: ChannelConfig::default(),
+            fanout: FanoutConfig::default(),
+            max_channels: 256,
+            engine_request_timeout: Duration::from_secs(10),
+            max_streams_per_engine: 16,
+            engine_cooldown: Duration::from_secs(10),
+            hls: HlsConfig::default(),
+            hls_idle_timeout: Duration::from_secs(30),
+            hls_stall_timeout: Duration::from_secs(30),
+            hls_max_segment_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
