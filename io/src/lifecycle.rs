@@ -4,12 +4,12 @@
 //! across an `.await`: apply the input, hand the events to the store (which enqueues
 //! them in sequence order), release, and only then wait for the commit.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use acemux_core::lifecycle::{
-    EngineState, Input, LifecycleError, Outcome, Output, Registry, StreamState, StreamStatus,
+    EngineState, IdempotencyCache, Input, LifecycleError, Outcome, Output, Registry, StreamState,
+    StreamStatus, DEFAULT_IDEMPOTENCY_CAPACITY,
 };
 use thiserror::Error;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -23,9 +23,8 @@ use crate::store::{EventStore, StoreError};
 pub const MAX_IN_FLIGHT_CHANGES: usize = 1024;
 
 /// Answers remembered by idempotency key (request keys and the ids of events acemux
-/// emitted); the oldest is forgotten first. Sized so a webhook that points back at
-/// this process finds its own events even when it lags by thousands of events.
-pub const IDEMPOTENCY_CAPACITY: usize = 16_384;
+/// emitted); the oldest is forgotten first.
+pub const IDEMPOTENCY_CAPACITY: usize = DEFAULT_IDEMPOTENCY_CAPACITY;
 
 /// Why a lifecycle change was not applied or not confirmed.
 #[derive(Debug, Error)]
@@ -55,7 +54,7 @@ pub struct Lifecycle {
     in_flight: Semaphore,
     commit_timeout: Duration,
     timer_changed: Notify,
-    answers: Mutex<Answers>,
+    answers: Mutex<IdempotencyCache>,
 }
 
 /// The answer to an applied input, possibly a replay of an earlier one.
@@ -65,26 +64,6 @@ pub struct Applied {
     pub outcome: Outcome,
     /// `true` when the outcome was replayed from the idempotency cache.
     pub replayed: bool,
-}
-
-/// Outcomes by idempotency key, bounded, oldest forgotten first.
-#[derive(Default)]
-struct Answers {
-    by_key: BTreeMap<String, Outcome>,
-    order: VecDeque<String>,
-}
-
-impl Answers {
-    fn insert(&mut self, key: String, outcome: Outcome) {
-        if self.by_key.insert(key.clone(), outcome).is_none() {
-            self.order.push_back(key);
-        }
-        while self.order.len() > IDEMPOTENCY_CAPACITY {
-            if let Some(oldest) = self.order.pop_front() {
-                self.by_key.remove(&oldest);
-            }
-        }
-    }
 }
 
 impl Lifecycle {
@@ -108,7 +87,7 @@ impl Lifecycle {
             in_flight: Semaphore::new(MAX_IN_FLIGHT_CHANGES),
             commit_timeout,
             timer_changed: Notify::new(),
-            answers: Mutex::new(Answers::default()),
+            answers: Mutex::new(IdempotencyCache::new(IDEMPOTENCY_CAPACITY)),
         }
     }
 
@@ -120,7 +99,7 @@ impl Lifecycle {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn answers(&self) -> MutexGuard<'_, Answers> {
+    fn answers(&self) -> MutexGuard<'_, IdempotencyCache> {
         self.answers
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -138,7 +117,7 @@ impl Lifecycle {
         idempotency_key: Option<String>,
     ) -> Result<Applied, ApplyError> {
         if let Some(key) = &idempotency_key {
-            let known = self.answers().by_key.get(key).cloned();
+            let known = self.answers().get(key).cloned();
             if let Some(outcome) = known {
                 self.metrics.idempotent_replays.inc();
                 self.wait_committed(outcome.stream.last_event_seq).await?;

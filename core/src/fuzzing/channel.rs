@@ -10,14 +10,12 @@ use crate::channel::{
     SessionOutput as Output,
 };
 use crate::lifecycle::{EngineAddr, SessionInfo};
+use crate::machine::Harness;
 use crate::time::{Duration, Instant};
 
 /// Where the clock starts: not zero, so that a deadline computed from the wrong origin
 /// shows.
 const T0: Instant = Instant::from_micros(1_000_000_000);
-
-/// Most deadlines one advance may fire; more means the machine livelocks.
-const MAX_STEPS_PER_ADVANCE: usize = 10_000;
 
 /// Engines the driver names; few, so that failures repeat engines.
 pub(crate) const PORTS: std::ops::Range<u16> = 1..4;
@@ -242,10 +240,10 @@ impl Invariants {
         }
     }
 
-    /// Drains the channel, checking each output, then the state it leaves.
-    fn drain(&mut self, channel: &mut Channel, now: Instant) {
-        while let Some(output) = channel.poll_output() {
-            self.check(&output);
+    /// Checks what the channel put out, then the state it leaves.
+    fn settled(&mut self, outputs: &[Output], channel: &Channel, now: Instant) {
+        for output in outputs {
+            self.check(output);
         }
         if self.start_failed {
             assert!(self.ended, "a start failure ends the channel at once");
@@ -262,15 +260,15 @@ impl Invariants {
 
 /// Runs `ops` against a channel built with `config`; panics when a promise breaks.
 pub(crate) fn run(config: ChannelConfig, ops: Vec<Op>) {
-    let mut now = T0;
-    let mut channel = Channel::new(now, config);
+    let mut harness = Harness::new(Channel::new(T0, config), T0);
     let mut invariants = Invariants::default();
-    invariants.drain(&mut channel, now);
+    let outputs = harness.drain();
+    invariants.settled(&outputs, &harness.machine, harness.now);
     for (index, op) in ops.into_iter().enumerate() {
         let input = match op {
             Op::Ready { port } => {
                 let granted = session(port, &format!("s{index}"));
-                if !channel.is_ended() {
+                if !harness.machine.is_ended() {
                     invariants.granted.insert(
                         granted.playback_url.clone(),
                         granted.session.command_url.clone(),
@@ -296,45 +294,32 @@ pub(crate) fn run(config: ChannelConfig, ops: Vec<Op>) {
             Op::Viewers(count) => Some(Input::Viewers(count)),
             Op::Stop => Some(Input::Stop("deleted".into())),
             Op::Advance { millis } => {
-                let until = now + Duration::from_millis(millis);
-                for _ in 0..MAX_STEPS_PER_ADVANCE {
-                    match channel.poll_timeout() {
-                        Some(deadline) if deadline <= until => {
-                            now = deadline;
-                            channel.handle_timeout(now);
-                            invariants.drain(&mut channel, now);
-                        }
-                        _ => break,
-                    }
-                }
-                assert!(
-                    channel
-                        .poll_timeout()
-                        .is_none_or(|deadline| deadline > until),
-                    "livelock before {until}"
-                );
-                now = until;
+                harness.advance_each(Duration::from_millis(millis), |channel, now, fired| {
+                    invariants.settled(fired, channel, now);
+                });
+                invariants.settled(&[], &harness.machine, harness.now);
                 None
             }
             Op::Jump { millis } => {
-                now = now + Duration::from_millis(millis);
-                channel.handle_timeout(now);
+                let outputs = harness.jump(Duration::from_millis(millis));
+                invariants.settled(&outputs, &harness.machine, harness.now);
                 None
             }
             Op::Wake => {
-                channel.handle_timeout(now);
+                let outputs = harness.wake();
+                invariants.settled(&outputs, &harness.machine, harness.now);
                 None
             }
         };
         if let Some(input) = input {
-            channel.handle_input(now, input);
+            let outputs = harness.input(input);
+            invariants.settled(&outputs, &harness.machine, harness.now);
         }
-        invariants.drain(&mut channel, now);
     }
     // Liveness of the stop: however the run went, once the channel is over every
     // session it was granted has been stopped, each exactly once.
-    channel.handle_input(now, Input::Stop("drive over".into()));
-    invariants.drain(&mut channel, now);
+    let outputs = harness.input(Input::Stop("drive over".into()));
+    invariants.settled(&outputs, &harness.machine, harness.now);
     assert!(invariants.ended, "a stop ends the channel");
     let granted: BTreeSet<String> = invariants.granted.values().cloned().collect();
     assert_eq!(

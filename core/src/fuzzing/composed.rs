@@ -18,14 +18,14 @@ use bytes::Bytes;
 use super::reader::ByteReader;
 use super::MAX_STEPS;
 use crate::channel::{
-    ChannelConfig, EngineCallConfig, EngineSession, FetchError, HlsChannel, HlsInput, HlsMedia,
-    HlsMediaConfig, HlsOutput, Input, Output, PlaybackId, PoolChange, RequestId, SessionError,
-    StopId, TsChannel, TsInput, TsMedia, TsOutput, WaiterId,
+    ChannelConfig, ComposedChannel, EngineCallConfig, EngineSession, FetchError, HlsChannel,
+    HlsInput, HlsMedia, HlsMediaConfig, HlsOutput, Input, Media, Output, PlaybackId, PoolChange,
+    RequestId, SessionError, StopId, TsChannel, TsInput, TsMedia, TsOutput, WaiterId,
 };
 use crate::fanout::{FanoutConfig, ViewerId};
 use crate::hls::{HlsConfig, UpstreamPlaylist, UpstreamSegment};
 use crate::lifecycle::{EndReason, EngineAddr, SessionInfo};
-use crate::machine::{Harness, Machine};
+use crate::machine::Harness;
 use crate::time::{Duration, Instant};
 use crate::ts::{self, PACKET_LEN};
 
@@ -236,28 +236,32 @@ impl Engines {
     }
 }
 
-/// A channel machine with its fake world.
-trait World {
-    type M: Machine<Input = Input<Self::MediaIn>, Output = Output<Self::MediaOut>>;
-    type MediaIn;
-    type MediaOut: Clone;
+/// A composed channel with its fake world: the engine side, shared, and `S`, the side
+/// of the format's viewers and fetches.
+struct World<P: Media, S> {
+    harness: Harness<ComposedChannel<P>>,
+    engines: Engines,
+    side: S,
+}
 
-    fn harness(&mut self) -> &mut Harness<Self::M>;
-    fn engines(&mut self) -> &mut Engines;
-    /// Checks a media output.
-    fn media(&mut self, output: Self::MediaOut);
-    fn is_finished(&self) -> bool;
+/// The format's side of a fake world: checks the media outputs.
+trait MediaSide<O> {
+    fn check(&mut self, output: O);
 }
 
 /// Feeds `input` (if any) or moves time, then drains and checks every output,
 /// answering engine picks at once.
-fn settle<W: World>(world: &mut W, outputs: Vec<Output<W::MediaOut>>) {
+fn settle<P, S>(world: &mut World<P, S>, outputs: Vec<Output<P::Output>>)
+where
+    P: Media<Output: Clone>,
+    S: MediaSide<P::Output>,
+{
     let mut outputs = outputs;
     loop {
         let mut picks = Vec::new();
         for output in outputs {
-            if let Some(media) = world.engines().check(output, &mut picks) {
-                world.media(media);
+            if let Some(media) = world.engines.check(output, &mut picks) {
+                world.side.check(media);
             }
         }
         if picks.is_empty() {
@@ -265,24 +269,36 @@ fn settle<W: World>(world: &mut W, outputs: Vec<Output<W::MediaOut>>) {
         }
         outputs = Vec::new();
         for picked in picks {
-            outputs.extend(world.harness().input(Input::EnginePicked(picked)));
+            outputs.extend(world.harness.input(Input::EnginePicked(picked)));
         }
     }
 }
 
-fn feed<W: World>(world: &mut W, input: Input<W::MediaIn>) {
-    let outputs = world.harness().input(input);
+fn feed<P, S>(world: &mut World<P, S>, input: Input<P::Input>)
+where
+    P: Media<Output: Clone>,
+    S: MediaSide<P::Output>,
+{
+    let outputs = world.harness.input(input);
     settle(world, outputs);
 }
 
-fn advance<W: World>(world: &mut W, millis: u64) {
-    let outputs = world.harness().advance(Duration::from_millis(millis));
+fn advance<P, S>(world: &mut World<P, S>, millis: u64)
+where
+    P: Media<Output: Clone>,
+    S: MediaSide<P::Output>,
+{
+    let outputs = world.harness.advance(Duration::from_millis(millis));
     settle(world, outputs);
 }
 
 /// Stops the channel and answers every call until it is finished, then checks the
 /// final promises.
-fn finish<W: World>(world: &mut W, shutdown: bool) {
+fn finish<P, S>(world: &mut World<P, S>, shutdown: bool)
+where
+    P: Media<Output: Clone>,
+    S: MediaSide<P::Output>,
+{
     let stop = if shutdown {
         Input::Shutdown
     } else {
@@ -290,27 +306,27 @@ fn finish<W: World>(world: &mut W, shutdown: bool) {
     };
     feed(world, stop);
     for _ in 0..1_000 {
-        if world.is_finished() {
+        if world.harness.machine.is_finished() {
             break;
         }
-        if let Some(input) = world.engines().answer_request(0, true) {
+        if let Some(input) = world.engines.answer_request(0, true) {
             feed(world, input);
-        } else if let Some(input) = world.engines().answer_stop(0, true) {
+        } else if let Some(input) = world.engines.answer_stop(0, true) {
             feed(world, input);
         } else {
             advance(world, 1_000);
         }
     }
     assert!(
-        world.is_finished(),
+        world.harness.machine.is_finished(),
         "the channel finishes once its calls are answered"
     );
     assert_eq!(
-        world.harness().machine.poll_timeout(),
+        world.harness.machine.poll_timeout(),
         None,
         "no timer after the finish"
     );
-    world.engines().check_final();
+    world.engines.check_final();
 }
 
 /// One step of the engine side, shared by both drives.
@@ -361,14 +377,18 @@ fn decode_engine_op(reader: &mut ByteReader<'_>) -> EngineOp {
     }
 }
 
-fn engine_step<W: World>(world: &mut W, op: EngineOp) {
+fn engine_step<P, S>(world: &mut World<P, S>, op: EngineOp)
+where
+    P: Media<Output: Clone>,
+    S: MediaSide<P::Output>,
+{
     let input = match op {
-        EngineOp::Grant(index) => world.engines().answer_request(index, true),
-        EngineOp::Refuse(index) => world.engines().answer_request(index, false),
-        EngineOp::ConfirmStop(index) => world.engines().answer_stop(index, true),
-        EngineOp::FailStop(index) => world.engines().answer_stop(index, false),
+        EngineOp::Grant(index) => world.engines.answer_request(index, true),
+        EngineOp::Refuse(index) => world.engines.answer_request(index, false),
+        EngineOp::ConfirmStop(index) => world.engines.answer_stop(index, true),
+        EngineOp::FailStop(index) => world.engines.answer_stop(index, false),
         EngineOp::Exhaust(exhausted) => {
-            world.engines().exhausted = exhausted;
+            world.engines.exhausted = exhausted;
             None
         }
         EngineOp::Advance(millis) => {
@@ -395,9 +415,8 @@ struct Viewer {
     last_packet: Option<u64>,
 }
 
-struct TsWorld {
-    harness: Harness<TsChannel>,
-    engines: Engines,
+/// The TS side: viewers and the playback connection.
+struct TsSide {
     viewers: BTreeMap<ViewerId, Viewer>,
     next_viewer: u64,
     playback: Option<PlaybackId>,
@@ -405,24 +424,8 @@ struct TsWorld {
     next_packet: u64,
 }
 
-impl World for TsWorld {
-    type M = TsChannel;
-    type MediaIn = TsInput;
-    type MediaOut = TsOutput;
-
-    fn harness(&mut self) -> &mut Harness<TsChannel> {
-        &mut self.harness
-    }
-
-    fn engines(&mut self) -> &mut Engines {
-        &mut self.engines
-    }
-
-    fn is_finished(&self) -> bool {
-        self.harness.machine.is_finished()
-    }
-
-    fn media(&mut self, output: TsOutput) {
+impl MediaSide<TsOutput> for TsSide {
+    fn check(&mut self, output: TsOutput) {
         match output {
             TsOutput::OpenPlayback { playback, .. } => {
                 assert!(self.playback.is_none(), "two playbacks open");
@@ -576,14 +579,16 @@ fn run_ts(
     ops: Vec<TsOp>,
 ) {
     let machine = TsChannel::new(T0, channel, calls, TsMedia::new(fanout, first_media));
-    let mut world = TsWorld {
+    let mut world = World {
         harness: Harness::new(machine, T0),
         engines: Engines::default(),
-        viewers: BTreeMap::new(),
-        next_viewer: 1,
-        playback: None,
-        closed_playbacks: BTreeSet::new(),
-        next_packet: 1,
+        side: TsSide {
+            viewers: BTreeMap::new(),
+            next_viewer: 1,
+            playback: None,
+            closed_playbacks: BTreeSet::new(),
+            next_packet: 1,
+        },
     };
     let outputs = world.harness.drain();
     settle(&mut world, outputs);
@@ -598,22 +603,21 @@ fn run_ts(
                 None
             }
             TsOp::Join => {
-                let viewer = ViewerId(world.next_viewer);
-                world.next_viewer += 1;
-                world.viewers.insert(viewer, Viewer::default());
+                let viewer = ViewerId(world.side.next_viewer);
+                world.side.next_viewer += 1;
+                world.side.viewers.insert(viewer, Viewer::default());
                 Some(TsInput::Join(viewer))
             }
-            TsOp::Ready(index) => {
-                pick_viewer(&world.viewers, index, |seen| seen.in_flight).map(|viewer| {
-                    if let Some(seen) = world.viewers.get_mut(&viewer) {
+            TsOp::Ready(index) => pick_viewer(&world.side.viewers, index, |seen| seen.in_flight)
+                .map(|viewer| {
+                    if let Some(seen) = world.side.viewers.get_mut(&viewer) {
                         seen.in_flight = false;
                     }
                     TsInput::Ready(viewer)
-                })
-            }
+                }),
             TsOp::Leave(index) => {
-                pick_viewer(&world.viewers, index, |seen| !seen.closed).map(|viewer| {
-                    if let Some(seen) = world.viewers.get_mut(&viewer) {
+                pick_viewer(&world.side.viewers, index, |seen| !seen.closed).map(|viewer| {
+                    if let Some(seen) = world.side.viewers.get_mut(&viewer) {
                         seen.closed = true;
                     }
                     TsInput::Leave(viewer)
@@ -621,9 +625,9 @@ fn run_ts(
             }
             TsOp::Opened { stale } => {
                 let playback = if stale {
-                    world.closed_playbacks.last().copied()
+                    world.side.closed_playbacks.last().copied()
                 } else {
-                    world.playback
+                    world.side.playback
                 };
                 playback.map(TsInput::PlaybackOpened)
             }
@@ -631,18 +635,18 @@ fn run_ts(
                 packets,
                 clean,
                 junk,
-            } => world.playback.map(|playback| {
-                let mut bytes = numbered_packets(world.next_packet, packets, clean).to_vec();
-                world.next_packet += packets;
+            } => world.side.playback.map(|playback| {
+                let mut bytes = numbered_packets(world.side.next_packet, packets, clean).to_vec();
+                world.side.next_packet += packets;
                 bytes.extend(std::iter::repeat_n(0xAA, junk));
                 TsInput::PlaybackData(playback, bytes.into())
             }),
-            TsOp::PlaybackFailed => world.playback.take().map(|playback| {
-                world.closed_playbacks.insert(playback);
+            TsOp::PlaybackFailed => world.side.playback.take().map(|playback| {
+                world.side.closed_playbacks.insert(playback);
                 TsInput::PlaybackFailed(playback, "reset".into())
             }),
-            TsOp::PlaybackEnded => world.playback.take().map(|playback| {
-                world.closed_playbacks.insert(playback);
+            TsOp::PlaybackEnded => world.side.playback.take().map(|playback| {
+                world.side.closed_playbacks.insert(playback);
                 TsInput::PlaybackEnded(playback)
             }),
         };
@@ -651,7 +655,7 @@ fn run_ts(
         }
     }
     finish(&mut world, shutdown);
-    for (viewer, seen) in &world.viewers {
+    for (viewer, seen) in &world.side.viewers {
         assert!(seen.closed, "viewer {viewer} was never answered");
     }
 }
@@ -673,9 +677,8 @@ fn pick_viewer(
 // ---------------------------------------------------------------------------------
 // HLS
 
-struct HlsWorld {
-    harness: Harness<HlsChannel>,
-    engines: Engines,
+/// The HLS side: waiting players and the fetches asked for.
+struct HlsSide {
     /// Waiters asked, and whether they were answered.
     waiters: BTreeMap<WaiterId, bool>,
     next_waiter: u64,
@@ -686,24 +689,8 @@ struct HlsWorld {
     upstream_next: u64,
 }
 
-impl World for HlsWorld {
-    type M = HlsChannel;
-    type MediaIn = HlsInput;
-    type MediaOut = HlsOutput;
-
-    fn harness(&mut self) -> &mut Harness<HlsChannel> {
-        &mut self.harness
-    }
-
-    fn engines(&mut self) -> &mut Engines {
-        &mut self.engines
-    }
-
-    fn is_finished(&self) -> bool {
-        self.harness.machine.is_finished()
-    }
-
-    fn media(&mut self, output: HlsOutput) {
+impl MediaSide<HlsOutput> for HlsSide {
+    fn check(&mut self, output: HlsOutput) {
         match output {
             HlsOutput::FetchPlaylist { generation, url } => {
                 self.playlist_fetches.push((generation, url));
@@ -789,15 +776,17 @@ pub fn hls_channel(data: &[u8]) {
     let shutdown = reader.bool();
     let ops = reader.steps(MAX_STEPS, decode_hls_op);
     let machine = HlsChannel::new(T0, channel, calls, HlsMedia::new(media));
-    let mut world = HlsWorld {
+    let mut world = World {
         harness: Harness::new(machine, T0),
         engines: Engines::default(),
-        waiters: BTreeMap::new(),
-        next_waiter: 1,
-        playlist_fetches: Vec::new(),
-        segment_fetches: Vec::new(),
-        last_published: (0, 0),
-        upstream_next: 0,
+        side: HlsSide {
+            waiters: BTreeMap::new(),
+            next_waiter: 1,
+            playlist_fetches: Vec::new(),
+            segment_fetches: Vec::new(),
+            last_published: (0, 0),
+            upstream_next: 0,
+        },
     };
     let outputs = world.harness.drain();
     settle(&mut world, outputs);
@@ -812,26 +801,26 @@ pub fn hls_channel(data: &[u8]) {
             }
             HlsOp::Seen(player) => Some(HlsInput::PlayerSeen(format!("player{player}"))),
             HlsOp::Wait => {
-                let waiter = WaiterId(world.next_waiter);
-                world.next_waiter += 1;
-                world.waiters.insert(waiter, false);
+                let waiter = WaiterId(world.side.next_waiter);
+                world.side.next_waiter += 1;
+                world.side.waiters.insert(waiter, false);
                 Some(HlsInput::WaitReady(waiter))
             }
             HlsOp::Playlist {
                 index,
                 new_segments,
                 fail,
-            } => take(&mut world.playlist_fetches, index).map(|(generation, url)| {
+            } => take(&mut world.side.playlist_fetches, index).map(|(generation, url)| {
                 let result = if fail {
                     Err(FetchError::Status { url, status: 502 })
                 } else {
-                    world.upstream_next += new_segments;
-                    Ok(upstream_playlist(world.upstream_next))
+                    world.side.upstream_next += new_segments;
+                    Ok(upstream_playlist(world.side.upstream_next))
                 };
                 HlsInput::PlaylistFetched { generation, result }
             }),
             HlsOp::Segment { index, fail } => {
-                take(&mut world.segment_fetches, index).map(|(generation, upstream_seq)| {
+                take(&mut world.side.segment_fetches, index).map(|(generation, upstream_seq)| {
                     let result = if fail {
                         Err(FetchError::Timeout {
                             url: "segment".into(),
@@ -852,7 +841,7 @@ pub fn hls_channel(data: &[u8]) {
         }
     }
     finish(&mut world, shutdown);
-    for (waiter, answered) in &world.waiters {
+    for (waiter, answered) in &world.side.waiters {
         assert!(answered, "waiter {waiter} was never answered");
     }
 }

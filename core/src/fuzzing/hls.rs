@@ -13,6 +13,7 @@ use crate::hls::{
     HlsConfig, HlsSession, HlsSnapshot, Input, Output, ServedSegment, UpstreamPlaylist,
     UpstreamSegment,
 };
+use crate::machine::Harness;
 use crate::time::{Duration, Instant};
 
 /// Where the clock starts: not zero, so that a deadline computed from the wrong origin
@@ -356,30 +357,27 @@ impl Checker {
 
 /// The fake engine and driver around one session.
 struct Drive {
-    session: HlsSession,
-    checker: Checker,
-    now: Instant,
+    harness: Harness<HlsSession>,
+    owed: Owed,
     /// The engine's playlist: its first number and how many it lists.
     first: u64,
     listed: u64,
     /// Upstream numbers marked `#EXT-X-DISCONTINUITY`.
     discontinuities: Vec<u64>,
+}
+
+/// What the driver has seen of the session: the checker and the fetches owed.
+struct Owed {
+    checker: Checker,
     asked_playlists: Vec<u64>,
     asked_segments: Vec<(u64, u64)>,
 }
 
-impl Drive {
-    fn input(&mut self, input: Input) {
-        self.session.handle_input(self.now, input);
-        self.settle();
-    }
-
-    fn settle(&mut self) {
-        for _ in 0..10_000 {
-            let Some(output) = self.session.poll_output() else {
-                break;
-            };
-            self.checker.output(&self.session, &output);
+impl Owed {
+    /// Checks what one handle call put out, then the state it left.
+    fn settle(&mut self, session: &HlsSession, now: Instant, outputs: &[Output]) {
+        for output in outputs.iter().cloned() {
+            self.checker.output(session, &output);
             match output {
                 Output::FetchPlaylist { generation, url } => {
                     assert_eq!(url, URL);
@@ -396,9 +394,8 @@ impl Drive {
                 _ => {}
             }
         }
-        assert_eq!(self.session.poll_output(), None, "outputs drain");
-        self.checker.state(&self.session, self.now);
-        let generation = self.session.stats().generation;
+        self.checker.state(session, now);
+        let generation = session.stats().generation;
         let current = |g: &u64| *g == generation;
         let playlists = self.asked_playlists.iter().filter(|g| current(g)).count();
         let segments = self
@@ -407,13 +404,25 @@ impl Drive {
             .filter(|(g, _)| current(g))
             .count();
         assert!(playlists <= 1, "one playlist fetch at a time");
-        assert_eq!(segments, self.session.stats().fetches_in_flight);
-        if self.session.is_open() && playlists == 0 && segments == 0 {
+        assert_eq!(segments, session.stats().fetches_in_flight);
+        if session.is_open() && playlists == 0 && segments == 0 {
             assert!(
-                self.session.poll_timeout().is_some() || self.session.snapshot().ended,
+                session.poll_timeout().is_some() || session.snapshot().ended,
                 "an open session waits for something"
             );
         }
+    }
+}
+
+impl Drive {
+    fn input(&mut self, input: Input) {
+        let outputs = self.harness.input(input);
+        self.settle(&outputs);
+    }
+
+    fn settle(&mut self, outputs: &[Output]) {
+        self.owed
+            .settle(&self.harness.machine, self.harness.now, outputs);
     }
 
     fn playlist(&mut self, discontinuity: bool) -> UpstreamPlaylist {
@@ -462,7 +471,7 @@ impl Drive {
     fn step(&mut self, op: Op) {
         match op {
             Op::Open => {
-                self.checker.ended_since_open = 0;
+                self.owed.checker.ended_since_open = 0;
                 self.input(Input::Open {
                     playlist_url: URL.into(),
                 });
@@ -482,13 +491,13 @@ impl Drive {
                     playlist.target_duration_s = 0;
                 }
                 // A stale answer leaves the request outstanding: the driver still owes it.
-                let generation = match self.asked_playlists.last().copied() {
+                let generation = match self.owed.asked_playlists.last().copied() {
                     Some(g) if stale => g.saturating_sub(1),
                     Some(g) => {
-                        self.asked_playlists.pop();
+                        self.owed.asked_playlists.pop();
                         g
                     }
-                    None => self.session.stats().generation,
+                    None => self.harness.machine.stats().generation,
                 };
                 self.input(Input::PlaylistFetched {
                     generation,
@@ -496,7 +505,7 @@ impl Drive {
                 });
             }
             Op::PlaylistError => {
-                if let Some(generation) = self.asked_playlists.pop() {
+                if let Some(generation) = self.owed.asked_playlists.pop() {
                     self.input(Input::PlaylistFetched {
                         generation,
                         result: Err("timed out".into()),
@@ -504,11 +513,11 @@ impl Drive {
                 }
             }
             Op::Segment { pick, ok, size } => {
-                if self.asked_segments.is_empty() {
+                let asked = &mut self.owed.asked_segments;
+                if asked.is_empty() {
                     return;
                 }
-                let (generation, upstream_seq) =
-                    self.asked_segments.remove(pick % self.asked_segments.len());
+                let (generation, upstream_seq) = asked.remove(pick % asked.len());
                 let result = if ok {
                     let mut text = format!("{generation}:{upstream_seq}:");
                     text.extend(std::iter::repeat_n('x', size));
@@ -523,8 +532,12 @@ impl Drive {
                 });
             }
             Op::Unasked { upstream_seq } => {
-                let generation = self.session.stats().generation;
-                if !self.asked_segments.contains(&(generation, upstream_seq)) {
+                let generation = self.harness.machine.stats().generation;
+                if !self
+                    .owed
+                    .asked_segments
+                    .contains(&(generation, upstream_seq))
+                {
                     let body = Bytes::from(format!("{generation}:{upstream_seq}:"));
                     self.input(Input::SegmentFetched {
                         generation,
@@ -534,27 +547,19 @@ impl Drive {
                 }
             }
             Op::Advance { millis } => {
-                let until = self.now + ms(millis);
-                for _ in 0..10_000 {
-                    match self.session.poll_timeout() {
-                        Some(deadline) if deadline <= until => {
-                            self.now = deadline;
-                            self.session.handle_timeout(self.now);
-                            self.settle();
-                        }
-                        _ => break,
-                    }
-                }
-                self.now = until;
+                let owed = &mut self.owed;
+                self.harness
+                    .advance_each(ms(millis), |session, now, fired| {
+                        owed.settle(session, now, fired)
+                    });
             }
             Op::Late { millis } => {
-                self.now = self.now + ms(millis);
-                self.session.handle_timeout(self.now);
-                self.settle();
+                let outputs = self.harness.jump(ms(millis));
+                self.settle(&outputs);
             }
             Op::Wake => {
-                self.session.handle_timeout(self.now);
-                self.settle();
+                let outputs = self.harness.wake();
+                self.settle(&outputs);
             }
         }
     }
@@ -563,14 +568,15 @@ impl Drive {
 /// Runs `ops` against a session built with `config`; panics when a promise breaks.
 pub(crate) fn run(config: HlsConfig, ops: Vec<Op>) {
     let mut drive = Drive {
-        session: HlsSession::new(config.clone()),
-        checker: Checker::new(config),
-        now: T0,
+        harness: Harness::new(HlsSession::new(config.clone()), T0),
+        owed: Owed {
+            checker: Checker::new(config),
+            asked_playlists: Vec::new(),
+            asked_segments: Vec::new(),
+        },
         first: 0,
         listed: 3,
         discontinuities: Vec::new(),
-        asked_playlists: Vec::new(),
-        asked_segments: Vec::new(),
     };
     drive.step(Op::Open);
     for op in ops {

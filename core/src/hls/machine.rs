@@ -394,3 +394,24 @@ impl HlsSession {
         self.timers[kind as usize] = None;
     }
 }
+
+impl crate::machine::Machine for HlsSession {
+    type Input = Input;
+    type Output = Output;
+
+    fn handle_input(&mut self, now: Instant, input: Input) {
+        HlsSession::handle_input(self, now, input);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        HlsSession::handle_timeout(self, now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        HlsSession::poll_output(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        HlsSession::poll_timeout(self)
+    }
+}

@@ -1,11 +1,13 @@
 //! Lifecycle registry: `stream_started` / `stream_ended`, applied exactly once.
 
+mod answers;
 mod model;
 mod reason;
 mod registry;
 
 use thiserror::Error;
 
+pub use answers::{IdempotencyCache, DEFAULT_IDEMPOTENCY_CAPACITY};
 pub use model::{
     EngineAddr, KeyType, SessionInfo, StreamEnded, StreamKey, StreamStarted, StreamState,
     StreamStatus, MAX_ID_BYTES, MAX_LABELS, MAX_TEXT_BYTES,

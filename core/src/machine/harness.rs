@@ -18,6 +18,9 @@ pub struct Harness<M: Machine> {
     pub now: Instant,
     /// Every output drained so far, in order.
     pub log: Vec<M::Output>,
+    /// Whether every handle call must leave no deadline at or before `now` (a machine
+    /// that does leaves work for a driver that already woke).
+    strict: bool,
 }
 
 impl<M: Machine> Harness<M>
@@ -31,6 +34,35 @@ where
             machine,
             now,
             log: Vec::new(),
+            strict: false,
+        }
+    }
+
+    /// [`new`](Self::new), checking after every handle call that no deadline is left
+    /// at or before `now`.
+    pub fn strict(machine: M, now: Instant) -> Self {
+        Harness {
+            strict: true,
+            ..Harness::new(machine, now)
+        }
+    }
+
+    /// The machine's next deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.machine.poll_timeout()
+    }
+
+    #[track_caller]
+    fn check_settled(&self) {
+        if !self.strict {
+            return;
+        }
+        if let Some(deadline) = self.machine.poll_timeout() {
+            assert!(
+                deadline > self.now,
+                "deadline {deadline} left due at {}",
+                self.now
+            );
         }
     }
 
@@ -45,15 +77,21 @@ where
     }
 
     /// Feeds `input` now and drains what it caused.
+    #[track_caller]
     pub fn input(&mut self, input: M::Input) -> Vec<M::Output> {
         self.machine.handle_input(self.now, input);
-        self.drain()
+        let outputs = self.drain();
+        self.check_settled();
+        outputs
     }
 
     /// Calls `handle_timeout` once at `now` (due or not) and drains.
+    #[track_caller]
     pub fn wake(&mut self) -> Vec<M::Output> {
         self.machine.handle_timeout(self.now);
-        self.drain()
+        let outputs = self.drain();
+        self.check_settled();
+        outputs
     }
 
     /// Moves the clock by `by`, firing every deadline on its own instant, and drains.
@@ -62,9 +100,18 @@ where
     ///
     /// When more than [`MAX_STEPS_PER_ADVANCE`] deadlines fall in the interval: the
     /// machine livelocks.
+    #[track_caller]
     pub fn advance(&mut self, by: Duration) -> Vec<M::Output> {
-        let target = self.now + by;
         let mut outputs = self.drain();
+        self.advance_each(by, |_, _, fired| outputs.extend_from_slice(fired));
+        outputs
+    }
+
+    /// [`advance`](Self::advance), calling `each` with the machine, the clock and the
+    /// outputs of every deadline fired, as it fires (for checks of the state in between).
+    #[track_caller]
+    pub fn advance_each(&mut self, by: Duration, mut each: impl FnMut(&M, Instant, &[M::Output])) {
+        let target = self.now + by;
         let mut steps = 0;
         while let Some(deadline) = self.machine.poll_timeout() {
             if deadline > target {
@@ -75,12 +122,10 @@ where
                 steps <= MAX_STEPS_PER_ADVANCE,
                 "livelock: more than {MAX_STEPS_PER_ADVANCE} deadlines up to {target}"
             );
-            self.now = self.now.max(deadline);
-            self.machine.handle_timeout(self.now);
-            outputs.extend(self.drain());
+            let outputs = self.step().unwrap_or_default();
+            each(&self.machine, self.now, &outputs);
         }
         self.now = target;
-        outputs
     }
 
     /// Moves the clock by `by` and wakes the machine once, late (a busy driver).
@@ -90,8 +135,16 @@ where
     }
 
     /// Moves the clock to the machine's next deadline (if any) and fires it.
+    #[track_caller]
     pub fn step(&mut self) -> Option<Vec<M::Output>> {
         let deadline = self.machine.poll_timeout()?;
+        if self.strict {
+            assert!(
+                deadline > self.now,
+                "deadline {deadline} is not after now {}",
+                self.now
+            );
+        }
         self.now = self.now.max(deadline);
         Some(self.wake())
     }

@@ -192,10 +192,10 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
         let mut feedback = Vec::new();
         loop {
             let Some(output) = self.machine.poll_output() else {
-                let now = self.env.proxy.0.lifecycle.clock().now();
                 if feedback.is_empty() {
                     return ended;
                 }
+                let now = self.env.proxy.0.lifecycle.clock().now();
                 for input in feedback.drain(..) {
                     self.machine.handle_input(now, Input::Media(input));
                 }

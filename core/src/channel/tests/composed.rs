@@ -5,8 +5,8 @@ use bytes::Bytes;
 
 use crate::channel::{
     ChannelConfig, CloseReason, EngineCallConfig, HlsChannel, HlsInput, HlsMedia, HlsMediaConfig,
-    HlsOutput, Input, Notice, Output, PoolChange, RequestId, StartFailure, StopId, TsChannel,
-    TsInput, TsMedia, TsOutput, WaitFailure, WaiterId,
+    HlsOutput, Input, Notice, Output, PlaybackId, PoolChange, RequestId, StartFailure, StopId,
+    TsChannel, TsInput, TsMedia, TsOutput, WaitFailure, WaiterId,
 };
 use crate::fanout::{FanoutConfig, ViewerId};
 use crate::fuzzing::composed::{engine, session};
@@ -79,6 +79,27 @@ fn picks<M>(outputs: &[Output<M>]) -> usize {
     })
 }
 
+/// Joins `viewer`, grants session 1 on engine 1 and reports its playback open; the
+/// playback's id.
+fn open_with_viewer(harness: &mut Harness<TsChannel>, viewer: ViewerId) -> PlaybackId {
+    harness.input(Input::Media(TsInput::Join(viewer)));
+    let request =
+        requested(&harness.input(Input::EnginePicked(Some(engine(1))))).expect("a request");
+    let granted = harness.input(Input::SessionAnswer {
+        request,
+        result: Ok(session(1, 1)),
+    });
+    let playback = granted
+        .iter()
+        .find_map(|output| match output {
+            Output::Media(TsOutput::OpenPlayback { playback, .. }) => Some(*playback),
+            _ => None,
+        })
+        .expect("the granted session's playback is opened");
+    harness.input(Input::Media(TsInput::PlaybackOpened(playback)));
+    playback
+}
+
 /// A TS channel with one viewer and a playing session `s1` on engine 1.
 struct Playing {
     harness: Harness<TsChannel>,
@@ -91,21 +112,7 @@ impl Playing {
         let first = harness.drain();
         assert_eq!(picks(&first), 1, "a new channel asks for a session at once");
         let viewer = ViewerId(1);
-        harness.input(Input::Media(TsInput::Join(viewer)));
-        let request =
-            requested(&harness.input(Input::EnginePicked(Some(engine(1))))).expect("a request");
-        let granted = harness.input(Input::SessionAnswer {
-            request,
-            result: Ok(session(1, 1)),
-        });
-        let playback = granted
-            .iter()
-            .find_map(|output| match output {
-                Output::Media(TsOutput::OpenPlayback { playback, .. }) => Some(*playback),
-                _ => None,
-            })
-            .expect("the granted session's playback is opened");
-        harness.input(Input::Media(TsInput::PlaybackOpened(playback)));
+        let playback = open_with_viewer(&mut harness, viewer);
         let outputs = harness.input(Input::Media(TsInput::PlaybackData(playback, media())));
         assert!(
             outputs.iter().any(|output| matches!(
@@ -335,21 +342,7 @@ fn keepalives_start_only_after_the_first_media() {
     let mut harness = ts_channel(|_, _| {});
     harness.drain();
     let viewer = ViewerId(7);
-    harness.input(Input::Media(TsInput::Join(viewer)));
-    let request =
-        requested(&harness.input(Input::EnginePicked(Some(engine(1))))).expect("a request");
-    let outputs = harness.input(Input::SessionAnswer {
-        request,
-        result: Ok(session(1, 1)),
-    });
-    let playback = outputs
-        .iter()
-        .find_map(|output| match output {
-            Output::Media(TsOutput::OpenPlayback { playback, .. }) => Some(*playback),
-            _ => None,
-        })
-        .expect("opened");
-    harness.input(Input::Media(TsInput::PlaybackOpened(playback)));
+    let playback = open_with_viewer(&mut harness, viewer);
     // Silence shorter than the stall timeout: the viewer has no response yet, so
     // nothing is sent to it, and it is not dropped.
     let outputs = harness.advance(secs(9));

@@ -14,14 +14,12 @@ use super::{
     SessionOutput as Output, StartFailure,
 };
 use crate::fuzzing::channel::{engine, session};
+use crate::machine;
 use crate::time::{Duration, Instant};
 
 /// Where every harness clock starts: not zero, so that a deadline computed from the
 /// wrong origin shows.
 const T0: Instant = Instant::from_micros(1_000_000_000);
-
-/// Most deadlines one `advance` may fire; more means the machine livelocks.
-const MAX_STEPS_PER_ADVANCE: usize = 10_000;
 
 /// Bytes of one media read; any non-zero count is media.
 const CHUNK_BYTES: usize = 1316;
@@ -85,14 +83,11 @@ fn refused(message: &str) -> SessionError {
     SessionError::Refused(message.into())
 }
 
-/// One channel on a fake clock, in the manner of quinn's `Pair`: the test feeds
-/// inputs at `now`, and `step` moves the clock to the machine's next deadline.
+/// One channel on the core's fake clock ([`machine::Harness`], strict: no handle call
+/// may leave a deadline due), with the channel's own shortcuts.
 struct Harness {
-    channel: Channel,
+    inner: machine::Harness<Channel>,
     config: ChannelConfig,
-    now: Instant,
-    /// Every output drained so far, in order, for "exactly once" checks over a run.
-    log: Vec<Output>,
     /// Sessions handed out by `answer`, for fresh ids.
     answered: usize,
 }
@@ -108,10 +103,8 @@ impl Harness {
         let mut config = ChannelConfig::default();
         edit(&mut config);
         Harness {
-            channel: Channel::new(T0, config.clone()),
+            inner: machine::Harness::strict(Channel::new(T0, config.clone()), T0),
             config,
-            now: T0,
-            log: Vec::new(),
             answered: 0,
         }
     }
@@ -148,20 +141,13 @@ impl Harness {
 
     /// Everything the machine queued since the last drain.
     fn drain(&mut self) -> Vec<Output> {
-        let mut outputs = Vec::new();
-        while let Some(output) = self.channel.poll_output() {
-            outputs.push(output);
-        }
-        self.log.extend(outputs.iter().cloned());
-        outputs
+        self.inner.drain()
     }
 
     /// Feeds `input` at `now`; what it caused.
+    #[track_caller]
     fn input(&mut self, input: Input) -> Vec<Output> {
-        self.channel.handle_input(self.now, input);
-        let outputs = self.drain();
-        self.assert_no_deadline_due();
-        outputs
+        self.inner.input(input)
     }
 
     fn grant(&mut self, session: &EngineSession) -> Vec<Output> {
@@ -172,9 +158,9 @@ impl Harness {
     #[track_caller]
     fn answer(&mut self, port: u16) -> (EngineSession, Vec<Output>) {
         assert!(
-            matches!(self.log.last(), Some(Output::RequestSession { .. })),
+            matches!(self.log().last(), Some(Output::RequestSession { .. })),
             "no session request to answer: {:?}",
-            self.log.last()
+            self.log().last()
         );
         self.answered += 1;
         let granted = session(port, &format!("answer{}", self.answered));
@@ -187,61 +173,43 @@ impl Harness {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.channel.poll_timeout()
+        self.inner.deadline()
     }
 
     /// Moves the clock to the next deadline and fires it.
     #[track_caller]
     fn step(&mut self) -> Vec<Output> {
-        let deadline = self.deadline().expect("a deadline to step to");
-        assert!(
-            deadline > self.now,
-            "deadline {deadline} is not after now {}",
-            self.now
-        );
-        self.now = deadline;
-        self.channel.handle_timeout(self.now);
-        let outputs = self.drain();
-        self.assert_no_deadline_due();
-        outputs
+        self.inner.step().expect("a deadline to step to")
     }
 
     /// Lets `duration` pass, firing every deadline on its instant; everything that
     /// came out, in order.
     #[track_caller]
     fn advance(&mut self, duration: Duration) -> Vec<Output> {
-        let until = self.now + duration;
-        let mut outputs = Vec::new();
-        for _ in 0..MAX_STEPS_PER_ADVANCE {
-            match self.deadline() {
-                Some(deadline) if deadline <= until => outputs.extend(self.step()),
-                _ => {
-                    self.now = until;
-                    return outputs;
-                }
-            }
-        }
-        panic!("more than {MAX_STEPS_PER_ADVANCE} deadlines before {until}: livelock");
+        self.inner.advance(duration)
+    }
+
+    /// The fake clock.
+    fn now(&self) -> Instant {
+        self.inner.now
+    }
+
+    /// Everything drained over the whole run.
+    fn log(&self) -> &[Output] {
+        &self.inner.log
+    }
+
+    /// The channel under test.
+    fn channel(&self) -> &Channel {
+        &self.inner.machine
     }
 
     /// How often `output` was emitted over the whole run.
     fn count(&self, output: &Output) -> usize {
-        self.log.iter().filter(|logged| *logged == output).count()
+        self.log().iter().filter(|logged| *logged == output).count()
     }
 
     fn count_matching(&self, predicate: impl Fn(&Output) -> bool) -> usize {
-        self.log.iter().filter(|logged| predicate(logged)).count()
-    }
-
-    /// Handling anything at `now` leaves no deadline at or before `now`.
-    #[track_caller]
-    fn assert_no_deadline_due(&self) {
-        if let Some(deadline) = self.deadline() {
-            assert!(
-                deadline > self.now,
-                "deadline {deadline} left due at {}",
-                self.now
-            );
-        }
+        self.log().iter().filter(|logged| predicate(logged)).count()
     }
 }

@@ -19,12 +19,12 @@ fn stall_while_playing_reopens_the_same_url_after_backoff() {
     let (mut h, a) = Harness::playing();
     h.advance(secs(2));
     h.data();
-    let last_data = h.now;
+    let last_data = h.now();
     assert_eq!(h.step(), vec![Output::ClosePlayback]);
-    assert_eq!(h.now, last_data + h.config.upstream_stall_timeout);
-    let stalled = h.now;
+    assert_eq!(h.now(), last_data + h.config.upstream_stall_timeout);
+    let stalled = h.now();
     assert_eq!(h.step(), vec![open(&a)]);
-    assert_eq!(h.now, stalled + h.config.initial_backoff);
+    assert_eq!(h.now(), stalled + h.config.initial_backoff);
 }
 
 #[test]
@@ -38,7 +38,7 @@ fn data_after_a_reconnect_resumes_without_a_new_start() {
     assert_eq!(h.count(&stop(&a)), 0);
     assert_eq!(
         h.deadline(),
-        Some(h.now + h.config.upstream_stall_timeout),
+        Some(h.now() + h.config.upstream_stall_timeout),
         "the recovery bound is lifted"
     );
 }
@@ -53,9 +53,9 @@ fn reconnect_backoff_doubles_and_caps_at_max_backoff() {
     let mut delays = Vec::new();
     for _ in 0..5 {
         assert_eq!(h.step(), vec![Output::ClosePlayback]);
-        let stalled = h.now;
+        let stalled = h.now();
         assert_eq!(h.step(), vec![open(&a)]);
-        delays.push(h.now - stalled);
+        delays.push(h.now() - stalled);
     }
     assert_eq!(delays, vec![ms(100), ms(200), ms(350), ms(350), ms(350)]);
 }
@@ -66,15 +66,15 @@ fn data_resets_the_reconnect_backoff() {
     let initial = h.config.initial_backoff;
     for expected in [initial, initial * 2] {
         h.step();
-        let stalled = h.now;
+        let stalled = h.now();
         h.step();
-        assert_eq!(h.now - stalled, expected);
+        assert_eq!(h.now() - stalled, expected);
     }
     h.data();
     h.step();
-    let stalled = h.now;
+    let stalled = h.now();
     h.step();
-    assert_eq!(h.now - stalled, initial);
+    assert_eq!(h.now() - stalled, initial);
 }
 
 #[test]
@@ -89,7 +89,7 @@ fn session_is_replaced_after_reconnects_per_session_failed_reconnects() {
             request(&[1]),
         ]
     );
-    assert_eq!(h.channel.session(), None);
+    assert_eq!(h.channel().session(), None);
     assert_eq!(
         h.count(&open(&a)),
         1 + h.config.reconnects_per_session as usize
@@ -103,7 +103,7 @@ fn failover_session_reports_its_own_start() {
     let b = session(2, "b");
     assert_eq!(h.grant(&b), vec![open(&b)]);
     assert_eq!(h.data(), vec![started(&b)]);
-    assert_eq!(h.channel.session(), Some(&b));
+    assert_eq!(h.channel().session(), Some(&b));
     assert_eq!(h.count(&stop(&a)), 1);
     assert_eq!(h.count(&session_ended(&a, "upstream_stalled")), 1);
 }
@@ -131,9 +131,9 @@ fn playback_end_reconnects_like_a_stall() {
     h.advance(secs(1));
     // The body is gone already: nothing to close.
     assert_eq!(h.input(Input::PlaybackEnded), vec![]);
-    let ended_at = h.now;
+    let ended_at = h.now();
     assert_eq!(h.step(), vec![open(&a)]);
-    assert_eq!(h.now, ended_at + h.config.initial_backoff);
+    assert_eq!(h.now(), ended_at + h.config.initial_backoff);
 }
 
 #[test]
@@ -142,10 +142,10 @@ fn playback_failure_reconnects_like_a_stall() {
     h.advance(secs(1));
     h.input(Input::PlaybackEnded);
     h.step();
-    let failed_at = h.now;
+    let failed_at = h.now();
     assert_eq!(h.input(Input::PlaybackFailed("503".into())), vec![]);
     assert_eq!(h.step(), vec![open(&a)]);
-    assert_eq!(h.now, failed_at + h.config.initial_backoff * 2);
+    assert_eq!(h.now(), failed_at + h.config.initial_backoff * 2);
 }
 
 #[test]
@@ -169,7 +169,7 @@ fn repeated_playback_failures_fail_over_to_a_new_session() {
 fn playback_end_reported_after_a_stall_close_is_not_counted_again() {
     let (mut h, a) = Harness::playing();
     assert_eq!(h.step(), vec![Output::ClosePlayback]);
-    let stalled = h.now;
+    let stalled = h.now();
     let retry = h.deadline();
     // The driver's reader notices the close it was asked for.
     assert_eq!(h.input(Input::PlaybackEnded), vec![]);
@@ -177,12 +177,12 @@ fn playback_end_reported_after_a_stall_close_is_not_counted_again() {
     assert_eq!(h.input(Input::Data(CHUNK_BYTES)), vec![], "stale data");
     assert_eq!(h.deadline(), retry);
     assert_eq!(h.step(), vec![open(&a)]);
-    assert_eq!(h.now, stalled + h.config.initial_backoff);
+    assert_eq!(h.now(), stalled + h.config.initial_backoff);
     h.step();
-    let stalled = h.now;
+    let stalled = h.now();
     h.step();
     assert_eq!(
-        h.now - stalled,
+        h.now() - stalled,
         h.config.initial_backoff * 2,
         "second failure"
     );
@@ -192,7 +192,7 @@ fn playback_end_reported_after_a_stall_close_is_not_counted_again() {
 fn stream_ends_recovery_timeout_after_the_outage_is_detected() {
     let (mut h, a) = Harness::playing_with(|config| config.recovery_timeout = secs(5));
     assert_eq!(h.step(), vec![Output::ClosePlayback]);
-    let stalled = h.now;
+    let stalled = h.now();
     assert_eq!(h.step(), vec![open(&a)]);
     assert_eq!(
         h.step(),
@@ -203,7 +203,7 @@ fn stream_ends_recovery_timeout_after_the_outage_is_detected() {
             ended("upstream_lost"),
         ]
     );
-    assert_eq!(h.now, stalled + secs(5));
+    assert_eq!(h.now(), stalled + secs(5));
     assert_eq!(h.deadline(), None);
     assert_eq!(h.count(&stop(&a)), 1);
     let session_ends = |o: &Output| matches!(o, Output::SessionEnded { .. });
@@ -219,9 +219,9 @@ fn data_within_the_recovery_timeout_lifts_the_bound() {
     h.step();
     h.advance(secs(4));
     h.data();
-    let resumed = h.now;
+    let resumed = h.now();
     assert_eq!(h.advance(secs(9)), vec![]);
-    assert!(!h.channel.is_ended());
+    assert!(!h.channel().is_ended());
     assert_eq!(
         h.deadline(),
         Some(resumed + h.config.upstream_stall_timeout)
@@ -246,9 +246,9 @@ fn recovering_stream_keeps_requesting_sessions_until_the_recovery_bound() {
         assert_eq!(outputs, vec![ended("upstream_lost")]);
         break;
     }
-    assert!(h.channel.is_ended());
+    assert!(h.channel().is_ended());
     assert!(requests > h.config.session_attempts, "{requests} requests");
-    assert_eq!(h.now, outage + h.config.recovery_timeout);
+    assert_eq!(h.now(), outage + h.config.recovery_timeout);
     assert_eq!(h.count(&stop(&a)), 1);
     let session_ends = |o: &Output| matches!(o, Output::SessionEnded { .. });
     assert_eq!(h.count_matching(session_ends), 1);

@@ -16,8 +16,11 @@ fn granted_session_opens_its_playback_url() {
     h.advance(ms(300));
     let a = session(1, "a");
     assert_eq!(h.grant(&a), vec![open(&a)]);
-    assert_eq!(h.channel.session(), Some(&a));
-    assert_eq!(h.deadline(), Some(h.now + h.config.upstream_stall_timeout));
+    assert_eq!(h.channel().session(), Some(&a));
+    assert_eq!(
+        h.deadline(),
+        Some(h.now() + h.config.upstream_stall_timeout)
+    );
 }
 
 #[test]
@@ -26,9 +29,9 @@ fn first_data_reports_the_session_started_once() {
     let a = session(1, "a");
     h.grant(&a);
     assert_eq!(h.input(Input::PlaybackOpened), vec![]);
-    assert!(!h.channel.has_started());
+    assert!(!h.channel().has_started());
     assert_eq!(h.data(), vec![started(&a)]);
-    assert!(h.channel.has_started());
+    assert!(h.channel().has_started());
     for _ in 0..3 {
         assert_eq!(h.data(), vec![]);
     }
@@ -50,7 +53,7 @@ fn empty_reads_are_not_media() {
     let a = session(1, "a");
     h.grant(&a);
     assert_eq!(h.input(Input::Data(0)), vec![]);
-    assert!(!h.channel.has_started());
+    assert!(!h.channel().has_started());
 }
 
 #[test]
@@ -61,7 +64,7 @@ fn started_stream_has_no_start_deadline_left() {
     });
     h.advance(secs(29));
     h.data();
-    assert_eq!(h.deadline(), Some(h.now + secs(40)));
+    assert_eq!(h.deadline(), Some(h.now() + secs(40)));
     assert_eq!(h.advance(secs(39)), vec![]);
 }
 
@@ -69,11 +72,11 @@ fn started_stream_has_no_start_deadline_left() {
 fn refused_session_is_retried_after_initial_backoff_excluding_the_engine() {
     let mut h = Harness::watched();
     h.advance(ms(700));
-    let failed_at = h.now;
+    let failed_at = h.now();
     assert_eq!(h.input(failed(1, refused("unknown content"))), vec![]);
     assert_eq!(h.deadline(), Some(failed_at + h.config.initial_backoff));
     assert_eq!(h.step(), vec![request(&[1])]);
-    assert_eq!(h.now, failed_at + h.config.initial_backoff);
+    assert_eq!(h.now(), failed_at + h.config.initial_backoff);
 }
 
 #[test]
@@ -91,9 +94,9 @@ fn session_request_backoff_doubles_per_failure_up_to_max_backoff() {
             SessionError::Failed("connection refused".into()),
         ));
         excluded.push(port);
-        let failed_at = h.now;
+        let failed_at = h.now();
         assert_eq!(h.step(), vec![request(&excluded)]);
-        delays.push(h.now - failed_at);
+        delays.push(h.now() - failed_at);
     }
     assert_eq!(delays, vec![ms(100), ms(200), ms(300), ms(300)]);
 }
@@ -115,7 +118,7 @@ fn start_fails_with_the_engine_error_after_session_attempts_failures() {
         ]
     );
     assert_eq!(h.deadline(), None);
-    assert!(h.channel.is_ended());
+    assert!(h.channel().is_ended());
 }
 
 #[test]
@@ -171,7 +174,7 @@ fn start_timeout_while_requesting_reports_the_last_failure() {
         h.step(),
         vec![start_failed(StartFailure::NoEngine), ended("start_timeout")]
     );
-    assert_eq!(h.now, T0 + h.config.start_timeout);
+    assert_eq!(h.now(), T0 + h.config.start_timeout);
 }
 
 #[test]
@@ -194,7 +197,7 @@ fn start_times_out_when_a_granted_session_sends_nothing() {
             ended("start_timeout"),
         ]
     );
-    assert_eq!(h.now, T0 + secs(30));
+    assert_eq!(h.now(), T0 + secs(30));
     assert_eq!(h.deadline(), None);
     assert_eq!(
         h.count_matching(|o| matches!(o, Output::SessionEnded { .. })),
@@ -209,15 +212,15 @@ fn start_timeout_bounds_the_reconnects_and_failovers_of_a_silent_engine() {
     let mut h = Harness::watched_with(|config| config.upstream_stall_timeout = secs(5));
     let mut granted = vec![h.answer(1).0];
     for _ in 0..100 {
-        if h.channel.is_ended() {
+        if h.channel().is_ended() {
             break;
         }
         if matches!(h.step().last(), Some(Output::RequestSession { .. })) {
             granted.push(h.answer(1).0);
         }
     }
-    assert!(h.channel.is_ended());
-    assert_eq!(h.now, T0 + h.config.start_timeout);
+    assert!(h.channel().is_ended());
+    assert_eq!(h.now(), T0 + h.config.start_timeout);
     assert!(granted.len() > 1, "expected a failover before the deadline");
     for session in &granted {
         assert_eq!(h.count(&stop(session)), 1, "{session:?}");

@@ -27,10 +27,10 @@ fn polls_every_half_target_duration() {
     let mut h = Harness::new();
     h.open();
     h.playlist(with_target(live(0, 0), 4));
-    assert_eq!(h.deadline(), Some(h.now + secs(2)));
+    assert_eq!(h.deadline(), Some(h.now() + secs(2)));
     assert_eq!(h.step(), vec![fetch_playlist(1)]);
     h.playlist(with_target(live(0, 0), 7));
-    assert_eq!(h.deadline(), Some(h.now + ms(3_500)));
+    assert_eq!(h.deadline(), Some(h.now() + ms(3_500)));
 }
 
 #[test]
@@ -38,7 +38,7 @@ fn polls_no_faster_than_min_poll_interval() {
     let mut h = Harness::with_config(|c| c.poll_factor_permille = 100);
     h.open();
     h.playlist(with_target(live(0, 0), 1));
-    assert_eq!(h.deadline(), Some(h.now + ms(250)));
+    assert_eq!(h.deadline(), Some(h.now() + ms(250)));
 }
 
 #[test]
@@ -46,11 +46,11 @@ fn polls_no_slower_than_max_poll_interval_whatever_the_target_duration() {
     let mut h = Harness::new();
     h.open();
     h.playlist(with_target(live(0, 0), crate::hls::MAX_TARGET_DURATION_S));
-    assert_eq!(h.deadline(), Some(h.now + secs(10)));
+    assert_eq!(h.deadline(), Some(h.now() + secs(10)));
     let mut h = Harness::with_config(|c| c.max_poll_interval = ms(1));
     h.open();
     h.playlist(with_target(live(0, 0), 4));
-    assert_eq!(h.deadline(), Some(h.now + ms(250)), "the floor wins");
+    assert_eq!(h.deadline(), Some(h.now() + ms(250)), "the floor wins");
 }
 
 #[test]
@@ -74,9 +74,9 @@ fn playlist_errors_back_off_doubling_up_to_the_maximum() {
             h.playlist_error("read timed out"),
             vec![backoff("read timed out", secs(retry_in))]
         );
-        let failed_at = h.now;
+        let failed_at = h.now();
         assert_eq!(h.step(), vec![fetch_playlist(1)]);
-        assert_eq!(h.now, failed_at + secs(retry_in));
+        assert_eq!(h.now(), failed_at + secs(retry_in));
     }
 }
 
@@ -92,7 +92,7 @@ fn backoff_starts_over_after_a_good_playlist() {
     );
     h.step();
     h.playlist(live(0, 0));
-    assert_eq!(h.deadline(), Some(h.now + secs(1)), "the regular poll");
+    assert_eq!(h.deadline(), Some(h.now() + secs(1)), "the regular poll");
     h.step();
     assert_eq!(
         h.playlist_error("refused"),
@@ -133,6 +133,7 @@ fn every_new_segment_is_fetched_in_order_when_several_appear_at_once() {
     );
     h.answer_all();
     let fetched: Vec<u64> = h
+        .inner
         .log
         .iter()
         .filter_map(|o| match o {
@@ -191,10 +192,10 @@ fn failed_segment_is_fetched_again_after_the_retry_delay() {
     let mut h = Harness::new();
     h.open();
     h.playlist(live(0, 1));
-    let failed_at = h.now;
+    let failed_at = h.now();
     assert_eq!(h.segment_error(0), vec![]);
     assert_eq!(h.step(), vec![fetch_segment(1, 0)]);
-    assert_eq!(h.now, failed_at + ms(500));
+    assert_eq!(h.now(), failed_at + ms(500));
     assert_eq!(h.segment(0), vec![segment_ready(0)]);
 }
 

@@ -15,14 +15,15 @@ use bytes::Bytes;
 use super::{
     Gap, HlsConfig, HlsSession, HlsSnapshot, Input, Output, UpstreamPlaylist, UpstreamSegment,
 };
+use crate::machine;
 use crate::time::{Duration, Instant};
 
 /// Where every harness clock starts: not zero, so that a deadline computed from the
 /// wrong origin shows.
 const T0: Instant = Instant::from_micros(1_000_000_000);
 
-/// Most deadlines one `advance` may fire; more means the machine livelocks.
-const MAX_STEPS_PER_ADVANCE: usize = 10_000;
+/// Most fetches one `answer_all` answers; more means the session never stops asking.
+const MAX_FETCHES: usize = 10_000;
 
 /// The engine's playlist URL in every test.
 const URL: &str = "http://engine:6878/ace/m/abc/live.m3u8";
@@ -84,15 +85,12 @@ fn segment_ready(seq: u64) -> Output {
     }
 }
 
-/// One session on a fake clock, in the manner of quinn's `Pair`: the test feeds inputs
-/// at `now`, and `step` moves the clock to the session's next deadline.
+/// One session on the core's fake clock ([`machine::Harness`], strict: no handle call
+/// may leave a deadline due), remembering the fetches it asked for.
 struct Harness {
-    session: HlsSession,
-    now: Instant,
+    inner: machine::Harness<HlsSession>,
     /// The generation of the latest fetch request drained: answers echo it.
     generation: u64,
-    /// Every output drained so far, in order.
-    log: Vec<Output>,
     /// Segment fetches asked for and not answered yet: (generation, upstream number).
     asked: Vec<(u64, u64)>,
 }
@@ -106,10 +104,8 @@ impl Harness {
         let mut config = HlsConfig::default();
         edit(&mut config);
         Harness {
-            session: HlsSession::new(config),
-            now: T0,
+            inner: machine::Harness::strict(HlsSession::new(config), T0),
             generation: 0,
-            log: Vec::new(),
             asked: Vec::new(),
         }
     }
@@ -125,14 +121,13 @@ impl Harness {
         h
     }
 
-    /// Everything queued since the last drain.
-    fn drain(&mut self) -> Vec<Output> {
-        let mut outputs = Vec::new();
-        while let Some(output) = self.session.poll_output() {
+    /// Notes the fetches asked for in `outputs`, and hands them back.
+    fn track(&mut self, outputs: Vec<Output>) -> Vec<Output> {
+        for output in &outputs {
             if let Output::FetchPlaylist { generation, .. }
             | Output::FetchSegment { generation, .. } = output
             {
-                self.generation = generation;
+                self.generation = *generation;
             }
             if let Output::FetchSegment {
                 generation,
@@ -140,21 +135,27 @@ impl Harness {
                 ..
             } = output
             {
-                self.asked.push((generation, upstream_seq));
+                self.asked.push((*generation, *upstream_seq));
             }
-            outputs.push(output);
         }
-        self.log.extend(outputs.iter().cloned());
         outputs
     }
 
     /// Feeds `input` at `now`; what it caused.
     #[track_caller]
     fn input(&mut self, input: Input) -> Vec<Output> {
-        self.session.handle_input(self.now, input);
-        let outputs = self.drain();
-        self.assert_no_deadline_due();
-        outputs
+        let outputs = self.inner.input(input);
+        self.track(outputs)
+    }
+
+    /// The fake clock.
+    fn now(&self) -> Instant {
+        self.inner.now
+    }
+
+    /// The session under test.
+    fn session(&self) -> &HlsSession {
+        &self.inner.machine
     }
 
     fn open(&mut self) -> Vec<Output> {
@@ -216,7 +217,7 @@ impl Harness {
     #[track_caller]
     fn answer_all(&mut self) -> Vec<Output> {
         let mut outputs = Vec::new();
-        for _ in 0..MAX_STEPS_PER_ADVANCE {
+        for _ in 0..MAX_FETCHES {
             let Some(&n) = self.outstanding().first() else {
                 return outputs;
             };
@@ -234,45 +235,34 @@ impl Harness {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.session.poll_timeout()
+        self.inner.deadline()
     }
 
     /// Moves the clock to the next deadline and fires it.
     #[track_caller]
     fn step(&mut self) -> Vec<Output> {
-        let deadline = self.deadline().expect("a deadline to step to");
-        assert!(deadline > self.now, "deadline {deadline} is not after now");
-        self.now = deadline;
-        self.session.handle_timeout(self.now);
-        let outputs = self.drain();
-        self.assert_no_deadline_due();
-        outputs
+        let outputs = self.inner.step().expect("a deadline to step to");
+        self.track(outputs)
     }
 
     /// Lets `duration` pass, firing every deadline on its instant.
     #[track_caller]
     fn advance(&mut self, duration: Duration) -> Vec<Output> {
-        let until = self.now + duration;
-        let mut outputs = Vec::new();
-        for _ in 0..MAX_STEPS_PER_ADVANCE {
-            match self.deadline() {
-                Some(deadline) if deadline <= until => outputs.extend(self.step()),
-                _ => {
-                    self.now = until;
-                    return outputs;
-                }
-            }
-        }
-        panic!("more than {MAX_STEPS_PER_ADVANCE} deadlines before {until}: livelock");
+        let outputs = self.inner.advance(duration);
+        self.track(outputs)
     }
 
     fn snapshot(&self) -> HlsSnapshot {
-        self.session.snapshot()
+        self.session().snapshot()
     }
 
     /// How often outputs matching `predicate` were emitted over the whole run.
     fn count(&self, predicate: impl Fn(&Output) -> bool) -> usize {
-        self.log.iter().filter(|output| predicate(output)).count()
+        self.inner
+            .log
+            .iter()
+            .filter(|output| predicate(output))
+            .count()
     }
 
     /// Served seqs and discontinuity flags of the window.
@@ -292,13 +282,6 @@ impl Harness {
             .iter()
             .map(|s| upstream_of(&s.bytes))
             .collect()
-    }
-
-    #[track_caller]
-    fn assert_no_deadline_due(&self) {
-        if let Some(deadline) = self.deadline() {
-            assert!(deadline > self.now, "deadline {deadline} left due");
-        }
     }
 }
 

@@ -142,14 +142,14 @@ fn held_segments_are_capped_by_count() {
     assert_eq!(seqs(&snapshot.behind), vec![6]);
     assert_eq!(seqs(&snapshot.segments), vec![7, 8, 9]);
     assert_eq!(snapshot.segment(5), None);
-    assert_eq!(h.session.stats().held_segments, 4);
+    assert_eq!(h.session().stats().held_segments, 4);
 }
 
 #[test]
 fn held_segments_are_capped_by_bytes_but_the_newest_stays() {
     let size = body(0).len();
     let h = Harness::playing(|c| c.max_buffer_bytes = 2 * size + 1, 0, 3);
-    assert_eq!(h.session.stats().held_bytes, 2 * size);
+    assert_eq!(h.session().stats().held_bytes, 2 * size);
     assert_eq!(seqs(&h.snapshot().segments), vec![1, 2]);
 
     let mut h = Harness::playing(|c| c.max_buffer_bytes = 1, 0, 3);

@@ -8,8 +8,8 @@ use crate::fuzzing::lifecycle::snapshot;
 use std::collections::BTreeMap;
 
 use super::{
-    EngineAddr, Event, Input, KeyType, LifecycleError, Output, Registry, SessionInfo, StreamEnded,
-    StreamKey, StreamStarted, StreamState,
+    EngineAddr, Event, Input, KeyType, LifecycleError, Outcome, Output, Registry, RegistryConfig,
+    SessionInfo, StreamEnded, StreamKey, StreamStarted, StreamState,
 };
 use crate::time::Instant;
 
@@ -85,4 +85,12 @@ fn assert_refused(registry: &mut Registry, now: Instant, input: Input, expected:
         before,
         "a refused input changed the registry"
     );
+}
+
+/// The outcome of starting stream `key` (session `p1`) in a fresh registry.
+pub(super) fn outcome_for(key: &str) -> Outcome {
+    let mut registry = Registry::new(RegistryConfig::default());
+    registry
+        .handle_input(secs(1), Input::Started(start(key, "p1", None)))
+        .expect("a valid start")
 }
