@@ -130,6 +130,12 @@ impl Fanout {
         self.viewers.len()
     }
 
+    /// Stream offset at which a viewer joining now would start (before any wait for a
+    /// clean start moves it forward).
+    pub fn join_point(&self) -> u64 {
+        self.sync.join_point(self.ring.end_offset())
+    }
+
     /// Every viewer joined now, in id order.
     pub fn viewer_ids(&self) -> Vec<ViewerId> {
         self.viewers.ids()

@@ -128,10 +128,14 @@ pub(crate) fn run(config: FanoutConfig, steps: Vec<RawStep>) {
                 if let Input::Data(bytes) = &input {
                     upstream.extend_from_slice(&mirror.push(bytes.clone()));
                 }
+                // An awaiting viewer may be handed media by its join itself: note where
+                // it joins before that.
+                let join_point = fanout.join_point();
                 let ok = fanout.handle_input(now, input.clone()).is_ok();
                 match input {
                     Input::Join(id) | Input::JoinAwaiting(id) if ok => {
-                        let next_offset = fanout.viewer_offset(id).expect("joined");
+                        assert!(fanout.has_viewer(id), "joined");
+                        let next_offset = join_point;
                         let awaiting = matches!(input, Input::JoinAwaiting(_));
                         let seen = Seen {
                             next_offset,
