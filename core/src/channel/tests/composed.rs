@@ -9,8 +9,8 @@ use crate::channel::{
     TsChannel, TsInput, TsMedia, TsOutput, WaitFailure, WaiterId,
 };
 use crate::fanout::{FanoutConfig, ViewerId};
-use crate::fuzzing::composed::{engine, session};
-use crate::hls::{HlsConfig, UpstreamPlaylist, UpstreamSegment};
+use crate::fuzzing::composed::{engine, session, upstream_playlist};
+use crate::hls::HlsConfig;
 use crate::lifecycle::EndReason;
 use crate::machine::Harness;
 use crate::time::{Duration, Instant};
@@ -428,7 +428,7 @@ fn at_shutdown_an_unanswered_request_is_abandoned_at_its_deadline_not_watched() 
 // HLS
 
 fn hls_channel(idle_timeout: Duration) -> Harness<HlsChannel> {
-    let media = HlsMedia::new(HlsMediaConfig {
+    hls_channel_with(HlsMediaConfig {
         hls: HlsConfig {
             ready_segments: 1,
             ..HlsConfig::default()
@@ -436,31 +436,17 @@ fn hls_channel(idle_timeout: Duration) -> Harness<HlsChannel> {
         idle_timeout,
         first_playlist_timeout: secs(30),
         ..HlsMediaConfig::default()
-    });
-    Harness::new(
-        HlsChannel::new(
-            T0,
-            ChannelConfig::default(),
-            EngineCallConfig::default(),
-            media,
-        ),
-        T0,
-    )
+    })
 }
 
-fn playlist(segments: u64) -> UpstreamPlaylist {
-    UpstreamPlaylist {
-        target_duration_s: 2,
-        media_sequence: 0,
-        segments: (0..segments)
-            .map(|n| UpstreamSegment {
-                duration_us: 2_000_000,
-                uri: format!("http://engine:1/seg/{n}.ts"),
-                discontinuity: false,
-            })
-            .collect(),
-        ended: false,
-    }
+fn hls_channel_with(config: HlsMediaConfig) -> Harness<HlsChannel> {
+    let channel = HlsChannel::new(
+        T0,
+        ChannelConfig::default(),
+        EngineCallConfig::default(),
+        HlsMedia::new(config),
+    );
+    Harness::new(channel, T0)
 }
 
 #[test]
@@ -492,7 +478,7 @@ fn players_waiting_for_the_first_playlist_do_not_expire() {
         .expect("the playlist is polled");
     harness.input(Input::Media(HlsInput::PlaylistFetched {
         generation,
-        result: Ok(playlist(1)),
+        result: Ok(upstream_playlist(1)),
     }));
     let outputs = harness.input(Input::Media(HlsInput::SegmentFetched {
         generation,
@@ -525,20 +511,11 @@ fn players_waiting_for_the_first_playlist_do_not_expire() {
 
 #[test]
 fn waiters_beyond_the_bound_are_refused_and_the_rest_time_out() {
-    let media = HlsMedia::new(HlsMediaConfig {
+    let mut harness = hls_channel_with(HlsMediaConfig {
         max_waiters: 1,
         first_playlist_timeout: secs(3),
         ..HlsMediaConfig::default()
     });
-    let mut harness = Harness::new(
-        HlsChannel::new(
-            T0,
-            ChannelConfig::default(),
-            EngineCallConfig::default(),
-            media,
-        ),
-        T0,
-    );
     harness.drain();
     harness.input(Input::Media(HlsInput::WaitReady(WaiterId(1))));
     let outputs = harness.input(Input::Media(HlsInput::WaitReady(WaiterId(2))));
