@@ -136,14 +136,7 @@ impl<N: Net> EngineClient<N> {
     }
 
     /// GETs `url` whole (at most `max_bytes`), bounded by the request timeout; any
-    /// status but 2xx, or an empty body, is an error.
-    pub async fn fetch(&self, url: &str, max_bytes: usize) -> Result<Bytes, String> {
-        self.fetch_bounded(url, max_bytes)
-            .await
-            .map_err(|error| error.to_string())
-    }
-
-    /// [`fetch`](Self::fetch), telling a body over `max_bytes` apart from other failures.
+    /// status but 2xx, or an empty body, is an error, and each failure says which.
     pub async fn fetch_bounded(&self, url: &str, max_bytes: usize) -> Result<Bytes, FetchError> {
         let exchange = async {
             let response = self.get(url).await.map_err(FetchError::Unreachable)?;
