@@ -74,7 +74,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let any_port: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
     let listener = TokioNet
-        .bind(any_port)
+        .bind(any_port, acemux::net::DEFAULT_BACKLOG)
         .await
         .map_err(|error| format!("bind: {error}"))?;
     let addr = listener

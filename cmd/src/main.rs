@@ -78,13 +78,13 @@ fn run_relay(args: RelayArgs) -> ExitCode {
     };
     let served = runtime.block_on(async move {
         let listener = TokioNet
-            .bind(args.listen)
+            .bind(args.listen, acemux::net::DEFAULT_BACKLOG)
             .await
             .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
         let control = match args.control {
             Some(addr) => Some(
                 TokioNet
-                    .bind(addr)
+                    .bind(addr, acemux::net::DEFAULT_BACKLOG)
                     .await
                     .map_err(|error| format!("cannot listen on {addr}: {error}"))?,
             ),
@@ -198,7 +198,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let store: Arc<dyn EventStore> = SqliteStore::open(&args.db, webhooks)
         .map_err(|error| format!("cannot open database {}: {error}", args.db.display()))?;
     let listener = TokioNet
-        .bind(args.listen)
+        .bind(args.listen, args.listen_backlog)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     let running = acemux::start(TokioNet, listener, store, options)
@@ -228,7 +228,7 @@ fn run_emulator(args: EmulateEngineArgs) -> ExitCode {
     let listen = args.listen;
     let served = runtime.block_on(async move {
         let listener = TokioNet
-            .bind(listen)
+            .bind(listen, acemux::net::DEFAULT_BACKLOG)
             .await
             .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
         let local_addr = acemux::net::NetListener::local_addr(&listener)

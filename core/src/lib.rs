@@ -42,6 +42,7 @@ pub mod hls;
 pub mod lifecycle;
 pub mod machine;
 pub mod playlist;
+pub mod refusals;
 pub mod rng;
 pub mod time;
 pub mod ts;

@@ -203,6 +203,13 @@ pub async fn start<N: Net>(
         )));
     }
     {
+        let metrics = metrics.clone();
+        let stopped = stopped.clone();
+        workers.push(tokio::spawn(async move {
+            metrics.refusals.run(stopped).await;
+        }));
+    }
+    {
         let lifecycle = lifecycle.clone();
         let stopped = stopped.clone();
         workers.push(tokio::spawn(

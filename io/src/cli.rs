@@ -37,6 +37,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ACEMUX_LISTEN", default_value = "127.0.0.1:6880")]
     pub listen: SocketAddr,
 
+    /// Connections the kernel queues before acemux accepts them: room for a crowd that
+    /// connects at once (the kernel caps it at `net.core.somaxconn`).
+    #[arg(long, env = "ACEMUX_LISTEN_BACKLOG", default_value_t = crate::net::DEFAULT_BACKLOG)]
+    pub listen_backlog: u32,
+
     /// Bearer API key required by the event routes. Without one they are open.
     #[arg(long, env = "ACEMUX_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,

@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod refusals;
 pub mod server;
 pub mod server_io;
 pub mod store;

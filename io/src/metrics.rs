@@ -126,6 +126,8 @@ pub struct Metrics {
     /// Webhook deliveries given up after `--webhook-max-attempts` or beyond
     /// `--webhook-max-pending` (the event stays in the event log).
     pub webhook_given_up: Family<WebhookLabels, Counter>,
+    /// Refusals at configured bounds, logged once per bound and second.
+    pub refusals: crate::refusals::RefusalLog,
 }
 
 impl Default for Metrics {
@@ -166,6 +168,7 @@ impl Metrics {
             ts_discarded_bytes: Family::default(),
             hls_playlist_errors: Family::default(),
             webhook_given_up: Family::default(),
+            refusals: crate::refusals::RefusalLog::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -306,6 +309,13 @@ impl Metrics {
                 limit: limit.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a request or connection refused at the bound `limit` (a 503), and logs it
+    /// in that bound's next summary line.
+    pub fn refused(&self, limit: &'static str) {
+        self.limit_hit(limit);
+        self.refusals.refused(limit);
     }
 
     /// Counts `count` hits of the bound `limit` at once, e.g. one per item it dropped.

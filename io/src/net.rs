@@ -14,6 +14,10 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// Connections a listener queues before they are accepted, unless configured
+/// (`--listen-backlog`): room for a crowd that connects at once.
+pub const DEFAULT_BACKLOG: u32 = 4096;
+
 /// Bind, accept and connect.
 pub trait Net: Clone + Send + Sync + 'static {
     /// A connected byte stream.
@@ -21,8 +25,14 @@ pub trait Net: Clone + Send + Sync + 'static {
     /// A bound listening socket.
     type Listener: NetListener<Stream = Self::Stream>;
 
-    /// Listens on `addr` (port 0 picks a free port).
-    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>> + Send;
+    /// Listens on `addr` (port 0 picks a free port), queueing up to `backlog`
+    /// connections not yet accepted (where the network has such a queue; the kernel
+    /// caps it at `net.core.somaxconn`).
+    fn bind(
+        &self,
+        addr: SocketAddr,
+        backlog: u32,
+    ) -> impl Future<Output = io::Result<Self::Listener>> + Send;
 
     /// Connects to `host:port`, resolving `host` as this network does.
     fn connect(
@@ -58,8 +68,17 @@ impl Net for TokioNet {
     type Stream = tokio::net::TcpStream;
     type Listener = tokio::net::TcpListener;
 
-    async fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
-        tokio::net::TcpListener::bind(addr).await
+    async fn bind(&self, addr: SocketAddr, backlog: u32) -> io::Result<Self::Listener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std and tokio listeners do: a restarted server can bind while old
+        // connections linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(backlog)
     }
 
     async fn connect(&self, host: &str, port: u16) -> io::Result<Self::Stream> {

@@ -95,8 +95,8 @@ pub async fn serve<L: NetListener>(
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             metrics.http_connections_rejected.inc();
-            metrics.limit_hit("connections");
-            tracing::warn!(%peer, limit = limits.max_connections, "connection refused: at the connection cap");
+            metrics.refused("connections");
+            tracing::debug!(%peer, limit = limits.max_connections, "connection refused: at the connection cap");
             tokio::spawn(async move {
                 let write = stream.write_all(CAPACITY_ANSWER);
                 let _ = tokio::time::timeout(Duration::from_secs(1), write).await;

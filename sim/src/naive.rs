@@ -58,7 +58,10 @@ fn log(shared: &Shared, line: String) {
 /// accepts the next, as one worker with a blocked event loop does.
 pub async fn naive_orchestrator(shared: Shared, engine: (String, u16)) -> turmoil::Result {
     let listener = TurmoilNet
-        .bind(SocketAddr::from(([0, 0, 0, 0], NAIVE_PORT)))
+        .bind(
+            SocketAddr::from(([0, 0, 0, 0], NAIVE_PORT)),
+            acemux::net::DEFAULT_BACKLOG,
+        )
         .await?;
     let client = http_client(TurmoilNet);
     loop {

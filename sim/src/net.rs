@@ -16,7 +16,8 @@ impl Net for TurmoilNet {
     type Stream = turmoil::net::TcpStream;
     type Listener = TurmoilListener;
 
-    async fn bind(&self, addr: SocketAddr) -> io::Result<Self::Listener> {
+    /// The simulated network has no accept queue to size: `backlog` is ignored.
+    async fn bind(&self, addr: SocketAddr, _backlog: u32) -> io::Result<Self::Listener> {
         turmoil::net::TcpListener::bind(addr)
             .await
             .map(TurmoilListener)

@@ -70,7 +70,7 @@ pub async fn run_relay(routes: Vec<Route>, control: Arc<RelayControl>) -> turmoi
     let mut accept_loops = Vec::new();
     for route in routes {
         let addr = SocketAddr::from(([0, 0, 0, 0], route.listen_port));
-        let listener = TurmoilNet.bind(addr).await?;
+        let listener = TurmoilNet.bind(addr, acemux::net::DEFAULT_BACKLOG).await?;
         let control = control.clone();
         accept_loops.push(tokio::spawn(async move {
             loop {

@@ -287,7 +287,10 @@ impl<'a> World<'a> {
                 drop(ran);
                 async move {
                     let listener = TurmoilNet
-                        .bind(SocketAddr::from(([0, 0, 0, 0], ENGINE_PORT)))
+                        .bind(
+                            SocketAddr::from(([0, 0, 0, 0], ENGINE_PORT)),
+                            acemux::net::DEFAULT_BACKLOG,
+                        )
                         .await?;
                     emulator.serve(listener, std::future::pending()).await;
                     Ok(())
@@ -358,7 +361,10 @@ impl<'a> World<'a> {
                 let metrics = metrics.clone();
                 async move {
                     let listener = TurmoilNet
-                        .bind(SocketAddr::from(([0, 0, 0, 0], ACEMUX_PORT)))
+                        .bind(
+                            SocketAddr::from(([0, 0, 0, 0], ACEMUX_PORT)),
+                            acemux::net::DEFAULT_BACKLOG,
+                        )
                         .await?;
                     let store: Arc<dyn EventStore> = store;
                     let running = acemux::start(TurmoilNet, listener, store, options).await?;
@@ -584,7 +590,10 @@ async fn receiver(observer: Observer) -> turmoil::Result {
         .route("/events/{kind}", post(event))
         .with_state(observer);
     let listener = TurmoilNet
-        .bind(SocketAddr::from(([0, 0, 0, 0], RECEIVER_PORT)))
+        .bind(
+            SocketAddr::from(([0, 0, 0, 0], RECEIVER_PORT)),
+            acemux::net::DEFAULT_BACKLOG,
+        )
         .await?;
     acemux::server::serve(
         listener,

@@ -78,7 +78,10 @@ fn request_response_over_tokio_sockets() {
         .expect("runtime");
     let answers = runtime.block_on(async {
         let listener = TokioNet
-            .bind("127.0.0.1:0".parse().expect("address"))
+            .bind(
+                "127.0.0.1:0".parse().expect("address"),
+                acemux::net::DEFAULT_BACKLOG,
+            )
             .await
             .expect("bind");
         let port = listener.local_addr().expect("address").port();
@@ -93,7 +96,10 @@ fn request_response_over_the_simulated_network() {
     let mut sim = turmoil::Builder::new().build();
     sim.host("server", || async {
         let listener = TurmoilNet
-            .bind(SocketAddr::from(([0, 0, 0, 0], 9000)))
+            .bind(
+                SocketAddr::from(([0, 0, 0, 0], 9000)),
+                acemux::net::DEFAULT_BACKLOG,
+            )
             .await?;
         echo_server(listener).await;
         Ok(())

@@ -31,7 +31,10 @@ impl Demo {
         let engine = Emulator::new(EmulatorConfig::default())
             .spawn(
                 TokioNet
-                    .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                    .bind(
+                        SocketAddr::from(([127, 0, 0, 1], 0)),
+                        acemux::net::DEFAULT_BACKLOG,
+                    )
                     .await
                     .map_err(|error| format!("cannot start the engine emulator: {error}"))?,
             )
@@ -39,7 +42,7 @@ impl Demo {
         let store: Arc<dyn EventStore> = SqliteStore::open(":memory:".as_ref(), Vec::new())
             .map_err(|error| format!("cannot open the in-memory event log: {error}"))?;
         let listener = TokioNet
-            .bind(listen)
+            .bind(listen, acemux::net::DEFAULT_BACKLOG)
             .await
             .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
         let origin = unix_micros_now();

@@ -100,7 +100,10 @@ impl HostileEngine {
     /// `script(hit)`.
     pub async fn start(script: impl Fn(&Hit) -> Answer + Send + Sync + 'static) -> HostileEngine {
         let listener = TokioNet
-            .bind("127.0.0.1:0".parse().expect("address"))
+            .bind(
+                "127.0.0.1:0".parse().expect("address"),
+                acemux::net::DEFAULT_BACKLOG,
+            )
             .await
             .expect("bind hostile engine");
         let addr = listener.local_addr().expect("local address");

@@ -55,7 +55,10 @@ impl ProxyRig {
         let any_port = "127.0.0.1:0".parse().expect("address");
         let mut engines = Vec::new();
         for config in configs {
-            let listener = TokioNet.bind(any_port).await.expect("bind engine");
+            let listener = TokioNet
+                .bind(any_port, acemux::net::DEFAULT_BACKLOG)
+                .await
+                .expect("bind engine");
             engines.push(Emulator::new(config).spawn(listener).expect("engine"));
         }
         let dir = tempfile::tempdir().expect("temp dir");
@@ -74,7 +77,10 @@ impl ProxyRig {
                 host: "127.0.0.1".into(),
                 port: engine.local_addr().port(),
             }));
-        let listener = TokioNet.bind(any_port).await.expect("bind acemux");
+        let listener = TokioNet
+            .bind(any_port, acemux::net::DEFAULT_BACKLOG)
+            .await
+            .expect("bind acemux");
         let acemux = acemux::start(TokioNet, listener, store, options)
             .await
             .expect("start");

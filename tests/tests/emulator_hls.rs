@@ -13,7 +13,10 @@ use tokio::time::Instant;
 
 async fn start(emulator: &Emulator) -> RunningEmulator {
     let listener = TokioNet
-        .bind("127.0.0.1:0".parse().expect("address"))
+        .bind(
+            "127.0.0.1:0".parse().expect("address"),
+            acemux::net::DEFAULT_BACKLOG,
+        )
         .await
         .expect("bind");
     emulator.spawn(listener).expect("serve")

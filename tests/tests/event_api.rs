@@ -16,7 +16,10 @@ async fn start(options: ServeOptions) -> (Running, tempfile::TempDir) {
     let store: Arc<dyn EventStore> =
         SqliteStore::open(&dir.path().join("events.db"), Vec::new()).expect("open store");
     let listener = TokioNet
-        .bind("127.0.0.1:0".parse().expect("address"))
+        .bind(
+            "127.0.0.1:0".parse().expect("address"),
+            acemux::net::DEFAULT_BACKLOG,
+        )
         .await
         .expect("bind");
     let running = acemux::start(TokioNet, listener, store, options)

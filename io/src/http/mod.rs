@@ -221,7 +221,11 @@ async fn count_requests(State(app): State<AppState>, request: Request, next: Nex
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = json_errors(next.run(request).await).await;
     if let Some(LimitHit(limit)) = response.extensions().get::<LimitHit>() {
-        app.metrics.limit_hit(limit);
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            app.metrics.refused(limit);
+        } else {
+            app.metrics.limit_hit(limit);
+        }
     }
     app.metrics
         .http_requests

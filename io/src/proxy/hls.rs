@@ -57,8 +57,8 @@ impl<N: Net> Format<N> for HlsIo {
                 Some(HlsInput::WaitReady(waiter))
             }
             // TS viewers never reach an HLS channel (the key's format differs).
-            ChannelMsg::Join { tx, .. } => {
-                let _ = tx.try_send(super::viewer::ViewerMsg::Closed("wrong_format"));
+            ChannelMsg::Join { slot, .. } => {
+                slot.end(super::viewer::End::Closed("wrong_format"));
                 None
             }
             ChannelMsg::Ready(_) | ChannelMsg::Leave(_) | ChannelMsg::Stop { .. } => None,
@@ -126,7 +126,7 @@ impl<N: Net> Format<N> for HlsIo {
                     Ok(()) => Ok((self.id, self.snapshot.borrow().clone())),
                     Err(WaitFailure::Start(failure)) => Err(JoinError::Start(failure)),
                     Err(WaitFailure::Full { limit }) => {
-                        shared.metrics.limit_hit("hls_start_waiters");
+                        shared.metrics.refused("hls_start_waiters");
                         Err(JoinError::Capacity(format!(
                             "too many players are waiting for channel {} to start (limit {limit})",
                             env.key

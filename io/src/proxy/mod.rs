@@ -27,8 +27,8 @@ use crate::server::ConnectionKill;
 pub use crate::config::ProxyConfig;
 pub use viewer::ViewerStream;
 
-/// Messages a channel task's mailbox holds at most; a full mailbox answers a join 503
-/// (viewers already in wait for room instead of growing an unbounded queue).
+/// Messages a channel task's mailbox holds at most; senders wait for room (joins for
+/// the start timeout at most) instead of growing an unbounded queue.
 const MAILBOX: usize = 1024;
 
 /// What identifies a channel: the stream key and format as requested.
@@ -83,7 +83,7 @@ enum ChannelMsg {
     /// A TS viewer joins.
     Join {
         viewer: ViewerId,
-        tx: mpsc::Sender<viewer::ViewerMsg>,
+        slot: Arc<viewer::Slot>,
         kill: Option<ConnectionKill>,
     },
     /// A TS viewer wrote what it was handed.
@@ -185,31 +185,63 @@ impl<N: Net> Proxy<N> {
         kill: Option<ConnectionKill>,
     ) -> Result<ViewerStream, JoinError> {
         let viewer = ViewerId(self.next_id());
-        let (tx, rx) = mpsc::channel(viewer::VIEWER_QUEUE);
-        let join = ChannelMsg::Join { viewer, tx, kill };
-        let (mailbox, _) = self.send(&key, join)?;
-        viewer::first_media(rx, viewer, mailbox, self.0.metrics.clone(), &key).await
+        let slot = Arc::new(viewer::Slot::default());
+        let join = ChannelMsg::Join {
+            viewer,
+            slot: slot.clone(),
+            kill,
+        };
+        let (mailbox, _) = self.send(&key, join).await?;
+        viewer::first_media(slot, viewer, mailbox, &self.0.metrics, &key).await
     }
 
     /// Hands `message` to `key`'s channel, started if needed, and returns that
-    /// channel's mailbox and id. Done under the directory lock, so a channel that
-    /// ends meanwhile has either received the message (and hands it on to its
+    /// channel's mailbox and id. Handed over under the directory lock, so a channel
+    /// that ends meanwhile has either received the message (and hands it on to its
     /// successor) or is gone from the directory (and a new channel receives it).
-    fn send(
+    ///
+    /// A full mailbox is waited on, in turn with every other sender (a join storm
+    /// queues instead of being refused), for the start timeout at most: a channel that
+    /// cannot take a message for that long is refused at the `join_wait` bound.
+    async fn send(
         &self,
         key: &ChannelKey,
         message: ChannelMsg,
     ) -> Result<(mpsc::Sender<ChannelMsg>, u64), JoinError> {
-        let mut channels = self.channels();
-        let handle = self.channel_locked(&mut channels, key)?;
-        let mailbox = handle.mailbox.clone();
-        let id = handle.id;
-        if mailbox.try_send(message).is_err() {
-            drop(channels);
-            self.0.metrics.limit_hit("channel_mailbox");
-            return Err(JoinError::Capacity(format!("channel {key} is overloaded")));
+        let deadline = tokio::time::Instant::now() + self.0.config.channel.start_timeout;
+        let mut message = message;
+        loop {
+            let (mailbox, id) = {
+                let mut channels = self.channels();
+                let handle = self.channel_locked(&mut channels, key)?;
+                match handle.mailbox.try_send(message) {
+                    Ok(()) => return Ok((handle.mailbox.clone(), handle.id)),
+                    // Closed only as the channel leaves the directory, under this lock.
+                    Err(
+                        mpsc::error::TrySendError::Full(back)
+                        | mpsc::error::TrySendError::Closed(back),
+                    ) => message = back,
+                }
+                (handle.mailbox.clone(), handle.id)
+            };
+            let permit = match tokio::time::timeout_at(deadline, mailbox.reserve()).await {
+                Ok(Ok(permit)) => permit,
+                // The channel ended while this waited: its successor takes the message.
+                Ok(Err(_)) => continue,
+                Err(_) => {
+                    self.0.metrics.refused("join_wait");
+                    return Err(JoinError::Capacity(format!(
+                        "channel {key} is too busy to take a viewer now"
+                    )));
+                }
+            };
+            let channels = self.channels();
+            if channels.get(key).is_some_and(|handle| handle.id == id) {
+                // Still in the directory, so its mailbox is open.
+                permit.send(message);
+                return Ok((mailbox, id));
+            }
         }
-        Ok((mailbox, id))
     }
 
     /// `key`'s channel in the (locked) directory, started if needed.
@@ -220,7 +252,7 @@ impl<N: Net> Proxy<N> {
     ) -> Result<&'a ChannelHandle, JoinError> {
         if !channels.contains_key(key) {
             if channels.len() >= self.0.config.max_channels {
-                self.0.metrics.limit_hit("channels");
+                self.0.metrics.refused("channels");
                 return Err(JoinError::Capacity(format!(
                     "too many channels (limit {})",
                     self.0.config.max_channels
@@ -311,27 +343,23 @@ impl<N: Net> Proxy<N> {
         let ready = {
             let mut channels = self.channels();
             let handle = self.channel_locked(&mut channels, &key)?;
+            // Presence only: a full mailbox loses one sighting of a player who keeps
+            // asking.
             let _ = handle.mailbox.try_send(ChannelMsg::Seen {
                 token: token.clone(),
             });
             let snapshot = handle.snapshot.as_ref().map(|rx| rx.borrow().clone());
-            match snapshot.filter(|snapshot| snapshot.ready) {
-                Some(snapshot) => Ok((handle.id, snapshot)),
-                None => {
-                    let (reply, ready) = oneshot::channel();
-                    let wait = ChannelMsg::WaitReady { reply };
-                    if handle.mailbox.try_send(wait).is_err() {
-                        drop(channels);
-                        self.0.metrics.limit_hit("channel_mailbox");
-                        return Err(JoinError::Capacity(format!("channel {key} is overloaded")));
-                    }
-                    Err(ready)
-                }
-            }
+            snapshot
+                .filter(|snapshot| snapshot.ready)
+                .map(|snapshot| (handle.id, snapshot))
         };
         let (id, snapshot) = match ready {
-            Ok(ready) => ready,
-            Err(ready) => ready.await.map_err(|_| JoinError::Ended)??,
+            Some(ready) => ready,
+            None => {
+                let (reply, ready) = oneshot::channel();
+                self.send(&key, ChannelMsg::WaitReady { reply }).await?;
+                ready.await.map_err(|_| JoinError::Ended)??
+            }
         };
         let token = crate::engine::percent_encode(&token);
         Ok(snapshot.render(|seq| format!("/ace/hls/{id}/{seq}.ts?t={token}")))
@@ -430,8 +458,8 @@ impl<N: Net> Proxy<N> {
 fn refuse(message: ChannelMsg, error: &JoinError) {
     let reason = error.to_string();
     match message {
-        ChannelMsg::Join { tx, .. } => {
-            let _ = tx.try_send(viewer::ViewerMsg::Refused(reason));
+        ChannelMsg::Join { slot, .. } => {
+            slot.end(viewer::End::Refused(reason));
         }
         ChannelMsg::WaitReady { reply } => {
             let _ = reply.send(Err(JoinError::Capacity(reason)));

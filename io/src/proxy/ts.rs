@@ -10,14 +10,14 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::pump::{Env, Format};
-use super::viewer::ViewerMsg;
+use super::viewer::{End, Slot};
 use super::{ChannelMsg, JoinError, Proxy};
 use crate::metrics::DropLabels;
 use crate::net::Net;
 use crate::server::ConnectionKill;
 
 struct ViewerSlot {
-    tx: mpsc::Sender<ViewerMsg>,
+    slot: std::sync::Arc<Slot>,
     kill: Option<ConnectionKill>,
 }
 
@@ -38,12 +38,20 @@ impl TsIo {
         }
     }
 
-    /// Hands `message` to `viewer`; a viewer whose queue cannot take it is gone.
-    fn send(&mut self, viewer: ViewerId, message: ViewerMsg, feedback: &mut Vec<TsInput>) {
+    /// Hands `chunks` to `viewer` (with this channel's mailbox when they are its
+    /// first); a viewer whose slot cannot take them is gone.
+    fn send(
+        &mut self,
+        viewer: ViewerId,
+        chunks: Vec<bytes::Bytes>,
+        first: bool,
+        feedback: &mut Vec<TsInput>,
+    ) {
         let Some(slot) = self.viewers.get(&viewer) else {
             return;
         };
-        if slot.tx.try_send(message).is_err() {
+        let serving = first.then(|| self.mailbox.clone());
+        if !slot.slot.deliver(chunks, serving) {
             self.viewers.remove(&viewer);
             feedback.push(TsInput::Leave(viewer));
         }
@@ -60,8 +68,8 @@ impl<N: Net> Format<N> for TsIo {
 
     fn message(&mut self, message: ChannelMsg) -> Option<TsInput> {
         match message {
-            ChannelMsg::Join { viewer, tx, kill } => {
-                self.viewers.insert(viewer, ViewerSlot { tx, kill });
+            ChannelMsg::Join { viewer, slot, kill } => {
+                self.viewers.insert(viewer, ViewerSlot { slot, kill });
                 Some(TsInput::Join(viewer))
             }
             ChannelMsg::Ready(viewer) => Some(TsInput::Ready(viewer)),
@@ -119,29 +127,19 @@ impl<N: Net> Format<N> for TsIo {
                 viewer,
                 chunks,
                 first,
-            } => {
-                let message = if first {
-                    ViewerMsg::Started {
-                        chunks,
-                        mailbox: self.mailbox.clone(),
-                    }
-                } else {
-                    ViewerMsg::Data(chunks)
-                };
-                self.send(viewer, message, feedback);
-            }
+            } => self.send(viewer, chunks, first, feedback),
             TsOutput::Keepalive { viewer, chunk } => {
-                self.send(viewer, ViewerMsg::Data(vec![chunk]), feedback);
+                self.send(viewer, vec![chunk], false, feedback);
             }
             TsOutput::Close { viewer, reason } => {
                 let Some(slot) = self.viewers.remove(&viewer) else {
                     return;
                 };
-                let message = match &reason {
-                    CloseReason::StartFailed(failure) => ViewerMsg::Failed(failure.clone()),
+                let end = match &reason {
+                    CloseReason::StartFailed(failure) => End::Failed(failure.clone()),
                     CloseReason::Full { limit } => {
-                        metrics.limit_hit("viewers_per_channel");
-                        ViewerMsg::Refused(format!("too many viewers (limit {limit})"))
+                        metrics.refused("viewers_per_channel");
+                        End::Refused(format!("too many viewers (limit {limit})"))
                     }
                     CloseReason::Dropped(drop) => {
                         tracing::info!(channel = %env.key, %viewer, reason = drop.as_str(), "dropping viewer");
@@ -159,16 +157,16 @@ impl<N: Net> Format<N> for TsIo {
                                 reason: drop.as_str().to_owned(),
                             })
                             .inc();
-                        let _ = slot.tx.try_send(ViewerMsg::Closed(drop.as_str()));
+                        slot.slot.end(End::Dropped(drop.as_str()));
                         // Its writes may be stuck: close the connection itself.
                         if let Some(kill) = slot.kill {
                             kill.kill();
                         }
                         return;
                     }
-                    _ => ViewerMsg::Closed("channel_ended"),
+                    _ => End::Closed("channel_ended"),
                 };
-                if slot.tx.try_send(message).is_err() {
+                if !slot.slot.end(end) {
                     if let Some(kill) = slot.kill {
                         kill.kill();
                     }

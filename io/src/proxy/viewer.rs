@@ -1,68 +1,181 @@
-//! One viewer: the HTTP response body fed by its channel.
+//! One viewer: the slot its channel fills, and the stream that empties it.
 //!
-//! The body asks for its next batch (`Ready`) as soon as hyper starts writing the
-//! current one, so that the round trip through the channel task overlaps the write
-//! instead of following it: at most one batch is being written and one more is queued.
-//! It asks again only once hyper polls past the end of the current batch, so a viewer
-//! that stops reading stops asking after at most one batch more, and its channel drops
-//! it after the stall timeout (or when it falls out of the ring).
+//! The channel hands a viewer one batch per `Ready`. The viewer asks for its next batch
+//! (`Ready`) as soon as it takes the current one, before writing it, so that the round
+//! trip through the channel task overlaps the write instead of following it: at most
+//! one batch is being written and one more waits in the slot. A viewer that stops
+//! reading stops taking, so it stops asking after at most one batch more, and its
+//! channel drops it after the stall timeout (or when it falls out of the ring).
+//!
+//! The slot is a few words behind one lock, not a queue: a crowd of ten thousand
+//! viewers costs ten thousand of them.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use acemux_core::channel::StartFailure;
 use acemux_core::fanout::ViewerId;
 use axum::body::Body;
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::{ChannelKey, ChannelMsg, JoinError};
 use crate::metrics::{ChannelLabels, Metrics};
 
-/// Messages queued for one viewer. The channel hands a viewer one batch per `Ready` and
-/// the body has at most one `Ready` outstanding, so at most one batch (or keepalive)
-/// waits here besides a closing message: a small queue never fills for a live viewer.
-pub(super) const VIEWER_QUEUE: usize = 4;
+/// Batches a slot holds at most. The channel hands one per `Ready` and a viewer has at
+/// most one `Ready` outstanding, so a live viewer's slot holds one batch, rarely two (a
+/// keepalive beside it); one holding more has stopped taking and is treated as gone.
+const MAX_BATCHES: u8 = 3;
 
-/// What a channel tells a viewer.
-pub(super) enum ViewerMsg {
-    /// The viewer's first media, from the channel that serves it (its mailbox takes
-    /// the viewer's `Ready` and `Leave` from now on).
-    Started {
-        chunks: Vec<Bytes>,
-        mailbox: mpsc::Sender<ChannelMsg>,
-    },
-    /// Media (or keepalive null packets).
-    Data(Vec<Bytes>),
+/// How a viewer's stream ends.
+#[derive(Clone, Debug)]
+pub(super) enum End {
     /// The channel could not start.
     Failed(StartFailure),
     /// The channel refused the viewer (capacity).
     Refused(String),
-    /// The viewer was dropped or the channel ended.
+    /// The channel ended: media already handed over is still written.
     Closed(&'static str),
+    /// The channel dropped the viewer (stalled, or fell out of the ring): its writes
+    /// stop at once, even one in progress.
+    Dropped(&'static str),
 }
 
-/// Sends `Leave` when the viewer's body is dropped (client gone, or stream over).
+#[derive(Debug, Default)]
+struct SlotState {
+    /// The mailbox of the channel that serves the viewer, set with its first media
+    /// (the channel it joined may have handed it to a successor).
+    serving: Option<mpsc::Sender<ChannelMsg>>,
+    /// Media handed over and not taken yet.
+    chunks: Vec<Bytes>,
+    /// Batches in `chunks`.
+    batches: u8,
+    end: Option<End>,
+    /// The viewer's side is gone: nothing handed over will be taken.
+    gone: bool,
+}
+
+/// What a channel hands one viewer, and the viewer takes.
+#[derive(Debug, Default)]
+pub(super) struct Slot {
+    state: Mutex<SlotState>,
+    /// Wakes the viewer's one task after every change.
+    changed: Notify,
+}
+
+impl Slot {
+    fn state(&self) -> MutexGuard<'_, SlotState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Hands `chunks` over, with the serving channel's mailbox for a first batch. False
+    /// when the viewer is gone or has stopped taking (it holds the bound of batches).
+    pub(super) fn deliver(
+        &self,
+        chunks: Vec<Bytes>,
+        serving: Option<mpsc::Sender<ChannelMsg>>,
+    ) -> bool {
+        let mut state = self.state();
+        if state.gone || state.end.is_some() || state.batches >= MAX_BATCHES {
+            return false;
+        }
+        if serving.is_some() {
+            state.serving = serving;
+        }
+        state.chunks.extend(chunks);
+        state.batches += 1;
+        drop(state);
+        self.changed.notify_one();
+        true
+    }
+
+    /// Ends the viewer's stream; false when the viewer was gone already.
+    pub(super) fn end(&self, end: End) -> bool {
+        let mut state = self.state();
+        if state.end.is_none() {
+            state.end = Some(end);
+        }
+        let gone = state.gone;
+        drop(state);
+        self.changed.notify_one();
+        !gone
+    }
+
+    /// Waits for the first media: the serving channel's mailbox, or how the join ended.
+    async fn started(&self) -> Result<mpsc::Sender<ChannelMsg>, End> {
+        loop {
+            {
+                let state = self.state();
+                if let Some(serving) = &state.serving {
+                    return Ok(serving.clone());
+                }
+                if let Some(end) = &state.end {
+                    return Err(end.clone());
+                }
+            }
+            self.changed.notified().await;
+        }
+    }
+
+    /// What is handed over now: media, else the end, else nothing yet.
+    fn take(&self) -> Taken {
+        let mut state = self.state();
+        if let Some(end @ End::Dropped(_)) = &state.end {
+            return Taken::End(end.clone());
+        }
+        if !state.chunks.is_empty() {
+            state.batches = 0;
+            return Taken::Media(std::mem::take(&mut state.chunks));
+        }
+        match &state.end {
+            Some(end) => Taken::End(end.clone()),
+            None => Taken::Nothing,
+        }
+    }
+
+    fn dropped_now(&self) -> bool {
+        matches!(self.state().end, Some(End::Dropped(_)))
+    }
+
+    fn leave(&self) {
+        let mut state = self.state();
+        state.gone = true;
+        state.chunks = Vec::new();
+    }
+}
+
+enum Taken {
+    Media(Vec<Bytes>),
+    End(End),
+    Nothing,
+}
+
+/// Sends `Leave` when the viewer's stream is dropped (client gone, or stream over).
 struct LeaveGuard {
     viewer: ViewerId,
+    slot: Arc<Slot>,
     mailbox: mpsc::Sender<ChannelMsg>,
 }
 
 impl Drop for LeaveGuard {
     fn drop(&mut self) {
-        // When the mailbox is full the channel still notices: the viewer stops asking for
-        // data and is dropped as stalled.
+        self.slot.leave();
+        // When the mailbox is full the channel still notices: the slot refuses the next
+        // batch, and the channel lets the viewer go.
         let _ = self.mailbox.try_send(ChannelMsg::Leave(self.viewer));
     }
 }
 
-/// A viewer that has its first media and can become a response body.
+/// A viewer that has its first media: batches of it until the stream ends.
 pub struct ViewerStream {
-    pending: VecDeque<Bytes>,
-    /// Whether a `Ready` was sent whose batch has not been received yet.
-    asked: bool,
-    rx: mpsc::Receiver<ViewerMsg>,
     guard: LeaveGuard,
+    /// Whether a `Ready` was sent whose batch has not been taken yet.
+    asked: bool,
+    /// How the stream ended, once it has.
+    ended: Option<End>,
     bytes_out: Counter,
 }
 
@@ -75,19 +188,23 @@ impl std::fmt::Debug for ViewerStream {
 }
 
 /// Waits for a joining viewer's first media. The channel answers every viewer it
-/// took, by its start timeout at the latest; a channel that is gone drops the queue.
+/// took, by its start timeout at the latest.
 pub(super) async fn first_media(
-    mut rx: mpsc::Receiver<ViewerMsg>,
+    slot: Arc<Slot>,
     viewer: ViewerId,
     mailbox: mpsc::Sender<ChannelMsg>,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: &Metrics,
     key: &ChannelKey,
 ) -> Result<ViewerStream, JoinError> {
-    let mut guard = LeaveGuard { viewer, mailbox };
+    let mut guard = LeaveGuard {
+        viewer,
+        slot,
+        mailbox,
+    };
     let started = tokio::time::Instant::now();
-    match rx.recv().await {
-        Some(ViewerMsg::Started { chunks, mailbox }) => {
-            guard.mailbox = mailbox;
+    match guard.slot.started().await {
+        Ok(serving) => {
+            guard.mailbox = serving;
             metrics
                 .time_to_first_byte
                 .observe(started.elapsed().as_secs_f64());
@@ -96,56 +213,93 @@ pub(super) async fn first_media(
                 .get_or_create(&ChannelLabels::new(key))
                 .clone();
             Ok(ViewerStream {
-                pending: chunks.into(),
-                asked: false,
-                rx,
                 guard,
+                asked: false,
+                ended: None,
                 bytes_out,
             })
         }
-        Some(ViewerMsg::Failed(failure)) => Err(JoinError::Start(failure)),
-        Some(ViewerMsg::Refused(message)) => Err(JoinError::Capacity(message)),
-        Some(ViewerMsg::Data(_) | ViewerMsg::Closed(_)) | None => Err(JoinError::Ended),
+        Err(End::Failed(failure)) => Err(JoinError::Start(failure)),
+        Err(End::Refused(message)) => Err(JoinError::Capacity(message)),
+        Err(End::Closed(_) | End::Dropped(_)) => Err(JoinError::Ended),
     }
 }
 
 impl ViewerStream {
+    fn ask(&mut self) {
+        if !self.asked {
+            let ready = ChannelMsg::Ready(self.guard.viewer);
+            // A full mailbox is no reason to hold this batch back: ask again once it
+            // is out.
+            self.asked = self.guard.mailbox.try_send(ready).is_ok();
+        }
+    }
+
+    /// The next batch of media, asking for the one after it at once; `None` once the
+    /// stream has ended (see [`was_dropped`](Self::was_dropped)).
+    pub async fn next_batch(&mut self) -> Option<Vec<Bytes>> {
+        if self.ended.is_some() {
+            return None;
+        }
+        loop {
+            match self.guard.slot.take() {
+                Taken::Media(chunks) => {
+                    // What arrived answers the outstanding `Ready`.
+                    self.asked = false;
+                    self.ask();
+                    let bytes: usize = chunks.iter().map(Bytes::len).sum();
+                    self.bytes_out.inc_by(bytes as u64);
+                    return Some(chunks);
+                }
+                Taken::End(end) => {
+                    if let End::Closed(reason) | End::Dropped(reason) = &end {
+                        tracing::debug!(viewer = %self.guard.viewer, reason, "viewer closed");
+                    }
+                    self.ended = Some(end);
+                    return None;
+                }
+                Taken::Nothing => {
+                    if !self.asked {
+                        let ready = ChannelMsg::Ready(self.guard.viewer);
+                        if self.guard.mailbox.send(ready).await.is_err() {
+                            self.ended = Some(End::Closed("channel_gone"));
+                            return None;
+                        }
+                        self.asked = true;
+                    }
+                    self.guard.slot.changed.notified().await;
+                }
+            }
+        }
+    }
+
+    /// Resolves once the channel drops the viewer: a write in progress is abandoned.
+    pub async fn dropped(&self) {
+        while !self.guard.slot.dropped_now() {
+            self.guard.slot.changed.notified().await;
+        }
+    }
+
+    /// Whether the stream ended because the channel dropped the viewer (rather than
+    /// because the channel ended).
+    pub fn was_dropped(&self) -> bool {
+        matches!(self.ended, Some(End::Dropped(_))) || self.guard.slot.dropped_now()
+    }
+
     /// The response body: media as it arrives, until the viewer is dropped or the
     /// channel ends.
     pub fn into_body(self) -> Body {
-        let stream = futures::stream::unfold(self, |mut viewer| async move {
-            loop {
-                if let Some(chunk) = viewer.pending.pop_front() {
-                    if !viewer.asked {
-                        // Ask for the next batch while this one is written. A full mailbox
-                        // is no reason to hold this chunk back: ask again once the batch
-                        // is out.
-                        let ready = ChannelMsg::Ready(viewer.guard.viewer);
-                        viewer.asked = viewer.guard.mailbox.try_send(ready).is_ok();
+        let stream = futures::stream::unfold(
+            (self, VecDeque::new()),
+            |(mut viewer, mut pending)| async move {
+                loop {
+                    if let Some(chunk) = pending.pop_front() {
+                        return Some((Ok::<Bytes, std::io::Error>(chunk), (viewer, pending)));
                     }
-                    viewer.bytes_out.inc_by(chunk.len() as u64);
-                    return Some((Ok::<_, std::io::Error>(chunk), viewer));
+                    pending.extend(viewer.next_batch().await?);
                 }
-                if !viewer.asked {
-                    let ready = ChannelMsg::Ready(viewer.guard.viewer);
-                    if viewer.guard.mailbox.send(ready).await.is_err() {
-                        return None;
-                    }
-                }
-                let message = viewer.rx.recv().await;
-                viewer.asked = false;
-                match message {
-                    Some(ViewerMsg::Data(chunks) | ViewerMsg::Started { chunks, .. }) => {
-                        viewer.pending.extend(chunks)
-                    }
-                    Some(ViewerMsg::Closed(reason)) => {
-                        tracing::debug!(viewer = %viewer.guard.viewer, reason, "viewer closed");
-                        return None;
-                    }
-                    Some(ViewerMsg::Failed(_) | ViewerMsg::Refused(_)) | None => return None,
-                }
-            }
-        });
+            },
+        );
         Body::from_stream(stream)
     }
 }

@@ -57,6 +57,7 @@ pub fn naive_model_deadlocks(seed: u64) -> NaiveSymptoms {
         let listener = acemux::net::Net::bind(
             &TurmoilNet,
             std::net::SocketAddr::from(([0, 0, 0, 0], ENGINE_PORT)),
+            acemux::net::DEFAULT_BACKLOG,
         )
         .await?;
         emulator.serve(listener, std::future::pending()).await;

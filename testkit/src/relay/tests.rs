@@ -247,7 +247,10 @@ async fn relay_to(upstream: SocketAddr, rules: &[&str]) -> (Relay<TokioNet>, Run
 async fn relay_with(config: RelayConfig) -> (Relay<TokioNet>, RunningRelay) {
     let relay = Relay::new(TokioNet, config);
     let listener = TokioNet
-        .bind("127.0.0.1:0".parse().expect("address"))
+        .bind(
+            "127.0.0.1:0".parse().expect("address"),
+            acemux::net::DEFAULT_BACKLOG,
+        )
         .await
         .expect("bind relay");
     let running = relay.spawn(listener).expect("spawn relay");
