@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::engine::EngineClient;
-use crate::http::{router, AppState};
+use crate::http::{router, AppState, DirectStreams};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::net::{http_client, Net, NetListener};
@@ -223,11 +223,15 @@ pub async fn start<N: Net>(
         options.api_key,
         streams.clone(),
     );
+    let direct = streams
+        .is_some()
+        .then(|| DirectStreams::new(state.clone(), options.proxy.fanout.viewer_stall_timeout));
     let app = router(state, options.max_body_bytes, options.body_read_timeout);
     let mut server_stopped = stopped;
     let server = tokio::spawn(serve(
         listener,
         app,
+        direct,
         options.server,
         metrics.clone(),
         async move {

@@ -1,17 +1,23 @@
-//! The accept loop: a connection cap, a header-read timeout, and graceful shutdown.
+//! The accept loop: a connection cap, a header-read timeout, TS streams served directly,
+//! everything else by hyper, and graceful shutdown.
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use bytes::{Bytes, BytesMut};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::AsyncWriteExt;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
+use crate::http::{sniff, DirectStreams, Sniff, StreamRequest};
 use crate::metrics::Metrics;
 use crate::net::NetListener;
 use crate::server_io::JsonParseErrors;
@@ -67,16 +73,21 @@ pub struct PeerAddr(pub std::net::SocketAddr);
 const CAPACITY_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 70\r\n\r\n{\"error\":\"capacity\",\"message\":\"too many connections; try again later\"}";
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and
-/// gives in-flight requests up to `shutdown_timeout` to finish.
+/// gives in-flight requests up to `shutdown_timeout` to finish. A connection whose first
+/// request is a TS stream is served by `direct` when given (see
+/// [`DirectStreams`](crate::http::DirectStreams)); every other connection by hyper.
 pub async fn serve<L: NetListener>(
     listener: L,
     router: Router,
+    direct: Option<Arc<DirectStreams>>,
     limits: ServerLimits,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let max_connections = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let limits = Arc::new(limits);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -104,9 +115,121 @@ pub async fn serve<L: NetListener>(
             });
             continue;
         };
+        metrics.http_connections.inc();
+        let connection = Connection {
+            peer,
+            router: router.clone(),
+            direct: direct.clone(),
+            limits: limits.clone(),
+            metrics: metrics.clone(),
+            graceful: graceful.watcher(),
+        };
+        tokio::spawn(async move {
+            let metrics = connection.metrics.clone();
+            connection.run(stream).await;
+            metrics.http_connections.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    // Every connection holds a permit until it is closed.
+    let all_closed = async {
+        graceful.shutdown().await;
+        let _ = permits
+            .acquire_many(u32::try_from(max_connections).unwrap_or(u32::MAX))
+            .await;
+    };
+    tokio::select! {
+        // Polled in order: a simulated run must not depend on tokio's random pick.
+        biased;
+        () = all_closed => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(limits.shutdown_timeout) => {
+            tracing::warn!(timeout = ?limits.shutdown_timeout, "connections still open at shutdown; closing them");
+        }
+    }
+}
+
+/// One accepted connection.
+struct Connection {
+    peer: std::net::SocketAddr,
+    router: Router,
+    direct: Option<Arc<DirectStreams>>,
+    limits: Arc<ServerLimits>,
+    metrics: Arc<Metrics>,
+    graceful: Watcher,
+}
+
+/// First bytes read to tell a connection's first request; grown up to the head limit.
+const FIRST_READ_BYTES: usize = 1024;
+
+impl Connection {
+    async fn run<S>(self, mut stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut first = BytesMut::new();
+        if let Some(direct) = self.direct.clone() {
+            match self.first_head(&mut stream, &mut first).await {
+                First::Stream(request) => {
+                    direct.serve(&mut stream, request).await;
+                    return;
+                }
+                First::Gone => return,
+                First::Other => {}
+            }
+        }
+        self.hyper(Prefixed::new(first.freeze(), stream)).await;
+    }
+
+    /// Reads the connection's first request head far enough to tell whether it is a
+    /// TS stream, within the header read timeout.
+    async fn first_head<S: AsyncRead + Unpin>(
+        &self,
+        stream: &mut S,
+        buffer: &mut BytesMut,
+    ) -> First {
+        let deadline = tokio::time::Instant::now() + self.limits.header_read_timeout;
+        let max = self.limits.max_header_bytes.max(MIN_HEADER_BYTES);
+        loop {
+            match sniff(buffer) {
+                Sniff::Stream(request) => return First::Stream(request),
+                Sniff::Other => return First::Other,
+                Sniff::Undecided if buffer.len() >= max => return First::Other,
+                Sniff::Undecided => {}
+            }
+            let room = FIRST_READ_BYTES.max(buffer.len()).min(max - buffer.len());
+            buffer.reserve(room);
+            match tokio::time::timeout_at(deadline, stream.read_buf(buffer)).await {
+                Ok(Ok(0)) => {
+                    return if buffer.is_empty() {
+                        First::Gone
+                    } else {
+                        First::Other
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::debug!(peer = %self.peer, %error, "connection failed before its first request");
+                    return First::Gone;
+                }
+                Err(_) => {
+                    self.metrics.limit_hit("header_read_timeout");
+                    tracing::info!(peer = %self.peer, "connection closed: request headers not received in time");
+                    return First::Gone;
+                }
+            }
+        }
+    }
+
+    /// Serves the connection with hyper and the router.
+    async fn hyper<S>(self, stream: Prefixed<S>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (kill, mut killed) = watch::channel(false);
         let kill = ConnectionKill(Arc::new(kill));
-        let router = router.clone();
+        let router = self.router;
+        let peer = self.peer;
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(kill.clone());
@@ -116,38 +239,91 @@ pub async fn serve<L: NetListener>(
         );
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BYTES))
+            .header_read_timeout(self.limits.header_read_timeout)
+            .max_buf_size(self.limits.max_header_bytes.max(MIN_HEADER_BYTES))
             .serve_connection(TokioIo::new(JsonParseErrors::new(stream)), service);
-        let connection = graceful.watch(connection);
-        let metrics = metrics.clone();
-        metrics.http_connections.inc();
-        tokio::spawn(async move {
-            tokio::pin!(connection);
-            tokio::select! {
-                // Polled in order: a simulated run must not depend on tokio's random pick.
-                biased;
-                result = &mut connection => {
-                    if let Err(error) = result {
-                        connection_error(&metrics, peer, &error);
-                    }
-                }
-                _ = killed.wait_for(|killed| *killed) => {
-                    tracing::debug!(%peer, "connection closed by the server");
+        let connection = self.graceful.watch(connection);
+        tokio::pin!(connection);
+        tokio::select! {
+            // Polled in order: a simulated run must not depend on tokio's random pick.
+            biased;
+            result = &mut connection => {
+                if let Err(error) = result {
+                    connection_error(&self.metrics, peer, &error);
                 }
             }
-            metrics.http_connections.dec();
-            drop(permit);
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        // Polled in order: a simulated run must not depend on tokio's random pick.
-        biased;
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(limits.shutdown_timeout) => {
-            tracing::warn!(timeout = ?limits.shutdown_timeout, "connections still open at shutdown; closing them");
+            _ = killed.wait_for(|killed| *killed) => {
+                tracing::debug!(%peer, "connection closed by the server");
+            }
         }
+    }
+}
+
+/// What a connection's first bytes were.
+enum First {
+    /// A TS stream request, served directly.
+    Stream(StreamRequest),
+    /// Anything else, for hyper.
+    Other,
+    /// Closed, failed or timed out before a request.
+    Gone,
+}
+
+/// A stream whose first reads return bytes already read from it.
+struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    fn new(prefix: Bytes, inner: S) -> Self {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let take = self.prefix.len().min(buf.remaining());
+            let bytes = self.prefix.split_to(take);
+            buf.put_slice(&bytes);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -598,6 +598,7 @@ async fn receiver(observer: Observer) -> turmoil::Result {
     acemux::server::serve(
         listener,
         router,
+        None,
         ServerLimits {
             max_connections: 1024,
             shutdown_timeout: Duration::from_secs(1),

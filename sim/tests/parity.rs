@@ -34,6 +34,7 @@ async fn echo_server<L: NetListener>(listener: L) {
     serve(
         listener,
         router,
+        None,
         limits(),
         std::sync::Arc::new(acemux::metrics::Metrics::new()),
         std::future::pending(),

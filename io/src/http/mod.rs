@@ -1,5 +1,6 @@
 //! HTTP routes (axum) and their shared state.
 
+mod direct;
 mod error;
 mod events;
 mod query;
@@ -17,6 +18,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use http::StatusCode;
 
+pub use direct::{sniff, DirectStreams, Sniff, StreamRequest};
 pub use error::{ApiError, LimitHit};
 pub use events::authorize;
 pub use query::Params;

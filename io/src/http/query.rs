@@ -16,8 +16,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        check_escapes(parts.uri.query().unwrap_or_default())?;
-        let Query(params) = Query::<BTreeMap<String, String>>::try_from_uri(&parts.uri)
+        Params::from_uri(&parts.uri)
+    }
+}
+
+impl Params {
+    /// The parameters of `uri`'s query.
+    pub fn from_uri(uri: &http::Uri) -> Result<Self, ApiError> {
+        check_escapes(uri.query().unwrap_or_default())?;
+        let Query(params) = Query::<BTreeMap<String, String>>::try_from_uri(uri)
             .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))?;
         Ok(Params(params))
     }

@@ -20,7 +20,7 @@ use crate::proxy::{ChannelKey, JoinError, Streams};
 use crate::server::{ConnectionKill, PeerAddr};
 
 /// The stream key of a player request: exactly one of `id=` and `infohash=`.
-fn channel_key(
+pub(super) fn channel_key(
     params: &BTreeMap<String, String>,
     format: StreamFormat,
 ) -> Result<ChannelKey, ApiError> {
@@ -97,7 +97,7 @@ pub async fn getstream(
     Ok(response)
 }
 
-fn proxy(app: &AppState) -> Result<&Arc<dyn Streams>, ApiError> {
+pub(super) fn proxy(app: &AppState) -> Result<&Arc<dyn Streams>, ApiError> {
     app.streams.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

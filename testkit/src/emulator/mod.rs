@@ -238,6 +238,7 @@ impl Emulator {
         acemux::server::serve(
             listener,
             self.router(),
+            None,
             self.shared.config.server.clone(),
             Arc::new(Metrics::new()),
             shutdown,

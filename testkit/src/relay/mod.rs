@@ -354,6 +354,7 @@ pub async fn run<N, L>(
             acemux::server::serve(
                 control,
                 router,
+                None,
                 limits,
                 metrics,
                 stopped_for(stopped.clone()),

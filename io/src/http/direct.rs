@@ -1,0 +1,322 @@
+//! `GET /ace/getstream` as a connection's first request, answered by acemux itself.
+//!
+//! A TS viewer is a long response on a connection that carries nothing else, and a
+//! crowd is thousands of them. hyper keeps two 8 KiB buffers per connection for its
+//! whole life (one to read request heads into, one to write response heads from), more
+//! than everything else a viewer costs. So the accept loop reads each connection's first
+//! request head itself ([`sniff`], parsed by `httparse`, the parser hyper uses): a
+//! complete `GET /ace/getstream` head is served here, writing the response with one
+//! vectored write per batch of media (one chunk per batch); anything else (any other
+//! route, a malformed or oversized head, a request with a body) goes to hyper along
+//! with the bytes already read, and is answered exactly as before. The answers are the
+//! same either way: the same query rules, the same JSON errors, the same metrics.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{StatusCode, Uri};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::error::ApiError;
+use super::query::Params;
+use super::stream::{channel_key, proxy};
+use super::AppState;
+use crate::engine::StreamFormat;
+use crate::metrics::HttpLabels;
+use crate::proxy::ViewerStream;
+
+/// The route served here, as the request metrics name it.
+const ROUTE: &str = "/ace/getstream";
+/// What a request line must start with to be served here.
+const PREFIX: &[u8] = b"GET /ace/getstream";
+/// Headers a player's request may have (more goes to hyper, which answers 431).
+const MAX_HEADERS: usize = 64;
+
+/// A `GET /ace/getstream` request head, read whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// The request target (path and query).
+    pub target: String,
+    /// An HTTP/1.0 client: the body is delimited by the close, not chunked.
+    pub http10: bool,
+}
+
+/// What the start of a connection is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sniff {
+    /// Too short to tell.
+    Undecided,
+    /// A whole `GET /ace/getstream` head, served here.
+    Stream(StreamRequest),
+    /// Anything else: hyper's.
+    Other,
+}
+
+/// Tells what the bytes a connection sent first are.
+pub fn sniff(buffer: &[u8]) -> Sniff {
+    let seen = buffer.len().min(PREFIX.len());
+    if buffer[..seen] != PREFIX[..seen] {
+        return Sniff::Other;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buffer) {
+        Ok(httparse::Status::Partial) => Sniff::Undecided,
+        Ok(httparse::Status::Complete(_)) => {
+            let target = request.path.unwrap_or_default();
+            let path = target.split('?').next().unwrap_or_default();
+            let has_body = request.headers.iter().any(|header| {
+                header.name.eq_ignore_ascii_case("transfer-encoding")
+                    || (header.name.eq_ignore_ascii_case("content-length")
+                        && header.value.iter().any(|&byte| byte != b'0'))
+            });
+            if path != ROUTE || has_body {
+                return Sniff::Other;
+            }
+            Sniff::Stream(StreamRequest {
+                target: target.to_owned(),
+                http10: request.version == Some(0),
+            })
+        }
+        // Malformed or too many headers: hyper answers it.
+        Err(_) => Sniff::Other,
+    }
+}
+
+/// What serving a TS viewer directly needs.
+#[derive(Clone)]
+pub struct DirectStreams {
+    app: AppState,
+    /// Bound on writes after the stream ended (its final chunk).
+    end_write_timeout: Duration,
+}
+
+impl std::fmt::Debug for DirectStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectStreams").finish_non_exhaustive()
+    }
+}
+
+impl DirectStreams {
+    /// Serves TS viewers for `app`; the final chunk of an ended stream gets
+    /// `end_write_timeout` (the viewer stall timeout) to be written.
+    pub fn new(app: AppState, end_write_timeout: Duration) -> Arc<Self> {
+        Arc::new(DirectStreams {
+            app,
+            end_write_timeout,
+        })
+    }
+
+    /// Answers `request` on `stream`: the channel's MPEG-TS once media is in hand, else
+    /// a JSON error. The connection is closed afterwards.
+    pub async fn serve<S: AsyncWrite + Unpin>(&self, stream: &mut S, request: StreamRequest) {
+        let viewer = match self.join(&request).await {
+            Ok(viewer) => viewer,
+            Err(error) => {
+                self.count(error.status);
+                if let Some(limit) = error.limit {
+                    self.app.metrics.limit_hit(limit);
+                }
+                let answer = error_answer(&error, request.http10);
+                let _ = stream.write_all(&answer).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+        };
+        self.count(StatusCode::OK);
+        if let Err(error) = self.write_stream(stream, viewer, request.http10).await {
+            tracing::debug!(%error, "viewer connection ended");
+        }
+        let _ = stream.shutdown().await;
+    }
+
+    async fn join(&self, request: &StreamRequest) -> Result<ViewerStream, ApiError> {
+        let uri: Uri = request.target.parse().map_err(|_| {
+            ApiError::bad_request("invalid_query", "the request target is not a URI")
+        })?;
+        let Params(params) = Params::from_uri(&uri)?;
+        let key = channel_key(&params, StreamFormat::Ts)?;
+        let streams = proxy(&self.app)?;
+        Ok(streams.join(key, None).await?)
+    }
+
+    fn count(&self, status: StatusCode) {
+        self.app
+            .metrics
+            .http_requests
+            .get_or_create(&HttpLabels {
+                route: ROUTE.to_owned(),
+                status: status.as_u16(),
+            })
+            .inc();
+    }
+
+    /// Writes the response head and then each batch, until the stream ends; a viewer its
+    /// channel drops is cut off at once, even in the middle of a write.
+    async fn write_stream<S: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        mut viewer: ViewerStream,
+        http10: bool,
+    ) -> io::Result<()> {
+        let mut head: Option<&[u8]> = Some(if http10 { HEAD_10 } else { HEAD_11 });
+        while let Some(batch) = viewer.next_batch().await {
+            let write = write_batch(stream, head.take(), &batch, !http10);
+            tokio::select! {
+                biased;
+                () = viewer.dropped() => return Ok(()),
+                written = write => written?,
+            }
+        }
+        if viewer.was_dropped() {
+            return Ok(());
+        }
+        let end: &[u8] = match head {
+            // Ended before any media: an empty stream.
+            Some(head) if http10 => head,
+            Some(_) => HEAD_11_EMPTY,
+            None if http10 => return Ok(()),
+            None => b"0\r\n\r\n",
+        };
+        tokio::time::timeout(self.end_write_timeout, stream.write_all(end))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "final chunk not taken"))?
+    }
+}
+
+const HEAD_11: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: video/mp2t\r\ncache-control: no-store\r\ntransfer-encoding: chunked\r\n\r\n";
+const HEAD_11_EMPTY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: video/mp2t\r\ncache-control: no-store\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
+const HEAD_10: &[u8] = b"HTTP/1.0 200 OK\r\ncontent-type: video/mp2t\r\ncache-control: no-store\r\nconnection: close\r\n\r\n";
+
+/// The JSON error answer for `error`, closing the connection.
+fn error_answer(error: &ApiError, http10: bool) -> Vec<u8> {
+    let body = serde_json::json!({ "error": error.code, "message": error.message }).to_string();
+    format!(
+        "HTTP/1.{} {} {}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        if http10 { 0 } else { 1 },
+        error.status.as_u16(),
+        error.status.canonical_reason().unwrap_or("Error"),
+        body.len(),
+    )
+    .into_bytes()
+}
+
+/// Writes `head` (if any) and `batch`, as one chunk when `chunked`.
+async fn write_batch<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    head: Option<&[u8]>,
+    batch: &[bytes::Bytes],
+    chunked: bool,
+) -> io::Result<()> {
+    let total: usize = batch.iter().map(bytes::Bytes::len).sum();
+    let size_line = format!("{total:x}\r\n");
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() + 3);
+    if let Some(head) = head {
+        slices.push(IoSlice::new(head));
+    }
+    if chunked && total > 0 {
+        slices.push(IoSlice::new(size_line.as_bytes()));
+    }
+    slices.extend(batch.iter().map(|chunk| IoSlice::new(chunk)));
+    if chunked && total > 0 {
+        slices.push(IoSlice::new(b"\r\n"));
+    }
+    write_all_vectored(stream, &mut slices).await
+}
+
+async fn write_all_vectored<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    mut slices: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        let written = stream.write_vectored(slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, written);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_getstream_heads_are_taken() {
+        let head = b"GET /ace/getstream?id=abc HTTP/1.1\r\nhost: x\r\nuser-agent: VLC\r\n\r\n";
+        assert_eq!(
+            sniff(head),
+            Sniff::Stream(StreamRequest {
+                target: "/ace/getstream?id=abc".into(),
+                http10: false
+            })
+        );
+        for cut in [1, 5, 18, 30, head.len() - 1] {
+            assert_eq!(sniff(&head[..cut]), Sniff::Undecided, "cut at {cut}");
+        }
+        let old = b"GET /ace/getstream?id=abc HTTP/1.0\r\n\r\n";
+        assert!(matches!(
+            sniff(old),
+            Sniff::Stream(StreamRequest { http10: true, .. })
+        ));
+    }
+
+    #[test]
+    fn everything_else_is_left_to_hyper() {
+        for other in [
+            &b"GET /health HTTP/1.1\r\n\r\n"[..],
+            b"POST /ace/getstream?id=a HTTP/1.1\r\n\r\n",
+            b"HEAD /ace/getstream?id=a HTTP/1.1\r\n\r\n",
+            b"GET /ace/getstreamx?id=a HTTP/1.1\r\n\r\n",
+            b"GET /ace/getstream/x HTTP/1.1\r\n\r\n",
+            b"GET /ace/getstream?id=a HTTP/1.1\r\ncontent-length: 5\r\n\r\nhello",
+            b"GET /ace/getstream?id=a HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"GET /ace/getstream?id=a HTTP/1.1\r\nbad header\r\n\r\n",
+            b"G",
+        ] {
+            let expected = if other == b"G" {
+                Sniff::Undecided
+            } else {
+                Sniff::Other
+            };
+            assert_eq!(sniff(other), expected, "{}", String::from_utf8_lossy(other));
+        }
+        let crowded: String = (0..MAX_HEADERS + 1)
+            .map(|n| format!("x{n}: y\r\n"))
+            .collect();
+        let crowded = format!("GET /ace/getstream?id=a HTTP/1.1\r\n{crowded}\r\n");
+        assert_eq!(sniff(crowded.as_bytes()), Sniff::Other);
+    }
+
+    #[test]
+    fn errors_are_json_and_close_the_connection() {
+        let error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", "full");
+        let answer = String::from_utf8(error_answer(&error, false)).expect("ASCII");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(head.contains("connection: close"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let body: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        assert_eq!(body["error"], "capacity");
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_one_chunk_after_the_head() {
+        let mut out = Vec::new();
+        let batch = [
+            bytes::Bytes::from_static(b"abc"),
+            bytes::Bytes::from_static(b"defg"),
+        ];
+        write_batch(&mut out, Some(b"HEAD\r\n\r\n"), &batch, true)
+            .await
+            .expect("written");
+        assert_eq!(out, b"HEAD\r\n\r\n7\r\nabcdefg\r\n");
+        let mut plain = Vec::new();
+        write_batch(&mut plain, None, &batch, false)
+            .await
+            .expect("written");
+        assert_eq!(plain, b"abcdefg");
+    }
+}
