@@ -136,9 +136,25 @@ impl Chunked {
     }
 }
 
-/// Connects with Nagle off, as players do for requests.
+/// Loopback source addresses connections are spread over (127.0.0.1 to this many), so
+/// that tens of thousands of connections and their TIME_WAIT leftovers do not run out
+/// of one address's ephemeral ports.
+const SOURCE_ADDRESSES: u32 = 16;
+
+/// Connects with Nagle off, as players do for requests; to a loopback server, from the
+/// next of [`SOURCE_ADDRESSES`] source addresses in turn.
 pub async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let stream = TcpStream::connect(addr).await?;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let stream = match addr {
+        SocketAddr::V4(v4) if v4.ip().is_loopback() => {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed) % u64::from(SOURCE_ADDRESSES);
+            let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + n as u8);
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from((source, 0)))?;
+            socket.connect(addr).await?
+        }
+        _ => TcpStream::connect(addr).await?,
+    };
     stream.set_nodelay(true)?;
     Ok(stream)
 }

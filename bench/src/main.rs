@@ -47,6 +47,10 @@ enum Command {
     Hls(Options),
     /// Latency of unrelated requests while a channel starts against a very slow engine.
     Isolation(Options),
+    /// A crowd (5,000 viewers) opening one channel within 100 ms: all served, how fast.
+    JoinStorm(Options),
+    /// 10,000 viewers of a 1 Mbit/s channel: per-viewer rate, memory, CPU.
+    C10k(Options),
     /// Runs one server under test (used by the scenarios).
     #[command(hide = true)]
     Serve(serve::ServeArgs),
@@ -55,7 +59,8 @@ enum Command {
 /// Options of every scenario; each has its own defaults.
 #[derive(Clone, Debug, Default, Args)]
 pub struct Options {
-    /// Viewers (fanout: 1000; fanout-max, hls: 200; join: joining viewers, 200).
+    /// Viewers (fanout: 1000; fanout-max, hls: 200; join: joining viewers, 200;
+    /// join-storm: 5000; c10k: 10000).
     #[arg(long)]
     pub viewers: Option<usize>,
     /// Seconds measured (per trial in fanout-max; the bound of the slow start in isolation).
@@ -99,6 +104,8 @@ fn main() -> ExitCode {
         Command::Join(options) => (vec![Scenario::Join], options, false),
         Command::Hls(options) => (vec![Scenario::Hls], options, false),
         Command::Isolation(options) => (vec![Scenario::Isolation], options, false),
+        Command::JoinStorm(options) => (vec![Scenario::JoinStorm], options, false),
+        Command::C10k(options) => (vec![Scenario::C10k], options, false),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -86,7 +86,7 @@ pub struct ServeArgs {
     pub webhook_max_pending: u64,
 
     /// Connections served at once; more get 503 `capacity`.
-    #[arg(long, env = "ACEMUX_MAX_CONNECTIONS", default_value_t = 4096)]
+    #[arg(long, env = "ACEMUX_MAX_CONNECTIONS", default_value_t = 16_384)]
     pub max_connections: usize,
 
     /// Time a client has to send its request headers.
@@ -187,7 +187,7 @@ pub struct ProxyArgs {
     pub max_channels: usize,
 
     /// Viewers per channel (503 `capacity` beyond).
-    #[arg(long, env = "ACEMUX_MAX_VIEWERS_PER_CHANNEL", default_value_t = 1000)]
+    #[arg(long, env = "ACEMUX_MAX_VIEWERS_PER_CHANNEL", default_value_t = 16_384)]
     pub max_viewers_per_channel: usize,
 
     /// Segments an HLS channel holds before its first playlist is served. Three lets

@@ -77,6 +77,115 @@ async fn fifty_viewers_each_receive_a_contiguous_slice_of_the_engine_stream() {
     rig.shutdown().await;
 }
 
+/// A crowd that opens a channel that is not running yet, all at once: every viewer is
+/// served (none refused), each over the direct TS path, and an HTTP/1.0 player gets the
+/// stream unchunked.
+#[tokio::test]
+async fn a_crowd_opening_a_new_channel_at_once_is_served_whole() {
+    // A crowd, kept under the descriptors a default `ulimit -n` of 1024 allows for both
+    // ends in this one process.
+    const CROWD: usize = 400;
+    let rig = ProxyRig::start(quick_proxy()).await;
+    let addr = rig.acemux.local_addr();
+    let request = b"GET /ace/getstream?id=crowd HTTP/1.1\r\nhost: acemux\r\n\r\n";
+    let viewers = (0..CROWD).map(|_| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request).await.expect("request");
+        let mut received = Vec::new();
+        let mut buffer = vec![0u8; 16 * 1024];
+        while received.len() < 4096 {
+            let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+                .await
+                .expect("media within 10 s")
+                .expect("read");
+            assert!(
+                read > 0,
+                "closed after {:?}",
+                String::from_utf8_lossy(&received)
+            );
+            received.extend_from_slice(&buffer[..read]);
+        }
+        received
+    });
+    for received in join_all(viewers).await {
+        let text = String::from_utf8_lossy(&received[..64]).into_owned();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        let head = String::from_utf8_lossy(&received).into_owned();
+        assert!(head.contains("transfer-encoding: chunked"), "{head:.200}");
+        assert!(head.contains("content-type: video/mp2t"));
+    }
+    assert_eq!(
+        rig.metric("acemux_http_requests_total{route=\"/ace/getstream\",status=\"200\"}"),
+        CROWD as f64
+    );
+    assert_eq!(
+        rig.metric("acemux_limit_hits_total{limit=\"join_wait\"}"),
+        0.0
+    );
+    assert_eq!(rig.emulator().stats().contents["crowd"].sessions_started, 1);
+
+    let mut old = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    old.write_all(b"GET /ace/getstream?id=crowd HTTP/1.0\r\n\r\n")
+        .await
+        .expect("request");
+    let mut received = vec![0u8; 64 * 1024];
+    let mut len = 0;
+    while !received[..len].windows(4).any(|w| w == b"\r\n\r\n") || len < 2048 {
+        let read = old.read(&mut received[len..]).await.expect("read");
+        assert!(read > 0);
+        len += read;
+    }
+    let (head, body) = received[..len].split_at(
+        received[..len]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("head")
+            + 4,
+    );
+    let head = String::from_utf8_lossy(head);
+    assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
+    assert!(!head.contains("chunked"), "{head}");
+    assert_eq!(body[0], 0x47, "the body starts with a TS packet");
+    rig.shutdown().await;
+}
+
+/// The first request of a connection is sniffed, so a malformed stream request and
+/// other routes on a kept-alive connection still reach the full HTTP server.
+#[tokio::test]
+async fn non_stream_requests_still_reach_the_http_server() {
+    let rig = ProxyRig::start(quick_proxy()).await;
+    let addr = rig.acemux.local_addr();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: a\r\n\r\nGET /ace/getstream HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("requests");
+    let mut answers = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answers))
+        .await
+        .expect("answered")
+        .expect("read");
+    let answers = String::from_utf8_lossy(&answers);
+    assert!(answers.starts_with("HTTP/1.1 200 OK"), "{answers}");
+    assert!(answers.contains("HTTP/1.1 400 Bad Request"), "{answers}");
+    assert!(answers.contains("\"invalid_query\""), "{answers}");
+    // A direct stream request without a key: the same JSON error, then a close.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET /ace/getstream?x=1 HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .expect("request");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 Bad Request"), "{answer}");
+    assert!(answer.contains("\"invalid_query\""), "{answer}");
+    rig.shutdown().await;
+}
+
 #[tokio::test]
 async fn ffprobe_and_ffmpeg_decode_the_proxied_stream() {
     let rig = ProxyRig::start(quick_proxy()).await;

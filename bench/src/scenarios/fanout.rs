@@ -14,7 +14,9 @@ use crate::Options;
 /// acemux's ring per channel here (its default).
 const RING_BYTES: usize = 16 * 1024 * 1024;
 /// Per-viewer memory target beyond the shared ring.
-const TARGET_BYTES_PER_VIEWER: f64 = 64.0 * 1024.0;
+const TARGET_BYTES_PER_VIEWER: f64 = 8.0 * 1024.0;
+/// Server CPU target, as a multiple of the plain sender's.
+const TARGET_CPU_RATIO: f64 = 1.1;
 /// A viewer keeps the rate when it gets at least this share of it over the window.
 const KEEPS_RATE: f64 = 0.95;
 /// Time for joining viewers to take their join burst before the window.
@@ -90,16 +92,30 @@ pub(super) async fn side(
 }
 
 pub async fn run(options: &Options) -> Result<ScenarioReport, String> {
-    let viewers = or(options.viewers, 1000);
+    run_as(options, "fanout", 1000, 8_000_000).await
+}
+
+/// `c10k`: the same measure with ten thousand viewers of a 1 Mbit/s channel.
+pub async fn run_c10k(options: &Options) -> Result<ScenarioReport, String> {
+    run_as(options, "c10k", 10_000, 1_000_000).await
+}
+
+async fn run_as(
+    options: &Options,
+    name: &'static str,
+    default_viewers: usize,
+    default_bitrate: u64,
+) -> Result<ScenarioReport, String> {
+    let viewers = or(options.viewers, default_viewers);
     let seconds = or(options.seconds, 10.0);
-    let bitrate = or(options.bitrate_bps, 8_000_000);
+    let bitrate = or(options.bitrate_bps, default_bitrate);
     let rig = Rig::start(RING_BYTES).await?;
-    rig.set_faults("fanout", json!({ "bitrate_bps": bitrate }))
+    rig.set_faults(name, json!({ "bitrate_bps": bitrate }))
         .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let acemux = side(
         &rig.acemux,
-        "/ace/getstream?id=fanout",
+        &format!("/ace/getstream?id={name}"),
         viewers,
         seconds,
         "acemux",
@@ -108,7 +124,7 @@ pub async fn run(options: &Options) -> Result<ScenarioReport, String> {
     let bytes_in = metric(
         rig.acemux.addr(),
         "acemux_channel_bytes_in",
-        "\"content_id:fanout\"",
+        &format!("\"content_id:{name}\""),
     )
     .await;
     let acemux = match acemux {
@@ -178,6 +194,10 @@ pub async fn run(options: &Options) -> Result<ScenarioReport, String> {
             format!("{:.2}", acemux.window.cpu_cores),
             format!("{:.2}", baseline.window.cpu_cores),
             ratio(acemux.window.cpu_cores, baseline.window.cpu_cores),
+        )
+        .target(
+            &format!("≤ {TARGET_CPU_RATIO}× baseline"),
+            ratio(acemux.window.cpu_cores, baseline.window.cpu_cores) <= TARGET_CPU_RATIO,
         ),
         Row::compared(
             "server RSS (idle → with viewers)",
@@ -202,7 +222,7 @@ pub async fn run(options: &Options) -> Result<ScenarioReport, String> {
             kib(baseline_per_viewer),
             ratio(acemux_per_viewer, baseline_per_viewer),
         )
-        .target("≤ 64 KiB", acemux_per_viewer <= TARGET_BYTES_PER_VIEWER),
+        .target("≤ 8 KiB", acemux_per_viewer <= TARGET_BYTES_PER_VIEWER),
     ];
     let setup = format!(
         "{viewers} viewers of one channel at {} (acemux ring {}: {} held), {seconds:.0} s measured after a {:?} warm-up.",
@@ -225,7 +245,7 @@ pub async fn run(options: &Options) -> Result<ScenarioReport, String> {
         },
     });
     Ok(ScenarioReport {
-        name: "fanout",
+        name,
         setup,
         rows,
         json,

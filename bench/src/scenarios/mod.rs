@@ -6,6 +6,7 @@ mod fanout_max;
 mod hls;
 mod isolation;
 mod join;
+mod join_storm;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,14 +31,18 @@ pub enum Scenario {
     Join,
     Hls,
     Isolation,
+    JoinStorm,
+    C10k,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Fanout,
         Scenario::FanoutMax,
         Scenario::Join,
+        Scenario::JoinStorm,
+        Scenario::C10k,
         Scenario::Hls,
         Scenario::Isolation,
     ];
@@ -49,6 +54,8 @@ impl Scenario {
             Scenario::Join => "join",
             Scenario::Hls => "hls",
             Scenario::Isolation => "isolation",
+            Scenario::JoinStorm => "join-storm",
+            Scenario::C10k => "c10k",
         }
     }
 
@@ -59,6 +66,8 @@ impl Scenario {
             Scenario::Join => join::run(options).await,
             Scenario::Hls => hls::run(options).await,
             Scenario::Isolation => isolation::run(options).await,
+            Scenario::JoinStorm => join_storm::run(options).await,
+            Scenario::C10k => fanout::run_c10k(options).await,
         }
     }
 }

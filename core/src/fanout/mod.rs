@@ -136,7 +136,7 @@ impl Default for FanoutConfig {
             viewer_stall_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(1),
             max_delivery_bytes: 256 * 1024,
-            max_viewers: 1000,
+            max_viewers: 16_384,
             max_sync_wait_bytes: 1024 * 1024,
         }
     }

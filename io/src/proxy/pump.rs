@@ -18,6 +18,9 @@ use crate::net::Net;
 /// reader that is the backpressure towards the engine.
 const COMPLETIONS: usize = 64;
 
+/// Mailbox messages taken at most before the outputs they caused are performed.
+const MESSAGE_BATCH: usize = 64;
+
 /// What a channel task needs to perform outputs, whatever the format.
 pub(super) struct Env<N: Net, I> {
     pub(super) proxy: Proxy<N>,
@@ -138,7 +141,22 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     self.machine.handle_input(clock.now(), input);
                 }
                 message = inbox.recv(), if !retired => match message {
-                    Some(message) => self.message(clock.now(), message),
+                    Some(message) => {
+                        let now = clock.now();
+                        self.message(now, message);
+                        // A crowd's messages are taken in batches: one wake-up, one
+                        // timer reset and one drain for many. An ended channel takes no
+                        // more; what is left goes to its successor.
+                        for _ in 1..MESSAGE_BATCH {
+                            if self.machine.is_ended() {
+                                break;
+                            }
+                            match inbox.try_recv() {
+                                Ok(message) => self.message(now, message),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     // Unreachable while the directory holds a sender; should every
                     // sender go, nothing can reach the channel any more.
                     None => self.machine.handle_input(
