@@ -2,18 +2,15 @@
 //! everything else by hyper, and graceful shutdown.
 
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
@@ -178,7 +175,8 @@ impl Connection {
                 First::Other => {}
             }
         }
-        self.hyper(Prefixed::new(first.freeze(), stream)).await;
+        self.hyper(JsonParseErrors::with_prefix(stream, first.freeze()))
+            .await;
     }
 
     /// Reads the connection's first request head far enough to tell whether it is a
@@ -222,7 +220,7 @@ impl Connection {
     }
 
     /// Serves the connection with hyper and the router.
-    async fn hyper<S>(self, stream: Prefixed<S>)
+    async fn hyper<S>(self, stream: JsonParseErrors<S>)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -241,7 +239,7 @@ impl Connection {
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_read_timeout)
             .max_buf_size(self.limits.max_header_bytes.max(MIN_HEADER_BYTES))
-            .serve_connection(TokioIo::new(JsonParseErrors::new(stream)), service);
+            .serve_connection(TokioIo::new(stream), service);
         let connection = self.graceful.watch(connection);
         tokio::pin!(connection);
         tokio::select! {
@@ -267,64 +265,6 @@ enum First {
     Other,
     /// Closed, failed or timed out before a request.
     Gone,
-}
-
-/// A stream whose first reads return bytes already read from it.
-struct Prefixed<S> {
-    prefix: Bytes,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    fn new(prefix: Bytes, inner: S) -> Self {
-        Prefixed { prefix, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let take = self.prefix.len().min(buf.remaining());
-            let bytes = self.prefix.split_to(take);
-            buf.put_slice(&bytes);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 /// Logs (and counts, when a bound was hit) why a connection ended with an error.

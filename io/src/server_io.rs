@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug)]
 pub struct JsonParseErrors<S> {
     inner: S,
+    /// Bytes read from `inner` before it was wrapped, returned by the first reads.
+    prefix: bytes::Bytes,
     /// A replacement answer still to be written, and how much of it is written.
     pending: Option<(Vec<u8>, usize)>,
 }
@@ -24,8 +26,14 @@ pub struct JsonParseErrors<S> {
 impl<S> JsonParseErrors<S> {
     /// Wraps `inner`.
     pub fn new(inner: S) -> Self {
+        JsonParseErrors::with_prefix(inner, bytes::Bytes::new())
+    }
+
+    /// Wraps `inner`, of which `prefix` was read already: reads return it first.
+    pub fn with_prefix(inner: S, prefix: bytes::Bytes) -> Self {
         JsonParseErrors {
             inner,
+            prefix,
             pending: None,
         }
     }
@@ -102,6 +110,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for JsonParseErrors<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let take = self.prefix.len().min(buf.remaining());
+            let bytes = self.prefix.split_to(take);
+            buf.put_slice(&bytes);
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
