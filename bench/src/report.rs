@@ -121,6 +121,15 @@ impl Row {
         self.met = Some(met);
         self
     }
+
+    /// [`target`](Self::target) where the scenario has one, else the row as it is.
+    pub fn target_if(self, applies: bool, target: &str, met: bool) -> Row {
+        if applies {
+            self.target(target, met)
+        } else {
+            self
+        }
+    }
 }
 
 /// What one scenario reports.

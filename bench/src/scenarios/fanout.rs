@@ -159,6 +159,8 @@ async fn run_as(
     };
     let acemux_per_viewer = acemux.per_viewer_bytes(ring_bytes, viewers);
     let baseline_per_viewer = baseline.per_viewer_bytes(0.0, viewers);
+    // The CPU target is the steady crowd's (1,000 × 8 Mbit/s); c10k is judged on rates.
+    let cpu_target = format!("≤ {TARGET_CPU_RATIO}× baseline");
     let rows = vec![
         Row::compared(
             "per-viewer rate p1 / p50",
@@ -195,8 +197,9 @@ async fn run_as(
             format!("{:.2}", baseline.window.cpu_cores),
             ratio(acemux.window.cpu_cores, baseline.window.cpu_cores),
         )
-        .target(
-            &format!("≤ {TARGET_CPU_RATIO}× baseline"),
+        .target_if(
+            name == "fanout",
+            &cpu_target,
             ratio(acemux.window.cpu_cores, baseline.window.cpu_cores) <= TARGET_CPU_RATIO,
         ),
         Row::compared(
