@@ -211,8 +211,7 @@ impl Connection {
                     return First::Gone;
                 }
                 Err(_) => {
-                    self.metrics.limit_hit("header_read_timeout");
-                    tracing::info!(peer = %self.peer, "connection closed: request headers not received in time");
+                    header_read_timed_out(&self.metrics, self.peer);
                     return First::Gone;
                 }
             }
@@ -267,11 +266,16 @@ enum First {
     Gone,
 }
 
+/// Counts and logs a connection closed because its request head did not arrive in time.
+fn header_read_timed_out(metrics: &Metrics, peer: std::net::SocketAddr) {
+    metrics.limit_hit("header_read_timeout");
+    tracing::info!(%peer, "connection closed: request headers not received in time");
+}
+
 /// Logs (and counts, when a bound was hit) why a connection ended with an error.
 fn connection_error(metrics: &Metrics, peer: std::net::SocketAddr, error: &hyper::Error) {
     if error.is_timeout() {
-        metrics.limit_hit("header_read_timeout");
-        tracing::info!(%peer, "connection closed: request headers not received in time");
+        header_read_timed_out(metrics, peer);
     } else if error.is_parse_too_large() {
         metrics.limit_hit("header_bytes");
         tracing::info!(%peer, %error, "request refused: head too large (431)");

@@ -149,38 +149,31 @@ async fn a_crowd_opening_a_new_channel_at_once_is_served_whole() {
     rig.shutdown().await;
 }
 
+/// Sends `requests` on a new connection and reads everything until the server closes it.
+async fn answered_and_closed(addr: std::net::SocketAddr, requests: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(requests).await.expect("requests");
+    let mut answers = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answers))
+        .await
+        .expect("answered and closed")
+        .expect("read");
+    String::from_utf8_lossy(&answers).into_owned()
+}
+
 /// The first request of a connection is sniffed, so a malformed stream request and
 /// other routes on a kept-alive connection still reach the full HTTP server.
 #[tokio::test]
 async fn non_stream_requests_still_reach_the_http_server() {
     let rig = ProxyRig::start(quick_proxy()).await;
     let addr = rig.acemux.local_addr();
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nhost: a\r\n\r\nGET /ace/getstream HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
-        .await
-        .expect("requests");
-    let mut answers = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answers))
-        .await
-        .expect("answered")
-        .expect("read");
-    let answers = String::from_utf8_lossy(&answers);
+    let answers = answered_and_closed(addr, b"GET /health HTTP/1.1\r\nhost: a\r\n\r\nGET /ace/getstream HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").await;
     assert!(answers.starts_with("HTTP/1.1 200 OK"), "{answers}");
     assert!(answers.contains("HTTP/1.1 400 Bad Request"), "{answers}");
     assert!(answers.contains("\"invalid_query\""), "{answers}");
     // A direct stream request without a key: the same JSON error, then a close.
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(b"GET /ace/getstream?x=1 HTTP/1.1\r\nhost: a\r\n\r\n")
-        .await
-        .expect("request");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
-        .await
-        .expect("answered and closed")
-        .expect("read");
-    let answer = String::from_utf8_lossy(&answer);
+    let answer =
+        answered_and_closed(addr, b"GET /ace/getstream?x=1 HTTP/1.1\r\nhost: a\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 400 Bad Request"), "{answer}");
     assert!(answer.contains("\"invalid_query\""), "{answer}");
     rig.shutdown().await;

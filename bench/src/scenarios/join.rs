@@ -32,13 +32,7 @@ async fn joins(
     viewers: usize,
     label: &str,
 ) -> Result<Vec<f64>, String> {
-    let holder = Crowd::start(addr, path, 1, Duration::ZERO);
-    if holder.wait_started(FIRST_BYTE_BOUND).await == 0 {
-        let error = holder.finish().await.pop().and_then(|w| w.error);
-        return Err(format!("{label}: the channel did not start ({error:?})"));
-    }
-    // Let the channel run a little, as a channel people join does.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let holder = Crowd::holder(addr, path, label).await?;
     let ramp = JOIN_INTERVAL * u32::try_from(viewers).unwrap_or(u32::MAX);
     progress(&format!("{label}: {viewers} viewers joining over {ramp:?}"));
     let crowd = Crowd::start(addr, path, viewers, ramp);

@@ -40,12 +40,7 @@ async fn storm(
     viewers: usize,
     label: &str,
 ) -> Result<Storm, String> {
-    let holder = Crowd::start(addr, path, 1, Duration::ZERO);
-    if holder.wait_started(Duration::from_secs(15)).await == 0 {
-        let error = holder.finish().await.pop().and_then(|w| w.error);
-        return Err(format!("{label}: the channel did not start ({error:?})"));
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let holder = Crowd::holder(addr, path, label).await?;
     progress(&format!(
         "{label}: {viewers} viewers connecting within {STORM:?}"
     ));

@@ -206,6 +206,18 @@ impl Crowd {
         }
     }
 
+    /// One viewer that keeps the channel at `path` running, once it has media and the
+    /// channel has run a second (as a channel people join does).
+    pub async fn holder(addr: SocketAddr, path: &str, label: &str) -> Result<Crowd, String> {
+        let holder = Crowd::start(addr, path, 1, Duration::ZERO);
+        if holder.wait_started(Duration::from_secs(15)).await == 0 {
+            let error = holder.finish().await.pop().and_then(|w| w.error);
+            return Err(format!("{label}: the channel did not start ({error:?})"));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(holder)
+    }
+
     /// Bytes each viewer has received so far.
     pub fn snapshot(&self) -> Vec<u64> {
         self.counters

@@ -23,7 +23,6 @@ use super::query::Params;
 use super::stream::{channel_key, proxy};
 use super::AppState;
 use crate::engine::StreamFormat;
-use crate::metrics::HttpLabels;
 use crate::proxy::ViewerStream;
 
 /// The route served here, as the request metrics name it.
@@ -114,17 +113,14 @@ impl DirectStreams {
         let viewer = match self.join(&request).await {
             Ok(viewer) => viewer,
             Err(error) => {
-                self.count(error.status);
-                if let Some(limit) = error.limit {
-                    self.app.metrics.limit_hit(limit);
-                }
+                self.count(error.status, error.limit);
                 let answer = error_answer(&error, request.http10);
                 let _ = stream.write_all(&answer).await;
                 let _ = stream.shutdown().await;
                 return;
             }
         };
-        self.count(StatusCode::OK);
+        self.count(StatusCode::OK, None);
         if let Err(error) = self.write_stream(stream, viewer, request.http10).await {
             tracing::debug!(%error, "viewer connection ended");
         }
@@ -141,15 +137,8 @@ impl DirectStreams {
         Ok(streams.join(key, None).await?)
     }
 
-    fn count(&self, status: StatusCode) {
-        self.app
-            .metrics
-            .http_requests
-            .get_or_create(&HttpLabels {
-                route: ROUTE.to_owned(),
-                status: status.as_u16(),
-            })
-            .inc();
+    fn count(&self, status: StatusCode, limit: Option<&'static str>) {
+        super::count_answer(&self.app.metrics, ROUTE.to_owned(), status, limit);
     }
 
     /// Writes the response head and then each batch, until the stream ends; a viewer its

@@ -222,19 +222,29 @@ async fn count_requests(State(app): State<AppState>, request: Request, next: Nex
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = json_errors(next.run(request).await).await;
-    if let Some(LimitHit(limit)) = response.extensions().get::<LimitHit>() {
-        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-            app.metrics.refused(limit);
+    let limit = response
+        .extensions()
+        .get::<LimitHit>()
+        .map(|LimitHit(limit)| *limit);
+    count_answer(&app.metrics, route, response.status(), limit);
+    response
+}
+
+/// Counts an answer of `route` with `status`; one given at the bound `limit` also
+/// counts as a hit of it (a 503 as a refusal, logged in the bound's summary line).
+fn count_answer(metrics: &Metrics, route: String, status: StatusCode, limit: Option<&'static str>) {
+    if let Some(limit) = limit {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            metrics.refused(limit);
         } else {
-            app.metrics.limit_hit(limit);
+            metrics.limit_hit(limit);
         }
     }
-    app.metrics
+    metrics
         .http_requests
         .get_or_create(&HttpLabels {
             route,
-            status: response.status().as_u16(),
+            status: status.as_u16(),
         })
         .inc();
-    response
 }

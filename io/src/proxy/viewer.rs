@@ -174,8 +174,8 @@ pub struct ViewerStream {
     guard: LeaveGuard,
     /// Whether a `Ready` was sent whose batch has not been taken yet.
     asked: bool,
-    /// How the stream ended, once it has.
-    ended: Option<End>,
+    /// The stream has ended (how is the slot's).
+    ended: bool,
     bytes_out: Counter,
 }
 
@@ -215,7 +215,7 @@ pub(super) async fn first_media(
             Ok(ViewerStream {
                 guard,
                 asked: false,
-                ended: None,
+                ended: false,
                 bytes_out,
             })
         }
@@ -238,7 +238,7 @@ impl ViewerStream {
     /// The next batch of media, asking for the one after it at once; `None` once the
     /// stream has ended (see [`was_dropped`](Self::was_dropped)).
     pub async fn next_batch(&mut self) -> Option<Vec<Bytes>> {
-        if self.ended.is_some() {
+        if self.ended {
             return None;
         }
         loop {
@@ -255,14 +255,14 @@ impl ViewerStream {
                     if let End::Closed(reason) | End::Dropped(reason) = &end {
                         tracing::debug!(viewer = %self.guard.viewer, reason, "viewer closed");
                     }
-                    self.ended = Some(end);
+                    self.ended = true;
                     return None;
                 }
                 Taken::Nothing => {
                     if !self.asked {
                         let ready = ChannelMsg::Ready(self.guard.viewer);
                         if self.guard.mailbox.send(ready).await.is_err() {
-                            self.ended = Some(End::Closed("channel_gone"));
+                            self.ended = true;
                             return None;
                         }
                         self.asked = true;
@@ -283,7 +283,7 @@ impl ViewerStream {
     /// Whether the stream ended because the channel dropped the viewer (rather than
     /// because the channel ended).
     pub fn was_dropped(&self) -> bool {
-        matches!(self.ended, Some(End::Dropped(_))) || self.guard.slot.dropped_now()
+        self.guard.slot.dropped_now()
     }
 
     /// The response body: media as it arrives, until the viewer is dropped or the
