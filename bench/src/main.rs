@@ -88,6 +88,12 @@ pub struct Options {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every viewer is a descriptor in the load generator and in the server (which
+    // inherits the limit): raise the soft limit to the hard one before anything starts.
+    let fd_limit = acemux::fd_limit::raise();
+    if let Some(error) = &fd_limit.error {
+        eprintln!("acemux-bench: cannot raise the file descriptor limit ({error}): {fd_limit:?}");
+    }
     let (scenarios, options, all) = match cli.command {
         Command::Serve(args) => {
             return match serve::run(args) {

@@ -52,6 +52,12 @@ fn main() -> ExitCode {
         eprintln!("acemux: invalid --log filter: {error}");
         return ExitCode::from(2);
     }
+    // Every connection is a descriptor: raise the soft limit before anything opens.
+    let connections = match &cli.command {
+        Command::Serve(args) => args.max_connections,
+        _ => acemux::server::ServerLimits::default().max_connections,
+    };
+    acemux::fd_limit::raise().log(connections);
     match cli.command {
         Command::Serve(args) => run(args),
         Command::EmulateEngine(args) => run_emulator(args),

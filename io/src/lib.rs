@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod fd_limit;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
