@@ -670,3 +670,84 @@ async fn players_waiting_for_a_new_hls_channel_are_capped() {
     assert_healthy(&rig).await;
     rig.shutdown().await;
 }
+
+#[tokio::test]
+async fn refusals_at_the_connection_cap_are_logged_as_one_counted_line_per_second() {
+    const CAP: usize = 3;
+    const REFUSED: usize = 30;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cap = CAP.to_string();
+    let acemux = Acemux::serve(
+        free_port(),
+        &[
+            "--log-format",
+            "json",
+            "--db",
+            ":memory:",
+            "--max-connections",
+            &cap,
+            "--header-read-timeout",
+            "20s",
+        ],
+        &dir.path().join("acemux.log"),
+    )
+    .await;
+    // Connections that never send a request hold every permit.
+    let mut idle = Vec::new();
+    for _ in 0..CAP {
+        idle.push(connect(acemux.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..REFUSED {
+        let answer = exchange(
+            acemux.addr,
+            b"GET /health HTTP/1.1\r\nhost: acemux\r\n\r\n",
+            PROMPT,
+        )
+        .await;
+        assert_json_error(&answer, 503, "capacity");
+    }
+    // The summaries: one line per bound and second, with the count.
+    let summaries = || {
+        acemux
+            .log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["fields"]["limit"] == "connections")
+            .map(|line| {
+                let message = line["fields"]["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.contains("at the connections bound (--max-connections)"),
+                    "{line}"
+                );
+                line["fields"]["refused"].as_u64().expect("a count")
+            })
+            .collect::<Vec<u64>>()
+    };
+    let all_logged = eventually(Duration::from_secs(5), || async {
+        summaries().iter().sum::<u64>() == REFUSED as u64
+    })
+    .await;
+    let log = acemux.log_text();
+    assert!(all_logged, "summaries {:?}; log:\n{log}", summaries());
+    assert!(
+        summaries().len() <= 3,
+        "a line per refusal, not per second: {:?}",
+        summaries()
+    );
+    // Closing the idle connections frees their permits (the server sees them close).
+    drop(idle);
+    let mut metrics = None;
+    for _ in 0..50 {
+        if let Ok((StatusCode::OK, text)) = Client::new().get(&acemux.url("/metrics")).await {
+            metrics = text.as_str().map(str::to_owned);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = metrics.expect("/metrics answers once the idle connections closed");
+    let sample = "acemux_limit_hits_total{limit=\"connections\"}";
+    assert_eq!(metric_sample(&metrics, sample), REFUSED as f64, "{metrics}");
+    let status = acemux.terminate().await;
+    assert!(status.success(), "{status:?}");
+}
