@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::engine::EngineClient;
-use crate::http::{router, AppState, DirectStreams};
+use crate::http::{router, AppState, CorsPolicy, DirectStreams};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::net::{http_client, Net, NetListener};
@@ -26,6 +26,8 @@ use crate::webhook::{deliver, DeliveryPolicy, WebhookTarget};
 pub struct ServeOptions {
     /// Bearer key for write routes.
     pub api_key: Option<String>,
+    /// Which web origins may read the player routes' answers.
+    pub cors: CorsPolicy,
     /// Webhook receivers.
     pub webhooks: Vec<WebhookTarget>,
     /// How webhooks are delivered.
@@ -54,6 +56,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             api_key: None,
+            cors: CorsPolicy::Any,
             webhooks: Vec::new(),
             delivery: DeliveryPolicy {
                 api_key: None,
@@ -221,6 +224,7 @@ pub async fn start<N: Net>(
         store.clone(),
         metrics.clone(),
         options.api_key,
+        options.cors,
         streams.clone(),
     );
     let direct = streams

@@ -12,6 +12,7 @@ use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
 use clap::{Args, ValueEnum};
 
 use crate::app::ServeOptions;
+use crate::http::CorsPolicy;
 use crate::proxy::ProxyConfig;
 use crate::server::ServerLimits;
 use crate::webhook::{DeliveryPolicy, WebhookTarget};
@@ -45,6 +46,17 @@ pub struct ServeArgs {
     /// Bearer API key required by the event routes. Without one they are open.
     #[arg(long, env = "ACEMUX_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+
+    /// Origins whose web pages may play the player routes (getstream, HLS manifest and
+    /// segments): `*` for any, `off` for no cross-origin headers, else origins
+    /// (`https://host[:port]`; repeatable, or comma-separated).
+    #[arg(
+        long,
+        env = "ACEMUX_CORS_ORIGIN",
+        default_value = "*",
+        value_delimiter = ','
+    )]
+    pub cors_origin: Vec<String>,
 
     /// SQLite database of the event log (`:memory:` for a throw-away one).
     #[arg(long, env = "ACEMUX_DB", default_value = "acemux.db")]
@@ -295,6 +307,7 @@ impl ServeArgs {
             .map_err(|error| error.to_string())?;
         Ok(ServeOptions {
             api_key: self.api_key.clone().filter(|key| !key.is_empty()),
+            cors: CorsPolicy::parse(&self.cors_origin)?,
             webhooks,
             delivery: DeliveryPolicy {
                 api_key: self.event_webhook_api_key.clone(),
@@ -365,5 +378,32 @@ mod tests {
             "0 means unbounded"
         );
         assert!(parse(&["--webhook-max-pending", "-1"]).is_err());
+    }
+
+    #[test]
+    fn cors_origin_defaults_to_any_and_takes_a_list_or_off() {
+        let options = |args: &[&str]| serve_args(args).options(0, 1);
+        assert_eq!(options(&[]).expect("valid").cors, CorsPolicy::Any);
+        assert_eq!(
+            options(&["--cors-origin", "off"]).expect("valid").cors,
+            CorsPolicy::Off
+        );
+        assert_eq!(
+            options(&[
+                "--cors-origin",
+                "https://a.example,https://b.example",
+                "--cors-origin",
+                "http://c.example:8080"
+            ])
+            .expect("valid")
+            .cors,
+            CorsPolicy::Origins(vec![
+                "https://a.example".into(),
+                "https://b.example".into(),
+                "http://c.example:8080".into()
+            ])
+        );
+        let error = options(&["--cors-origin", "a.example"]).expect_err("not an origin");
+        assert!(error.contains("--cors-origin"), "{error}");
     }
 }

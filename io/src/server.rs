@@ -67,7 +67,7 @@ impl ConnectionKill {
 pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// Written to a connection refused at the cap. Small enough for any socket buffer.
-const CAPACITY_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 70\r\n\r\n{\"error\":\"capacity\",\"message\":\"too many connections; try again later\"}";
+const CAPACITY_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 70\r\n\r\n{\"error\":\"capacity\",\"message\":\"too many connections; try again later\"}";
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and
 /// gives in-flight requests up to `shutdown_timeout` to finish. A connection whose first

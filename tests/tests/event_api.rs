@@ -88,6 +88,143 @@ async fn bearer_key_is_required_for_writes() {
 }
 
 #[tokio::test]
+async fn the_key_is_taken_as_bearer_x_api_key_or_query_parameter() {
+    let (running, _dir) = start(with_key()).await;
+    let client = Client::new();
+    let body = |n: u32| {
+        started_body("forms", &n.to_string(), None)
+            .to_string()
+            .into_bytes()
+    };
+    let json = ("content-type", "application/json");
+    let started = url(&running, "/events/stream_started");
+    let bearer = format!("Bearer {KEY}");
+    let forms: [(String, Vec<(&str, &str)>); 3] = [
+        (
+            started.clone(),
+            vec![json, ("authorization", bearer.as_str())],
+        ),
+        (started.clone(), vec![json, ("x-api-key", KEY)]),
+        (format!("{started}?key={KEY}"), vec![json]),
+    ];
+    for (n, (target, headers)) in (1..).zip(&forms) {
+        let answer = client
+            .send(Method::POST, target, headers, Some(body(n)))
+            .await
+            .expect("request");
+        assert_eq!(answer.0, StatusCode::OK, "form {n}: {}", answer.1);
+    }
+    let wrong_header = client
+        .send(
+            Method::POST,
+            &started,
+            &[json, ("x-api-key", "nope")],
+            Some(body(9)),
+        )
+        .await
+        .expect("request");
+    assert_error(&wrong_header, StatusCode::FORBIDDEN, "forbidden");
+    let wrong_query = client
+        .send(
+            Method::POST,
+            &format!("{started}?key=nope"),
+            &[json],
+            Some(body(9)),
+        )
+        .await
+        .expect("request");
+    assert_error(&wrong_query, StatusCode::FORBIDDEN, "forbidden");
+    // A right key beside a wrong one is enough.
+    let both = client
+        .send(
+            Method::POST,
+            &format!("{started}?key=nope"),
+            &[json, ("x-api-key", KEY)],
+            Some(body(4)),
+        )
+        .await
+        .expect("request");
+    assert_eq!(both.0, StatusCode::OK, "{}", both.1);
+    let deleted = client
+        .send(
+            Method::DELETE,
+            &url(&running, &format!("/streams/forms%7C1?key={KEY}")),
+            &[],
+            None,
+        )
+        .await
+        .expect("request");
+    assert_eq!(deleted.0, StatusCode::OK, "{}", deleted.1);
+    assert_eq!(deleted.1["stream"]["status"], "ended");
+    // `key` is never an unknown parameter of a read route.
+    let read = client
+        .get(&url(
+            &running,
+            &format!("/streams?key={KEY}&status=started"),
+        ))
+        .await
+        .expect("request");
+    assert_eq!(read.0, StatusCode::OK, "{}", read.1);
+    assert_eq!(read.1.as_array().map(Vec::len), Some(3));
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn streams_filter_by_container_and_status_as_acexy_asks() {
+    let (running, _dir) = start(with_key()).await;
+    for (key, session, container) in [("a", "1", "c1"), ("b", "2", "c1"), ("c", "3", "c2")] {
+        let answer = post(
+            &running,
+            "/events/stream_started",
+            &started_body(key, session, Some(container)),
+        )
+        .await;
+        assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+    }
+    post(
+        &running,
+        "/events/stream_ended",
+        &json!({"stream_id": "b|2"}),
+    )
+    .await;
+    let ids = |answer: (StatusCode, Value)| {
+        assert_eq!(answer.0, StatusCode::OK, "{}", answer.1);
+        let mut ids: Vec<String> = answer
+            .1
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|stream| stream["id"].as_str().expect("an id").to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let client = Client::new();
+    let get = |path: &str| {
+        let (client, target) = (client.clone(), url(&running, path));
+        async move { client.get(&target).await }
+    };
+    assert_eq!(
+        ids(get("/streams?container_id=c1&status=started")
+            .await
+            .expect("request")),
+        ["a|1"]
+    );
+    assert_eq!(
+        ids(get("/streams?container_id=c1").await.expect("request")),
+        ["a|1", "b|2"]
+    );
+    assert_eq!(
+        ids(get("/streams?status=started").await.expect("request")),
+        ["a|1", "c|3"]
+    );
+    assert!(ids(get("/streams?container_id=c9").await.expect("request")).is_empty());
+    let bad = get("/streams?container=c1").await.expect("request");
+    assert_error(&bad, StatusCode::BAD_REQUEST, "invalid_query");
+    running.shutdown().await;
+}
+
+#[tokio::test]
 async fn start_and_end_answer_with_the_stream_state() {
     let (running, _dir) = start(with_key()).await;
     let (status, stream) = post(

@@ -706,6 +706,11 @@ async fn refusals_at_the_connection_cap_are_logged_as_one_counted_line_per_secon
         )
         .await;
         assert_json_error(&answer, 503, "capacity");
+        assert!(
+            answer.head.contains("\r\nretry-after: 1\r\n"),
+            "{}",
+            answer.head
+        );
     }
     // The summaries: one line per bound and second, with the count.
     let summaries = || {

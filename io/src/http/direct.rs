@@ -39,6 +39,8 @@ pub struct StreamRequest {
     pub target: String,
     /// An HTTP/1.0 client: the body is delimited by the close, not chunked.
     pub http10: bool,
+    /// The `Origin` header of a web page's request (for the cross-origin headers).
+    pub origin: Option<String>,
 }
 
 /// What the start of a connection is.
@@ -73,9 +75,16 @@ pub fn sniff(buffer: &[u8]) -> Sniff {
             if path != ROUTE || has_body {
                 return Sniff::Other;
             }
+            let origin = request
+                .headers
+                .iter()
+                .find(|header| header.name.eq_ignore_ascii_case("origin"))
+                .and_then(|header| std::str::from_utf8(header.value).ok())
+                .map(str::to_owned);
             Sniff::Stream(StreamRequest {
                 target: target.to_owned(),
                 http10: request.version == Some(0),
+                origin,
             })
         }
         // Malformed or too many headers: hyper answers it.
@@ -114,14 +123,22 @@ impl DirectStreams {
             Ok(viewer) => viewer,
             Err(error) => {
                 self.count(error.status, error.limit);
-                let answer = error_answer(&error, request.http10);
+                let cors = self.app.cors.header_lines(request.origin.as_deref());
+                let answer = error_answer(&error, request.http10, &cors);
                 let _ = stream.write_all(&answer).await;
                 let _ = stream.shutdown().await;
                 return;
             }
         };
         self.count(StatusCode::OK, None);
-        if let Err(error) = self.write_stream(stream, viewer, request.http10).await {
+        let head = stream_head(
+            request.http10,
+            &self.app.cors.header_lines(request.origin.as_deref()),
+        );
+        if let Err(error) = self
+            .write_stream(stream, viewer, &head, request.http10)
+            .await
+        {
             tracing::debug!(%error, "viewer connection ended");
         }
         let _ = stream.shutdown().await;
@@ -147,9 +164,10 @@ impl DirectStreams {
         &self,
         stream: &mut S,
         mut viewer: ViewerStream,
+        stream_head: &[u8],
         http10: bool,
     ) -> io::Result<()> {
-        let mut head: Option<&[u8]> = Some(if http10 { HEAD_10 } else { HEAD_11 });
+        let mut head: Option<&[u8]> = Some(stream_head);
         while let Some(batch) = viewer.next_batch().await {
             let write = write_batch(stream, head.take(), &batch, !http10);
             tokio::select! {
@@ -161,28 +179,50 @@ impl DirectStreams {
         if viewer.was_dropped() {
             return Ok(());
         }
-        let end: &[u8] = match head {
-            // Ended before any media: an empty stream.
-            Some(head) if http10 => head,
-            Some(_) => HEAD_11_EMPTY,
+        // Ended before any media: an empty stream.
+        let end = match head {
+            Some(head) if http10 => head.to_vec(),
+            Some(head) => [head, LAST_CHUNK].concat(),
             None if http10 => return Ok(()),
-            None => b"0\r\n\r\n",
+            None => LAST_CHUNK.to_vec(),
         };
-        tokio::time::timeout(self.end_write_timeout, stream.write_all(end))
+        tokio::time::timeout(self.end_write_timeout, stream.write_all(&end))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "final chunk not taken"))?
     }
 }
 
-const HEAD_11: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: video/mp2t\r\ncache-control: no-store\r\ntransfer-encoding: chunked\r\n\r\n";
-const HEAD_11_EMPTY: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: video/mp2t\r\ncache-control: no-store\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n";
-const HEAD_10: &[u8] = b"HTTP/1.0 200 OK\r\ncontent-type: video/mp2t\r\ncache-control: no-store\r\nconnection: close\r\n\r\n";
+/// The end of a chunked body.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// The JSON error answer for `error`, closing the connection.
-fn error_answer(error: &ApiError, http10: bool) -> Vec<u8> {
-    let body = serde_json::json!({ "error": error.code, "message": error.message }).to_string();
+/// The head of a stream answer, with the `extra` header lines (each ending in CRLF):
+/// the same content type and caching as the router's `/ace/getstream`
+/// ([`super::stream::TS_CONTENT_TYPE`], [`super::stream::TS_CACHE_CONTROL`]); HTTP/1.0
+/// gets a body delimited by the close, HTTP/1.1 a chunked one.
+fn stream_head(http10: bool, extra: &str) -> Vec<u8> {
+    let (version, framing) = if http10 {
+        ("1.0", "connection: close")
+    } else {
+        ("1.1", "transfer-encoding: chunked")
+    };
     format!(
-        "HTTP/1.{} {} {}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        "HTTP/{version} 200 OK\r\ncontent-type: {}\r\ncache-control: {}\r\n{extra}{framing}\r\n\r\n",
+        super::stream::TS_CONTENT_TYPE,
+        super::stream::TS_CACHE_CONTROL,
+    )
+    .into_bytes()
+}
+
+/// The JSON error answer for `error` with the `extra` header lines, closing the
+/// connection; a 503 says when to retry, as the router's answers do.
+fn error_answer(error: &ApiError, http10: bool, extra: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "error": error.code, "message": error.message }).to_string();
+    let retry = error
+        .retry_after_secs()
+        .map(|secs| format!("retry-after: {secs}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "HTTP/1.{} {} {}\r\ncontent-type: application/json\r\n{retry}{extra}connection: close\r\ncontent-length: {}\r\n\r\n{body}",
         if http10 { 0 } else { 1 },
         error.status.as_u16(),
         error.status.canonical_reason().unwrap_or("Error"),
@@ -239,9 +279,15 @@ mod tests {
             sniff(head),
             Sniff::Stream(StreamRequest {
                 target: "/ace/getstream?id=abc".into(),
-                http10: false
+                http10: false,
+                origin: None,
             })
         );
+        let web = b"GET /ace/getstream?id=abc HTTP/1.1\r\nOrigin: https://tv.example\r\n\r\n";
+        assert!(matches!(
+            sniff(web),
+            Sniff::Stream(StreamRequest { origin: Some(origin), .. }) if origin == "https://tv.example"
+        ));
         for cut in [1, 5, 18, 30, head.len() - 1] {
             assert_eq!(sniff(&head[..cut]), Sniff::Undecided, "cut at {cut}");
         }
@@ -282,13 +328,34 @@ mod tests {
     #[test]
     fn errors_are_json_and_close_the_connection() {
         let error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", "full");
-        let answer = String::from_utf8(error_answer(&error, false)).expect("ASCII");
+        let cors = "access-control-allow-origin: *\r\n";
+        let answer = String::from_utf8(error_answer(&error, false, cors)).expect("ASCII");
         let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
         assert!(head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
-        assert!(head.contains("connection: close"));
+        assert!(head.contains("\r\nconnection: close"));
+        assert!(head.contains("\r\nretry-after: 1\r\n"));
+        assert!(head.contains("\r\naccess-control-allow-origin: *\r\n"));
+        let bad = ApiError::bad_request("invalid_query", "no id");
+        let answer = String::from_utf8(error_answer(&bad, true, "")).expect("ASCII");
+        assert!(answer.starts_with("HTTP/1.0 400 Bad Request\r\n"));
+        assert!(!answer.contains("retry-after"));
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let body: serde_json::Value = serde_json::from_str(body).expect("JSON");
         assert_eq!(body["error"], "capacity");
+    }
+
+    #[test]
+    fn stream_heads_frame_the_body_by_version() {
+        let head = String::from_utf8(stream_head(false, "x-a: b\r\n")).expect("ASCII");
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\ncontent-type: video/mp2t\r\ncache-control: no-store\r\nx-a: b\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let old = String::from_utf8(stream_head(true, "")).expect("ASCII");
+        assert_eq!(
+            old,
+            "HTTP/1.0 200 OK\r\ncontent-type: video/mp2t\r\ncache-control: no-store\r\nconnection: close\r\n\r\n"
+        );
     }
 
     #[tokio::test]

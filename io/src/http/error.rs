@@ -114,10 +114,33 @@ impl From<ApplyError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// For a 503, the seconds a client should wait before trying again
+    /// (`Retry-After`): longer when no engine can take a session (engines that failed
+    /// rest for a while), short for a momentary bound.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        (self.status == StatusCode::SERVICE_UNAVAILABLE).then(|| retry_after_secs(self.code))
+    }
+}
+
+/// The `Retry-After` of a 503 with `code`.
+pub fn retry_after_secs(code: &str) -> u32 {
+    match code {
+        "no_engine_available" => 5,
+        "stream_unavailable" | "store_timeout" => 2,
+        _ => 1,
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": self.code, "message": self.message });
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, secs.into());
+        }
         if let Some(limit) = self.limit {
             response.extensions_mut().insert(LimitHit(limit));
         }

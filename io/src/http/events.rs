@@ -6,22 +6,28 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::query::Params;
 use super::{views, AppState};
 
 /// Longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
-/// Checks the bearer key: 401 when missing, 403 when wrong; open when none is configured.
-pub fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The query parameter that may carry the API key.
+pub const KEY_PARAM: &str = "key";
+
+/// Checks the API key, given as `Authorization: Bearer <key>`, `X-API-Key: <key>` or
+/// `?key=<key>` (compared in constant time): 401 when none is given, 403 when a given
+/// one is wrong; open when no key is configured.
+pub fn authorize(app: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<(), ApiError> {
     let Some(expected) = &app.api_key else {
         return Ok(());
     };
-    let given = headers
+    let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| {
@@ -29,19 +35,36 @@ pub fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
                 .strip_prefix("Bearer ")
                 .or_else(|| value.strip_prefix("bearer "))
         })
-        .map(str::trim);
-    match given {
-        None => Err(ApiError::new(
+        .map(|key| key.trim().to_owned());
+    let header_key = headers
+        .get("x-api-key")
+        .and_then(|value| value.to_str().ok())
+        .map(|key| key.trim().to_owned());
+    let Params(params) = Params::from_uri(uri)?;
+    let query_key = params.get(KEY_PARAM).cloned();
+    let given: Vec<String> = [bearer, header_key, query_key]
+        .into_iter()
+        .flatten()
+        .collect();
+    if given.is_empty() {
+        return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing bearer API key (Authorization: Bearer <key>)",
-        )),
-        Some(given) if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) => Ok(()),
-        Some(_) => Err(ApiError::new(
+            "missing API key (Authorization: Bearer <key>, X-API-Key: <key> or ?key=<key>)",
+        ));
+    }
+    // Every given key is compared, so the time taken does not tell which one matched.
+    let matches = given.iter().fold(false, |any, key| {
+        any | bool::from(key.as_bytes().ct_eq(expected.as_bytes()))
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "wrong API key",
-        )),
+        ))
     }
 }
 
@@ -67,11 +90,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 async fn handle_event<T: serde::de::DeserializeOwned>(
     app: &AppState,
     headers: &HeaderMap,
+    uri: &Uri,
     body: Result<Bytes, BytesRejection>,
     to_input: impl FnOnce(T) -> Input,
     render: impl FnOnce(&Outcome) -> serde_json::Value,
 ) -> Result<Response, ApiError> {
-    authorize(app, headers)?;
+    authorize(app, headers, uri)?;
     let key = idempotency_key(headers)?;
     let body = body.map_err(ApiError::body)?;
     let request: T = serde_json::from_slice(&body).map_err(ApiError::json)?;
@@ -89,9 +113,10 @@ async fn handle_event<T: serde::de::DeserializeOwned>(
 pub async fn stream_started(
     State(app): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    handle_event(&app, &headers, body, Input::Started, |outcome| {
+    handle_event(&app, &headers, &uri, body, Input::Started, |outcome| {
         views::stream(&outcome.stream)
     })
     .await
@@ -101,11 +126,13 @@ pub async fn stream_started(
 pub async fn stream_ended(
     State(app): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     handle_event(
         &app,
         &headers,
+        &uri,
         body,
         Input::Ended,
         |outcome| json!({ "updated": outcome.updated, "stream": views::stream(&outcome.stream) }),

@@ -1,5 +1,6 @@
 //! HTTP routes (axum) and their shared state.
 
+mod cors;
 mod direct;
 mod error;
 mod events;
@@ -18,6 +19,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use http::StatusCode;
 
+pub use cors::CorsPolicy;
 pub use direct::{sniff, DirectStreams, Sniff, StreamRequest};
 pub use error::{ApiError, LimitHit};
 pub use events::authorize;
@@ -42,6 +44,8 @@ pub struct AppInner {
     pub metrics: Arc<Metrics>,
     /// Bearer key for write routes; `None` leaves them open.
     pub api_key: Option<String>,
+    /// Which web origins may read the player routes' answers.
+    pub cors: CorsPolicy,
     /// The proxy; `None` when no engine is configured.
     pub streams: Option<Arc<dyn Streams>>,
 }
@@ -61,6 +65,7 @@ impl AppState {
         store: Arc<dyn EventStore>,
         metrics: Arc<Metrics>,
         api_key: Option<String>,
+        cors: CorsPolicy,
         streams: Option<Arc<dyn Streams>>,
     ) -> Self {
         AppState(Arc::new(AppInner {
@@ -68,6 +73,7 @@ impl AppState {
             store,
             metrics,
             api_key,
+            cors,
             streams,
         }))
     }
@@ -76,7 +82,26 @@ impl AppState {
 /// All routes, with the body bounds and request metrics applied: a request body larger
 /// than `max_body_bytes` gets 413, one not received within `body_read_timeout` 408.
 pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duration) -> Router {
+    // Web players on other origins read these (preflight answered).
+    let players = Router::new()
+        .route(
+            "/ace/getstream",
+            get(stream::getstream).options(cors::options),
+        )
+        .route(
+            "/ace/manifest.m3u8",
+            get(stream::manifest).options(cors::options),
+        )
+        .route(
+            "/ace/hls/{channel}/{segment}",
+            get(stream::segment).options(cors::options),
+        )
+        .layer(middleware::from_fn_with_state(
+            state.cors.clone(),
+            cors::player_cors,
+        ));
     Router::new()
+        .merge(players)
         .route("/events/stream_started", post(events::stream_started))
         .route("/events/stream_ended", post(events::stream_ended))
         .route("/events", get(read::events))
@@ -85,9 +110,6 @@ pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duratio
             "/streams/{id}",
             get(read::stream).delete(stream::delete_stream),
         )
-        .route("/ace/getstream", get(stream::getstream))
-        .route("/ace/manifest.m3u8", get(stream::manifest))
-        .route("/ace/hls/{channel}/{segment}", get(stream::segment))
         .route("/engines", get(read::engines))
         .route("/health", get(read::health))
         .route("/metrics", get(read::metrics))
@@ -212,6 +234,12 @@ async fn json_errors(response: Response) -> Response {
     }
     let mut json = answer.into_response();
     json.extensions_mut().extend(parts.extensions);
+    // Cross-origin headers stay, so that a web page can read the error.
+    for (name, value) in &parts.headers {
+        if name.as_str().starts_with("access-control-") || name == http::header::VARY {
+            json.headers_mut().append(name, value.clone());
+        }
+    }
     json
 }
 

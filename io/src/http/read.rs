@@ -10,6 +10,7 @@ use http::{header, HeaderValue};
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::events::KEY_PARAM;
 use super::{views, AppState};
 use crate::store::EventQuery;
 
@@ -20,8 +21,10 @@ const MAX_EVENTS_LIMIT: usize = 1000;
 
 use super::query::Params;
 
+/// 400 for a parameter not in `known` (the API key's `key` is always known).
 fn unknown_params(params: &BTreeMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
-    match params.keys().find(|name| !known.contains(&name.as_str())) {
+    let unknown = |name: &&String| name.as_str() != KEY_PARAM && !known.contains(&name.as_str());
+    match params.keys().find(unknown) {
         Some(name) => Err(ApiError::bad_request(
             "invalid_query",
             format!(
@@ -50,12 +53,14 @@ fn number<T: std::str::FromStr>(
         .transpose()
 }
 
-/// `GET /streams?status=started|ended`.
+/// `GET /streams?status=started|ended&container_id=…` (the filters the orchestrator's
+/// clients send, e.g. acexy's `?container_id=…&status=started`).
 pub async fn streams(
     State(app): State<AppState>,
     Params(params): Params,
 ) -> Result<Json<Value>, ApiError> {
-    unknown_params(&params, &["status"])?;
+    unknown_params(&params, &["status", "container_id"])?;
+    let container_id = params.get("container_id").filter(|id| !id.is_empty());
     let status = match params.get("status").map(String::as_str) {
         None | Some("") => None,
         Some("started") => Some(StreamStatus::Started),
@@ -71,6 +76,7 @@ pub async fn streams(
         .lifecycle
         .streams(status)
         .iter()
+        .filter(|stream| container_id.is_none_or(|id| stream.container_id.as_ref() == Some(id)))
         .map(views::stream)
         .collect();
     Ok(Json(Value::Array(streams)))

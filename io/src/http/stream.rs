@@ -80,6 +80,11 @@ impl From<JoinError> for ApiError {
     }
 }
 
+/// Content type of a TS stream answer (also of the viewers served outside the router).
+pub(super) const TS_CONTENT_TYPE: &str = "video/mp2t";
+/// Caching of a TS stream answer: none, it is live.
+pub(super) const TS_CACHE_CONTROL: &str = "no-store";
+
 /// `GET /ace/getstream?id=…` (or `infohash=`): the channel's MPEG-TS, from a clean
 /// point near live. Answers 200 only once media is in hand; otherwise a JSON error.
 pub async fn getstream(
@@ -92,8 +97,14 @@ pub async fn getstream(
     let viewer = streams.join(key, kill.map(|Extension(kill)| kill)).await?;
     let mut response = viewer.into_body().into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(TS_CONTENT_TYPE),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(TS_CACHE_CONTROL),
+    );
     Ok(response)
 }
 
@@ -170,9 +181,10 @@ pub async fn segment(
 pub async fn delete_stream(
     State(app): State<AppState>,
     headers: HeaderMap,
+    uri: http::Uri,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    authorize(&app, &headers)?;
+    authorize(&app, &headers, &uri)?;
     let known = app.lifecycle.stream(&id);
     let updated = match (&app.streams, &known) {
         (Some(streams), _) => streams.stop_stream(id.clone(), "deleted".into()).await?,
