@@ -231,7 +231,11 @@ fn error_answer(error: &ApiError, http10: bool, extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Writes `head` (if any) and `batch`, as one chunk when `chunked`.
+/// Slices a write puts together without allocating (a batch is one or a few chunks).
+const STACK_SLICES: usize = 16;
+
+/// Writes `head` (if any) and `batch`, as one chunk when `chunked`. One write per batch
+/// per viewer: nothing is allocated for the common batch of a few chunks.
 async fn write_batch<S: AsyncWrite + Unpin>(
     stream: &mut S,
     head: Option<&[u8]>,
@@ -239,19 +243,32 @@ async fn write_batch<S: AsyncWrite + Unpin>(
     chunked: bool,
 ) -> io::Result<()> {
     let total: usize = batch.iter().map(bytes::Bytes::len).sum();
-    let size_line = format!("{total:x}\r\n");
-    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(batch.len() + 3);
-    if let Some(head) = head {
-        slices.push(IoSlice::new(head));
+    // At most 16 hex digits and CRLF.
+    let mut size_buffer = [0u8; 18];
+    let size_line = {
+        use std::io::Write as _;
+        let mut cursor = io::Cursor::new(&mut size_buffer[..]);
+        write!(cursor, "{total:x}\r\n")?;
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        &size_buffer[..len]
+    };
+    let framed = chunked && total > 0;
+    let parts = head
+        .into_iter()
+        .chain(framed.then_some(size_line))
+        .chain(batch.iter().map(|chunk| &chunk[..]))
+        .chain(framed.then_some(&b"\r\n"[..]));
+    let count = usize::from(head.is_some()) + batch.len() + if framed { 2 } else { 0 };
+    if count <= STACK_SLICES {
+        let mut slices = [IoSlice::new(&[]); STACK_SLICES];
+        for (slot, part) in slices.iter_mut().zip(parts) {
+            *slot = IoSlice::new(part);
+        }
+        write_all_vectored(stream, &mut slices[..count]).await
+    } else {
+        let mut slices: Vec<IoSlice<'_>> = parts.map(IoSlice::new).collect();
+        write_all_vectored(stream, &mut slices).await
     }
-    if chunked && total > 0 {
-        slices.push(IoSlice::new(size_line.as_bytes()));
-    }
-    slices.extend(batch.iter().map(|chunk| IoSlice::new(chunk)));
-    if chunked && total > 0 {
-        slices.push(IoSlice::new(b"\r\n"));
-    }
-    write_all_vectored(stream, &mut slices).await
 }
 
 async fn write_all_vectored<S: AsyncWrite + Unpin>(
@@ -374,5 +391,30 @@ mod tests {
             .await
             .expect("written");
         assert_eq!(plain, b"abcdefg");
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_many_chunks_is_still_one_chunk() {
+        let batch: Vec<bytes::Bytes> = (0..40u8)
+            .map(|n| bytes::Bytes::from(vec![b'a' + n % 26; 300]))
+            .collect();
+        let mut out = Vec::new();
+        write_batch(&mut out, Some(b"H\r\n\r\n"), &batch, true)
+            .await
+            .expect("written");
+        let mut expected = b"H\r\n\r\n2ee0\r\n".to_vec();
+        batch
+            .iter()
+            .for_each(|chunk| expected.extend_from_slice(chunk));
+        expected.extend_from_slice(b"\r\n");
+        assert_eq!(out, expected);
+        let mut none = Vec::new();
+        write_batch(&mut none, None, &[], true)
+            .await
+            .expect("written");
+        assert!(
+            none.is_empty(),
+            "an empty batch writes no chunk (it would end the body)"
+        );
     }
 }

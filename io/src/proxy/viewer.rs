@@ -85,7 +85,12 @@ impl Slot {
         if serving.is_some() {
             state.serving = serving;
         }
-        state.chunks.extend(chunks);
+        // A taken slot is empty: the batch moves in whole, no copy of its list.
+        if state.chunks.is_empty() {
+            state.chunks = chunks;
+        } else {
+            state.chunks.extend(chunks);
+        }
         state.batches += 1;
         drop(state);
         self.changed.notify_one();
