@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::engine::EngineClient;
-use crate::http::{router, AppState, CorsPolicy, DirectStreams};
+use crate::http::{router, AppState, DirectStreams, PlayerRules, StreamMode};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::net::{http_client, Net, NetListener};
@@ -26,8 +26,8 @@ use crate::webhook::{deliver, DeliveryPolicy, WebhookTarget};
 pub struct ServeOptions {
     /// Bearer key for write routes.
     pub api_key: Option<String>,
-    /// Which web origins may read the player routes' answers.
-    pub cors: CorsPolicy,
+    /// The rules of the player routes (cross-origin answers, sources, stream mode).
+    pub player: PlayerRules,
     /// Webhook receivers.
     pub webhooks: Vec<WebhookTarget>,
     /// How webhooks are delivered.
@@ -56,7 +56,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             api_key: None,
-            cors: CorsPolicy::Any,
+            player: PlayerRules::default(),
             webhooks: Vec::new(),
             delivery: DeliveryPolicy {
                 api_key: None,
@@ -219,16 +219,17 @@ pub async fn start<N: Net>(
             async move { lifecycle.run_timers(stopped).await },
         ));
     }
+    // In HLS stream mode `/ace/getstream` is a redirect, answered by the router.
+    let ts_viewers = streams.is_some() && options.player.stream_mode == StreamMode::Ts;
     let state = AppState::new(
         lifecycle,
         store.clone(),
         metrics.clone(),
         options.api_key,
-        options.cors,
+        options.player,
         streams.clone(),
     );
-    let direct = streams
-        .is_some()
+    let direct = ts_viewers
         .then(|| DirectStreams::new(state.clone(), options.proxy.fanout.viewer_stall_timeout));
     let app = router(state, options.max_body_bytes, options.body_read_timeout);
     let mut server_stopped = stopped;

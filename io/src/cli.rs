@@ -12,7 +12,7 @@ use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
 use clap::{Args, ValueEnum};
 
 use crate::app::ServeOptions;
-use crate::http::CorsPolicy;
+use crate::http::{CorsPolicy, PlayerRules, StreamMode};
 use crate::proxy::ProxyConfig;
 use crate::server::ServerLimits;
 use crate::webhook::{DeliveryPolicy, WebhookTarget};
@@ -57,6 +57,17 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub cors_origin: Vec<String>,
+
+    /// Take `url=` (a torrent URL) and `magnet=` from players and hand them to the
+    /// engine, which fetches them. Off by default: they let a player make an engine
+    /// fetch an address of its choosing (403 `source_not_allowed`).
+    #[arg(long, env = "ACEMUX_ALLOW_URL_SOURCES")]
+    pub allow_url_sources: bool,
+
+    /// What `/ace/getstream` answers: `ts` (the channel's MPEG-TS) or `hls` (a 302 to
+    /// the same channel's HLS playlist, as the orchestrator's HLS mode).
+    #[arg(long, env = "ACEMUX_STREAM_MODE", value_enum, default_value_t = StreamMode::Ts)]
+    pub stream_mode: StreamMode,
 
     /// SQLite database of the event log (`:memory:` for a throw-away one).
     #[arg(long, env = "ACEMUX_DB", default_value = "acemux.db")]
@@ -307,7 +318,11 @@ impl ServeArgs {
             .map_err(|error| error.to_string())?;
         Ok(ServeOptions {
             api_key: self.api_key.clone().filter(|key| !key.is_empty()),
-            cors: CorsPolicy::parse(&self.cors_origin)?,
+            player: PlayerRules {
+                cors: CorsPolicy::parse(&self.cors_origin)?,
+                allow_url_sources: self.allow_url_sources,
+                stream_mode: self.stream_mode,
+            },
             webhooks,
             delivery: DeliveryPolicy {
                 api_key: self.event_webhook_api_key.clone(),
@@ -383,9 +398,12 @@ mod tests {
     #[test]
     fn cors_origin_defaults_to_any_and_takes_a_list_or_off() {
         let options = |args: &[&str]| serve_args(args).options(0, 1);
-        assert_eq!(options(&[]).expect("valid").cors, CorsPolicy::Any);
+        assert_eq!(options(&[]).expect("valid").player.cors, CorsPolicy::Any);
         assert_eq!(
-            options(&["--cors-origin", "off"]).expect("valid").cors,
+            options(&["--cors-origin", "off"])
+                .expect("valid")
+                .player
+                .cors,
             CorsPolicy::Off
         );
         assert_eq!(
@@ -396,6 +414,7 @@ mod tests {
                 "http://c.example:8080"
             ])
             .expect("valid")
+            .player
             .cors,
             CorsPolicy::Origins(vec![
                 "https://a.example".into(),

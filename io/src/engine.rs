@@ -26,6 +26,49 @@ pub enum StreamFormat {
     Hls,
 }
 
+/// Player parameters handed on to the engine's own session request (the engine acts
+/// on them; acemux only checks their shape). Part of a channel's identity: different
+/// values are different channels.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EngineParams {
+    /// `file_indexes=`: which files of a multi-file torrent (comma-separated indexes).
+    pub file_indexes: Option<String>,
+    /// `live_delay=` or `seekback=` (whichever the player used), in seconds.
+    pub delay: Option<(&'static str, u32)>,
+}
+
+impl EngineParams {
+    /// The parameters as query pairs, each starting with `&`.
+    pub fn query(&self) -> String {
+        let mut query = String::new();
+        if let Some(indexes) = &self.file_indexes {
+            query.push_str(&format!("&file_indexes={}", percent_encode(indexes)));
+        }
+        if let Some((name, seconds)) = self.delay {
+            query.push_str(&format!("&{name}={seconds}"));
+        }
+        query
+    }
+
+    /// Whether no parameter is set.
+    pub fn is_empty(&self) -> bool {
+        self.file_indexes.is_none() && self.delay.is_none()
+    }
+}
+
+impl std::fmt::Display for EngineParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(indexes) = &self.file_indexes {
+            parts.push(format!("file_indexes={indexes}"));
+        }
+        if let Some((name, seconds)) = self.delay {
+            parts.push(format!("{name}={seconds}"));
+        }
+        write!(f, "{}", parts.join(","))
+    }
+}
+
 /// Largest session answer read from an engine.
 const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
 /// Largest playlist read from an engine.
@@ -58,11 +101,12 @@ impl<N: Net> EngineClient<N> {
         format: StreamFormat,
         key_type: KeyType,
         key: &str,
+        params: &EngineParams,
         pid: &str,
     ) -> Result<EngineSession, SessionError> {
         tokio::time::timeout(
             self.request_timeout,
-            self.session_request(engine, format, key_type, key, pid),
+            self.session_request(engine, format, key_type, key, params, pid),
         )
         .await
         .map_err(|_| SessionError::Timeout)?
@@ -77,6 +121,7 @@ impl<N: Net> EngineClient<N> {
         format: StreamFormat,
         key_type: KeyType,
         key: &str,
+        params: &EngineParams,
         pid: &str,
     ) -> impl std::future::Future<Output = Result<EngineSession, SessionError>> + Send + 'static
     {
@@ -91,8 +136,9 @@ impl<N: Net> EngineClient<N> {
             KeyType::Magnet => "magnet",
         };
         let url = format!(
-            "http://{engine}/ace/{route}?{param}={}&format=json&pid={}",
+            "http://{engine}/ace/{route}?{param}={}{}&format=json&pid={}",
             percent_encode(key),
+            params.query(),
             percent_encode(pid)
         );
         let client = self.clone();

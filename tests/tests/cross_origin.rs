@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use acemux::http::CorsPolicy;
+use acemux::http::{CorsPolicy, PlayerRules};
 use acemux::proxy::ProxyConfig;
 use acemux::ServeOptions;
 use acemux_core::channel::ChannelConfig;
@@ -22,7 +22,10 @@ const HEAD_READ: Duration = Duration::from_millis(1500);
 
 fn options(cors: CorsPolicy) -> ServeOptions {
     ServeOptions {
-        cors,
+        player: PlayerRules {
+            cors,
+            ..PlayerRules::default()
+        },
         proxy: ProxyConfig {
             channel: ChannelConfig {
                 start_timeout: Duration::from_secs(20),

@@ -19,8 +19,9 @@ use http::{StatusCode, Uri};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::error::ApiError;
+use super::player::channel_key;
 use super::query::Params;
-use super::stream::{channel_key, proxy};
+use super::stream::proxy;
 use super::AppState;
 use crate::engine::StreamFormat;
 use crate::proxy::ViewerStream;
@@ -123,7 +124,7 @@ impl DirectStreams {
             Ok(viewer) => viewer,
             Err(error) => {
                 self.count(error.status, error.limit);
-                let cors = self.app.cors.header_lines(request.origin.as_deref());
+                let cors = self.app.player.cors.header_lines(request.origin.as_deref());
                 let answer = error_answer(&error, request.http10, &cors);
                 let _ = stream.write_all(&answer).await;
                 let _ = stream.shutdown().await;
@@ -133,7 +134,7 @@ impl DirectStreams {
         self.count(StatusCode::OK, None);
         let head = stream_head(
             request.http10,
-            &self.app.cors.header_lines(request.origin.as_deref()),
+            &self.app.player.cors.header_lines(request.origin.as_deref()),
         );
         if let Err(error) = self
             .write_stream(stream, viewer, &head, request.http10)
@@ -149,7 +150,7 @@ impl DirectStreams {
             ApiError::bad_request("invalid_query", "the request target is not a URI")
         })?;
         let Params(params) = Params::from_uri(&uri)?;
-        let key = channel_key(&params, StreamFormat::Ts)?;
+        let key = channel_key(&params, StreamFormat::Ts, &self.app.player)?;
         let streams = proxy(&self.app)?;
         Ok(streams.join(key, None).await?)
     }

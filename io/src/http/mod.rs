@@ -4,6 +4,7 @@ mod cors;
 mod direct;
 mod error;
 mod events;
+mod player;
 mod query;
 mod read;
 mod stream;
@@ -23,6 +24,7 @@ pub use cors::CorsPolicy;
 pub use direct::{sniff, DirectStreams, Sniff, StreamRequest};
 pub use error::{ApiError, LimitHit};
 pub use events::authorize;
+pub use player::{PlayerRules, StreamMode};
 pub use query::Params;
 
 use crate::lifecycle::Lifecycle;
@@ -44,8 +46,8 @@ pub struct AppInner {
     pub metrics: Arc<Metrics>,
     /// Bearer key for write routes; `None` leaves them open.
     pub api_key: Option<String>,
-    /// Which web origins may read the player routes' answers.
-    pub cors: CorsPolicy,
+    /// The rules of the player routes.
+    pub player: PlayerRules,
     /// The proxy; `None` when no engine is configured.
     pub streams: Option<Arc<dyn Streams>>,
 }
@@ -65,7 +67,7 @@ impl AppState {
         store: Arc<dyn EventStore>,
         metrics: Arc<Metrics>,
         api_key: Option<String>,
-        cors: CorsPolicy,
+        player: PlayerRules,
         streams: Option<Arc<dyn Streams>>,
     ) -> Self {
         AppState(Arc::new(AppInner {
@@ -73,7 +75,7 @@ impl AppState {
             store,
             metrics,
             api_key,
-            cors,
+            player,
             streams,
         }))
     }
@@ -97,7 +99,7 @@ pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duratio
             get(stream::segment).options(cors::options),
         )
         .layer(middleware::from_fn_with_state(
-            state.cors.clone(),
+            state.player.cors.clone(),
             cors::player_cors,
         ));
     Router::new()

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use acemux_core::channel::StartFailure;
-use acemux_core::lifecycle::{KeyType, MAX_ID_BYTES};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -13,48 +12,12 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::events::authorize;
+use super::player::{channel_key, StreamMode};
 use super::query::Params;
 use super::{views, AppState};
 use crate::engine::StreamFormat;
-use crate::proxy::{ChannelKey, JoinError, Streams};
+use crate::proxy::{JoinError, Streams};
 use crate::server::{ConnectionKill, PeerAddr};
-
-/// The stream key of a player request: exactly one of `id=` and `infohash=`.
-pub(super) fn channel_key(
-    params: &BTreeMap<String, String>,
-    format: StreamFormat,
-) -> Result<ChannelKey, ApiError> {
-    let (key_type, key) = match (params.get("id"), params.get("infohash")) {
-        (Some(id), None) => (KeyType::ContentId, id),
-        (None, Some(infohash)) => (KeyType::Infohash, infohash),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "give either id= or infohash=, not both",
-            ))
-        }
-        (None, None) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "missing id= (content id) or infohash=",
-            ))
-        }
-    };
-    if key.is_empty()
-        || key.len() > MAX_ID_BYTES
-        || key.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "the stream key must be 1 to 512 bytes without spaces or control characters",
-        ));
-    }
-    Ok(ChannelKey {
-        format,
-        key_type,
-        key: key.clone(),
-    })
-}
 
 impl From<JoinError> for ApiError {
     fn from(error: JoinError) -> Self {
@@ -90,9 +53,18 @@ pub(super) const TS_CACHE_CONTROL: &str = "no-store";
 pub async fn getstream(
     State(app): State<AppState>,
     kill: Option<Extension<ConnectionKill>>,
+    uri: http::Uri,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
-    let key = channel_key(&params, StreamFormat::Ts)?;
+    if app.player.stream_mode == StreamMode::Hls {
+        // The same channel's playlist: the query is checked there.
+        let location = format!("/ace/manifest.m3u8?{}", uri.query().unwrap_or_default());
+        let location = HeaderValue::from_str(&location).map_err(|_| {
+            ApiError::bad_request("invalid_query", "the query cannot be put in a redirect")
+        })?;
+        return Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response());
+    }
+    let key = channel_key(&params, StreamFormat::Ts, &app.player)?;
     let streams = proxy(&app)?;
     let viewer = streams.join(key, kill.map(|Extension(kill)| kill)).await?;
     let mut response = viewer.into_body().into_response();
@@ -135,7 +107,7 @@ pub async fn manifest(
     peer: Option<Extension<PeerAddr>>,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
-    let key = channel_key(&params, StreamFormat::Hls)?;
+    let key = channel_key(&params, StreamFormat::Hls, &app.player)?;
     let viewer = viewer_token(&params, peer);
     let playlist = proxy(&app)?.hls_playlist(key, viewer).await?;
     let mut response = playlist.into_response();

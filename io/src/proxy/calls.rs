@@ -29,7 +29,14 @@ pub(super) fn request_session<N: Net, I: Send + 'static>(
     let task = tokio::spawn(async move {
         let result = shared
             .engines
-            .session_request(&engine, key.format, key.key_type, &key.key, &pid)
+            .session_request(
+                &engine,
+                key.format,
+                key.key_type,
+                &key.key,
+                &key.params,
+                &pid,
+            )
             .await;
         // The channel task outlives every request it has not abandoned.
         let _ = completions

@@ -18,7 +18,7 @@ use acemux_core::lifecycle::{EndReason, EngineAddr, Input, KeyType, StreamEnded}
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::engine::{EngineClient, StreamFormat};
+use crate::engine::{EngineClient, EngineParams, StreamFormat};
 use crate::lifecycle::{ApplyError, Lifecycle};
 use crate::metrics::Metrics;
 use crate::net::Net;
@@ -36,18 +36,24 @@ const MAILBOX: usize = 1024;
 pub struct ChannelKey {
     /// MPEG-TS or HLS: each has its own engine session.
     pub format: StreamFormat,
-    /// `id=` or `infohash=`.
+    /// What the player named: a content id, an infohash, a torrent URL or a magnet.
     pub key_type: KeyType,
     /// The key.
     pub key: String,
+    /// Player parameters handed on to the engine.
+    pub params: EngineParams,
 }
 
 impl std::fmt::Display for ChannelKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.format {
-            StreamFormat::Ts => write!(f, "{}:{}", self.key_type.as_str(), self.key),
-            StreamFormat::Hls => write!(f, "hls:{}:{}", self.key_type.as_str(), self.key),
+        if self.format == StreamFormat::Hls {
+            write!(f, "hls:")?;
         }
+        write!(f, "{}:{}", self.key_type.as_str(), self.key)?;
+        if !self.params.is_empty() {
+            write!(f, "[{}]", self.params)?;
+        }
+        Ok(())
     }
 }
 

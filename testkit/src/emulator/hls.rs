@@ -62,6 +62,7 @@ pub(super) async fn manifest(
         Ok(request) => request,
         Err(error) => return error.into_response(),
     };
+    shared.state().record_request(query.record("manifest.m3u8"));
     let base = base_url(&headers, &shared);
     if query.format.as_deref() == Some("json") {
         return match open_requested(&shared, &content_id, &query).await {

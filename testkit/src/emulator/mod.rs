@@ -5,8 +5,9 @@
 //!
 //! Engine API (answers in the engine's envelope `{"response": …, "error": …}`):
 //!
-//! - `GET /ace/getstream?id=<content id>` (or `infohash=`) `&format=json` → a new
-//!   session: `playback_url`, `stat_url`, `command_url`, `playback_session_id`, … .
+//! - `GET /ace/getstream?id=<content id>` (or `content_id=`, `infohash=`, `url=`,
+//!   `magnet=`; `file_indexes=`, `live_delay=`, `seekback=` are taken and recorded)
+//!   `&format=json` → a new session: `playback_url`, `stat_url`, `command_url`, `playback_session_id`, … .
 //!   A refused or malformed request is a 200 with `"error"`, as engines do. Without
 //!   `format=json` the stream itself is answered, for players pointed straight at it.
 //! - `GET /ace/r/<session>` → `video/mp2t`: the media looped forever (see
@@ -22,7 +23,9 @@
 //!   later requests for it (playback, playlist, segments, stat) get 404.
 //!
 //! Control API: `PUT`/`GET`/`DELETE /control/faults/<content id>` ([`Faults`] as
-//! JSON), `GET /control/faults`, `GET /control/stats` ([`EmulatorStats`]).
+//! JSON), `GET /control/faults`, `GET /control/stats` ([`EmulatorStats`]),
+//! `GET /control/requests` (the latest session requests with their parameters,
+//! [`SessionRequest`]).
 //!
 //! The session ids, the bytes at every stream offset and the schedule are fixed by
 //! the media, the requests and the clock: no randomness.
@@ -51,7 +54,9 @@ pub use acemux_core::ts::restamp::RestampError as MediaError;
 pub use faults::{faults_from_flags, FaultError, FaultFlag, Faults, ANY_CONTENT};
 pub use media::{MediaLoop, DEFAULT_MEDIA};
 pub use routes::OFFSET_HEADER;
-pub use sessions::{ContentStats, EmulatorStats, SessionStats};
+pub use sessions::{
+    ContentStats, EmulatorStats, SessionRequest, SessionStats, MAX_RECORDED_REQUESTS,
+};
 
 use acemux::metrics::Metrics;
 use acemux::net::NetListener;
@@ -222,6 +227,11 @@ impl Emulator {
     /// Counters, per content id and session.
     pub fn stats(&self) -> EmulatorStats {
         self.shared.state().stats()
+    }
+
+    /// The latest session requests, oldest first (also `GET /control/requests`).
+    pub fn requests(&self) -> Vec<SessionRequest> {
+        self.shared.state().requests()
     }
 
     /// Serves on `listener` until `shutdown` resolves; then playbacks end and

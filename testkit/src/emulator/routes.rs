@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::faults::{FaultError, Faults};
 use super::hls;
 use super::playback::{bytes_in, plan_start, Cut, Pacer, Playback, PlaybackGuard};
-use super::sessions::{OpenedSession, PlaybackRefusal};
+use super::sessions::{OpenedSession, PlaybackRefusal, SessionRequest};
 use super::Shared;
 use acemux::http::ApiError;
 
@@ -47,6 +47,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             get(faults).put(put_faults).delete(delete_faults),
         )
         .route("/control/stats", get(stats))
+        .route("/control/requests", get(requests))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(shared)
@@ -110,9 +111,49 @@ pub(super) fn base_url(headers: &HeaderMap, shared: &Shared) -> String {
 #[derive(Debug, Deserialize)]
 pub(super) struct GetStreamQuery {
     id: Option<String>,
+    content_id: Option<String>,
     infohash: Option<String>,
+    url: Option<String>,
+    magnet: Option<String>,
+    file_indexes: Option<String>,
+    live_delay: Option<String>,
+    seekback: Option<String>,
     pub format: Option<String>,
     pub pid: Option<String>,
+}
+
+impl GetStreamQuery {
+    /// The parameter naming the content and its value, in the engine's order of
+    /// precedence.
+    fn source(&self) -> Option<(&'static str, &str)> {
+        [
+            ("content_id", &self.content_id),
+            ("id", &self.id),
+            ("infohash", &self.infohash),
+            ("url", &self.url),
+            ("magnet", &self.magnet),
+        ]
+        .into_iter()
+        .find_map(|(name, value)| {
+            value
+                .as_deref()
+                .filter(|value| !value.is_empty())
+                .map(|value| (name, value))
+        })
+    }
+
+    /// The request as recorded for `GET /control/requests`.
+    pub(super) fn record(&self, route: &str) -> SessionRequest {
+        let (name, value) = self.source().unwrap_or_default();
+        SessionRequest {
+            route: route.to_owned(),
+            source: (name.to_owned(), value.to_owned()),
+            file_indexes: self.file_indexes.clone(),
+            live_delay: self.live_delay.clone(),
+            seekback: self.seekback.clone(),
+            pid: self.pid.clone(),
+        }
+    }
 }
 
 /// A valid session request: the query and its content id; else the error envelope.
@@ -122,16 +163,10 @@ pub(super) fn requested_content(
     let Ok(Query(query)) = query else {
         return Err(EngineError::new(StatusCode::OK, "invalid query string"));
     };
-    let Some(content_id) = query
-        .id
-        .as_deref()
-        .or(query.infohash.as_deref())
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
-    else {
+    let Some(content_id) = query.source().map(|(_, value)| value.to_owned()) else {
         return Err(EngineError::new(
             StatusCode::OK,
-            "missing content id (id= or infohash=)",
+            "missing content id (content_id=, id=, infohash=, url= or magnet=)",
         ));
     };
     if content_id.len() > MAX_CONTENT_ID_BYTES || content_id.chars().any(char::is_control) {
@@ -198,6 +233,7 @@ async fn getstream(
         Ok(request) => request,
         Err(error) => return error.into_response(),
     };
+    shared.state().record_request(query.record("getstream"));
     let opened = match open_requested(&shared, &content_id, &query).await {
         Ok(opened) => opened,
         Err(error) => return error.into_response(),
@@ -374,6 +410,11 @@ async fn delete_faults(
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.state().stats()).into_response()
+}
+
+/// `GET /control/requests`: the latest session requests, oldest first.
+async fn requests(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.state().requests()).into_response()
 }
 
 async fn not_found() -> ApiError {

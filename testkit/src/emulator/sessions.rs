@@ -35,6 +35,28 @@ pub struct EmulatorStats {
     pub unknown_session_requests: u64,
 }
 
+/// Session requests remembered for `GET /control/requests` (the oldest go first).
+pub const MAX_RECORDED_REQUESTS: usize = 1024;
+
+/// One session request (`getstream` or `manifest.m3u8`) as the emulator received it:
+/// what a test checks to see which player parameters reached the engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRequest {
+    /// `getstream` or `manifest.m3u8`.
+    pub route: String,
+    /// The parameter that named the content (`id`, `content_id`, `infohash`, `url`,
+    /// `magnet`) and its value.
+    pub source: (String, String),
+    /// `file_indexes=`, as given.
+    pub file_indexes: Option<String>,
+    /// `live_delay=`, as given.
+    pub live_delay: Option<String>,
+    /// `seekback=`, as given.
+    pub seekback: Option<String>,
+    /// `pid=`, as given.
+    pub pid: Option<String>,
+}
+
 /// Counters of one content id.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContentStats {
@@ -161,9 +183,24 @@ pub(crate) struct State {
     active_sessions: usize,
     active_playbacks: usize,
     unknown_session_requests: u64,
+    /// The latest session requests, oldest first.
+    requests: VecDeque<SessionRequest>,
 }
 
 impl State {
+    /// Remembers a session request (at most [`MAX_RECORDED_REQUESTS`], the oldest go).
+    pub fn record_request(&mut self, request: SessionRequest) {
+        if self.requests.len() >= MAX_RECORDED_REQUESTS {
+            self.requests.pop_front();
+        }
+        self.requests.push_back(request);
+    }
+
+    /// The latest session requests, oldest first.
+    pub fn requests(&self) -> Vec<SessionRequest> {
+        self.requests.iter().cloned().collect()
+    }
+
     /// Numbers sessions from `number` on (before any session is opened).
     pub fn set_first_session_number(&mut self, number: u64) {
         self.next_number = number;
@@ -181,6 +218,7 @@ impl State {
             active_sessions: 0,
             active_playbacks: 0,
             unknown_session_requests: 0,
+            requests: VecDeque::new(),
         }
     }
 

@@ -117,6 +117,59 @@ async fn getstream_answers_a_session_in_the_engine_envelope() {
 }
 
 #[tokio::test]
+async fn session_requests_are_recorded_with_the_player_parameters() {
+    let emulator = fast_emulator();
+    let (status, body) = get(
+        &emulator,
+        "/ace/getstream?content_id=abc&file_indexes=0%2C2&live_delay=30&format=json&pid=9",
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::OK, &Value::Null),
+        "{body}"
+    );
+    let (status, _) = get(
+        &emulator,
+        "/ace/manifest.m3u8?magnet=magnet%3A%3Fxt%3Durn%3Abtih%3Aabc&seekback=5&format=json",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let requests = emulator.requests();
+    assert_eq!(
+        requests,
+        vec![
+            SessionRequest {
+                route: "getstream".into(),
+                source: ("content_id".into(), "abc".into()),
+                file_indexes: Some("0,2".into()),
+                live_delay: Some("30".into()),
+                seekback: None,
+                pid: Some("9".into()),
+            },
+            SessionRequest {
+                route: "manifest.m3u8".into(),
+                source: ("magnet".into(), "magnet:?xt=urn:btih:abc".into()),
+                file_indexes: None,
+                live_delay: None,
+                seekback: Some("5".into()),
+                pid: None,
+            },
+        ]
+    );
+    let (status, listed) = get(&emulator, "/control/requests").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed[0]["source"], json!(["content_id", "abc"]));
+    // Bounded: the oldest go.
+    for n in 0..MAX_RECORDED_REQUESTS {
+        get(&emulator, &format!("/ace/getstream?id=n{n}&format=json")).await;
+    }
+    let requests = emulator.requests();
+    assert_eq!(requests.len(), MAX_RECORDED_REQUESTS);
+    assert_eq!(requests[0].source.1, "n0");
+}
+
+#[tokio::test]
 async fn missing_and_refused_ids_get_error_envelopes() {
     let emulator = fast_emulator();
     let (status, body) = get(&emulator, "/ace/getstream?format=json").await;
