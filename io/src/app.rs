@@ -44,8 +44,13 @@ pub struct ServeOptions {
     pub registry: RegistryConfig,
     /// The wall-clock time at which this process's clock starts, in µs since the epoch.
     pub clock_origin_unix_micros: u64,
-    /// Engines the proxy may use; none disables the player routes.
+    /// Engines the proxy may use (with `engine_lists`; neither disables the player
+    /// routes).
     pub engines: Vec<EngineAddr>,
+    /// Orchestrators' engine lists polled for more engines (`--engines-from`).
+    pub engine_lists: Vec<String>,
+    /// How often each engine list is polled.
+    pub engine_list_interval: Duration,
     /// Proxy bounds.
     pub proxy: ProxyConfig,
 }
@@ -73,6 +78,8 @@ impl Default for ServeOptions {
             registry: RegistryConfig::default(),
             clock_origin_unix_micros: 0,
             engines: Vec::new(),
+            engine_lists: Vec::new(),
+            engine_list_interval: Duration::from_secs(10),
             proxy: ProxyConfig::default(),
         }
     }
@@ -179,20 +186,36 @@ pub async fn start<N: Net>(
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
     let client = http_client(net);
-    let streams: Option<Arc<dyn Streams>> = if options.engines.is_empty() {
-        tracing::warn!("no engines configured: /ace/getstream answers 503 until --engine is given");
+    let streams: Option<Arc<dyn Streams>> = if options.engines.is_empty()
+        && options.engine_lists.is_empty()
+    {
+        tracing::warn!(
+            "no engines configured: /ace/getstream answers 503 until --engine or \
+                 --engines-from is given"
+        );
         None
     } else {
         let engines = EngineClient::new(client.clone(), options.proxy.engine_request_timeout);
         let pid_prefix = options.clock_origin_unix_micros ^ options.registry.seed;
-        Some(Arc::new(Proxy::new(
+        let proxy = Proxy::new(
             options.proxy.clone(),
             options.engines.clone(),
             engines,
             lifecycle.clone(),
             metrics.clone(),
             pid_prefix,
-        )))
+        );
+        for url in &options.engine_lists {
+            tracing::info!(list = %url, every = ?options.engine_list_interval, "polling engine list");
+            workers.push(tokio::spawn(crate::discovery::poll_engine_list(
+                proxy.clone(),
+                url.clone(),
+                options.engine_list_interval,
+                metrics.clone(),
+                stopped.clone(),
+            )));
+        }
+        Some(Arc::new(proxy))
     };
     for target in options.webhooks {
         tracing::info!(webhook = %target.base, "delivering events to webhook");

@@ -170,6 +170,17 @@ pub struct ProxyArgs {
     #[arg(long = "engine", env = "ACEMUX_ENGINES", value_delimiter = ',', value_parser = engine_addr)]
     pub engines: Vec<EngineAddr>,
 
+    /// An orchestrator's engine list to poll (`http://…/engines` of the Python
+    /// orchestrator, `http://…/api/v1/engines` of the Go one): engines it lists are
+    /// used, engines that leave it get no new sessions, draining ones neither.
+    /// Repeatable; comma-separated in the environment.
+    #[arg(long = "engines-from", env = "ACEMUX_ENGINES_FROM", value_delimiter = ',', value_parser = crate::discovery::check_list_url)]
+    pub engines_from: Vec<String>,
+
+    /// How often each `--engines-from` list is polled.
+    #[arg(long, env = "ACEMUX_ENGINES_POLL_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub engines_poll_interval: Duration,
+
     /// Sessions acemux opens on one engine at most.
     #[arg(long, env = "ACEMUX_MAX_STREAMS_PER_ENGINE", default_value_t = 16)]
     pub max_streams_per_engine: usize,
@@ -350,6 +361,11 @@ impl ServeArgs {
             },
             clock_origin_unix_micros: origin_unix_micros,
             engines: self.proxy.engines.clone(),
+            engine_lists: self.proxy.engines_from.clone(),
+            engine_list_interval: self
+                .proxy
+                .engines_poll_interval
+                .max(Duration::from_millis(100)),
             proxy: self.proxy.config(),
         })
     }

@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod discovery;
 pub mod engine;
 pub mod fd_limit;
 pub mod http;

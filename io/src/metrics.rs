@@ -30,6 +30,13 @@ pub struct WebhookLabels {
     pub webhook: String,
 }
 
+/// Labels naming an engine list (`--engines-from`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineListLabels {
+    /// The list's URL.
+    pub source: String,
+}
+
 /// Labels naming a proxied channel.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
@@ -92,6 +99,11 @@ pub struct Metrics {
     pub webhook_rejected: Family<WebhookLabels, Counter>,
     /// Events waiting to be delivered, per webhook.
     pub webhook_pending: Family<WebhookLabels, Gauge>,
+    /// Engines each engine list names now (the last good list).
+    pub engine_list_engines: Family<EngineListLabels, Gauge>,
+    /// Polls of an engine list that could not be used (unreachable, bad status,
+    /// malformed); the last good list stays.
+    pub engine_list_failures: Family<EngineListLabels, Counter>,
     /// Event store writes that failed.
     pub store_commit_errors: Counter,
     /// Proxied channels running.
@@ -151,6 +163,8 @@ impl Metrics {
             webhook_retried: Family::default(),
             webhook_rejected: Family::default(),
             webhook_pending: Family::default(),
+            engine_list_engines: Family::default(),
+            engine_list_failures: Family::default(),
             store_commit_errors: Counter::default(),
             channels: Gauge::default(),
             channel_viewers: Family::default(),
@@ -220,6 +234,16 @@ impl Metrics {
             "webhook_pending",
             "Events waiting for webhook delivery",
             metrics.webhook_pending.clone(),
+        );
+        registry.register(
+            "engine_list_engines",
+            "Engines each engine list (--engines-from) names now",
+            metrics.engine_list_engines.clone(),
+        );
+        registry.register(
+            "engine_list_failures",
+            "Polls of an engine list that could not be used; the last good list stays",
+            metrics.engine_list_failures.clone(),
         );
         registry.register(
             "store_commit_errors",

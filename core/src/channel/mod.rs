@@ -21,6 +21,7 @@
 
 mod answer;
 mod composed;
+mod discovery;
 mod engine;
 mod hls;
 mod machine;
@@ -30,12 +31,13 @@ mod vocab;
 
 pub use answer::SessionAnswer;
 pub use composed::{ComposedChannel, Context, Media, MediaCommand};
+pub use discovery::{parse_engine_list, ListSource, ListedEngine, Observed, SourceReport};
 pub use hls::{FetchError, HlsChannel, HlsInput, HlsMedia, HlsMediaConfig, HlsOutput, WaitFailure};
 pub use machine::{
     Channel, ChannelConfig, EngineSession, Input as SessionInput, Output as SessionOutput,
     SessionError, StartFailure,
 };
-pub use pool::{EngineLoad, EnginePool};
+pub use pool::{EngineLoad, EnginePool, EngineSource, Listing, FLAG_LIST};
 pub use ts::{TsChannel, TsInput, TsMedia, TsOutput};
 pub use vocab::{
     CloseReason, EngineCallConfig, Input, Notice, Output, PlaybackId, PoolChange, RequestId,

@@ -1,14 +1,55 @@
-//! Engine selection: healthy, below the per-engine limit, least loaded.
+//! Engine selection: healthy, listed, not draining, below the per-engine limit, least
+//! loaded. Engines come from the command line (`--engine`) and from lists that change
+//! (an orchestrator's engine list): an engine that leaves every list gets no new
+//! sessions, but stays in the pool, with its load, until its last session is closed,
+//! so a glitch in a list moves nobody.
 
 use std::collections::BTreeMap;
 
+use super::discovery::ListedEngine;
 use crate::lifecycle::EngineAddr;
 use crate::time::{Duration, Instant};
 
 /// Consecutive failures after which an engine is rested.
 const FAILURES_BEFORE_COOLDOWN: u32 = 2;
 
-/// What the pool knows about one configured engine.
+/// The list name of the engines given on the command line.
+pub const FLAG_LIST: &str = "flag";
+
+/// How the pool learned of an engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EngineSource {
+    /// `--engine host:port`.
+    Flag,
+    /// A DNS name given with `--engine`, one engine per address.
+    Dns,
+    /// An orchestrator's engine list (`--engines-from`).
+    Orchestrator,
+}
+
+impl EngineSource {
+    /// The wire name, as `GET /engines` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineSource::Flag => "flag",
+            EngineSource::Dns => "dns",
+            EngineSource::Orchestrator => "orchestrator",
+        }
+    }
+}
+
+/// One list's entry for an engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
+    /// What kind of list it is.
+    pub source: EngineSource,
+    /// The container id the list gives.
+    pub container_id: Option<String>,
+    /// The list marks it draining: no new sessions.
+    pub draining: bool,
+}
+
+/// What the pool knows about one engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineLoad {
     /// The engine.
@@ -19,9 +60,31 @@ pub struct EngineLoad {
     pub consecutive_failures: u32,
     /// Not picked before this instant (after repeated failures).
     pub resting_until: Option<Instant>,
+    /// The lists that name it now, by list name ([`FLAG_LIST`], or a list's URL).
+    /// None: it left every list and only waits for its sessions to close.
+    pub listings: BTreeMap<String, Listing>,
 }
 
-/// The configured engines and their load. Shared by all channels; pure data.
+impl EngineLoad {
+    /// Listed somewhere, and drained by no list: it may get new sessions.
+    pub fn is_offered(&self) -> bool {
+        !self.listings.is_empty() && !self.listings.values().any(|listing| listing.draining)
+    }
+
+    /// The container id a list gives, if any.
+    pub fn container_id(&self) -> Option<&str> {
+        self.listings
+            .values()
+            .find_map(|listing| listing.container_id.as_deref())
+    }
+
+    /// The first source that lists it (flags before DNS before orchestrators).
+    pub fn source(&self) -> Option<EngineSource> {
+        self.listings.values().map(|listing| listing.source).min()
+    }
+}
+
+/// The known engines and their load. Shared by all channels; pure data.
 #[derive(Clone, Debug)]
 pub struct EnginePool {
     engines: BTreeMap<EngineAddr, EngineLoad>,
@@ -30,37 +93,70 @@ pub struct EnginePool {
 }
 
 impl EnginePool {
-    /// A pool of `engines`, each taking at most `max_sessions_per_engine` sessions;
-    /// an engine that fails repeatedly is rested for `cooldown`.
+    /// A pool of the command line's `engines`, each taking at most
+    /// `max_sessions_per_engine` sessions; an engine that fails repeatedly is rested
+    /// for `cooldown`.
     pub fn new(
         engines: impl IntoIterator<Item = EngineAddr>,
         max_sessions_per_engine: usize,
         cooldown: Duration,
     ) -> Self {
-        EnginePool {
-            engines: engines
-                .into_iter()
-                .map(|engine| {
-                    let load = EngineLoad {
-                        engine: engine.clone(),
-                        sessions: 0,
-                        consecutive_failures: 0,
-                        resting_until: None,
-                    };
-                    (engine, load)
-                })
-                .collect(),
+        let mut pool = EnginePool {
+            engines: BTreeMap::new(),
             max_sessions_per_engine,
             cooldown,
-        }
+        };
+        let listed: Vec<ListedEngine> = engines
+            .into_iter()
+            .map(|engine| ListedEngine {
+                engine,
+                container_id: None,
+                draining: false,
+            })
+            .collect();
+        pool.set_list(FLAG_LIST, EngineSource::Flag, &listed);
+        pool
     }
 
-    /// The engine for a new session: among healthy engines below the limit, the least
-    /// loaded one not in `exclude`; failing that, the least loaded excluded one (a
-    /// retry on the same engine beats no engine). Ties go to the lowest address.
+    /// Replaces what the list `name` (of kind `source`) names: engines new to the pool
+    /// join it; engines it no longer names lose this listing, and leave the pool once
+    /// no list names them and their last session is closed.
+    pub fn set_list(&mut self, name: &str, source: EngineSource, engines: &[ListedEngine]) {
+        for load in self.engines.values_mut() {
+            load.listings.remove(name);
+        }
+        for listed in engines {
+            let load = self
+                .engines
+                .entry(listed.engine.clone())
+                .or_insert_with(|| EngineLoad {
+                    engine: listed.engine.clone(),
+                    sessions: 0,
+                    consecutive_failures: 0,
+                    resting_until: None,
+                    listings: BTreeMap::new(),
+                });
+            load.listings.insert(
+                name.to_owned(),
+                Listing {
+                    source,
+                    container_id: listed.container_id.clone(),
+                    draining: listed.draining,
+                },
+            );
+        }
+        self.engines
+            .retain(|_, load| !load.listings.is_empty() || load.sessions > 0);
+    }
+
+    /// The engine for a new session: among engines that are offered, healthy and below
+    /// the limit, the least loaded one not in `exclude`; failing that, the least loaded
+    /// excluded one (a retry on the same engine beats no engine). Ties go to the lowest
+    /// address.
     pub fn pick(&self, now: Instant, exclude: &[EngineAddr]) -> Option<EngineAddr> {
         let usable = self.engines.values().filter(|load| {
-            load.sessions < self.max_sessions_per_engine
+            load.is_offered()
+                && load.sessions < self.max_sessions_per_engine
                 && load.resting_until.is_none_or(|until| until <= now)
         });
         let (fresh, excluded): (Vec<&EngineLoad>, Vec<&EngineLoad>) =
@@ -83,10 +179,13 @@ impl EnginePool {
         }
     }
 
-    /// A session on `engine` was stopped.
+    /// A session on `engine` was stopped; an engine no list names leaves with its last.
     pub fn session_closed(&mut self, engine: &EngineAddr) {
         if let Some(load) = self.engines.get_mut(engine) {
             load.sessions = load.sessions.saturating_sub(1);
+            if load.sessions == 0 && load.listings.is_empty() {
+                self.engines.remove(engine);
+            }
         }
     }
 
@@ -100,14 +199,24 @@ impl EnginePool {
         }
     }
 
-    /// Every configured engine and its load, ordered by address.
+    /// Every engine and its load, ordered by address.
     pub fn loads(&self) -> impl Iterator<Item = &EngineLoad> {
         self.engines.values()
     }
 
-    /// Whether no engine is configured.
+    /// Whether `engine` is in the pool (listed, or still serving sessions).
+    pub fn contains(&self, engine: &EngineAddr) -> bool {
+        self.engines.contains_key(engine)
+    }
+
+    /// Whether the pool holds no engine.
     pub fn is_empty(&self) -> bool {
         self.engines.is_empty()
+    }
+
+    /// The most sessions an engine takes.
+    pub fn max_sessions_per_engine(&self) -> usize {
+        self.max_sessions_per_engine
     }
 }
 
@@ -168,5 +277,60 @@ mod tests {
         assert_eq!(pool.pick(now, &[addr(2)]), Some(addr(2)));
         let later = now + Duration::from_secs(5);
         assert_eq!(pool.pick(later, &[addr(2)]), Some(addr(1)));
+    }
+
+    fn listed(port: u16, draining: bool) -> ListedEngine {
+        ListedEngine {
+            engine: addr(port),
+            container_id: Some(format!("c{port}")),
+            draining,
+        }
+    }
+
+    #[test]
+    fn listed_engines_join_and_leave_once_their_sessions_close() {
+        let mut pool = EnginePool::new([], 2, Duration::from_secs(5));
+        assert_eq!(pool.pick(Instant::ZERO, &[]), None);
+        let list = "http://orchestrator/engines";
+        pool.set_list(
+            list,
+            EngineSource::Orchestrator,
+            &[listed(7, false), listed(8, false)],
+        );
+        assert_eq!(pool.pick(Instant::ZERO, &[]), Some(addr(7)));
+        pool.session_opened(&addr(7));
+        let seven = pool.loads().next().expect("listed").clone();
+        assert_eq!(seven.container_id(), Some("c7"));
+        assert_eq!(seven.source(), Some(EngineSource::Orchestrator));
+        // 7 leaves the list: no new sessions, but its session is still counted.
+        pool.set_list(list, EngineSource::Orchestrator, &[listed(8, false)]);
+        assert!(pool.contains(&addr(7)));
+        assert_eq!(pool.pick(Instant::ZERO, &[addr(8)]), Some(addr(8)));
+        pool.session_closed(&addr(7));
+        assert!(!pool.contains(&addr(7)), "gone with its last session");
+        // An unlisted engine without sessions goes at once.
+        pool.set_list(list, EngineSource::Orchestrator, &[]);
+        assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn draining_engines_get_no_new_sessions_and_flags_stay() {
+        let mut pool = pool();
+        let list = "http://orchestrator/api/v1/engines";
+        pool.set_list(
+            list,
+            EngineSource::Orchestrator,
+            &[listed(1, true), listed(3, false)],
+        );
+        // 1 is on the command line too, but a list drains it.
+        assert_eq!(pool.pick(Instant::ZERO, &[addr(2), addr(3)]), Some(addr(2)));
+        pool.set_list(list, EngineSource::Orchestrator, &[]);
+        assert_eq!(
+            pool.pick(Instant::ZERO, &[]),
+            Some(addr(1)),
+            "the flag keeps it"
+        );
+        let sources: Vec<_> = pool.loads().map(EngineLoad::source).collect();
+        assert_eq!(sources, vec![Some(EngineSource::Flag); 2]);
     }
 }

@@ -123,11 +123,11 @@ pub async fn events(
     )))
 }
 
-/// `GET /engines`: engines learned from events.
+/// `GET /engines`: every engine acemux knows (see [`views::engines`]).
 pub async fn engines(State(app): State<AppState>) -> Json<Value> {
-    Json(Value::Array(
-        app.lifecycle.engines().iter().map(views::engine).collect(),
-    ))
+    let pool = app.streams.as_ref().map(|streams| streams.engine_pool());
+    let now = app.lifecycle.clock().now();
+    Json(views::engines(pool.as_ref(), &app.lifecycle.engines(), now))
 }
 
 /// `GET /health`: answered from memory, never waits for the store or an engine.

@@ -1,6 +1,10 @@
 //! JSON shapes of the read API, with the orchestrator's field names.
 
-use acemux_core::lifecycle::{EngineState, Event, StreamState};
+use std::collections::{BTreeMap, BTreeSet};
+
+use acemux_core::channel::{EnginePool, EngineSource};
+use acemux_core::lifecycle::{EngineAddr, EngineState, Event, StreamState};
+use acemux_core::Instant;
 use serde_json::{json, Value};
 
 use crate::clock::rfc3339;
@@ -38,13 +42,74 @@ pub fn event(event: &Event) -> Value {
     })
 }
 
-/// An engine as `GET /engines` shows it.
-pub fn engine(engine: &EngineState) -> Value {
-    json!({
-        "host": engine.engine.host,
-        "port": engine.engine.port,
-        "container_id": engine.container_id,
-        "active_streams": engine.active_streams,
-        "last_seen": rfc3339(engine.last_seen),
-    })
+/// Every engine acemux knows, as `GET /engines` shows it: those of the command line,
+/// the DNS and the engine lists (the pool, with their load and health) and those that
+/// events named, by address. Today's fields (`host`, `port`, `container_id`,
+/// `active_streams`, `last_seen`) plus `source` (`flag`, `dns`, `orchestrator`,
+/// `event`: the first that names it), `sources` (all of them), `health`, `sessions`
+/// (acemux's own on it) and `cap` (the most acemux opens).
+pub fn engines(pool: Option<&EnginePool>, events: &[EngineState], now: Instant) -> Value {
+    let mut rows: BTreeMap<EngineAddr, Value> = BTreeMap::new();
+    let by_event: BTreeMap<&EngineAddr, &EngineState> =
+        events.iter().map(|state| (&state.engine, state)).collect();
+    for load in pool.into_iter().flat_map(EnginePool::loads) {
+        let event = by_event.get(&load.engine);
+        let mut sources: Vec<&str> = load
+            .listings
+            .values()
+            .map(|listing| listing.source)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(EngineSource::as_str)
+            .collect();
+        if event.is_some() {
+            sources.push("event");
+        }
+        let health = if load.listings.is_empty() {
+            "unlisted"
+        } else if !load.is_offered() {
+            "draining"
+        } else if load.resting_until.is_some_and(|until| until > now) {
+            "resting"
+        } else {
+            "ok"
+        };
+        rows.insert(
+            load.engine.clone(),
+            json!({
+                "host": load.engine.host,
+                "port": load.engine.port,
+                "container_id": event
+                    .and_then(|state| state.container_id.clone())
+                    .or_else(|| load.container_id().map(str::to_owned)),
+                "active_streams": event.map_or(0, |state| state.active_streams),
+                "last_seen": event.map(|state| rfc3339(state.last_seen)),
+                "source": sources.first(),
+                "sources": sources,
+                "health": health,
+                "consecutive_failures": load.consecutive_failures,
+                "sessions": load.sessions,
+                "cap": pool.map(EnginePool::max_sessions_per_engine),
+            }),
+        );
+    }
+    for state in events {
+        rows.entry(state.engine.clone()).or_insert_with(|| {
+            json!({
+                "host": state.engine.host,
+                "port": state.engine.port,
+                "container_id": state.container_id,
+                "active_streams": state.active_streams,
+                "last_seen": rfc3339(state.last_seen),
+                "source": "event",
+                "sources": ["event"],
+                // Known only from what an orchestrator reported: acemux does not use it.
+                "health": "unknown",
+                "consecutive_failures": 0,
+                "sessions": 0,
+                "cap": null,
+            })
+        });
+    }
+    Value::Array(rows.into_values().collect())
 }

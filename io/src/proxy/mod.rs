@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use acemux_core::channel::{EngineCallConfig, EnginePool, StartFailure};
+use acemux_core::channel::{
+    EngineCallConfig, EnginePool, EngineSource, FetchError, ListedEngine, StartFailure,
+};
 use acemux_core::fanout::ViewerId;
 use acemux_core::hls::HlsSnapshot;
 use acemux_core::lifecycle::{EndReason, EngineAddr, Input, KeyType, StreamEnded};
@@ -176,6 +178,17 @@ impl<N: Net> Proxy<N> {
             .pool
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Replaces the engines the list `name` names (see [`EnginePool::set_list`]).
+    pub fn set_engine_list(&self, name: &str, source: EngineSource, engines: &[ListedEngine]) {
+        self.pool().set_list(name, source, engines);
+    }
+
+    /// GETs `url` whole (at most `max_bytes`) through the engine client, bounded by
+    /// the engine request timeout.
+    pub async fn fetch(&self, url: &str, max_bytes: usize) -> Result<bytes::Bytes, FetchError> {
+        self.0.engines.fetch_bounded(url, max_bytes).await
     }
 
     fn next_id(&self) -> u64 {
@@ -506,6 +519,9 @@ pub trait Streams: Send + Sync + 'static {
 
     /// See [`Proxy::hls_segment`].
     fn hls_segment(&self, id: u64, seq: u64, viewer: String) -> Option<bytes::Bytes>;
+
+    /// The engines the proxy knows now, with their load.
+    fn engine_pool(&self) -> EnginePool;
 }
 
 impl<N: Net> Streams for Proxy<N> {
@@ -543,5 +559,9 @@ impl<N: Net> Streams for Proxy<N> {
 
     fn hls_segment(&self, id: u64, seq: u64, viewer: String) -> Option<bytes::Bytes> {
         Proxy::hls_segment(self, id, seq, viewer)
+    }
+
+    fn engine_pool(&self) -> EnginePool {
+        self.pool().clone()
     }
 }

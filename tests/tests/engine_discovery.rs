@@ -1,0 +1,271 @@
+//! Engines from an orchestrator's list, over real sockets: a test server serves the
+//! list in the Python and the Go orchestrator's shapes while engine emulators come and
+//! go. Listed engines get sessions, an engine that leaves the list keeps its running
+//! channel but gets no new one, a draining engine gets none, a malformed or missing
+//! list keeps the last good one, and nothing leaks.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use acemux::net::{Net, TokioNet};
+use acemux::proxy::ProxyConfig;
+use acemux::store::{EventStore, MemoryStore};
+use acemux::{Running, ServeOptions};
+use acemux_core::channel::ChannelConfig;
+use acemux_testkit::emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use acemux_tests::proxy::{open, read_at_least, viewer_client};
+use acemux_tests::{eventually, metric_sample, Client};
+use axum::extract::State;
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+/// Serves whatever body it holds now at any path, as JSON (or a given status).
+struct ListServer {
+    url: String,
+    body: Arc<Mutex<(u16, String)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ListServer {
+    async fn start(path: &str) -> ListServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind list server");
+        let addr = listener.local_addr().expect("address");
+        let body = Arc::new(Mutex::new((200, "[]".to_owned())));
+        let app = axum::Router::new()
+            .fallback(|State(body): State<Arc<Mutex<(u16, String)>>>| async move {
+                let (status, body) = body.lock().expect("lock").clone();
+                (
+                    StatusCode::from_u16(status).expect("status"),
+                    [("content-type", "application/json")],
+                    body,
+                )
+            })
+            .with_state(body.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("list server serves");
+        });
+        ListServer {
+            url: format!("http://{addr}{path}"),
+            body,
+            task,
+        }
+    }
+
+    fn set(&self, status: u16, body: String) {
+        *self.body.lock().expect("lock") = (status, body);
+    }
+}
+
+impl Drop for ListServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn emulator() -> RunningEmulator {
+    let listener = TokioNet
+        .bind("127.0.0.1:0".parse().expect("address"), 128)
+        .await
+        .expect("bind engine");
+    Emulator::new(EmulatorConfig::default())
+        .spawn(listener)
+        .expect("engine")
+}
+
+async fn acemux(lists: Vec<String>) -> Running {
+    let options = ServeOptions {
+        engine_lists: lists,
+        engine_list_interval: Duration::from_millis(100),
+        proxy: ProxyConfig {
+            channel: ChannelConfig {
+                start_timeout: Duration::from_secs(20),
+                idle_grace: Duration::from_millis(300),
+                ..ChannelConfig::default()
+            },
+            engine_request_timeout: Duration::from_secs(5),
+            ..ProxyConfig::default()
+        },
+        ..ServeOptions::default()
+    };
+    let listener = TokioNet
+        .bind("127.0.0.1:0".parse().expect("address"), 128)
+        .await
+        .expect("bind acemux");
+    let store: Arc<dyn EventStore> = MemoryStore::new(Vec::new());
+    acemux::start(TokioNet, listener, store, options)
+        .await
+        .expect("start")
+}
+
+fn python_entry(engine: &RunningEmulator, id: &str) -> Value {
+    json!({
+        "container_id": id,
+        "host": "127.0.0.1",
+        "port": engine.local_addr().port(),
+        "labels": {"acestream.http_port": engine.local_addr().port().to_string()},
+        "streams": [],
+        "health_status": "healthy",
+    })
+}
+
+fn go_entry(engine: &RunningEmulator, id: &str, draining: bool) -> Value {
+    json!({
+        "id": id,
+        "host": "127.0.0.1",
+        "port": engine.local_addr().port(),
+        "draining": draining,
+        "vpn": "gluetun",
+    })
+}
+
+async fn engines_view(acemux: &Running) -> Vec<Value> {
+    let (status, engines) = Client::new()
+        .get(&format!("http://{}/engines", acemux.local_addr()))
+        .await
+        .expect("engines");
+    assert_eq!(status, StatusCode::OK);
+    engines.as_array().cloned().unwrap_or_default()
+}
+
+/// The `GET /engines` row of `engine`, once it has `health` (bounded wait).
+async fn wait_health(acemux: &Running, engine: &RunningEmulator, health: &str) -> Value {
+    let port = engine.local_addr().port();
+    let mut last = Vec::new();
+    for _ in 0..100 {
+        last = engines_view(acemux).await;
+        if let Some(row) = last
+            .iter()
+            .find(|row| row["port"] == port && row["health"] == health)
+        {
+            return row.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("engine {port} never {health}: {last:?}");
+}
+
+fn sessions_of(engine: &RunningEmulator) -> Vec<String> {
+    engine
+        .emulator()
+        .requests()
+        .into_iter()
+        .map(|request| request.source.1)
+        .collect()
+}
+
+#[tokio::test]
+async fn engines_follow_the_python_orchestrators_list() {
+    let (a, b) = (emulator().await, emulator().await);
+    let list = ListServer::start("/engines").await;
+    list.set(200, json!([python_entry(&a, "ca")]).to_string());
+    let acemux = acemux(vec![list.url.clone()]).await;
+    let row = wait_health(&acemux, &a, "ok").await;
+    assert_eq!(row["source"], "orchestrator");
+    assert_eq!(row["container_id"], "ca");
+    assert_eq!(row["cap"], 16);
+
+    // A channel on A.
+    let client = viewer_client();
+    let stream = |id: &str| format!("http://{}/ace/getstream?id={id}", acemux.local_addr());
+    let (status, mut first) = open(&client, &stream("first")).await;
+    assert_eq!(status, StatusCode::OK);
+    read_at_least(&mut first, 188 * 50, Duration::from_secs(5)).await;
+    assert_eq!(sessions_of(&a), ["first"]);
+
+    // A leaves, B comes: A's channel keeps playing, new channels go to B.
+    list.set(200, json!([python_entry(&b, "cb")]).to_string());
+    wait_health(&acemux, &a, "unlisted").await;
+    wait_health(&acemux, &b, "ok").await;
+    let (status, mut second) = open(&client, &stream("second")).await;
+    assert_eq!(status, StatusCode::OK);
+    read_at_least(&mut second, 188 * 50, Duration::from_secs(5)).await;
+    read_at_least(&mut first, 188 * 500, Duration::from_secs(5)).await;
+    assert_eq!(sessions_of(&a), ["first"]);
+    assert_eq!(sessions_of(&b), ["second"]);
+
+    // A broken list keeps the last good one, once logged, counted.
+    list.set(200, "<html>oops</html>".into());
+    let metrics_url = format!("http://{}/metrics", acemux.local_addr());
+    let failures = format!(
+        "acemux_engine_list_failures_total{{source=\"{}\"}}",
+        list.url
+    );
+    let counted = eventually(Duration::from_secs(5), || async {
+        let (_, text) = Client::new().get(&metrics_url).await.expect("metrics");
+        metric_sample(text.as_str().unwrap_or_default(), &failures) >= 2.0
+    })
+    .await;
+    assert!(counted, "failed polls are counted");
+    list.set(503, "{}".into());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, mut third) = open(&client, &stream("third")).await;
+    assert_eq!(status, StatusCode::OK, "B is still listed");
+    read_at_least(&mut third, 188 * 50, Duration::from_secs(5)).await;
+    assert_eq!(sessions_of(&b), ["second", "third"]);
+
+    // Nothing leaks: the viewers go, the channels stop, A leaves the pool (it stays
+    // known from the lifecycle events of its stream, and only so).
+    drop((first, second, third));
+    let a_port = a.local_addr().port();
+    let gone = eventually(Duration::from_secs(10), || async {
+        let rows = engines_view(&acemux).await;
+        let a_left = rows
+            .iter()
+            .filter(|row| row["port"] == a_port)
+            .all(|row| row["sources"] == json!(["event"]));
+        let idle = rows.iter().all(|row| row["sessions"] == 0);
+        a_left && idle
+    })
+    .await;
+    assert!(gone, "{:?}", engines_view(&acemux).await);
+    let stopped = eventually(Duration::from_secs(10), || async {
+        a.emulator().stats().active_sessions == 0 && b.emulator().stats().active_sessions == 0
+    })
+    .await;
+    assert!(stopped, "every engine session was stopped");
+    acemux.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn draining_engines_of_the_go_orchestrators_list_get_no_new_sessions() {
+    let (a, b) = (emulator().await, emulator().await);
+    let list = ListServer::start("/api/v1/engines").await;
+    list.set(
+        200,
+        json!({"engines": [go_entry(&a, "ea", true), go_entry(&b, "eb", false)]}).to_string(),
+    );
+    let acemux = acemux(vec![list.url.clone()]).await;
+    let row = wait_health(&acemux, &a, "draining").await;
+    assert_eq!(row["container_id"], "ea");
+    wait_health(&acemux, &b, "ok").await;
+    let client = viewer_client();
+    for id in ["one", "two"] {
+        let url = format!("http://{}/ace/getstream?id={id}", acemux.local_addr());
+        let (status, mut body) = open(&client, &url).await;
+        assert_eq!(status, StatusCode::OK);
+        read_at_least(&mut body, 188 * 50, Duration::from_secs(5)).await;
+    }
+    assert!(
+        sessions_of(&a).is_empty(),
+        "the draining engine got a session"
+    );
+    assert_eq!(sessions_of(&b), ["one", "two"]);
+    // Every engine drained: no engine for a new channel.
+    list.set(
+        200,
+        json!([go_entry(&a, "ea", true), go_entry(&b, "eb", true)]).to_string(),
+    );
+    wait_health(&acemux, &b, "draining").await;
+    let url = format!("http://{}/ace/getstream?id=three", acemux.local_addr());
+    let (status, _) = Client::new().get(&url).await.expect("answer");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    acemux.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
