@@ -332,7 +332,7 @@ pub fn parse_session(engine: &EngineAddr, body: &[u8]) -> Result<EngineSession, 
 
 /// `url`'s path and query on `engine`'s address (engines often report an address
 /// only they can reach; and nothing else is ever fetched).
-fn on_engine(engine: &EngineAddr, url: &str) -> Result<String, SessionError> {
+pub fn on_engine(engine: &EngineAddr, url: &str) -> Result<String, SessionError> {
     let uri: Uri = url
         .parse()
         .map_err(|_| SessionError::Failed(format!("engine returned an invalid URL {url:?}")))?;

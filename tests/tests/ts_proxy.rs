@@ -534,3 +534,63 @@ async fn a_refusing_engine_is_failed_over_to_another_engine() {
     }
     rig.shutdown().await;
 }
+
+#[tokio::test]
+async fn deleting_an_event_registered_stream_stops_it_on_an_engine_acemux_uses() {
+    let rig = ProxyRig::start(quick_proxy()).await;
+    let engine_port = rig.engines[0].local_addr().port();
+    let api = Client::new();
+    // A session some other proxy opened on the engine, and reported as an event; the
+    // command URL names the engine the way an orchestrator sees it (behind gluetun).
+    let (status, envelope) = api
+        .get(&rig.engines[0].url("/ace/getstream?id=elsewhere&format=json"))
+        .await
+        .expect("session");
+    assert_eq!(status, StatusCode::OK);
+    let session = envelope["response"]["playback_session_id"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    let mut body = acemux_tests::started_body("elsewhere", &session, Some("c1"));
+    body["engine"] = serde_json::json!({ "host": "127.0.0.1", "port": engine_port });
+    body["session"]["command_url"] = format!("http://gluetun:19000/ace/cmd/{session}").into();
+    let (status, _) = api
+        .post_json(&rig.url("/events/stream_started"), &body, None)
+        .await
+        .expect("started");
+    assert_eq!(status, StatusCode::OK);
+    // And one on an engine acemux does not use.
+    let foreign = acemux_tests::started_body("foreign", "f1", None);
+    api.post_json(&rig.url("/events/stream_started"), &foreign, None)
+        .await
+        .expect("started");
+
+    let delete = |id: String| {
+        let (api, url) = (api.clone(), rig.url(&format!("/streams/{id}")));
+        async move {
+            api.send(hyper::Method::DELETE, &url, &[], None)
+                .await
+                .expect("deleted")
+        }
+    };
+    let (status, answer) = delete(format!("elsewhere%7C{session}")).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["updated"], true);
+    assert_eq!(answer["engine_stop"]["done"], "stopped", "{answer}");
+    let stats = rig.emulator().stats();
+    assert_eq!(stats.contents["elsewhere"].sessions_stopped, 1);
+    let (status, answer) = delete("foreign%7Cf1".into()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["stream"]["status"], "ended");
+    assert_eq!(answer["engine_stop"]["done"], "not_sent", "{answer}");
+    assert!(
+        answer["engine_stop"]["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("not one acemux uses")),
+        "{answer}"
+    );
+    let (_, again) = delete(format!("elsewhere%7C{session}")).await;
+    assert_eq!(again["updated"], false);
+    assert_eq!(again["engine_stop"]["done"], "not_sent");
+    rig.shutdown().await;
+}

@@ -16,7 +16,7 @@ use super::player::{channel_key, StreamMode};
 use super::query::Params;
 use super::{views, AppState};
 use crate::engine::StreamFormat;
-use crate::proxy::{JoinError, Streams};
+use crate::proxy::{EngineStop, JoinError, StopOutcome, Streams};
 use crate::server::{ConnectionKill, PeerAddr};
 
 impl From<JoinError> for ApiError {
@@ -149,7 +149,9 @@ pub async fn segment(
 }
 
 /// `DELETE /streams/{id}`: stops the stream (viewers closed, engine stopped, one
-/// `stream_ended`) → `{updated, stream}`.
+/// `stream_ended`) → `{updated, stream, engine_stop: {done, detail}}`. A stream
+/// registered through the event API is stopped on its engine when that engine is one
+/// acemux uses; otherwise only its record ends, and `engine_stop` says why.
 pub async fn delete_stream(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -158,7 +160,7 @@ pub async fn delete_stream(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     authorize(&app, &headers, &uri)?;
     let known = app.lifecycle.stream(&id);
-    let updated = match (&app.streams, &known) {
+    let outcome = match (&app.streams, &known) {
         (Some(streams), _) => streams.stop_stream(id.clone(), "deleted".into()).await?,
         (None, Some(_)) => {
             let ended = acemux_core::lifecycle::StreamEnded {
@@ -166,19 +168,35 @@ pub async fn delete_stream(
                 stream_id: Some(id.clone()),
                 reason: Some("deleted".into()),
             };
-            app.lifecycle
+            let updated = app
+                .lifecycle
                 .apply(acemux_core::lifecycle::Input::Ended(ended), None)
                 .await?
                 .outcome
-                .updated
+                .updated;
+            StopOutcome {
+                updated,
+                engine: EngineStop::NotSent("no engines are configured"),
+            }
         }
-        (None, None) => false,
+        (None, None) => StopOutcome {
+            updated: false,
+            engine: EngineStop::NotSent("unknown stream"),
+        },
     };
     let stream = app
         .lifecycle
         .stream(&id)
         .ok_or_else(|| ApiError::not_found("unknown_stream", format!("unknown stream {id:?}")))?;
-    Ok(Json(
-        json!({ "updated": updated, "stream": views::stream(&stream) }),
-    ))
+    let (done, detail) = match &outcome.engine {
+        EngineStop::Channel => ("channel", None),
+        EngineStop::Stopped => ("stopped", None),
+        EngineStop::Failed(error) => ("failed", Some(error.clone())),
+        EngineStop::NotSent(why) => ("not_sent", Some((*why).to_owned())),
+    };
+    Ok(Json(json!({
+        "updated": outcome.updated,
+        "stream": views::stream(&stream),
+        "engine_stop": { "done": done, "detail": detail },
+    })))
 }

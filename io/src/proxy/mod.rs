@@ -59,6 +59,28 @@ impl std::fmt::Display for ChannelKey {
     }
 }
 
+/// What stopping a stream did on its engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EngineStop {
+    /// acemux's own channel, which stopped its engine session as it always does.
+    Channel,
+    /// The engine was told to stop the session (`command_url?method=stop`).
+    Stopped,
+    /// Telling the engine failed; the record is ended anyway.
+    Failed(String),
+    /// Nothing was sent to an engine, and why.
+    NotSent(&'static str),
+}
+
+/// The answer to stopping a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopOutcome {
+    /// Whether this ended the stream (false: it had already ended).
+    pub updated: bool,
+    /// What happened on its engine.
+    pub engine: EngineStop,
+}
+
 /// Why a viewer could not join.
 #[derive(Debug, Error)]
 pub enum JoinError {
@@ -400,7 +422,11 @@ impl<N: Net> Proxy<N> {
     /// Stops the stream `stream_id`: a proxied channel is stopped (viewers closed,
     /// engine stopped, one `stream_ended`, answered once that is applied); any other
     /// registered stream is ended in the registry.
-    pub async fn stop_stream(&self, stream_id: &str, reason: &str) -> Result<bool, ApplyError> {
+    pub async fn stop_stream(
+        &self,
+        stream_id: &str,
+        reason: &str,
+    ) -> Result<StopOutcome, ApplyError> {
         let mailbox = self
             .channels()
             .values()
@@ -418,18 +444,52 @@ impl<N: Net> Proxy<N> {
                 // that); a channel that ended meanwhile answers as it retires.
                 let _ = stopped.await;
             }
-            return Ok(true);
+            return Ok(StopOutcome {
+                updated: true,
+                engine: EngineStop::Channel,
+            });
         }
+        // A stream registered through the event API: its record is ended, and its
+        // engine told to stop the session when it is one acemux uses (the command URL
+        // re-pointed at that engine, as for its own sessions; never fetched as given).
+        let known = self.0.lifecycle.stream(stream_id);
         let ended = StreamEnded {
             container_id: None,
             stream_id: Some(stream_id.to_owned()),
             reason: Some(reason),
         };
-        self.0
+        let updated = self
+            .0
             .lifecycle
             .apply(Input::Ended(ended), None)
-            .await
-            .map(|applied| applied.outcome.updated)
+            .await?
+            .outcome
+            .updated;
+        let engine = match known {
+            _ if !updated => EngineStop::NotSent("the stream had already ended"),
+            None => EngineStop::NotSent("unknown stream"),
+            Some(stream) if !self.pool().contains(&stream.engine) => {
+                EngineStop::NotSent("its engine is not one acemux uses (--engine, --engines-from)")
+            }
+            Some(stream) => {
+                let stopped =
+                    match crate::engine::on_engine(&stream.engine, &stream.session.command_url) {
+                        Ok(url) => self.0.engines.stop(&url).await,
+                        Err(error) => Err(format!("{error:?}")),
+                    };
+                match stopped {
+                    Ok(()) => {
+                        tracing::info!(stream = %stream_id, engine = %stream.engine, "stopped the session on its engine");
+                        EngineStop::Stopped
+                    }
+                    Err(error) => {
+                        tracing::warn!(stream = %stream_id, engine = %stream.engine, %error, "could not stop the session on its engine");
+                        EngineStop::Failed(error)
+                    }
+                }
+            }
+        };
+        Ok(StopOutcome { updated, engine })
     }
 
     /// Stops every channel (at shutdown) and waits until each has applied its
@@ -505,7 +565,7 @@ pub trait Streams: Send + Sync + 'static {
         &self,
         stream_id: String,
         reason: String,
-    ) -> futures::future::BoxFuture<'static, Result<bool, ApplyError>>;
+    ) -> futures::future::BoxFuture<'static, Result<StopOutcome, ApplyError>>;
 
     /// See [`Proxy::stop_all`].
     fn stop_all(&self) -> futures::future::BoxFuture<'static, ()>;
@@ -538,7 +598,7 @@ impl<N: Net> Streams for Proxy<N> {
         &self,
         stream_id: String,
         reason: String,
-    ) -> futures::future::BoxFuture<'static, Result<bool, ApplyError>> {
+    ) -> futures::future::BoxFuture<'static, Result<StopOutcome, ApplyError>> {
         let proxy = self.clone();
         Box::pin(async move { proxy.stop_stream(&stream_id, &reason).await })
     }
