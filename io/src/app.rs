@@ -51,6 +51,8 @@ pub struct ServeOptions {
     pub engine_lists: Vec<String>,
     /// How often each engine list is polled.
     pub engine_list_interval: Duration,
+    /// How often each engine's version API is probed; `None`: never.
+    pub engine_health_interval: Option<Duration>,
     /// Proxy bounds.
     pub proxy: ProxyConfig,
 }
@@ -80,6 +82,8 @@ impl Default for ServeOptions {
             engines: Vec::new(),
             engine_lists: Vec::new(),
             engine_list_interval: Duration::from_secs(10),
+            // Off here; `acemux serve` probes every 10 s by default.
+            engine_health_interval: None,
             proxy: ProxyConfig::default(),
         }
     }
@@ -214,6 +218,12 @@ pub async fn start<N: Net>(
                 metrics.clone(),
                 stopped.clone(),
             )));
+        }
+        if let Some(interval) = options.engine_health_interval {
+            let (proxy, stopped) = (proxy.clone(), stopped.clone());
+            workers.push(tokio::spawn(async move {
+                proxy.probe_engines(interval, stopped).await;
+            }));
         }
         Some(Arc::new(proxy))
     };

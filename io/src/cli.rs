@@ -177,6 +177,12 @@ pub struct ProxyArgs {
     #[arg(long = "engines-from", env = "ACEMUX_ENGINES_FROM", value_delimiter = ',', value_parser = crate::discovery::check_list_url)]
     pub engines_from: Vec<String>,
 
+    /// How often each engine's version API is probed (`/webui/api/service?method=
+    /// get_version`); an engine whose probe fails gets no new sessions until one is
+    /// answered (probed again later each time, up to 8 intervals). 0 turns probing off.
+    #[arg(long, env = "ACEMUX_ENGINE_HEALTH_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub engine_health_interval: Duration,
+
     /// How often each `--engines-from` list is polled.
     #[arg(long, env = "ACEMUX_ENGINES_POLL_INTERVAL", default_value = "10s", value_parser = duration)]
     pub engines_poll_interval: Duration,
@@ -362,6 +368,11 @@ impl ServeArgs {
             clock_origin_unix_micros: origin_unix_micros,
             engines: self.proxy.engines.clone(),
             engine_lists: self.proxy.engines_from.clone(),
+            engine_health_interval: (!self.proxy.engine_health_interval.is_zero()).then(|| {
+                self.proxy
+                    .engine_health_interval
+                    .max(Duration::from_millis(100))
+            }),
             engine_list_interval: self
                 .proxy
                 .engines_poll_interval

@@ -181,6 +181,25 @@ impl<N: Net> EngineClient<N> {
             .map_err(|error| format!("engine unreachable: {error}"))
     }
 
+    /// Probes `engine`'s version API (`/webui/api/service?method=get_version`), as
+    /// engines and orchestrators check an engine: up when it answers 2xx with a
+    /// `result` and no `error`. Bounded by the request timeout.
+    pub async fn probe_version(&self, engine: &EngineAddr) -> Result<(), String> {
+        let url = format!("http://{engine}/webui/api/service?method=get_version&format=json");
+        let body = tokio::time::timeout(self.request_timeout, self.get_body(&url))
+            .await
+            .map_err(|_| format!("no answer within {:?}", self.request_timeout))??;
+        let answer: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|error| format!("the version answer is not JSON: {error}"))?;
+        match (&answer["result"], &answer["error"]) {
+            (serde_json::Value::Null, _) => {
+                Err(format!("the version answer has no result: {answer}"))
+            }
+            (_, serde_json::Value::Null) => Ok(()),
+            (_, error) => Err(format!("the engine reports an error: {error}")),
+        }
+    }
+
     /// GETs `url` whole (at most `max_bytes`), bounded by the request timeout; any
     /// status but 2xx, or an empty body, is an error, and each failure says which.
     pub async fn fetch_bounded(&self, url: &str, max_bytes: usize) -> Result<Bytes, FetchError> {

@@ -2,7 +2,8 @@
 //! list in the Python and the Go orchestrator's shapes while engine emulators come and
 //! go. Listed engines get sessions, an engine that leaves the list keeps its running
 //! channel but gets no new one, a draining engine gets none, a malformed or missing
-//! list keeps the last good one, and nothing leaks.
+//! list keeps the last good one, and nothing leaks. And engines whose version API fails
+//! their probe get no new sessions until it answers again.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,7 +78,17 @@ async fn emulator() -> RunningEmulator {
 }
 
 async fn acemux(lists: Vec<String>) -> Running {
+    acemux_with(Vec::new(), lists, None).await
+}
+
+async fn acemux_with(
+    engines: Vec<acemux_core::lifecycle::EngineAddr>,
+    lists: Vec<String>,
+    health: Option<Duration>,
+) -> Running {
     let options = ServeOptions {
+        engines,
+        engine_health_interval: health,
         engine_lists: lists,
         engine_list_interval: Duration::from_millis(100),
         proxy: ProxyConfig {
@@ -163,7 +174,7 @@ async fn engines_follow_the_python_orchestrators_list() {
     let list = ListServer::start("/engines").await;
     list.set(200, json!([python_entry(&a, "ca")]).to_string());
     let acemux = acemux(vec![list.url.clone()]).await;
-    let row = wait_health(&acemux, &a, "ok").await;
+    let row = wait_health(&acemux, &a, "unchecked").await;
     assert_eq!(row["source"], "orchestrator");
     assert_eq!(row["container_id"], "ca");
     assert_eq!(row["cap"], 16);
@@ -179,7 +190,7 @@ async fn engines_follow_the_python_orchestrators_list() {
     // A leaves, B comes: A's channel keeps playing, new channels go to B.
     list.set(200, json!([python_entry(&b, "cb")]).to_string());
     wait_health(&acemux, &a, "unlisted").await;
-    wait_health(&acemux, &b, "ok").await;
+    wait_health(&acemux, &b, "unchecked").await;
     let (status, mut second) = open(&client, &stream("second")).await;
     assert_eq!(status, StatusCode::OK);
     read_at_least(&mut second, 188 * 50, Duration::from_secs(5)).await;
@@ -243,7 +254,7 @@ async fn draining_engines_of_the_go_orchestrators_list_get_no_new_sessions() {
     let acemux = acemux(vec![list.url.clone()]).await;
     let row = wait_health(&acemux, &a, "draining").await;
     assert_eq!(row["container_id"], "ea");
-    wait_health(&acemux, &b, "ok").await;
+    wait_health(&acemux, &b, "unchecked").await;
     let client = viewer_client();
     for id in ["one", "two"] {
         let url = format!("http://{}/ace/getstream?id={id}", acemux.local_addr());
@@ -265,6 +276,48 @@ async fn draining_engines_of_the_go_orchestrators_list_get_no_new_sessions() {
     let url = format!("http://{}/ace/getstream?id=three", acemux.local_addr());
     let (status, _) = Client::new().get(&url).await.expect("answer");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    acemux.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn engines_failing_their_version_probe_get_no_new_sessions() {
+    let (a, b) = (emulator().await, emulator().await);
+    let addr = |engine: &RunningEmulator| acemux_core::lifecycle::EngineAddr {
+        host: "127.0.0.1".into(),
+        port: engine.local_addr().port(),
+    };
+    let acemux = acemux_with(
+        vec![addr(&a), addr(&b)],
+        Vec::new(),
+        Some(Duration::from_millis(100)),
+    )
+    .await;
+    let row = wait_health(&acemux, &a, "ok").await;
+    assert!(row["last_check"].is_string(), "probed: {row}");
+    assert_eq!(row["source"], "flag");
+    // A's version API fails: it is marked down and skipped, though it would still
+    // grant sessions.
+    a.emulator().set_version_fails(true);
+    wait_health(&acemux, &a, "down").await;
+    let client = viewer_client();
+    for id in ["p1", "p2"] {
+        let url = format!("http://{}/ace/getstream?id={id}", acemux.local_addr());
+        let (status, mut body) = open(&client, &url).await;
+        assert_eq!(status, StatusCode::OK);
+        read_at_least(&mut body, 188 * 50, Duration::from_secs(5)).await;
+    }
+    assert!(sessions_of(&a).is_empty(), "a down engine got a session");
+    assert_eq!(sessions_of(&b), ["p1", "p2"]);
+    // It answers again: up, and picked again (it is the less loaded one).
+    a.emulator().set_version_fails(false);
+    wait_health(&acemux, &a, "ok").await;
+    let url = format!("http://{}/ace/getstream?id=p3", acemux.local_addr());
+    let (status, mut body) = open(&client, &url).await;
+    assert_eq!(status, StatusCode::OK);
+    read_at_least(&mut body, 188 * 50, Duration::from_secs(5)).await;
+    assert_eq!(sessions_of(&a), ["p3"]);
     acemux.shutdown().await;
     a.shutdown().await;
     b.shutdown().await;

@@ -23,6 +23,7 @@ mod answer;
 mod composed;
 mod discovery;
 mod engine;
+mod health;
 mod hls;
 mod machine;
 mod pool;
@@ -32,6 +33,7 @@ mod vocab;
 pub use answer::SessionAnswer;
 pub use composed::{ComposedChannel, Context, Media, MediaCommand};
 pub use discovery::{parse_engine_list, ListSource, ListedEngine, Observed, SourceReport};
+pub use health::{Health, HealthState};
 pub use hls::{FetchError, HlsChannel, HlsInput, HlsMedia, HlsMediaConfig, HlsOutput, WaitFailure};
 pub use machine::{
     Channel, ChannelConfig, EngineSession, Input as SessionInput, Output as SessionOutput,

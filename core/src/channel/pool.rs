@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use super::discovery::ListedEngine;
+use super::health::Health;
 use crate::lifecycle::EngineAddr;
 use crate::time::{Duration, Instant};
 
@@ -63,6 +64,8 @@ pub struct EngineLoad {
     /// The lists that name it now, by list name ([`FLAG_LIST`], or a list's URL).
     /// None: it left every list and only waits for its sessions to close.
     pub listings: BTreeMap<String, Listing>,
+    /// What its version API probes say.
+    pub health: Health,
 }
 
 impl EngineLoad {
@@ -135,6 +138,7 @@ impl EnginePool {
                     consecutive_failures: 0,
                     resting_until: None,
                     listings: BTreeMap::new(),
+                    health: Health::new(),
                 });
             load.listings.insert(
                 name.to_owned(),
@@ -156,6 +160,7 @@ impl EnginePool {
     pub fn pick(&self, now: Instant, exclude: &[EngineAddr]) -> Option<EngineAddr> {
         let usable = self.engines.values().filter(|load| {
             load.is_offered()
+                && load.health.usable()
                 && load.sessions < self.max_sessions_per_engine
                 && load.resting_until.is_none_or(|until| until <= now)
         });
@@ -202,6 +207,39 @@ impl EnginePool {
     /// Every engine and its load, ordered by address.
     pub fn loads(&self) -> impl Iterator<Item = &EngineLoad> {
         self.engines.values()
+    }
+
+    /// Hands out the version probes due at `now` (of listed engines; one in flight per
+    /// engine), and when the next one is due.
+    pub fn take_due_probes(&mut self, now: Instant) -> (Vec<EngineAddr>, Option<Instant>) {
+        let mut due = Vec::new();
+        for load in self.engines.values_mut() {
+            if !load.listings.is_empty() && load.health.take_due(now) {
+                due.push(load.engine.clone());
+            }
+        }
+        let next = self
+            .engines
+            .values()
+            .filter(|load| !load.listings.is_empty())
+            .filter_map(|load| load.health.due_at())
+            .min();
+        (due, next)
+    }
+
+    /// A version probe of `engine` was answered (`up`) or failed; probes come every
+    /// `interval`, later after failures. The health before, when it changed.
+    pub fn probed(
+        &mut self,
+        now: Instant,
+        engine: &EngineAddr,
+        up: bool,
+        interval: Duration,
+    ) -> Option<super::health::HealthState> {
+        let load = self.engines.get_mut(engine)?;
+        let before = load.health.state;
+        load.health.probed(now, up, interval);
+        (load.health.state != before).then_some(before)
     }
 
     /// Whether `engine` is in the pool (listed, or still serving sessions).
@@ -311,6 +349,37 @@ mod tests {
         // An unlisted engine without sessions goes at once.
         pool.set_list(list, EngineSource::Orchestrator, &[]);
         assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn engines_that_fail_their_probe_get_no_new_sessions() {
+        let mut pool = pool();
+        let interval = Duration::from_secs(10);
+        let (due, next) = pool.take_due_probes(Instant::ZERO);
+        assert_eq!(due, vec![addr(1), addr(2)]);
+        assert_eq!(next, None, "both in flight");
+        assert_eq!(
+            pool.probed(Instant::ZERO, &addr(1), false, interval),
+            Some(super::super::health::HealthState::Unknown)
+        );
+        assert_eq!(
+            pool.probed(Instant::ZERO, &addr(2), true, interval),
+            Some(super::super::health::HealthState::Unknown)
+        );
+        assert_eq!(pool.pick(Instant::ZERO, &[]), Some(addr(2)));
+        assert_eq!(
+            pool.pick(Instant::ZERO, &[addr(2)]),
+            Some(addr(2)),
+            "1 is down"
+        );
+        let later = Instant::ZERO + interval;
+        let (due, _) = pool.take_due_probes(later);
+        assert_eq!(due, vec![addr(1), addr(2)]);
+        assert_eq!(
+            pool.probed(later, &addr(1), true, interval),
+            Some(super::super::health::HealthState::Down)
+        );
+        assert_eq!(pool.pick(later, &[addr(2)]), Some(addr(1)));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use acemux_core::channel::{EnginePool, EngineSource};
+use acemux_core::channel::{EnginePool, EngineSource, HealthState};
 use acemux_core::lifecycle::{EngineAddr, EngineState, Event, StreamState};
 use acemux_core::Instant;
 use serde_json::{json, Value};
@@ -46,8 +46,9 @@ pub fn event(event: &Event) -> Value {
 /// the DNS and the engine lists (the pool, with their load and health) and those that
 /// events named, by address. Today's fields (`host`, `port`, `container_id`,
 /// `active_streams`, `last_seen`) plus `source` (`flag`, `dns`, `orchestrator`,
-/// `event`: the first that names it), `sources` (all of them), `health`, `sessions`
-/// (acemux's own on it) and `cap` (the most acemux opens).
+/// `event`: the first that names it), `sources` (all of them), `health`, `last_check`
+/// (the last version probe), `sessions` (acemux's own on it) and `cap` (the most acemux
+/// opens).
 pub fn engines(pool: Option<&EnginePool>, events: &[EngineState], now: Instant) -> Value {
     let mut rows: BTreeMap<EngineAddr, Value> = BTreeMap::new();
     let by_event: BTreeMap<&EngineAddr, &EngineState> =
@@ -69,10 +70,15 @@ pub fn engines(pool: Option<&EnginePool>, events: &[EngineState], now: Instant) 
             "unlisted"
         } else if !load.is_offered() {
             "draining"
+        } else if !load.health.usable() {
+            "down"
         } else if load.resting_until.is_some_and(|until| until > now) {
             "resting"
-        } else {
+        } else if load.health.state == HealthState::Up {
             "ok"
+        } else {
+            // Usable, but no version probe has answered (yet, or probing is off).
+            "unchecked"
         };
         rows.insert(
             load.engine.clone(),
@@ -87,6 +93,7 @@ pub fn engines(pool: Option<&EnginePool>, events: &[EngineState], now: Instant) 
                 "source": sources.first(),
                 "sources": sources,
                 "health": health,
+                "last_check": load.health.last_check.map(rfc3339),
                 "consecutive_failures": load.consecutive_failures,
                 "sessions": load.sessions,
                 "cap": pool.map(EnginePool::max_sessions_per_engine),
@@ -105,6 +112,7 @@ pub fn engines(pool: Option<&EnginePool>, events: &[EngineState], now: Instant) 
                 "sources": ["event"],
                 // Known only from what an orchestrator reported: acemux does not use it.
                 "health": "unknown",
+                "last_check": null,
                 "consecutive_failures": 0,
                 "sessions": 0,
                 "cap": null,

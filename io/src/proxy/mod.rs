@@ -207,6 +207,57 @@ impl<N: Net> Proxy<N> {
         self.pool().set_list(name, source, engines);
     }
 
+    /// Runs the version probes of the pool's engines, every `interval` per engine
+    /// (later after failures, as the pool decides), until `stopped`; logs each change
+    /// of an engine's health.
+    pub async fn probe_engines(
+        &self,
+        interval: std::time::Duration,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        use futures::StreamExt as _;
+        /// Probes in flight at once.
+        const CONCURRENT_PROBES: usize = 16;
+        let clock = self.0.lifecycle.clock();
+        loop {
+            let (due, next) = self.pool().take_due_probes(clock.now());
+            let probes = futures::stream::iter(due)
+                .map(|engine| async move {
+                    let answer = self.0.engines.probe_version(&engine).await;
+                    (engine, answer)
+                })
+                .buffer_unordered(CONCURRENT_PROBES)
+                .collect::<Vec<_>>();
+            let answers = tokio::select! {
+                biased;
+                _ = stopped.wait_for(|stopped| *stopped) => return,
+                answers = probes => answers,
+            };
+            for (engine, answer) in answers {
+                let changed = self
+                    .pool()
+                    .probed(clock.now(), &engine, answer.is_ok(), interval);
+                match (changed, answer) {
+                    (Some(before), Err(error)) => tracing::warn!(
+                        %engine, %error, was = before.as_str(),
+                        "engine down: its version API failed; no new sessions until it answers"
+                    ),
+                    (Some(before), Ok(())) => {
+                        tracing::info!(%engine, was = before.as_str(), "engine up");
+                    }
+                    (None, _) => {}
+                }
+            }
+            // New engines are due at once: look again an interval later at the latest.
+            let latest = clock.now() + interval;
+            tokio::select! {
+                biased;
+                _ = stopped.wait_for(|stopped| *stopped) => return,
+                () = clock.sleep_until_earliest([next, Some(latest)]) => {}
+            }
+        }
+    }
+
     /// GETs `url` whole (at most `max_bytes`) through the engine client, bounded by
     /// the engine request timeout.
     pub async fn fetch(&self, url: &str, max_bytes: usize) -> Result<bytes::Bytes, FetchError> {

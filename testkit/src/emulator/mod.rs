@@ -19,13 +19,16 @@
 //!   `playback_url` is a live HLS playlist `/ace/m/<session>.m3u8` of 2 s segments
 //!   `/ace/c/<session>/<n>.ts`, on the same timeline (see the `hls` module).
 //! - `GET /ace/stat/<session>` → download statistics.
+//! - `GET /webui/api/service?method=get_version` → the engine's version, as engines
+//!   answer it (`{"result": {"code", "platform", "version"}, "error": null}`); a 500
+//!   while the version fault is set.
 //! - `GET /ace/cmd/<session>?method=stop` → stops the session: its playbacks end and
 //!   later requests for it (playback, playlist, segments, stat) get 404.
 //!
 //! Control API: `PUT`/`GET`/`DELETE /control/faults/<content id>` ([`Faults`] as
 //! JSON), `GET /control/faults`, `GET /control/stats` ([`EmulatorStats`]),
 //! `GET /control/requests` (the latest session requests with their parameters,
-//! [`SessionRequest`]).
+//! [`SessionRequest`]), `PUT /control/version` (`{"fails": true|false}`).
 //!
 //! The session ids, the bytes at every stream offset and the schedule are fixed by
 //! the media, the requests and the clock: no randomness.
@@ -131,6 +134,8 @@ pub(crate) struct Shared {
     listen_addr: OnceLock<SocketAddr>,
     /// The HLS segments of `config.media`.
     hls: hls::Segmenter,
+    /// The version API fails (500) while set: an engine that is up but unwell.
+    version_fails: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -198,6 +203,7 @@ impl Emulator {
                 shutdown,
                 listen_addr: OnceLock::new(),
                 hls: hls::Segmenter::new(&config.media, hls::GOPS_PER_SEGMENT),
+                version_fails: std::sync::atomic::AtomicBool::new(false),
                 config,
             }),
         }
@@ -227,6 +233,14 @@ impl Emulator {
     /// Counters, per content id and session.
     pub fn stats(&self) -> EmulatorStats {
         self.shared.state().stats()
+    }
+
+    /// Makes the version API fail (500) or answer again (also
+    /// `PUT /control/version {"fails": true}`); sessions are answered either way.
+    pub fn set_version_fails(&self, fails: bool) {
+        self.shared
+            .version_fails
+            .store(fails, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The latest session requests, oldest first (also `GET /control/requests`).

@@ -48,6 +48,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/control/stats", get(stats))
         .route("/control/requests", get(requests))
+        .route("/control/version", axum::routing::put(put_version))
+        .route("/webui/api/service", get(service))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(shared)
@@ -410,6 +412,66 @@ async fn delete_faults(
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {
     Json(shared.state().stats()).into_response()
+}
+
+/// The engine version the emulator reports.
+const VERSION: (u64, &str) = (3_020_700, "3.2.7");
+
+#[derive(Debug, Deserialize)]
+struct ServiceQuery {
+    method: Option<String>,
+}
+
+/// `GET /webui/api/service?method=get_version`: the version, as engines answer it.
+async fn service(
+    State(shared): State<Arc<Shared>>,
+    query: Result<Query<ServiceQuery>, QueryRejection>,
+) -> Response {
+    let method = query.ok().and_then(|Query(query)| query.method);
+    if method.as_deref() != Some("get_version") {
+        return Json(json!({ "result": null, "error": "unknown method" })).into_response();
+    }
+    if shared
+        .version_fails
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "result": null, "error": "internal error (fault)" })),
+        )
+            .into_response();
+    }
+    let (code, version) = VERSION;
+    Json(json!({
+        "result": { "code": code, "platform": "linux", "version": version },
+        "error": null,
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct VersionFault {
+    fails: bool,
+}
+
+/// `PUT /control/version {"fails": bool}`: the version fault.
+async fn put_version(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<VersionFault>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(fault)) => {
+            shared
+                .version_fails
+                .store(fault.fails, std::sync::atomic::Ordering::SeqCst);
+            Json(json!({ "fails": fault.fails })).into_response()
+        }
+        Err(rejection) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "invalid_body", "message": rejection.body_text() })),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /control/requests`: the latest session requests, oldest first.
