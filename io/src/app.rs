@@ -189,7 +189,7 @@ pub async fn start<N: Net>(
     }
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
-    let client = http_client(net);
+    let client = http_client(net.clone());
     let streams: Option<Arc<dyn Streams>> = if options.engines.is_empty()
         && options.engine_lists.is_empty()
     {
@@ -219,6 +219,14 @@ pub async fn start<N: Net>(
                 stopped.clone(),
             )));
         }
+        // Names among the --engine values are looked up as often as lists are polled.
+        workers.push(tokio::spawn(crate::discovery::resolve_engine_names(
+            proxy.clone(),
+            net.clone(),
+            options.engines.clone(),
+            options.engine_list_interval,
+            stopped.clone(),
+        )));
         if let Some(interval) = options.engine_health_interval {
             let (proxy, stopped) = (proxy.clone(), stopped.clone());
             workers.push(tokio::spawn(async move {

@@ -166,7 +166,9 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
     /// An AceStream engine's HTTP API address, `host:port`. Repeatable; comma-separated
-    /// in the environment. Without engines `/ace/getstream` answers 503.
+    /// in the environment. A host name that resolves to several addresses is one engine
+    /// per address (looked up again every `--engines-poll-interval`). Without engines
+    /// `/ace/getstream` answers 503.
     #[arg(long = "engine", env = "ACEMUX_ENGINES", value_delimiter = ',', value_parser = engine_addr)]
     pub engines: Vec<EngineAddr>,
 

@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use acemux_core::channel::{EngineSource, FetchError, ListSource, SourceReport};
+use acemux_core::channel::{
+    is_name, DnsEngine, EngineSource, FetchError, ListSource, ListedEngine, SourceReport, FLAG_LIST,
+};
+use acemux_core::lifecycle::EngineAddr;
 use tokio::sync::watch;
 
 use crate::metrics::{EngineListLabels, Metrics};
@@ -78,6 +81,72 @@ pub async fn poll_engine_list<N: Net>(
             ),
             None => {}
         }
+        tokio::select! {
+            biased;
+            _ = stopped.wait_for(|stopped| *stopped) => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Looks up every `--engine` given by name every `interval`, until `stopped`: a name
+/// that resolves to several addresses stands for one engine per address (list
+/// `dns:<name>`), and leaves the command line's list meanwhile; one that resolves to a
+/// single address (or was never resolved) stays the engine it names. Core's
+/// [`DnsEngine`] decides; a failed lookup keeps the last good answer.
+pub async fn resolve_engine_names<N: Net>(
+    proxy: Proxy<N>,
+    net: N,
+    flags: Vec<EngineAddr>,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut names: Vec<DnsEngine> = flags
+        .iter()
+        .filter(|engine| is_name(engine))
+        .cloned()
+        .map(DnsEngine::new)
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    loop {
+        let mut flag_list: Vec<ListedEngine> = Vec::new();
+        let mut split = Vec::new();
+        for dns in &mut names {
+            let lookup = tokio::select! {
+                biased;
+                _ = stopped.wait_for(|stopped| *stopped) => return,
+                lookup = net.resolve(&dns.name().host) => lookup,
+            };
+            let lookup = lookup.map_err(|error| error.to_string());
+            if let Err(error) = &lookup {
+                tracing::debug!(engine = %dns.name(), %error, "cannot resolve engine name");
+            }
+            let (replicas, changed) = dns.observe(lookup);
+            if changed {
+                tracing::info!(
+                    engine = %dns.name(),
+                    replicas = ?replicas.iter().map(|r| r.engine.to_string()).collect::<Vec<_>>(),
+                    "engine name resolves anew"
+                );
+            }
+            let list = format!("dns:{}", dns.name());
+            proxy.set_engine_list(&list, EngineSource::Dns, &replicas);
+            if !replicas.is_empty() {
+                split.push(dns.name().clone());
+            }
+        }
+        for engine in &flags {
+            if !split.contains(engine) {
+                flag_list.push(ListedEngine {
+                    engine: engine.clone(),
+                    container_id: None,
+                    draining: false,
+                });
+            }
+        }
+        proxy.set_engine_list(FLAG_LIST, EngineSource::Flag, &flag_list);
         tokio::select! {
             biased;
             _ = stopped.wait_for(|stopped| *stopped) => return,

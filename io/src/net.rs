@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -40,6 +40,10 @@ pub trait Net: Clone + Send + Sync + 'static {
         host: &str,
         port: u16,
     ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+
+    /// The addresses `host` resolves to on this network (an address resolves to
+    /// itself).
+    fn resolve(&self, host: &str) -> impl Future<Output = io::Result<Vec<IpAddr>>> + Send;
 
     /// Closes `stream` abruptly: a TCP reset where this network can send one (the
     /// fault relay's `rst_after_bytes`), else a plain close.
@@ -86,6 +90,11 @@ impl Net for TokioNet {
         // Small request/response exchanges: latency matters more than packet count.
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+
+    async fn resolve(&self, host: &str) -> io::Result<Vec<IpAddr>> {
+        let addresses = tokio::net::lookup_host((host, 0)).await?;
+        Ok(addresses.map(|addr| addr.ip()).collect())
     }
 
     fn reset(&self, stream: Self::Stream) {

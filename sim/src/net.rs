@@ -1,7 +1,7 @@
 //! [`Net`] over turmoil's simulated TCP.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use acemux::net::{Net, NetListener};
 
@@ -25,6 +25,12 @@ impl Net for TurmoilNet {
 
     async fn connect(&self, host: &str, port: u16) -> io::Result<Self::Stream> {
         turmoil::net::TcpStream::connect((host, port)).await
+    }
+
+    /// A simulated host name has one address.
+    async fn resolve(&self, host: &str) -> io::Result<Vec<IpAddr>> {
+        let addresses = turmoil::net::lookup_host((host, 0)).await?;
+        Ok(addresses.map(|addr| addr.ip()).collect())
     }
 }
 

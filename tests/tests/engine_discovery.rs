@@ -322,3 +322,144 @@ async fn engines_failing_their_version_probe_get_no_new_sessions() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Real sockets, with one made-up name that resolves to several loopback addresses (as
+/// a compose service scaled to several engines does).
+#[derive(Clone)]
+struct ScaledDns {
+    name: &'static str,
+    addresses: Arc<Mutex<Vec<std::net::IpAddr>>>,
+}
+
+impl Net for ScaledDns {
+    type Stream = <TokioNet as Net>::Stream;
+    type Listener = <TokioNet as Net>::Listener;
+
+    async fn bind(
+        &self,
+        addr: std::net::SocketAddr,
+        backlog: u32,
+    ) -> std::io::Result<Self::Listener> {
+        TokioNet.bind(addr, backlog).await
+    }
+
+    async fn connect(&self, host: &str, port: u16) -> std::io::Result<Self::Stream> {
+        let first = self.addresses.lock().expect("lock").first().copied();
+        match first {
+            Some(address) if host == self.name => {
+                TokioNet.connect(&address.to_string(), port).await
+            }
+            _ => TokioNet.connect(host, port).await,
+        }
+    }
+
+    async fn resolve(&self, host: &str) -> std::io::Result<Vec<std::net::IpAddr>> {
+        if host == self.name {
+            Ok(self.addresses.lock().expect("lock").clone())
+        } else {
+            TokioNet.resolve(host).await
+        }
+    }
+}
+
+/// Two emulators on the same port of 127.0.0.1 and 127.0.0.2.
+async fn replicas() -> (RunningEmulator, RunningEmulator) {
+    for _ in 0..20 {
+        let first = TokioNet
+            .bind("127.0.0.1:0".parse().expect("address"), 128)
+            .await
+            .expect("bind");
+        let port = acemux::net::NetListener::local_addr(&first)
+            .expect("port")
+            .port();
+        let second = match TokioNet
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 2], port)), 128)
+            .await
+        {
+            Ok(second) => second,
+            Err(_) => continue,
+        };
+        let spawn = |listener| {
+            Emulator::new(EmulatorConfig::default())
+                .spawn(listener)
+                .expect("engine")
+        };
+        return (spawn(first), spawn(second));
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+}
+
+#[tokio::test]
+async fn a_name_with_several_addresses_is_one_engine_per_address() {
+    let (one, two) = replicas().await;
+    let port = one.local_addr().port();
+    let net = ScaledDns {
+        name: "engines.test",
+        addresses: Arc::new(Mutex::new(vec![
+            "127.0.0.1".parse().expect("address"),
+            "127.0.0.2".parse().expect("address"),
+        ])),
+    };
+    let options = ServeOptions {
+        engines: vec![acemux_core::lifecycle::EngineAddr {
+            host: "engines.test".into(),
+            port,
+        }],
+        engine_list_interval: Duration::from_millis(100),
+        proxy: ProxyConfig {
+            max_streams_per_engine: 1,
+            engine_request_timeout: Duration::from_secs(5),
+            ..ProxyConfig::default()
+        },
+        ..ServeOptions::default()
+    };
+    let listener = net
+        .bind("127.0.0.1:0".parse().expect("address"), 128)
+        .await
+        .expect("bind acemux");
+    let store: Arc<dyn EventStore> = MemoryStore::new(Vec::new());
+    let acemux = acemux::start(net.clone(), listener, store, options)
+        .await
+        .expect("start");
+    let hosts = |rows: &[Value]| -> Vec<String> {
+        rows.iter()
+            .map(|row| row["host"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let split = eventually(Duration::from_secs(5), || async {
+        hosts(&engines_view(&acemux).await) == ["127.0.0.1", "127.0.0.2"]
+    })
+    .await;
+    let rows = engines_view(&acemux).await;
+    assert!(split, "the name itself is no engine any more: {rows:?}");
+    assert!(rows.iter().all(|row| row["source"] == "dns"), "{rows:?}");
+    // One session per engine: two channels land on the two replicas, and each is
+    // played from the replica that granted it.
+    let client = viewer_client();
+    let mut bodies = Vec::new();
+    for id in ["r1", "r2"] {
+        let url = format!("http://{}/ace/getstream?id={id}", acemux.local_addr());
+        let (status, mut body) = open(&client, &url).await;
+        assert_eq!(status, StatusCode::OK);
+        read_at_least(&mut body, 188 * 50, Duration::from_secs(5)).await;
+        bodies.push(body);
+    }
+    assert_eq!(sessions_of(&one), ["r1"]);
+    assert_eq!(sessions_of(&two), ["r2"]);
+    assert_eq!(one.emulator().stats().active_playbacks, 1);
+    assert_eq!(two.emulator().stats().active_playbacks, 1);
+    // Scaled down to one address: the name is the engine again.
+    *net.addresses.lock().expect("lock") = vec!["127.0.0.1".parse().expect("address")];
+    let back = eventually(Duration::from_secs(5), || async {
+        engines_view(&acemux)
+            .await
+            .iter()
+            .any(|row| row["host"] == "engines.test" && row["source"] == "flag")
+    })
+    .await;
+    assert!(back, "{:?}", engines_view(&acemux).await);
+    drop(bodies);
+    acemux.shutdown().await;
+    one.shutdown().await;
+    two.shutdown().await;
+}

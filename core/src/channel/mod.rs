@@ -22,6 +22,7 @@
 mod answer;
 mod composed;
 mod discovery;
+mod dns;
 mod engine;
 mod health;
 mod hls;
@@ -33,6 +34,7 @@ mod vocab;
 pub use answer::SessionAnswer;
 pub use composed::{ComposedChannel, Context, Media, MediaCommand};
 pub use discovery::{parse_engine_list, ListSource, ListedEngine, Observed, SourceReport};
+pub use dns::{is_name, DnsEngine};
 pub use health::{Health, HealthState};
 pub use hls::{FetchError, HlsChannel, HlsInput, HlsMedia, HlsMediaConfig, HlsOutput, WaitFailure};
 pub use machine::{
