@@ -18,7 +18,7 @@ use acemux_core::rng::SeededRng;
 use acemux_testkit::emulator::{Emulator, EmulatorConfig, Faults};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::invariants::Checker;
@@ -32,6 +32,9 @@ use crate::trace::{self, TraceLayer};
 pub const ACEMUX_PORT: u16 = 6880;
 /// The engines' port.
 pub const ENGINE_PORT: u16 = 6878;
+/// The orchestrator host's port.
+const ORCHESTRATOR_PORT: u16 = 8000;
+
 /// The relay's first port; engine `i` is reached at `gluetun:GLUETUN_BASE_PORT + i`.
 pub const GLUETUN_BASE_PORT: u16 = 19000;
 /// The receiver's port.
@@ -62,6 +65,10 @@ pub struct WorldConfig {
     pub engine_faults: BTreeMap<String, Faults>,
     /// Scenario-wide checking rules.
     pub rules: Rules,
+    /// Engines from an orchestrator's list instead of `--engine`: the host
+    /// `orchestrator` serves this body at `/engines` (changed with
+    /// [`World::set_orchestrator_list`]), polled every 2 s.
+    pub orchestrator_list: Option<String>,
 }
 
 /// What the invariants tolerate in a scenario.
@@ -118,6 +125,7 @@ impl WorldConfig {
             tcp_capacity: 64,
             engine_faults: BTreeMap::new(),
             rules: Rules::default(),
+            orchestrator_list: None,
         }
     }
 }
@@ -235,6 +243,8 @@ pub struct World<'a> {
     trace_layer: TraceLayer,
     _trace_guard: tracing::subscriber::DefaultGuard,
     player_hosts: usize,
+    /// The body the orchestrator host serves at `/engines`.
+    orchestrator_list: Arc<Mutex<String>>,
 }
 
 /// The webhook URL of acemux itself.
@@ -317,6 +327,13 @@ impl<'a> World<'a> {
             let observer = observer.clone();
             sim.host("receiver", move || receiver(observer.clone()));
         }
+        let orchestrator_list = Arc::new(Mutex::new(
+            config.orchestrator_list.clone().unwrap_or_default(),
+        ));
+        if config.orchestrator_list.is_some() {
+            let list = orchestrator_list.clone();
+            sim.host("orchestrator", move || orchestrator(list.clone()));
+        }
 
         let mut webhooks = Vec::new();
         if config.self_webhook {
@@ -343,12 +360,22 @@ impl<'a> World<'a> {
                 ..RegistryConfig::default()
             },
             clock_origin_unix_micros: CLOCK_ORIGIN_UNIX_MICROS,
-            engines: (0..config.engines)
-                .map(|index| EngineAddr {
-                    host: "gluetun".into(),
-                    port: GLUETUN_BASE_PORT + index as u16,
-                })
+            engines: if config.orchestrator_list.is_some() {
+                Vec::new()
+            } else {
+                (0..config.engines)
+                    .map(|index| EngineAddr {
+                        host: "gluetun".into(),
+                        port: GLUETUN_BASE_PORT + index as u16,
+                    })
+                    .collect()
+            },
+            engine_lists: config
+                .orchestrator_list
+                .iter()
+                .map(|_| format!("http://orchestrator:{ORCHESTRATOR_PORT}/engines"))
                 .collect(),
+            engine_list_interval: Duration::from_secs(2),
             proxy: config.proxy.clone(),
             ..ServeOptions::default()
         };
@@ -391,7 +418,20 @@ impl<'a> World<'a> {
             trace_layer,
             _trace_guard: trace_guard,
             player_hosts: 0,
+            orchestrator_list,
         }
+    }
+
+    /// What the orchestrator's engine list answers from now on.
+    pub fn set_orchestrator_list(&mut self, body: String) {
+        self.observer
+            .lock()
+            .trace
+            .add_text(&format!("orchestrator list {body}"));
+        *self
+            .orchestrator_list
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = body;
     }
 
     /// Adds a host running `players` concurrently.
@@ -601,6 +641,38 @@ async fn receiver(observer: Observer) -> turmoil::Result {
         None,
         ServerLimits {
             max_connections: 1024,
+            shutdown_timeout: Duration::from_secs(1),
+            ..ServerLimits::default()
+        },
+        Arc::new(Metrics::new()),
+        std::future::pending(),
+    )
+    .await;
+    Ok(())
+}
+
+/// The orchestrator host: its engine list at `/engines`, whatever it holds now.
+async fn orchestrator(list: Arc<Mutex<String>>) -> turmoil::Result {
+    let router = Router::new()
+        .route(
+            "/engines",
+            get(|State(list): State<Arc<Mutex<String>>>| async move {
+                list.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            }),
+        )
+        .with_state(list);
+    let listener = TurmoilNet
+        .bind(
+            SocketAddr::from(([0, 0, 0, 0], ORCHESTRATOR_PORT)),
+            acemux::net::DEFAULT_BACKLOG,
+        )
+        .await?;
+    acemux::server::serve(
+        listener,
+        router,
+        None,
+        ServerLimits {
+            max_connections: 64,
             shutdown_timeout: Duration::from_secs(1),
             ..ServerLimits::default()
         },

@@ -36,9 +36,15 @@ fn every_scenario_is_pinned_below() {
         "viewer_churn",
         "slow_viewers",
         "engine_death_failover",
+        "orchestrator_churn",
     ];
     let listed: Vec<&str> = SCENARIOS.iter().map(|(name, _)| *name).collect();
     assert_eq!(listed, pinned, "a scenario without a determinism test");
+}
+
+#[test]
+fn orchestrator_churn_replays() {
+    replays("orchestrator_churn", 3);
 }
 
 #[test]

@@ -98,3 +98,8 @@ fn a_broken_bound_fails_the_run_with_its_replay_command() {
         "cargo run -p acemux-sim --release -- --scenario viewer_churn --seed 99"
     );
 }
+
+#[test]
+fn orchestrator_churn() {
+    pinned(scenarios::orchestrator_churn, &[1, 2]);
+}

@@ -3,6 +3,7 @@
 
 mod churn;
 mod failover;
+mod orchestrator;
 mod self_post;
 mod slow_gluetun;
 mod slow_viewers;
@@ -14,6 +15,7 @@ use crate::world::{Failure, Outcome};
 
 pub use churn::viewer_churn;
 pub use failover::engine_death_failover;
+pub use orchestrator::orchestrator_churn;
 pub use self_post::{naive_model_deadlocks, single_worker_self_post, NaiveSymptoms};
 pub use slow_gluetun::slow_gluetun;
 pub use slow_viewers::slow_viewers;
@@ -28,6 +30,7 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
     ("viewer_churn", viewer_churn),
     ("slow_viewers", slow_viewers),
     ("engine_death_failover", engine_death_failover),
+    ("orchestrator_churn", orchestrator_churn),
 ];
 
 /// The scenario named `name`.
