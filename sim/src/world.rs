@@ -465,6 +465,21 @@ impl<'a> World<'a> {
         self.rng.next_u64() % n.max(1)
     }
 
+    /// acemux's whole event log so far (the in-memory store answers at once); empty
+    /// if it cannot be read.
+    pub fn events(&self) -> Vec<acemux_core::lifecycle::Event> {
+        use futures::FutureExt as _;
+        self.store
+            .events(acemux::store::EventQuery {
+                after: 0,
+                limit: 1_000_000,
+                stream_id: None,
+            })
+            .now_or_never()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+
     /// Simulated time so far.
     pub fn elapsed(&self) -> Duration {
         self.sim.elapsed()
@@ -629,9 +644,14 @@ async fn receiver(observer: Observer) -> turmoil::Result {
     let router = Router::new()
         .route("/events/{kind}", post(event))
         .with_state(observer);
+    serve_forever(router, RECEIVER_PORT, 1024).await
+}
+
+/// Serves `router` on `port` of the current host, for the whole run.
+async fn serve_forever(router: Router, port: u16, max_connections: usize) -> turmoil::Result {
     let listener = TurmoilNet
         .bind(
-            SocketAddr::from(([0, 0, 0, 0], RECEIVER_PORT)),
+            SocketAddr::from(([0, 0, 0, 0], port)),
             acemux::net::DEFAULT_BACKLOG,
         )
         .await?;
@@ -640,7 +660,7 @@ async fn receiver(observer: Observer) -> turmoil::Result {
         router,
         None,
         ServerLimits {
-            max_connections: 1024,
+            max_connections,
             shutdown_timeout: Duration::from_secs(1),
             ..ServerLimits::default()
         },
@@ -661,24 +681,5 @@ async fn orchestrator(list: Arc<Mutex<String>>) -> turmoil::Result {
             }),
         )
         .with_state(list);
-    let listener = TurmoilNet
-        .bind(
-            SocketAddr::from(([0, 0, 0, 0], ORCHESTRATOR_PORT)),
-            acemux::net::DEFAULT_BACKLOG,
-        )
-        .await?;
-    acemux::server::serve(
-        listener,
-        router,
-        None,
-        ServerLimits {
-            max_connections: 64,
-            shutdown_timeout: Duration::from_secs(1),
-            ..ServerLimits::default()
-        },
-        Arc::new(Metrics::new()),
-        std::future::pending(),
-    )
-    .await;
-    Ok(())
+    serve_forever(router, ORCHESTRATOR_PORT, 64).await
 }

@@ -3,9 +3,6 @@
 
 use std::time::Duration;
 
-use acemux::store::{EventQuery, EventStore};
-use futures::FutureExt;
-
 use crate::world::{Failure, Fault, Outcome, World, WorldConfig, GLUETUN_BASE_PORT};
 
 use super::{health_probe, secs, ts_reader};
@@ -41,16 +38,7 @@ pub fn engine_death_failover(seed: u64) -> Result<Outcome, Failure> {
     let death_at = world.random_duration(secs(15), secs(30));
     world.run_until(death_at)?;
     // The engine that serves the channel now.
-    let events = world
-        .store
-        .events(EventQuery {
-            after: 0,
-            limit: 100,
-            stream_id: None,
-        })
-        .now_or_never()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let events = world.events();
     let Some(serving) = events.last().map(|event| event.stream.engine.port) else {
         return Err(world.fail("the channel never started".into()));
     };

@@ -4,8 +4,6 @@
 //! channel starts meanwhile (it lands on a listed engine). Events stay paired, and no
 //! engine session outlives its stream.
 
-use acemux::store::{EventQuery, EventStore};
-use futures::FutureExt;
 use serde_json::json;
 
 use crate::world::{Failure, Outcome, World, WorldConfig, GLUETUN_BASE_PORT};
@@ -30,15 +28,7 @@ fn list(indexes: &[usize]) -> String {
 /// The engine ports of the `stream_started` events of `content_id`, in order.
 fn started_on(world: &World<'_>, content_id: &str) -> Vec<u16> {
     world
-        .store
-        .events(EventQuery {
-            after: 0,
-            limit: 1000,
-            stream_id: None,
-        })
-        .now_or_never()
-        .and_then(Result::ok)
-        .unwrap_or_default()
+        .events()
         .iter()
         .filter(|event| {
             event.kind == acemux_core::lifecycle::EventKind::StreamStarted

@@ -13,9 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 
 use acemux::net::http_client;
-use acemux::store::{EventQuery, EventStore};
 use acemux_core::rng::SeededRng;
-use futures::FutureExt;
 
 use crate::naive::{naive_orchestrator, NaiveLog, NAIVE_PORT};
 use crate::net::TurmoilNet;
@@ -194,16 +192,7 @@ pub fn single_worker_self_post(seed: u64) -> Result<Outcome, Failure> {
 
     // Both channels started once the engine answered, and ended once; every event
     // was delivered to acemux itself and recognised rather than applied again.
-    let events = world
-        .store
-        .events(EventQuery {
-            after: 0,
-            limit: 1000,
-            stream_id: None,
-        })
-        .now_or_never()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let events = world.events();
     let started = events
         .iter()
         .filter(|event| event.kind == acemux_core::lifecycle::EventKind::StreamStarted)
