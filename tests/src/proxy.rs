@@ -120,6 +120,22 @@ impl ProxyRig {
     }
 }
 
+/// Proxy bounds for tests that start channels on the emulator and look at what the
+/// players and the engine saw: a start that waits long enough on a busy test machine,
+/// a short idle grace (channels stop soon after their viewers go), quick engine
+/// requests.
+pub fn patient_proxy() -> ProxyConfig {
+    ProxyConfig {
+        channel: acemux_core::channel::ChannelConfig {
+            start_timeout: Duration::from_secs(20),
+            idle_grace: Duration::from_millis(300),
+            ..acemux_core::channel::ChannelConfig::default()
+        },
+        engine_request_timeout: Duration::from_secs(5),
+        ..ProxyConfig::default()
+    }
+}
+
 /// Logs to the test's output when `ACEMUX_TEST_LOG` holds a filter (e.g. `debug`).
 pub fn init_test_logging() {
     if let Ok(filter) = std::env::var("ACEMUX_TEST_LOG") {

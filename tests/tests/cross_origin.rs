@@ -7,10 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use acemux::http::{CorsPolicy, PlayerRules};
-use acemux::proxy::ProxyConfig;
 use acemux::ServeOptions;
-use acemux_core::channel::ChannelConfig;
-use acemux_tests::proxy::ProxyRig;
+use acemux_tests::proxy::{patient_proxy, ProxyRig};
 use acemux_tests::raw::{connect, exchange, read_answer, RawAnswer};
 use tokio::io::AsyncWriteExt;
 
@@ -26,15 +24,7 @@ fn options(cors: CorsPolicy) -> ServeOptions {
             cors,
             ..PlayerRules::default()
         },
-        proxy: ProxyConfig {
-            channel: ChannelConfig {
-                start_timeout: Duration::from_secs(20),
-                idle_grace: Duration::from_millis(500),
-                ..ChannelConfig::default()
-            },
-            engine_request_timeout: Duration::from_secs(5),
-            ..ProxyConfig::default()
-        },
+        proxy: patient_proxy(),
         ..ServeOptions::default()
     }
 }

@@ -12,9 +12,8 @@ use acemux::net::{Net, TokioNet};
 use acemux::proxy::ProxyConfig;
 use acemux::store::{EventStore, MemoryStore};
 use acemux::{Running, ServeOptions};
-use acemux_core::channel::ChannelConfig;
 use acemux_testkit::emulator::{Emulator, EmulatorConfig, RunningEmulator};
-use acemux_tests::proxy::{open, read_at_least, viewer_client};
+use acemux_tests::proxy::{open, patient_proxy, read_at_least, viewer_client};
 use acemux_tests::{eventually, metric_sample, Client};
 use axum::extract::State;
 use hyper::StatusCode;
@@ -91,15 +90,7 @@ async fn acemux_with(
         engine_health_interval: health,
         engine_lists: lists,
         engine_list_interval: Duration::from_millis(100),
-        proxy: ProxyConfig {
-            channel: ChannelConfig {
-                start_timeout: Duration::from_secs(20),
-                idle_grace: Duration::from_millis(300),
-                ..ChannelConfig::default()
-            },
-            engine_request_timeout: Duration::from_secs(5),
-            ..ProxyConfig::default()
-        },
+        proxy: patient_proxy(),
         ..ServeOptions::default()
     };
     let listener = TokioNet

@@ -6,11 +6,9 @@
 use std::time::Duration;
 
 use acemux::http::{PlayerRules, StreamMode};
-use acemux::proxy::ProxyConfig;
 use acemux::ServeOptions;
-use acemux_core::channel::ChannelConfig;
 use acemux_testkit::emulator::SessionRequest;
-use acemux_tests::proxy::ProxyRig;
+use acemux_tests::proxy::{patient_proxy, ProxyRig};
 use acemux_tests::raw::{exchange, RawAnswer};
 
 const PROMPT: Duration = Duration::from_secs(10);
@@ -21,15 +19,7 @@ const HASH: &str = "0123456789ABCDEF0123456789ABCDEF01234567";
 async fn rig(player: PlayerRules) -> ProxyRig {
     let options = ServeOptions {
         player,
-        proxy: ProxyConfig {
-            channel: ChannelConfig {
-                start_timeout: Duration::from_secs(20),
-                idle_grace: Duration::from_millis(300),
-                ..ChannelConfig::default()
-            },
-            engine_request_timeout: Duration::from_secs(5),
-            ..ProxyConfig::default()
-        },
+        proxy: patient_proxy(),
         ..ServeOptions::default()
     };
     ProxyRig::start_options(vec![Default::default()], options).await
