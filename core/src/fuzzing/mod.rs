@@ -12,6 +12,7 @@
 //! | [`playlist`] | the m3u8 reader, renderer, resolver and rewriter |
 //! | [`lifecycle_events`] | `stream_started` / `stream_ended` JSON bodies into the registry |
 //! | [`engine_envelope`] | the engine's session envelope |
+//! | [`engine_list`] | an orchestrator's engine list, and what a list source makes of it |
 //! | [`lifecycle`] | the lifecycle registry: starts, ends, clock moves, restarts |
 //! | [`channel`] | the channel machine: engine reports, viewers, clock moves |
 //! | [`ts_channel`] | the composed TS channel: engine calls, playback, viewers, clock moves |
@@ -28,6 +29,7 @@
 
 pub(crate) mod channel;
 pub(crate) mod composed;
+mod engine_list;
 mod envelope;
 pub(crate) mod fanout;
 pub(crate) mod hls;
@@ -38,6 +40,7 @@ mod ts;
 
 pub use channel::channel;
 pub use composed::{hls_channel, ts_channel};
+pub use engine_list::engine_list;
 pub use envelope::engine_envelope;
 pub use fanout::fanout;
 pub use hls::hls;
@@ -52,7 +55,7 @@ const MAX_STEPS: usize = 512;
 pub type Driver = (&'static str, fn(&[u8]));
 
 /// Every driver, by fuzz target name.
-pub const DRIVERS: [Driver; 10] = [
+pub const DRIVERS: [Driver; 11] = [
     ("playlist", playlist),
     ("lifecycle_events", lifecycle_events),
     ("engine_envelope", engine_envelope),
@@ -63,6 +66,7 @@ pub const DRIVERS: [Driver; 10] = [
     ("ts_aligner", ts_aligner),
     ("ts_channel", ts_channel),
     ("hls_channel", hls_channel),
+    ("engine_list", engine_list),
 ];
 
 #[cfg(test)]
