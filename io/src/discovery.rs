@@ -111,7 +111,6 @@ pub async fn resolve_engine_names<N: Net>(
         return;
     }
     loop {
-        let mut flag_list: Vec<ListedEngine> = Vec::new();
         let mut split = Vec::new();
         for dns in &mut names {
             let lookup = tokio::select! {
@@ -137,15 +136,12 @@ pub async fn resolve_engine_names<N: Net>(
                 split.push(dns.name().clone());
             }
         }
-        for engine in &flags {
-            if !split.contains(engine) {
-                flag_list.push(ListedEngine {
-                    engine: engine.clone(),
-                    container_id: None,
-                    draining: false,
-                });
-            }
-        }
+        let flag_list: Vec<ListedEngine> = flags
+            .iter()
+            .filter(|engine| !split.contains(engine))
+            .cloned()
+            .map(ListedEngine::from)
+            .collect();
         proxy.set_engine_list(FLAG_LIST, EngineSource::Flag, &flag_list);
         tokio::select! {
             biased;

@@ -38,16 +38,23 @@ pub struct EngineParams {
 }
 
 impl EngineParams {
+    /// The parameters that are set, as names and plain values, in a fixed order.
+    fn pairs(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        let indexes = self
+            .file_indexes
+            .as_ref()
+            .map(|indexes| ("file_indexes", indexes.clone()));
+        let delay = self
+            .delay
+            .map(|(name, seconds)| (name, seconds.to_string()));
+        indexes.into_iter().chain(delay)
+    }
+
     /// The parameters as query pairs, each starting with `&`.
     pub fn query(&self) -> String {
-        let mut query = String::new();
-        if let Some(indexes) = &self.file_indexes {
-            query.push_str(&format!("&file_indexes={}", percent_encode(indexes)));
-        }
-        if let Some((name, seconds)) = self.delay {
-            query.push_str(&format!("&{name}={seconds}"));
-        }
-        query
+        self.pairs()
+            .map(|(name, value)| format!("&{name}={}", percent_encode(&value)))
+            .collect()
     }
 
     /// Whether no parameter is set.
@@ -58,13 +65,10 @@ impl EngineParams {
 
 impl std::fmt::Display for EngineParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut parts = Vec::new();
-        if let Some(indexes) = &self.file_indexes {
-            parts.push(format!("file_indexes={indexes}"));
-        }
-        if let Some((name, seconds)) = self.delay {
-            parts.push(format!("{name}={seconds}"));
-        }
+        let parts: Vec<String> = self
+            .pairs()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
         write!(f, "{}", parts.join(","))
     }
 }
@@ -186,9 +190,7 @@ impl<N: Net> EngineClient<N> {
     /// `result` and no `error`. Bounded by the request timeout.
     pub async fn probe_version(&self, engine: &EngineAddr) -> Result<(), String> {
         let url = format!("http://{engine}/webui/api/service?method=get_version&format=json");
-        let body = tokio::time::timeout(self.request_timeout, self.get_body(&url))
-            .await
-            .map_err(|_| format!("no answer within {:?}", self.request_timeout))??;
+        let body = self.get_body_in_time(&url).await?;
         let answer: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|error| format!("the version answer is not JSON: {error}"))?;
         match (&answer["result"], &answer["error"]) {
@@ -297,10 +299,14 @@ impl<N: Net> EngineClient<N> {
         } else {
             format!("{command_url}?method=stop")
         };
-        tokio::time::timeout(self.request_timeout, self.get_body(&url))
+        self.get_body_in_time(&url).await.map(drop)
+    }
+
+    /// [`get_body`](Self::get_body) bounded by the request timeout.
+    async fn get_body_in_time(&self, url: &str) -> Result<Bytes, String> {
+        tokio::time::timeout(self.request_timeout, self.get_body(url))
             .await
             .map_err(|_| format!("no answer within {:?}", self.request_timeout))?
-            .map(drop)
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use acemux_core::lifecycle::{
-    EngineState, IdempotencyCache, Input, LifecycleError, Outcome, Output, Registry, StreamState,
-    StreamStatus, DEFAULT_IDEMPOTENCY_CAPACITY,
+    EndReason, EngineState, IdempotencyCache, Input, LifecycleError, Outcome, Output, Registry,
+    StreamEnded, StreamState, StreamStatus, DEFAULT_IDEMPOTENCY_CAPACITY,
 };
 use thiserror::Error;
 use tokio::sync::{watch, Notify, Semaphore};
@@ -103,6 +103,17 @@ impl Lifecycle {
         self.answers
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Ends the stream `stream_id` for `reason` (an end by id, as `stream_ended` with a
+    /// `stream_id`); whether this ended it (false: it had already ended).
+    pub async fn end_stream(&self, stream_id: &str, reason: EndReason) -> Result<bool, ApplyError> {
+        let ended = StreamEnded {
+            container_id: None,
+            stream_id: Some(stream_id.to_owned()),
+            reason: Some(reason),
+        };
+        Ok(self.apply(Input::Ended(ended), None).await?.outcome.updated)
     }
 
     /// Applies a start or an end and returns once the resulting event (if any, or the

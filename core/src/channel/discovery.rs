@@ -23,6 +23,17 @@ pub struct ListedEngine {
     pub draining: bool,
 }
 
+impl From<EngineAddr> for ListedEngine {
+    /// An engine named without a container or a draining mark (the command line, DNS).
+    fn from(engine: EngineAddr) -> Self {
+        ListedEngine {
+            engine,
+            container_id: None,
+            draining: false,
+        }
+    }
+}
+
 /// Parses an orchestrator's engine list: the Python orchestrator's `GET /engines` (a
 /// JSON list of `{container_id, host, port, …}`) or the Go orchestrator's
 /// `GET /api/v1/engines` (`{id | container_id, host, port, draining, …}`, as a list or

@@ -59,13 +59,11 @@ impl DnsEngine {
         }
         self.last_good
             .iter()
-            .map(|ip| ListedEngine {
-                engine: EngineAddr {
+            .map(|ip| {
+                ListedEngine::from(EngineAddr {
                     host: ip.to_string(),
                     port: self.name.port,
-                },
-                container_id: None,
-                draining: false,
+                })
             })
             .collect()
     }

@@ -109,14 +109,7 @@ impl EnginePool {
             max_sessions_per_engine,
             cooldown,
         };
-        let listed: Vec<ListedEngine> = engines
-            .into_iter()
-            .map(|engine| ListedEngine {
-                engine,
-                container_id: None,
-                draining: false,
-            })
-            .collect();
+        let listed: Vec<ListedEngine> = engines.into_iter().map(ListedEngine::from).collect();
         pool.set_list(FLAG_LIST, EngineSource::Flag, &listed);
         pool
     }

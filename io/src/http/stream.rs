@@ -162,23 +162,10 @@ pub async fn delete_stream(
     let known = app.lifecycle.stream(&id);
     let outcome = match (&app.streams, &known) {
         (Some(streams), _) => streams.stop_stream(id.clone(), "deleted".into()).await?,
-        (None, Some(_)) => {
-            let ended = acemux_core::lifecycle::StreamEnded {
-                container_id: None,
-                stream_id: Some(id.clone()),
-                reason: Some("deleted".into()),
-            };
-            let updated = app
-                .lifecycle
-                .apply(acemux_core::lifecycle::Input::Ended(ended), None)
-                .await?
-                .outcome
-                .updated;
-            StopOutcome {
-                updated,
-                engine: EngineStop::NotSent("no engines are configured"),
-            }
-        }
+        (None, Some(_)) => StopOutcome {
+            updated: app.lifecycle.end_stream(&id, "deleted".into()).await?,
+            engine: EngineStop::NotSent("no engines are configured"),
+        },
         (None, None) => StopOutcome {
             updated: false,
             engine: EngineStop::NotSent("unknown stream"),

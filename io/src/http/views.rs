@@ -51,6 +51,7 @@ pub fn event(event: &Event) -> Value {
 /// opens).
 pub fn engines(pool: Option<&EnginePool>, events: &[EngineState], now: Instant) -> Value {
     let mut rows: BTreeMap<EngineAddr, Value> = BTreeMap::new();
+    let cap = pool.map(EnginePool::max_sessions_per_engine);
     let by_event: BTreeMap<&EngineAddr, &EngineState> =
         events.iter().map(|state| (&state.engine, state)).collect();
     for load in pool.into_iter().flat_map(EnginePool::loads) {
@@ -96,7 +97,7 @@ pub fn engines(pool: Option<&EnginePool>, events: &[EngineState], now: Instant) 
                 "last_check": load.health.last_check.map(rfc3339),
                 "consecutive_failures": load.consecutive_failures,
                 "sessions": load.sessions,
-                "cap": pool.map(EnginePool::max_sessions_per_engine),
+                "cap": cap,
             }),
         );
     }

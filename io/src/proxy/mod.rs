@@ -16,7 +16,7 @@ use acemux_core::channel::{
 };
 use acemux_core::fanout::ViewerId;
 use acemux_core::hls::HlsSnapshot;
-use acemux_core::lifecycle::{EndReason, EngineAddr, Input, KeyType, StreamEnded};
+use acemux_core::lifecycle::{EndReason, EngineAddr, KeyType};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -504,18 +504,7 @@ impl<N: Net> Proxy<N> {
         // engine told to stop the session when it is one acemux uses (the command URL
         // re-pointed at that engine, as for its own sessions; never fetched as given).
         let known = self.0.lifecycle.stream(stream_id);
-        let ended = StreamEnded {
-            container_id: None,
-            stream_id: Some(stream_id.to_owned()),
-            reason: Some(reason),
-        };
-        let updated = self
-            .0
-            .lifecycle
-            .apply(Input::Ended(ended), None)
-            .await?
-            .outcome
-            .updated;
+        let updated = self.0.lifecycle.end_stream(stream_id, reason).await?;
         let engine = match known {
             _ if !updated => EngineStop::NotSent("the stream had already ended"),
             None => EngineStop::NotSent("unknown stream"),
