@@ -19,7 +19,7 @@ use crate::net::{http_client, Net, NetListener};
 use crate::proxy::{Proxy, ProxyConfig, Streams};
 use crate::server::{serve, ServerLimits};
 use crate::store::{EventStore, StoreError};
-use crate::webhook::{deliver, DeliveryPolicy, WebhookTarget};
+use crate::webhook::{deliver, DeliveryPolicy, WebhookFormat, WebhookTarget};
 
 /// Everything `acemux serve` needs, independent of where it came from (CLI or a test).
 #[derive(Clone, Debug)]
@@ -66,6 +66,7 @@ impl Default for ServeOptions {
             player: PlayerRules::default(),
             webhooks: Vec::new(),
             delivery: DeliveryPolicy {
+                format: WebhookFormat::OrchestratorPy,
                 api_key: None,
                 attempt_timeout: Duration::from_secs(10),
                 initial_backoff: Duration::from_millis(500),

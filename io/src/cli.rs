@@ -15,7 +15,7 @@ use crate::app::ServeOptions;
 use crate::http::{CorsPolicy, PlayerRules, StreamMode};
 use crate::proxy::ProxyConfig;
 use crate::server::ServerLimits;
-use crate::webhook::{DeliveryPolicy, WebhookTarget};
+use crate::webhook::{DeliveryPolicy, WebhookFormat, WebhookTarget};
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,6 +85,16 @@ pub struct ServeArgs {
     /// Bearer key sent to webhook receivers.
     #[arg(long, env = "ACEMUX_EVENT_WEBHOOK_API_KEY", hide_env_values = true)]
     pub event_webhook_api_key: Option<String>,
+
+    /// The event bodies webhook receivers expect: `orchestrator-py` (engine, stream key,
+    /// session URLs, labels) or `orchestrator-go` (`content_id`, `engine_id`).
+    #[arg(
+        long,
+        env = "ACEMUX_EVENT_WEBHOOK_FORMAT",
+        value_enum,
+        default_value_t = WebhookFormat::OrchestratorPy
+    )]
+    pub event_webhook_format: WebhookFormat,
 
     /// Bound on one webhook delivery attempt.
     #[arg(long, env = "ACEMUX_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = duration)]
@@ -344,6 +354,7 @@ impl ServeArgs {
             },
             webhooks,
             delivery: DeliveryPolicy {
+                format: self.event_webhook_format,
                 api_key: self.event_webhook_api_key.clone(),
                 attempt_timeout: self.webhook_timeout,
                 initial_backoff: self.webhook_initial_backoff,

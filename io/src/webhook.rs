@@ -78,9 +78,24 @@ impl WebhookTarget {
     }
 }
 
+/// The body shape receivers expect: the paths (`/events/stream_started`,
+/// `/events/stream_ended`) are the same for both orchestrators, the bodies are not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WebhookFormat {
+    /// The Python orchestrator's event contract (engine, stream key, session URLs,
+    /// labels; `stream_ended` names the stream id).
+    #[default]
+    OrchestratorPy,
+    /// The Go orchestrator's: `{content_id, engine_id, engine_name}` and
+    /// `{content_id, engine_id}`, streams keyed by content id and engine container id.
+    OrchestratorGo,
+}
+
 /// How deliveries are made and retried.
 #[derive(Clone, Debug)]
 pub struct DeliveryPolicy {
+    /// The body shape receivers expect.
+    pub format: WebhookFormat,
     /// Bearer key sent to receivers.
     pub api_key: Option<String>,
     /// Bound on one attempt, connect to response.
@@ -97,11 +112,32 @@ pub struct DeliveryPolicy {
     pub max_pending: u64,
 }
 
-/// The body the orchestrator's event API expects for `event`.
-pub fn event_body(event: &Event) -> serde_json::Value {
+/// The body an orchestrator's event API of `format` expects for `event`.
+pub fn event_body(event: &Event, format: WebhookFormat) -> serde_json::Value {
     let stream = &event.stream;
-    match event.kind {
-        EventKind::StreamStarted => json!({
+    match (format, event.kind) {
+        // The Go orchestrator keys a stream by its content and an engine by its
+        // container; an engine without a container id (a plain `--engine` address) is
+        // named by its address, which is also what `engine_name` shows.
+        (WebhookFormat::OrchestratorGo, kind) => {
+            let engine_name = format!("{}:{}", stream.engine.host, stream.engine.port);
+            let engine_id = stream
+                .container_id
+                .clone()
+                .unwrap_or_else(|| engine_name.clone());
+            match kind {
+                EventKind::StreamStarted => json!({
+                    "content_id": stream.stream.key,
+                    "engine_id": engine_id,
+                    "engine_name": engine_name,
+                }),
+                EventKind::StreamEnded => json!({
+                    "content_id": stream.stream.key,
+                    "engine_id": engine_id,
+                }),
+            }
+        }
+        (WebhookFormat::OrchestratorPy, EventKind::StreamStarted) => json!({
             "container_id": stream.container_id,
             "engine": { "host": stream.engine.host, "port": stream.engine.port },
             "stream": { "key_type": stream.stream.key_type, "key": stream.stream.key },
@@ -113,7 +149,7 @@ pub fn event_body(event: &Event) -> serde_json::Value {
             },
             "labels": stream.labels,
         }),
-        EventKind::StreamEnded => json!({
+        (WebhookFormat::OrchestratorPy, EventKind::StreamEnded) => json!({
             "container_id": stream.container_id,
             "stream_id": stream.id,
             "reason": stream.end_reason,
@@ -279,7 +315,7 @@ async fn attempt<N: Net>(
     policy: &DeliveryPolicy,
     event: &Event,
 ) -> Attempt {
-    let body = event_body(event).to_string();
+    let body = event_body(event, policy.format).to_string();
     let mut request = Request::builder()
         .method(Method::POST)
         .uri(target.uri(event.kind).clone())
@@ -345,5 +381,76 @@ mod tests {
         assert!(WebhookTarget::parse("https://example.org").is_err());
         assert!(WebhookTarget::parse("not a url").is_err());
         assert!(WebhookTarget::parse("http://host/x?y=1").is_err());
+    }
+
+    fn event(kind: EventKind, container_id: Option<&str>) -> Event {
+        use acemux_core::lifecycle::{
+            EngineAddr, KeyType, SessionInfo, StreamKey, StreamState, StreamStatus,
+        };
+        use acemux_core::time::Instant;
+        Event {
+            seq: 1,
+            event_id: "ev1".into(),
+            kind,
+            stream: StreamState {
+                id: "abc|s1".into(),
+                status: StreamStatus::Started,
+                container_id: container_id.map(str::to_owned),
+                engine: EngineAddr {
+                    host: "10.0.0.7".into(),
+                    port: 19001,
+                },
+                stream: StreamKey {
+                    key_type: KeyType::Infohash,
+                    key: "abc".into(),
+                },
+                session: SessionInfo {
+                    playback_session_id: "s1".into(),
+                    stat_url: "http://10.0.0.7:19001/ace/stat/abc/s1".into(),
+                    command_url: "http://10.0.0.7:19001/ace/cmd/abc/s1".into(),
+                    is_live: true,
+                },
+                labels: Default::default(),
+                started_at: Instant::ZERO,
+                ended_at: None,
+                end_reason: None,
+                last_event_seq: 1,
+            },
+            at: Instant::ZERO,
+        }
+    }
+
+    #[test]
+    fn go_bodies_name_the_engine_by_container_id_when_there_is_one() {
+        let go = WebhookFormat::OrchestratorGo;
+        assert_eq!(
+            event_body(&event(EventKind::StreamStarted, Some("c0ffee")), go),
+            json!({ "content_id": "abc", "engine_id": "c0ffee", "engine_name": "10.0.0.7:19001" })
+        );
+        assert_eq!(
+            event_body(&event(EventKind::StreamEnded, Some("c0ffee")), go),
+            json!({ "content_id": "abc", "engine_id": "c0ffee" })
+        );
+        assert_eq!(
+            event_body(&event(EventKind::StreamEnded, None), go),
+            json!({ "content_id": "abc", "engine_id": "10.0.0.7:19001" })
+        );
+    }
+
+    #[test]
+    fn python_bodies_are_the_event_contract() {
+        let py = WebhookFormat::OrchestratorPy;
+        let started = event_body(&event(EventKind::StreamStarted, Some("c0ffee")), py);
+        assert_eq!(started["container_id"], "c0ffee");
+        assert_eq!(
+            started["stream"],
+            json!({ "key_type": "infohash", "key": "abc" })
+        );
+        assert_eq!(started["session"]["is_live"], 1);
+        let ended = event_body(&event(EventKind::StreamEnded, Some("c0ffee")), py);
+        assert_eq!(
+            ended,
+            json!({ "container_id": "c0ffee", "stream_id": "abc|s1", "reason": null })
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod hostile_engine;
 pub mod hostile_rig;
+pub mod orchestrator_receiver;
 pub mod proxy;
 pub mod raw;
 pub mod relay;
