@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use super::engine::EngineCalls;
+use super::stats::{StatsAction, StatsWatch};
 use super::vocab::{EngineCallConfig, Input, Notice, Output, PoolChange};
 use super::{
     Channel, ChannelConfig, EngineSession, SessionInput, SessionOutput as ChannelOutput,
@@ -96,6 +97,7 @@ pub trait Media {
 pub struct ComposedChannel<P: Media> {
     channel: Channel,
     calls: EngineCalls,
+    stats: StatsWatch,
     media: P,
     outputs: VecDeque<Output<P::Output>>,
     ended: bool,
@@ -106,6 +108,7 @@ impl<P: Media> ComposedChannel<P> {
     pub fn new(now: Instant, channel: ChannelConfig, calls: EngineCallConfig, media: P) -> Self {
         let mut machine = ComposedChannel {
             channel: Channel::new(now, channel),
+            stats: StatsWatch::new(calls.stats),
             calls: EngineCalls::new(calls),
             media,
             outputs: VecDeque::new(),
@@ -172,6 +175,11 @@ impl<P: Media> ComposedChannel<P> {
             Input::StopAnswer { stop, result } => {
                 self.calls.stop_answer(now, stop, result, &mut self.outputs);
             }
+            Input::StatsAnswer { poll, result } => {
+                for action in self.stats.answer(now, poll, result) {
+                    self.stats_action(now, action);
+                }
+            }
             Input::Stop(reason) => self.channel.handle_input(now, SessionInput::Stop(reason)),
             Input::Shutdown => {
                 self.calls.shut_down(&mut self.outputs);
@@ -203,6 +211,35 @@ impl<P: Media> ComposedChannel<P> {
         };
         self.media.handle_timeout(now, &mut cx);
         self.settle(now);
+        if let Some(action) = self.stats.handle_timeout(now) {
+            self.stats_action(now, action);
+            self.settle(now);
+        }
+    }
+
+    /// Performs what the stats watch asked for or decided.
+    fn stats_action(&mut self, now: Instant, action: StatsAction) {
+        match action {
+            StatsAction::Fetch { poll, engine, url } => {
+                self.outputs
+                    .push_back(Output::FetchStats { poll, engine, url });
+            }
+            StatsAction::Stats(stats) => self.outputs.push_back(Output::Stats(stats)),
+            StatsAction::Failed { engine, error } => self
+                .outputs
+                .push_back(Output::Notice(Notice::StatsFailed { engine, error })),
+            StatsAction::NoProgress {
+                engine,
+                for_at_least,
+            } => {
+                self.outputs.push_back(Output::Notice(Notice::NoPeers {
+                    engine,
+                    for_at_least,
+                }));
+                self.channel
+                    .handle_input(now, SessionInput::Replace(EndReason::NoPeers));
+            }
+        }
     }
 
     /// The next output.
@@ -217,6 +254,7 @@ impl<P: Media> ComposedChannel<P> {
         [
             self.channel.poll_timeout(),
             self.calls.poll_timeout(),
+            self.stats.poll_timeout(),
             self.media.poll_timeout(),
         ]
         .into_iter()
@@ -260,10 +298,16 @@ impl<P: Media> ComposedChannel<P> {
                     continue;
                 }
                 ChannelOutput::SessionStarted(session) => {
+                    self.stats.watch(now, &session);
                     self.outputs.push_back(Output::Started(session));
+                    // The first poll at once, so figures show as soon as media does.
+                    if let Some(action) = self.stats.handle_timeout(now) {
+                        self.stats_action(now, action);
+                    }
                     continue;
                 }
                 ChannelOutput::SessionEnded { session, reason } => {
+                    self.stats.unwatch();
                     self.outputs
                         .push_back(Output::SessionEnded { session, reason });
                     continue;
@@ -287,6 +331,7 @@ impl<P: Media> ComposedChannel<P> {
             };
             self.media.command(now, command, &mut cx);
             if let Some(reason) = ended {
+                self.stats.unwatch();
                 self.ended = true;
                 self.outputs.push_back(Output::Ended { reason });
             }

@@ -114,6 +114,11 @@ pub enum Input {
     PlaybackEnded,
     /// The channel now has this many viewers.
     Viewers(usize),
+    /// Replace the current session with one on another engine (preferred): its
+    /// playback is closed, it is stopped and ended with `reason`, and viewers stay
+    /// while the new one is requested, within the recovery bound. Ignored without a
+    /// session.
+    Replace(EndReason),
     /// Stop the channel (an operator asked, or the process is shutting down).
     Stop(EndReason),
 }
@@ -316,6 +321,20 @@ impl Channel {
                     self.clear(TimerKind::Idle);
                 }
             }
+            Input::Replace(reason) => {
+                if matches!(self.phase, Phase::Opening | Phase::Playing) {
+                    self.outputs.push_back(Output::ClosePlayback);
+                }
+                if matches!(
+                    self.phase,
+                    Phase::Opening | Phase::Playing | Phase::Reconnecting
+                ) {
+                    self.clear(TimerKind::Stall);
+                    self.clear(TimerKind::Retry);
+                    self.start_recovery(now);
+                    self.replace_session(reason);
+                }
+            }
             Input::Stop(reason) => self.end(reason),
         }
     }
@@ -437,24 +456,37 @@ impl Channel {
         self.end(EndReason::StartFailed);
     }
 
-    fn reconnect(&mut self, now: Instant) {
-        self.clear(TimerKind::Stall);
+    /// Starts the recovery bound of a started stream's outage, unless it runs.
+    fn start_recovery(&mut self, now: Instant) {
         if self.ever_started && self.timer(TimerKind::Recovery).is_none() {
             self.set(TimerKind::Recovery, now + self.config.recovery_timeout);
         }
+    }
+
+    /// Stops the current session (ending it with `reason`) and requests a new one,
+    /// preferring other engines.
+    fn replace_session(&mut self, reason: EndReason) {
+        let Some(engine) = self.session.as_ref().map(|s| s.info.engine.clone()) else {
+            return;
+        };
+        self.stop_session(reason);
+        self.phase = Phase::Requesting;
+        self.attempts = 0;
+        self.excluded = vec![engine];
+        self.outputs.push_back(Output::RequestSession {
+            exclude: self.excluded.clone(),
+        });
+    }
+
+    fn reconnect(&mut self, now: Instant) {
+        self.clear(TimerKind::Stall);
+        self.start_recovery(now);
         let Some(session) = &mut self.session else {
             return;
         };
         session.reconnects += 1;
         if session.reconnects > self.config.reconnects_per_session {
-            let engine = session.info.engine.clone();
-            self.stop_session(EndReason::UpstreamStalled);
-            self.phase = Phase::Requesting;
-            self.attempts = 0;
-            self.excluded = vec![engine];
-            self.outputs.push_back(Output::RequestSession {
-                exclude: self.excluded.clone(),
-            });
+            self.replace_session(EndReason::UpstreamStalled);
             return;
         }
         let reconnects = session.reconnects;

@@ -28,6 +28,7 @@ mod health;
 mod hls;
 mod machine;
 mod pool;
+mod stats;
 mod ts;
 mod vocab;
 
@@ -42,6 +43,7 @@ pub use machine::{
     SessionError, StartFailure,
 };
 pub use pool::{EngineLoad, EnginePool, EngineSource, Listing, FLAG_LIST};
+pub use stats::{EngineStats, LivePos, StatPollId, StatsAction, StatsConfig, StatsWatch};
 pub use ts::{TsChannel, TsInput, TsMedia, TsOutput};
 pub use vocab::{
     CloseReason, EngineCallConfig, Input, Notice, Output, PlaybackId, PoolChange, RequestId,

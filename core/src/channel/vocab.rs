@@ -6,6 +6,7 @@ use std::fmt;
 use crate::lifecycle::{EndReason, EngineAddr};
 use crate::time::Duration;
 
+use super::stats::{EngineStats, StatPollId, StatsConfig};
 use super::{EngineSession, SessionError, StartFailure};
 
 macro_rules! id_type {
@@ -58,6 +59,8 @@ pub struct EngineCallConfig {
     pub stop_attempts: u32,
     /// Delay before the second stop attempt; doubles per attempt.
     pub stop_retry_initial: Duration,
+    /// Polling the session's stats, and the no-progress rule.
+    pub stats: StatsConfig,
 }
 
 impl Default for EngineCallConfig {
@@ -69,6 +72,7 @@ impl Default for EngineCallConfig {
             max_late_requests: 16,
             stop_attempts: 6,
             stop_retry_initial: Duration::from_secs(1),
+            stats: StatsConfig::default(),
         }
     }
 }
@@ -103,6 +107,13 @@ pub enum Input<M> {
         stop: StopId,
         /// Whether the engine confirmed it; the error for logs.
         result: Result<(), String>,
+    },
+    /// The answer to [`Output::FetchStats`]: the figures, or why there are none.
+    StatsAnswer {
+        /// The poll.
+        poll: StatPollId,
+        /// The figures, or the error for logs.
+        result: Result<EngineStats, String>,
     },
     /// Stop the channel (an operator asked): viewers closed, session stopped.
     Stop(EndReason),
@@ -144,6 +155,18 @@ pub enum Output<M> {
         /// Its command URL.
         command_url: String,
     },
+    /// Fetch the session's stats; answer with [`Input::StatsAnswer`] (always, within a
+    /// bound of the driver's).
+    FetchStats {
+        /// Echo it in the answer.
+        poll: StatPollId,
+        /// The session's engine.
+        engine: EngineAddr,
+        /// Its stat URL, pointed at that engine.
+        url: String,
+    },
+    /// New figures for the current session (publish them with its stream).
+    Stats(EngineStats),
     /// The shared engine pool's count changes.
     Pool(PoolChange),
     /// A session delivered its first media: record `stream_started`.
@@ -239,6 +262,21 @@ pub enum Notice {
     Reconnecting,
     /// The channel now has this many viewers (or HLS players).
     Viewers(usize),
+    /// A stat poll failed; the last good figures stay shown.
+    StatsFailed {
+        /// The engine.
+        engine: EngineAddr,
+        /// Why.
+        error: String,
+    },
+    /// The session reported zero peers and no download progress for the bound: it is
+    /// being replaced.
+    NoPeers {
+        /// The engine.
+        engine: EngineAddr,
+        /// How long.
+        for_at_least: Duration,
+    },
 }
 
 /// Why a viewer's connection is closed.

@@ -23,6 +23,9 @@ pub enum EndReason {
     UpstreamStalled,
     /// Recovery did not bring media back within its bound.
     UpstreamLost,
+    /// The engine reported no peers and no download progress for the no-peers bound:
+    /// the session is replaced.
+    NoPeers,
     /// The process is shutting down.
     Shutdown,
     /// Nothing can reach the channel any more.
@@ -41,6 +44,7 @@ impl EndReason {
             EndReason::StartFailed => "start_failed",
             EndReason::UpstreamStalled => "upstream_stalled",
             EndReason::UpstreamLost => "upstream_lost",
+            EndReason::NoPeers => "no_peers",
             EndReason::Shutdown => "shutdown",
             EndReason::Unreachable => "unreachable",
             EndReason::Other(text) => text,
@@ -57,6 +61,7 @@ impl EndReason {
             "start_failed" => EndReason::StartFailed,
             "upstream_stalled" => EndReason::UpstreamStalled,
             "upstream_lost" => EndReason::UpstreamLost,
+            "no_peers" => EndReason::NoPeers,
             "shutdown" => EndReason::Shutdown,
             "unreachable" => EndReason::Unreachable,
             other => EndReason::Other(other.to_owned()),
@@ -110,6 +115,7 @@ mod tests {
             EndReason::StartFailed,
             EndReason::UpstreamStalled,
             EndReason::UpstreamLost,
+            EndReason::NoPeers,
             EndReason::Shutdown,
             EndReason::Unreachable,
         ] {

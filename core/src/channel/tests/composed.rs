@@ -18,16 +18,16 @@ use crate::ts::PACKET_LEN;
 
 const T0: Instant = Instant::from_micros(1_000_000_000);
 
-fn ms(millis: u64) -> Duration {
+pub(super) fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
 }
 
-fn secs(s: u64) -> Duration {
+pub(super) fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
 /// A PAT, a keyframe and two more packets: a clean start for any viewer.
-fn media() -> Bytes {
+pub(super) fn media() -> Bytes {
     let mut bytes = vec![0u8; 4 * PACKET_LEN];
     for packet in bytes.chunks_mut(PACKET_LEN) {
         packet[..4].copy_from_slice(&[0x47, 0x01, 0x00, 0x10]);
@@ -39,7 +39,9 @@ fn media() -> Bytes {
     bytes.into()
 }
 
-fn ts_channel(edit: impl FnOnce(&mut ChannelConfig, &mut EngineCallConfig)) -> Harness<TsChannel> {
+pub(super) fn ts_channel(
+    edit: impl FnOnce(&mut ChannelConfig, &mut EngineCallConfig),
+) -> Harness<TsChannel> {
     let mut channel = ChannelConfig::default();
     let mut calls = EngineCallConfig::default();
     edit(&mut channel, &mut calls);
@@ -47,18 +49,18 @@ fn ts_channel(edit: impl FnOnce(&mut ChannelConfig, &mut EngineCallConfig)) -> H
     Harness::new(TsChannel::new(T0, channel, calls, media), T0)
 }
 
-fn count<M>(outputs: &[Output<M>], matches: impl Fn(&Output<M>) -> bool) -> usize {
+pub(super) fn count<M>(outputs: &[Output<M>], matches: impl Fn(&Output<M>) -> bool) -> usize {
     outputs.iter().filter(|output| matches(output)).count()
 }
 
-fn requested<M: std::fmt::Debug>(outputs: &[Output<M>]) -> Option<RequestId> {
+pub(super) fn requested<M: std::fmt::Debug>(outputs: &[Output<M>]) -> Option<RequestId> {
     outputs.iter().find_map(|output| match output {
         Output::RequestSession { request, .. } => Some(*request),
         _ => None,
     })
 }
 
-fn stops<M>(outputs: &[Output<M>]) -> Vec<(StopId, u32, String)> {
+pub(super) fn stops<M>(outputs: &[Output<M>]) -> Vec<(StopId, u32, String)> {
     outputs
         .iter()
         .filter_map(|output| match output {
@@ -81,7 +83,7 @@ fn picks<M>(outputs: &[Output<M>]) -> usize {
 
 /// Joins `viewer`, grants session 1 on engine 1 and reports its playback open; the
 /// playback's id.
-fn open_with_viewer(harness: &mut Harness<TsChannel>, viewer: ViewerId) -> PlaybackId {
+pub(super) fn open_with_viewer(harness: &mut Harness<TsChannel>, viewer: ViewerId) -> PlaybackId {
     harness.input(Input::Media(TsInput::Join(viewer)));
     let request =
         requested(&harness.input(Input::EnginePicked(Some(engine(1))))).expect("a request");
@@ -101,13 +103,17 @@ fn open_with_viewer(harness: &mut Harness<TsChannel>, viewer: ViewerId) -> Playb
 }
 
 /// A TS channel with one viewer and a playing session `s1` on engine 1.
-struct Playing {
-    harness: Harness<TsChannel>,
-    viewer: ViewerId,
+pub(super) struct Playing {
+    pub(super) harness: Harness<TsChannel>,
+    pub(super) viewer: ViewerId,
+    /// The session's playback.
+    pub(super) playback: PlaybackId,
+    /// What the first media caused.
+    pub(super) first_media: Vec<Output<TsOutput>>,
 }
 
 impl Playing {
-    fn new(edit: impl FnOnce(&mut ChannelConfig, &mut EngineCallConfig)) -> Self {
+    pub(super) fn new(edit: impl FnOnce(&mut ChannelConfig, &mut EngineCallConfig)) -> Self {
         let mut harness = ts_channel(edit);
         let first = harness.drain();
         assert_eq!(picks(&first), 1, "a new channel asks for a session at once");
@@ -123,7 +129,12 @@ impl Playing {
         );
         assert_eq!(count(&outputs, |o| matches!(o, Output::Started(_))), 1);
         harness.input(Input::Media(TsInput::Ready(viewer)));
-        Playing { harness, viewer }
+        Playing {
+            harness,
+            viewer,
+            playback,
+            first_media: outputs,
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod idle;
 mod invariants;
 mod reconnect;
 mod start;
+mod stats;
 mod stop;
 
 use super::{

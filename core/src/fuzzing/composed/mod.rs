@@ -9,14 +9,16 @@
 //! - a TS viewer never receives a packet twice or out of order, gets nothing while a
 //!   delivery is in flight, no keepalive before its first media, and exactly one close;
 //! - every HLS player waiting for the first playlist is answered exactly once;
+//! - stats are polled only for the session playing now, one poll at a time, and a
+//!   session replaced for no progress ends with that reason;
 //! - once stopped and with every call answered, the machine is finished.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::reader::ByteReader;
 use crate::channel::{
-    ChannelConfig, ComposedChannel, EngineCallConfig, EngineSession, Input, Media, Output,
-    PoolChange, RequestId, SessionError, StopId,
+    ChannelConfig, ComposedChannel, EngineCallConfig, EngineSession, EngineStats, Input, Media,
+    Notice, Output, PoolChange, RequestId, SessionError, StatPollId, StatsConfig, StopId,
 };
 use crate::lifecycle::{EndReason, EngineAddr, SessionInfo};
 use crate::machine::Harness;
@@ -68,6 +70,10 @@ fn decode_configs(reader: &mut ByteReader<'_>) -> (ChannelConfig, EngineCallConf
         max_late_requests: 0,
         stop_attempts: 0,
         stop_retry_initial: millis(1, 3_000),
+        stats: StatsConfig {
+            interval: Some(millis(1, 5_000)),
+            no_peers_timeout: Some(millis(0, 20_000)),
+        },
     };
     let channel = ChannelConfig {
         reconnects_per_session: reader.below(4) as u32,
@@ -77,6 +83,13 @@ fn decode_configs(reader: &mut ByteReader<'_>) -> (ChannelConfig, EngineCallConf
     let calls = EngineCallConfig {
         max_late_requests: reader.index(4),
         stop_attempts: reader.below(5) as u32,
+        stats: StatsConfig {
+            interval: calls.stats.interval.filter(|_| reader.below(4) != 0),
+            no_peers_timeout: calls
+                .stats
+                .no_peers_timeout
+                .filter(|_| reader.below(4) != 0),
+        },
         ..calls
     };
     (channel, calls)
@@ -104,6 +117,14 @@ struct Engines {
     started: BTreeSet<String>,
     ended: BTreeSet<String>,
     channel_ended: bool,
+    /// Stat polls not answered yet, with the command URL of their session.
+    polls: BTreeMap<StatPollId, String>,
+    /// The session playing now (started, not ended), by command URL.
+    playing: Option<String>,
+    /// Bytes the fake engine reports downloaded.
+    downloaded: u64,
+    /// A no-progress replacement was announced; its session's end must follow.
+    no_peers: Option<String>,
 }
 
 impl Engines {
@@ -169,11 +190,39 @@ impl Engines {
                 let url = session.session.command_url;
                 assert!(!self.stopped.contains(&url), "started after its stop");
                 assert!(self.started.insert(url.clone()), "{url} started twice");
+                self.playing = Some(url);
             }
-            Output::SessionEnded { session, .. } => {
+            Output::SessionEnded { session, reason } => {
                 let url = session.session.command_url;
                 assert!(self.started.contains(&url), "{url} ended before it started");
                 assert!(self.ended.insert(url.clone()), "{url} ended twice");
+                if self.no_peers.as_ref() == Some(&url) {
+                    assert_eq!(reason, EndReason::NoPeers, "{url} replaced for no progress");
+                    self.no_peers = None;
+                }
+                if self.playing.as_ref() == Some(&url) {
+                    self.playing = None;
+                }
+            }
+            Output::FetchStats { poll, url, .. } => {
+                let playing = self
+                    .playing
+                    .as_ref()
+                    .expect("stats polled without a session");
+                let stat_url = playing.replace("/cmd/", "/stat/");
+                assert_eq!(url, stat_url, "stats of the session playing now");
+                assert!(
+                    self.polls.values().all(|session| session != playing),
+                    "two stat polls of one session in flight"
+                );
+                self.polls.insert(poll, playing.clone());
+            }
+            Output::Stats(_) => {
+                assert!(self.playing.is_some(), "figures without a session playing");
+            }
+            Output::Notice(Notice::NoPeers { .. }) => {
+                let playing = self.playing.clone().expect("no progress of no session");
+                self.no_peers = Some(playing);
             }
             Output::Ended { .. } => {
                 assert!(!self.channel_ended, "ended twice");
@@ -203,6 +252,29 @@ impl Engines {
         Some(Input::SessionAnswer { request, result })
     }
 
+    /// Answers stat poll number `index` (in id order) of those in flight: figures with
+    /// or without peers and progress, or a failure.
+    fn answer_stats<M>(&mut self, index: usize, answer: StatsOp) -> Option<Input<M>> {
+        let poll = *self.polls.keys().nth(index % self.polls.len().max(1))?;
+        self.polls.remove(&poll);
+        let result = match answer {
+            StatsOp::Fail => Err("502".into()),
+            StatsOp::Stuck => Ok(EngineStats {
+                downloaded: self.downloaded,
+                ..EngineStats::default()
+            }),
+            StatsOp::Healthy => {
+                self.downloaded += 1_000;
+                Ok(EngineStats {
+                    peers: 3,
+                    downloaded: self.downloaded,
+                    ..EngineStats::default()
+                })
+            }
+        };
+        Some(Input::StatsAnswer { poll, result })
+    }
+
     /// Answers stop number `index` (in id order) of those in flight.
     fn answer_stop<M>(&mut self, index: usize, confirm: bool) -> Option<Input<M>> {
         let stop = *self.stops.keys().nth(index % self.stops.len().max(1))?;
@@ -226,6 +298,10 @@ impl Engines {
         );
         assert!(self.channel_ended, "the channel ended");
         assert!(self.ended.is_subset(&self.started));
+        assert_eq!(
+            self.no_peers, None,
+            "a no-progress replacement ended its session"
+        );
     }
 }
 
@@ -355,8 +431,17 @@ enum EngineOp {
     ConfirmStop(usize),
     FailStop(usize),
     Exhaust(bool),
+    Stats(usize, StatsOp),
     Advance(u64),
     Stop,
+}
+
+/// How the fake engine answers a stat poll.
+#[derive(Clone, Copy, Debug)]
+enum StatsOp {
+    Healthy,
+    Stuck,
+    Fail,
 }
 
 #[derive(Clone, Copy)]
@@ -366,6 +451,7 @@ enum EngineOpKind {
     ConfirmStop,
     FailStop,
     Exhaust,
+    Stats,
     Stop,
     Advance,
     LongAdvance,
@@ -378,6 +464,7 @@ fn decode_engine_op(reader: &mut ByteReader<'_>) -> EngineOp {
         (4, EngineOpKind::ConfirmStop),
         (2, EngineOpKind::FailStop),
         (1, EngineOpKind::Exhaust),
+        (4, EngineOpKind::Stats),
         (1, EngineOpKind::Stop),
         (20, EngineOpKind::Advance),
         (2, EngineOpKind::LongAdvance),
@@ -389,6 +476,14 @@ fn decode_engine_op(reader: &mut ByteReader<'_>) -> EngineOp {
         EngineOpKind::FailStop => EngineOp::FailStop(reader.index(4)),
         // Mostly available: an exhausted pool only fails requests.
         EngineOpKind::Exhaust => EngineOp::Exhaust(reader.below(4) == 0),
+        EngineOpKind::Stats => EngineOp::Stats(
+            reader.index(2),
+            match reader.below(4) {
+                0 => StatsOp::Fail,
+                1 | 2 => StatsOp::Stuck,
+                _ => StatsOp::Healthy,
+            },
+        ),
         EngineOpKind::Stop => EngineOp::Stop,
         EngineOpKind::Advance => EngineOp::Advance(reader.below(800)),
         EngineOpKind::LongAdvance => EngineOp::Advance(reader.below(30_000)),
@@ -409,6 +504,7 @@ where
             world.engines.exhausted = exhausted;
             None
         }
+        EngineOp::Stats(index, answer) => world.engines.answer_stats(index, answer),
         EngineOp::Advance(millis) => {
             advance(world, millis);
             None
