@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use acemux_core::channel::ChannelConfig;
+use acemux_core::channel::{ChannelConfig, StatsConfig};
 use acemux_core::fanout::FanoutConfig;
 use acemux_core::hls::HlsConfig;
 use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
@@ -199,6 +199,17 @@ pub struct ProxyArgs {
     #[arg(long, env = "ACEMUX_ENGINES_POLL_INTERVAL", default_value = "10s", value_parser = duration)]
     pub engines_poll_interval: Duration,
 
+    /// How often each playing session's `stat_url` is polled (peers, speeds, totals,
+    /// shown on `/streams` and as per-channel metrics). 0 turns polling off (and with
+    /// it the no-peers rule).
+    #[arg(long, env = "ACEMUX_STAT_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub stat_interval: Duration,
+
+    /// A session whose engine reports zero peers and no download progress this long is
+    /// replaced (another engine preferred), as a stalled one is. 0 turns it off.
+    #[arg(long, env = "ACEMUX_NO_PEERS_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub no_peers_timeout: Duration,
+
     /// Sessions acemux opens on one engine at most.
     #[arg(long, env = "ACEMUX_MAX_STREAMS_PER_ENGINE", default_value_t = 16)]
     pub max_streams_per_engine: usize,
@@ -301,7 +312,13 @@ pub fn engine_addr(text: &str) -> Result<EngineAddr, String> {
 impl ProxyArgs {
     /// The proxy configuration these flags describe.
     pub fn config(&self) -> ProxyConfig {
+        let interval = Some(self.stat_interval).filter(|interval| !interval.is_zero());
         ProxyConfig {
+            stats: StatsConfig {
+                interval,
+                no_peers_timeout: Some(self.no_peers_timeout)
+                    .filter(|bound| !bound.is_zero() && interval.is_some()),
+            },
             channel: ChannelConfig {
                 start_timeout: self.start_timeout,
                 upstream_stall_timeout: self.upstream_stall_timeout,
@@ -433,6 +450,43 @@ mod tests {
             "0 means unbounded"
         );
         assert!(parse(&["--webhook-max-pending", "-1"]).is_err());
+    }
+
+    #[test]
+    fn stats_poll_every_5s_and_replace_after_60s_and_0_turns_each_off() {
+        let stats = |args: &[&str]| {
+            serve_args(args)
+                .options(0, 1)
+                .expect("valid options")
+                .proxy
+                .stats
+        };
+        assert_eq!(
+            stats(&[]),
+            StatsConfig {
+                interval: Some(Duration::from_secs(5)),
+                no_peers_timeout: Some(Duration::from_secs(60)),
+            }
+        );
+        assert_eq!(
+            stats(&["--no-peers-timeout", "0"]),
+            StatsConfig {
+                interval: Some(Duration::from_secs(5)),
+                no_peers_timeout: None,
+            }
+        );
+        assert_eq!(
+            stats(&["--stat-interval", "0"]),
+            StatsConfig::default(),
+            "no polling, no figures to judge by"
+        );
+        assert_eq!(
+            stats(&["--stat-interval", "2s", "--no-peers-timeout", "30s"]),
+            StatsConfig {
+                interval: Some(Duration::from_secs(2)),
+                no_peers_timeout: Some(Duration::from_secs(30)),
+            }
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use acemux_core::channel::ChannelConfig;
+use acemux_core::channel::{ChannelConfig, StatsConfig};
 use acemux_core::fanout::FanoutConfig;
 use acemux_core::hls::HlsConfig;
 
@@ -31,6 +31,9 @@ pub struct ProxyConfig {
     /// Largest segment read from an engine; a larger one is cut off and becomes a
     /// discontinuity.
     pub hls_max_segment_bytes: usize,
+    /// Polling each playing session's stats, and the no-progress rule (off by default
+    /// here; `acemux serve` polls every 5 s and replaces after 60 s).
+    pub stats: StatsConfig,
 }
 
 impl Default for ProxyConfig {
@@ -46,6 +49,7 @@ impl Default for ProxyConfig {
             hls_idle_timeout: Duration::from_secs(30),
             hls_stall_timeout: Duration::from_secs(30),
             hls_max_segment_bytes: 32 * 1024 * 1024,
+            stats: StatsConfig::default(),
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use acemux_core::channel::{EngineSession, SessionAnswer, SessionError};
+use acemux_core::channel::{EngineSession, EngineStats, SessionAnswer, SessionError};
 use acemux_core::hls::{UpstreamPlaylist, UpstreamSegment};
 use acemux_core::lifecycle::{EngineAddr, KeyType, SessionInfo};
 use acemux_core::playlist::{MediaPlaylist, Playlist};
@@ -288,6 +288,13 @@ impl<N: Net> EngineClient<N> {
             StatusCode::NOT_FOUND => Err("playback session is gone (404)".into()),
             status => Err(format!("playback answered {status}")),
         }
+    }
+
+    /// Reads a session's stats from its stat URL (already pointed at its engine),
+    /// bounded by the request timeout.
+    pub async fn stats(&self, stat_url: &str) -> Result<EngineStats, String> {
+        let body = self.get_body_in_time(stat_url).await?;
+        EngineStats::decode(&body)
     }
 
     /// Stops a session through its command URL.

@@ -53,6 +53,78 @@ impl ChannelLabels {
     }
 }
 
+/// The figures an engine reports of a channel's session, per channel; a channel's
+/// series go when its session does.
+#[derive(Clone, Debug, Default)]
+pub struct SessionStatsMetrics {
+    peers: Family<ChannelLabels, Gauge>,
+    speed_down: Family<ChannelLabels, Gauge>,
+    speed_up: Family<ChannelLabels, Gauge>,
+    downloaded: Family<ChannelLabels, Gauge>,
+    uploaded: Family<ChannelLabels, Gauge>,
+}
+
+impl SessionStatsMetrics {
+    fn families(&self) -> [(&'static str, &'static str, &Family<ChannelLabels, Gauge>); 5] {
+        [
+            (
+                "engine_peers",
+                "Peers of the channel's engine session",
+                &self.peers,
+            ),
+            (
+                "engine_speed_down_kilobytes",
+                "Download speed of the channel's engine session, KB/s",
+                &self.speed_down,
+            ),
+            (
+                "engine_speed_up_kilobytes",
+                "Upload speed of the channel's engine session, KB/s",
+                &self.speed_up,
+            ),
+            (
+                "engine_downloaded_bytes",
+                "Bytes the channel's engine session downloaded",
+                &self.downloaded,
+            ),
+            (
+                "engine_uploaded_bytes",
+                "Bytes the channel's engine session uploaded",
+                &self.uploaded,
+            ),
+        ]
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        for (name, help, family) in self.families() {
+            registry.register(format!("channel_{name}"), help, family.clone());
+        }
+    }
+
+    /// Shows `stats` for the channel `labels` names.
+    pub fn set(&self, labels: &ChannelLabels, stats: &acemux_core::channel::EngineStats) {
+        let values = [
+            stats.peers,
+            stats.speed_down,
+            stats.speed_up,
+            stats.downloaded,
+            stats.uploaded,
+        ];
+        for ((_, _, family), value) in self.families().into_iter().zip(values) {
+            family
+                .get_or_create(labels)
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Removes the channel's series.
+    pub fn remove(&self, labels: &ChannelLabels) {
+        for (_, _, family) in self.families() {
+            family.remove(labels);
+        }
+    }
+}
+
 /// Labels of viewer drops.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
@@ -118,6 +190,12 @@ pub struct Metrics {
     pub channel_upstream_stalls: Family<ChannelLabels, Counter>,
     /// Playback reconnects after the stream had started, per channel.
     pub channel_reconnects: Family<ChannelLabels, Counter>,
+    /// What the engine reports of each channel's session (`stat_url`).
+    pub session_stats: SessionStatsMetrics,
+    /// Stat polls that failed, per channel.
+    pub channel_stat_failures: Family<ChannelLabels, Counter>,
+    /// Sessions replaced for zero peers and no download progress, per channel.
+    pub channel_no_peers: Family<ChannelLabels, Counter>,
     /// Viewers dropped, by channel and reason.
     pub viewer_drops: Family<DropLabels, Counter>,
     /// Engine sessions stopped.
@@ -172,6 +250,9 @@ impl Metrics {
             channel_bytes_out: Family::default(),
             channel_upstream_stalls: Family::default(),
             channel_reconnects: Family::default(),
+            session_stats: SessionStatsMetrics::default(),
+            channel_stat_failures: Family::default(),
+            channel_no_peers: Family::default(),
             viewer_drops: Family::default(),
             engine_stops: Counter::default(),
             engine_late_sessions: Family::default(),
@@ -279,6 +360,17 @@ impl Metrics {
             "channel_reconnects",
             "Playback reconnects after the stream had started",
             metrics.channel_reconnects.clone(),
+        );
+        metrics.session_stats.register(&mut registry);
+        registry.register(
+            "channel_stat_failures",
+            "Engine stat polls that failed",
+            metrics.channel_stat_failures.clone(),
+        );
+        registry.register(
+            "channel_no_peers_replacements",
+            "Sessions replaced for zero peers and no download progress",
+            metrics.channel_no_peers.clone(),
         );
         registry.register(
             "viewer_drops",

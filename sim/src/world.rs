@@ -108,6 +108,11 @@ impl WorldConfig {
         proxy.channel.start_timeout = Duration::from_secs(20);
         proxy.fanout.ring_capacity_bytes = 4 * 1024 * 1024;
         proxy.hls_idle_timeout = Duration::from_secs(10);
+        // Stats polled as `acemux serve` does.
+        proxy.stats = acemux_core::channel::StatsConfig {
+            interval: Some(Duration::from_secs(5)),
+            no_peers_timeout: Some(Duration::from_secs(60)),
+        };
         WorldConfig {
             seed,
             scenario,

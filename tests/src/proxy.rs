@@ -54,7 +54,11 @@ impl ProxyRig {
         init_test_logging();
         let any_port = "127.0.0.1:0".parse().expect("address");
         let mut engines = Vec::new();
-        for config in configs {
+        for (index, mut config) in configs.into_iter().enumerate() {
+            // Engines number their sessions apart, as real engines' ids differ.
+            if config.first_session_number == EmulatorConfig::default().first_session_number {
+                config.first_session_number = index as u64 * 1_000_000 + 1;
+            }
             let listener = TokioNet
                 .bind(any_port, acemux::net::DEFAULT_BACKLOG)
                 .await

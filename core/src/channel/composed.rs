@@ -225,9 +225,15 @@ impl<P: Media> ComposedChannel<P> {
                     .push_back(Output::FetchStats { poll, engine, url });
             }
             StatsAction::Stats(stats) => self.outputs.push_back(Output::Stats(stats)),
-            StatsAction::Failed { engine, error } => self
-                .outputs
-                .push_back(Output::Notice(Notice::StatsFailed { engine, error })),
+            StatsAction::Failed {
+                engine,
+                error,
+                consecutive,
+            } => self.outputs.push_back(Output::Notice(Notice::StatsFailed {
+                engine,
+                error,
+                consecutive,
+            })),
             StatsAction::NoProgress {
                 engine,
                 for_at_least,

@@ -146,6 +146,8 @@ pub enum StatsAction {
         engine: EngineAddr,
         /// Why.
         error: String,
+        /// Polls failed in a row, this one included (1: the first since a good one).
+        consecutive: u32,
     },
     /// The session made no progress for the bound: replace it.
     NoProgress {
@@ -166,6 +168,8 @@ struct Watched {
     downloaded: Option<u64>,
     /// Since when every answer reported zero peers and no download progress.
     stuck_since: Option<Instant>,
+    /// Polls failed in a row.
+    failures: u32,
 }
 
 /// Polls one channel's current session. At most one poll is in flight; a poll whose
@@ -200,6 +204,7 @@ impl StatsWatch {
             in_flight: None,
             downloaded: None,
             stuck_since: None,
+            failures: 0,
         });
     }
 
@@ -254,12 +259,15 @@ impl StatsWatch {
             Err(error) => {
                 // Unknown is not "no progress": a failing stat API leaves the decision
                 // to the stall rules.
+                watched.failures = watched.failures.saturating_add(1);
                 return vec![StatsAction::Failed {
                     engine: watched.engine.clone(),
                     error,
+                    consecutive: watched.failures,
                 }];
             }
         };
+        watched.failures = 0;
         let progressed = watched
             .downloaded
             .is_some_and(|before| stats.downloaded > before);

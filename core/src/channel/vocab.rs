@@ -268,6 +268,8 @@ pub enum Notice {
         engine: EngineAddr,
         /// Why.
         error: String,
+        /// Polls failed in a row, this one included.
+        consecutive: u32,
     },
     /// The session reported zero peers and no download progress for the bound: it is
     /// being replaced.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use acemux_core::channel::EngineStats;
 use acemux_core::lifecycle::StreamStatus;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -72,14 +73,23 @@ pub async fn streams(
             ))
         }
     };
+    let stats = session_stats(&app);
     let streams: Vec<Value> = app
         .lifecycle
         .streams(status)
         .iter()
         .filter(|stream| container_id.is_none_or(|id| stream.container_id.as_ref() == Some(id)))
-        .map(views::stream)
+        .map(|stream| views::stream_with_stats(stream, stats.get(&stream.id)))
         .collect();
     Ok(Json(Value::Array(streams)))
+}
+
+/// The figures of the sessions the proxy polls (none without a proxy).
+fn session_stats(app: &AppState) -> BTreeMap<String, EngineStats> {
+    app.streams
+        .as_ref()
+        .map(|streams| streams.session_stats())
+        .unwrap_or_default()
 }
 
 /// `GET /streams/{id}`.
@@ -87,9 +97,10 @@ pub async fn stream(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let stats = session_stats(&app);
     app.lifecycle
         .stream(&id)
-        .map(|stream| Json(views::stream(&stream)))
+        .map(|stream| Json(views::stream_with_stats(&stream, stats.get(&stream.id))))
         .ok_or_else(|| ApiError::not_found("unknown_stream", format!("unknown stream {id:?}")))
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use acemux_core::channel::{EnginePool, EngineSource, HealthState};
+use acemux_core::channel::{EnginePool, EngineSource, EngineStats, HealthState};
 use acemux_core::lifecycle::{EngineAddr, EngineState, Event, StreamState};
 use acemux_core::Instant;
 use serde_json::{json, Value};
@@ -28,6 +28,43 @@ pub fn stream(stream: &StreamState) -> Value {
         "end_reason": stream.end_reason,
         "last_event_seq": stream.last_event_seq,
     })
+}
+
+/// A stream as `GET /streams` shows it, with the figures its engine last reported
+/// under the orchestrator's names (`peers`, `speed_down`, `speed_up` in KB/s,
+/// `downloaded`, `uploaded` in bytes, `livepos`, `stats_status`): null for streams
+/// acemux does not poll (registered through the event API, ended, or not polled yet).
+pub fn stream_with_stats(stream_state: &StreamState, stats: Option<&EngineStats>) -> Value {
+    let mut value = stream(stream_state);
+    let figures = match stats {
+        Some(stats) => json!({
+            "stats_status": stats.status,
+            "peers": stats.peers,
+            "speed_down": stats.speed_down,
+            "speed_up": stats.speed_up,
+            "downloaded": stats.downloaded,
+            "uploaded": stats.uploaded,
+            "livepos": stats.livepos.as_ref().map(|livepos| json!({
+                "pos": livepos.pos,
+                "first_ts": livepos.first_ts,
+                "last_ts": livepos.last_ts,
+                "buffer_pieces": livepos.buffer_pieces,
+            })),
+        }),
+        None => json!({
+            "stats_status": null,
+            "peers": null,
+            "speed_down": null,
+            "speed_up": null,
+            "downloaded": null,
+            "uploaded": null,
+            "livepos": null,
+        }),
+    };
+    if let (Value::Object(item), Value::Object(figures)) = (&mut value, figures) {
+        item.extend(figures);
+    }
+    value
 }
 
 /// An event as `GET /events` shows it.

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use acemux_core::channel::{EngineSession, Input, Notice, PoolChange, RequestId, StopId};
+use acemux_core::channel::{
+    EngineSession, EngineStats, Input, Notice, PoolChange, RequestId, StatPollId, StopId,
+};
 use acemux_core::lifecycle::{self, EndReason, EngineAddr, StreamEnded, StreamKey, StreamStarted};
 use acemux_core::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -66,6 +68,52 @@ pub(super) fn stop_session<N: Net, I: Send + 'static>(
         let result = shared.engines.stop(&command_url).await;
         let _ = completions.send(Input::StopAnswer { stop, result }).await;
     });
+}
+
+/// Polls a session's stats (waiting for a turn among every channel's polls, both
+/// bounded by the engine request timeout); the answer always comes back.
+pub(super) fn fetch_stats<N: Net, I: Send + 'static>(
+    env: &Env<N, I>,
+    poll: StatPollId,
+    url: String,
+) {
+    let shared = env.proxy.0.clone();
+    let completions = env.completions.clone();
+    tokio::spawn(async move {
+        let bound = shared.config.engine_request_timeout;
+        let result = match tokio::time::timeout(bound, shared.stat_fetches.acquire()).await {
+            Ok(Ok(_turn)) => shared.engines.stats(&url).await,
+            Ok(Err(_)) => Err("stat polls are closed".to_owned()),
+            Err(_) => {
+                shared.metrics.limit_hit("stat_fetches");
+                Err(format!(
+                    "no turn among the stat polls in flight within {bound:?}"
+                ))
+            }
+        };
+        let _ = completions.send(Input::StatsAnswer { poll, result }).await;
+    });
+}
+
+/// Publishes the latest figures of the channel's session `stream_id` (`None`: the
+/// session is over).
+pub(super) fn publish_stats<N: Net, I>(
+    env: &Env<N, I>,
+    stream_id: &str,
+    stats: Option<EngineStats>,
+) {
+    let metrics = &env.proxy.0.metrics.session_stats;
+    let mut published = env.proxy.session_stats();
+    match stats {
+        Some(stats) => {
+            metrics.set(&env.labels, &stats);
+            published.insert(stream_id.to_owned(), stats);
+        }
+        None => {
+            metrics.remove(&env.labels);
+            published.remove(stream_id);
+        }
+    }
 }
 
 /// Applies a change to the shared engine pool.
@@ -134,6 +182,29 @@ pub(super) fn notice<N: Net, I>(env: &Env<N, I>, notice: Notice) {
         }
         Notice::Reconnecting => {
             metrics.channel_reconnects.get_or_create(&env.labels).inc();
+        }
+        Notice::StatsFailed {
+            engine,
+            error,
+            consecutive,
+        } => {
+            metrics
+                .channel_stat_failures
+                .get_or_create(&env.labels)
+                .inc();
+            // One line when polls start failing; the rest are counted.
+            if consecutive == 1 {
+                tracing::warn!(%channel, %engine, %error, "engine stats unavailable; showing the last figures");
+            } else {
+                tracing::debug!(%channel, %engine, %error, consecutive, "engine stats still unavailable");
+            }
+        }
+        Notice::NoPeers {
+            engine,
+            for_at_least,
+        } => {
+            metrics.channel_no_peers.get_or_create(&env.labels).inc();
+            tracing::warn!(%channel, %engine, ?for_at_least, "engine reports no peers and no download progress; replacing the session (--no-peers-timeout)");
         }
         Notice::Viewers(count) => {
             metrics

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use acemux_core::channel::{
-    EngineCallConfig, EnginePool, EngineSource, FetchError, ListedEngine, StartFailure,
+    EngineCallConfig, EnginePool, EngineSource, EngineStats, FetchError, ListedEngine, StartFailure,
 };
 use acemux_core::fanout::ViewerId;
 use acemux_core::hls::HlsSnapshot;
@@ -28,6 +28,10 @@ use crate::server::ConnectionKill;
 
 pub use crate::config::ProxyConfig;
 pub use viewer::ViewerStream;
+
+/// Stat polls in flight at once over every channel; more wait their turn (within the
+/// engine request timeout, then the poll counts as failed).
+const MAX_STAT_FETCHES: usize = 32;
 
 /// Messages a channel task's mailbox holds at most; senders wait for room (joins for
 /// the start timeout at most) instead of growing an unbounded queue.
@@ -150,6 +154,10 @@ struct Shared<N: Net> {
     metrics: Arc<Metrics>,
     next_id: AtomicU64,
     pid_prefix: u64,
+    /// Turns for stat polls.
+    stat_fetches: tokio::sync::Semaphore,
+    /// The latest figures of each playing session acemux polls, by stream id.
+    session_stats: Mutex<BTreeMap<String, EngineStats>>,
 }
 
 /// The proxy's entry point, cheap to clone.
@@ -185,12 +193,21 @@ impl<N: Net> Proxy<N> {
             metrics,
             next_id: AtomicU64::new(1),
             pid_prefix,
+            stat_fetches: tokio::sync::Semaphore::new(MAX_STAT_FETCHES),
+            session_stats: Mutex::new(BTreeMap::new()),
         }))
     }
 
     fn channels(&self) -> MutexGuard<'_, BTreeMap<ChannelKey, ChannelHandle>> {
         self.0
             .channels
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn session_stats(&self) -> MutexGuard<'_, BTreeMap<String, EngineStats>> {
+        self.0
+            .session_stats
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
@@ -568,6 +585,7 @@ impl<N: Net> Proxy<N> {
     fn engine_calls(&self) -> EngineCallConfig {
         EngineCallConfig {
             request_timeout: self.0.config.engine_request_timeout,
+            stats: self.0.config.stats,
             ..EngineCallConfig::default()
         }
     }
@@ -622,6 +640,9 @@ pub trait Streams: Send + Sync + 'static {
 
     /// The engines the proxy knows now, with their load.
     fn engine_pool(&self) -> EnginePool;
+
+    /// The latest engine figures of the playing sessions acemux polls, by stream id.
+    fn session_stats(&self) -> BTreeMap<String, EngineStats>;
 }
 
 impl<N: Net> Streams for Proxy<N> {
@@ -663,5 +684,9 @@ impl<N: Net> Streams for Proxy<N> {
 
     fn engine_pool(&self) -> EnginePool {
         self.pool().clone()
+    }
+
+    fn session_stats(&self) -> BTreeMap<String, EngineStats> {
+        Proxy::session_stats(self).clone()
     }
 }

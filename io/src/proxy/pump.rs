@@ -253,6 +253,14 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     let now = self.env.proxy.0.lifecycle.clock().now();
                     super::calls::pool_change(&self.env.proxy, now, change);
                 }
+                Output::FetchStats { poll, url, .. } => {
+                    super::calls::fetch_stats(&self.env, poll, url);
+                }
+                Output::Stats(stats) => {
+                    if let Some(id) = self.stream_id.borrow().clone() {
+                        super::calls::publish_stats(&self.env, &id, Some(stats));
+                    }
+                }
                 Output::Started(session) => {
                     let id = super::calls::stream_id(&self.env.key, &session);
                     tracing::info!(channel = %self.env.key, stream = %id, engine = %session.engine, "stream started");
@@ -262,6 +270,7 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                 Output::SessionEnded { session, reason } => {
                     let id = super::calls::stream_id(&self.env.key, &session);
                     tracing::info!(channel = %self.env.key, stream = %id, %reason, "stream ended");
+                    super::calls::publish_stats(&self.env, &id, None);
                     self.stream_id.send_replace(None);
                     self.applier.ended(id, reason);
                 }

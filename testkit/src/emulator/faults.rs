@@ -25,7 +25,8 @@ const MAX_SEQUENCE_JUMP: u64 = 1_000_000;
 /// `bitrate_bps`, `stall_*`, `cut_after_bytes` and `close_abruptly_after_bytes` shape
 /// MPEG-TS playback bodies; the `playlist_*`, `segment_*` and `sequence_*` knobs shape
 /// HLS (times counted from the session's start, see `super::hls`); `start_delay`,
-/// `refuse` and `no_data` apply to both.
+/// `refuse` and `no_data` apply to both; `zero_peers` and `stats_fail` shape the
+/// session's `stat_url`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
@@ -72,6 +73,11 @@ pub struct Faults {
     /// After this, the HLS playlist stops advancing (its segments are still served).
     #[serde(with = "humantime_opt")]
     pub playlist_stall_after: Option<Duration>,
+    /// The session's `stat_url` reports zero peers, zero speeds and a download total
+    /// that no longer grows (a swarm gone quiet), whatever the playback does.
+    pub zero_peers: bool,
+    /// The session's `stat_url` answers 500 with an error envelope.
+    pub stats_fail: bool,
 }
 
 /// A fault setting that cannot be used.
@@ -82,7 +88,7 @@ pub enum FaultError {
     #[error("expected <content_id>:<knob>=<value>, got {0:?}")]
     Shape(String),
     /// No such knob.
-    #[error("unknown fault knob {0:?} (knobs: start_delay, bitrate_bps, stall_after, stall_for, cut_after_bytes, close_abruptly_after_bytes, refuse, no_data, playlist_delay, segment_delay, segment_404_every, sequence_jump_after, sequence_jump_by, sequence_reset_after, playlist_stall_after)")]
+    #[error("unknown fault knob {0:?} (knobs: start_delay, bitrate_bps, stall_after, stall_for, cut_after_bytes, close_abruptly_after_bytes, refuse, no_data, playlist_delay, segment_delay, segment_404_every, sequence_jump_after, sequence_jump_by, sequence_reset_after, playlist_stall_after, zero_peers, stats_fail)")]
     UnknownKnob(String),
     /// The fault table holds as many content ids as it may.
     #[error("the fault table is full ({0} content ids); delete some first")]
@@ -181,18 +187,9 @@ impl Faults {
             "playlist_stall_after" => {
                 self.playlist_stall_after = Some(duration("playlist_stall_after", value)?);
             }
-            "no_data" => {
-                self.no_data = match value {
-                    "" | "true" | "1" => true,
-                    "false" | "0" => false,
-                    other => {
-                        return Err(FaultError::Value {
-                            knob: "no_data",
-                            reason: format!("{other:?} is not true or false"),
-                        })
-                    }
-                }
-            }
+            "no_data" => self.no_data = flag("no_data", value)?,
+            "zero_peers" => self.zero_peers = flag("zero_peers", value)?,
+            "stats_fail" => self.stats_fail = flag("stats_fail", value)?,
             other => return Err(FaultError::UnknownKnob(other.to_owned())),
         }
         self.validate()
@@ -206,6 +203,18 @@ fn duration(knob: &'static str, value: &str) -> Result<Duration, FaultError> {
     })
 }
 
+/// A switch: `true`, `1` or nothing (the knob alone) sets it; `false` or `0` clears it.
+fn flag(knob: &'static str, value: &str) -> Result<bool, FaultError> {
+    match value {
+        "" | "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(FaultError::Value {
+            knob,
+            reason: format!("{other:?} is not true or false"),
+        }),
+    }
+}
+
 fn integer(knob: &'static str, value: &str) -> Result<u64, FaultError> {
     value.parse().map_err(|error| FaultError::Value {
         knob,
@@ -214,7 +223,7 @@ fn integer(knob: &'static str, value: &str) -> Result<u64, FaultError> {
 }
 
 /// One `--fault <content_id>:<knob>=<value>` flag (`<content_id>:no_data` alone sets
-/// that flag; content id `*` applies to content ids without faults of their own).
+/// that switch, as for `zero_peers` and `stats_fail`; content id `*` applies to content ids without faults of their own).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultFlag {
     /// The content id (or `*`).

@@ -430,3 +430,72 @@ async fn sessions_beyond_the_cap_get_an_error_envelope() {
         .as_str()
         .is_some_and(|e| e.contains("too many")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn stats_change_over_time_and_their_faults_quiet_or_fail_them() {
+    let emulator = fast_emulator();
+    let (_, stat, _) = open(&emulator, "abc").await;
+    let (status, first) = get(&emulator, &stat).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["error"], Value::Null);
+    let figures = &first["response"];
+    assert_eq!(figures["status"], "dl");
+    assert!(figures["peers"].as_u64().expect("peers") >= 5, "{figures}");
+    assert!(figures["speed_down"].as_u64().expect("speed") > 0);
+    let live = &figures["livepos"];
+    assert!(live["first_ts"].as_u64() <= live["pos"].as_u64());
+    assert!(live["pos"].as_u64() <= live["last_ts"].as_u64());
+
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let (_, later) = get(&emulator, &stat).await;
+    let later = &later["response"];
+    assert!(
+        later["downloaded"].as_u64() > figures["downloaded"].as_u64(),
+        "the download grows: {figures} then {later}"
+    );
+    assert_eq!(
+        later["livepos"]["last_ts"].as_u64(),
+        live["last_ts"].as_u64().map(|ts| ts + 30),
+        "the live edge moves with time"
+    );
+    assert_ne!(later["peers"], figures["peers"], "the swarm drifts");
+
+    emulator
+        .set_faults(
+            "abc",
+            Faults {
+                zero_peers: true,
+                ..Faults::default()
+            },
+        )
+        .expect("valid faults");
+    let (_, quiet) = get(&emulator, &stat).await;
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let (_, still) = get(&emulator, &stat).await;
+    for answer in [&quiet, &still] {
+        assert_eq!(answer["response"]["peers"], 0, "{answer}");
+        assert_eq!(answer["response"]["speed_down"], 0, "{answer}");
+    }
+    assert_eq!(
+        quiet["response"]["downloaded"], still["response"]["downloaded"],
+        "no progress"
+    );
+
+    emulator
+        .set_faults(
+            "abc",
+            Faults {
+                stats_fail: true,
+                ..Faults::default()
+            },
+        )
+        .expect("valid faults");
+    let (status, failed) = get(&emulator, &stat).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(failed["response"], Value::Null);
+    assert!(failed["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(
+        "abc:zero_peers".parse::<FaultFlag>().map(|f| f.knob),
+        Ok("zero_peers".to_owned())
+    );
+}

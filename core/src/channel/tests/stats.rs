@@ -206,7 +206,7 @@ fn peers_or_download_progress_keep_the_session() {
 fn failed_polls_do_not_count_as_no_progress_nor_reset_it() {
     let mut playing = playing(5, Some(20));
     let mut poll = one_poll(&playing.first_media);
-    for _ in 0..10 {
+    for consecutive in 1..=10 {
         let outputs = playing.harness.input(Input::StatsAnswer {
             poll,
             result: Err("connection refused".into()),
@@ -214,6 +214,7 @@ fn failed_polls_do_not_count_as_no_progress_nor_reset_it() {
         assert!(outputs.contains(&Output::Notice(Notice::StatsFailed {
             engine: engine(1),
             error: "connection refused".into(),
+            consecutive,
         })));
         poll = one_poll(&play_for(&mut playing, secs(5)));
     }
