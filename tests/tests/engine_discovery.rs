@@ -3,7 +3,8 @@
 //! go. Listed engines get sessions, an engine that leaves the list keeps its running
 //! channel but gets no new one, a draining engine gets none, a malformed or missing
 //! list keeps the last good one, and nothing leaks. And engines whose version API fails
-//! their probe get no new sessions until it answers again.
+//! their probe get no new sessions until it answers again, nor do engines a session
+//! request found unanswering.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use acemux::net::{Net, TokioNet};
 use acemux::proxy::ProxyConfig;
 use acemux::store::{EventStore, MemoryStore};
 use acemux::{Running, ServeOptions};
-use acemux_testkit::emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use acemux_testkit::emulator::{Emulator, EmulatorConfig, Faults, RunningEmulator};
 use acemux_tests::proxy::{open, patient_proxy, read_at_least, viewer_client};
 use acemux_tests::{eventually, metric_sample, Client};
 use axum::extract::State;
@@ -312,6 +313,68 @@ async fn engines_failing_their_version_probe_get_no_new_sessions() {
     acemux.shutdown().await;
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_engine_whose_session_request_goes_unanswered_is_down_and_skipped() {
+    let (one, two) = (emulator().await, emulator().await);
+    // Ties go to the lower address: that one is asked first.
+    let (first, second) = if one.local_addr().port() < two.local_addr().port() {
+        (one, two)
+    } else {
+        (two, one)
+    };
+    let addr = |engine: &RunningEmulator| acemux_core::lifecycle::EngineAddr {
+        host: "127.0.0.1".into(),
+        port: engine.local_addr().port(),
+    };
+    first
+        .emulator()
+        .set_faults(
+            "slow",
+            Faults {
+                start_delay: Some(Duration::from_secs(3)),
+                ..Faults::default()
+            },
+        )
+        .expect("valid faults");
+    let options = ServeOptions {
+        engines: vec![addr(&first), addr(&second)],
+        // Probed at start, then not for a long while: what marks it down is the
+        // failed request, and nothing brings it back during the test.
+        engine_health_interval: Some(Duration::from_secs(60)),
+        proxy: acemux::proxy::ProxyConfig {
+            engine_request_timeout: Duration::from_millis(500),
+            ..patient_proxy()
+        },
+        ..ServeOptions::default()
+    };
+    let listener = TokioNet
+        .bind("127.0.0.1:0".parse().expect("address"), 128)
+        .await
+        .expect("bind acemux");
+    let store: Arc<dyn EventStore> = MemoryStore::new(Vec::new());
+    let acemux = acemux::start(TokioNet, listener, store, options)
+        .await
+        .expect("start");
+    wait_health(&acemux, &first, "ok").await;
+    let client = viewer_client();
+    let url = format!("http://{}/ace/getstream?id=slow", acemux.local_addr());
+    let (status, mut body) = open(&client, &url).await;
+    assert_eq!(status, StatusCode::OK, "failed over to the other engine");
+    read_at_least(&mut body, 188 * 50, Duration::from_secs(5)).await;
+    assert_eq!(sessions_of(&second), ["slow"]);
+    wait_health(&acemux, &first, "down").await;
+    // Down: a new channel, which the emulator would serve at once, goes elsewhere.
+    let url = format!("http://{}/ace/getstream?id=quick", acemux.local_addr());
+    let (status, mut body) = open(&client, &url).await;
+    assert_eq!(status, StatusCode::OK);
+    read_at_least(&mut body, 188 * 50, Duration::from_secs(5)).await;
+    assert_eq!(sessions_of(&second), ["slow", "quick"]);
+    assert_eq!(sessions_of(&first), ["slow"], "asked once, then skipped");
+    acemux.shutdown().await;
+    first.shutdown().await;
+    second.shutdown().await;
 }
 
 /// Real sockets, with one made-up name that resolves to several loopback addresses (as

@@ -131,7 +131,10 @@ impl EngineCalls {
     }
 
     fn failed<M>(&self, engine: &EngineAddr, error: SessionError, out: &mut VecDeque<Output<M>>) {
-        out.push_back(Output::Pool(PoolChange::Failed(engine.clone())));
+        out.push_back(Output::Pool(PoolChange::Failed {
+            engine: engine.clone(),
+            unreachable: !matches!(error, SessionError::Refused(_)),
+        }));
         out.push_back(Output::Notice(Notice::SessionFailed {
             engine: engine.clone(),
             error,

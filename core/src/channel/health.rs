@@ -79,6 +79,15 @@ impl Health {
         true
     }
 
+    /// A request to the engine found it unreachable at `now`: down until a probe
+    /// answers, and due for one at once (unless one is in flight: its answer decides).
+    pub fn request_failed(&mut self, now: Instant) {
+        self.state = HealthState::Down;
+        if !self.in_flight {
+            self.next_probe = self.next_probe.min(now);
+        }
+    }
+
     /// A probe's answer: `up` or not. The next probe is due an interval later, or,
     /// after failures, the interval doubled per failure (at most 8 intervals).
     pub fn probed(&mut self, now: Instant, up: bool, interval: Duration) {

@@ -93,6 +93,8 @@ pub struct EnginePool {
     engines: BTreeMap<EngineAddr, EngineLoad>,
     max_sessions_per_engine: usize,
     cooldown: Duration,
+    /// Engines' version APIs are probed: a health state can come back up.
+    probing: bool,
 }
 
 impl EnginePool {
@@ -108,6 +110,7 @@ impl EnginePool {
             engines: BTreeMap::new(),
             max_sessions_per_engine,
             cooldown,
+            probing: false,
         };
         let listed: Vec<ListedEngine> = engines.into_iter().map(ListedEngine::from).collect();
         pool.set_list(FLAG_LIST, EngineSource::Flag, &listed);
@@ -187,14 +190,32 @@ impl EnginePool {
         }
     }
 
-    /// A request to `engine` failed; repeated failures rest it for the cooldown.
-    pub fn failed(&mut self, now: Instant, engine: &EngineAddr) {
-        if let Some(load) = self.engines.get_mut(engine) {
-            load.consecutive_failures = load.consecutive_failures.saturating_add(1);
-            if load.consecutive_failures >= FAILURES_BEFORE_COOLDOWN {
-                load.resting_until = Some(now + self.cooldown);
-            }
+    /// Engines are probed from now on (see [`failed`](Self::failed)).
+    pub fn set_probing(&mut self, probing: bool) {
+        self.probing = probing;
+    }
+
+    /// A request to `engine` failed; repeated failures rest it for the cooldown. One
+    /// that found it `unreachable`, while engines are probed, also marks it down until
+    /// a probe answers (probed again at the next round); returns its health before
+    /// when that changed it.
+    pub fn failed(
+        &mut self,
+        now: Instant,
+        engine: &EngineAddr,
+        unreachable: bool,
+    ) -> Option<super::health::HealthState> {
+        let load = self.engines.get_mut(engine)?;
+        load.consecutive_failures = load.consecutive_failures.saturating_add(1);
+        if load.consecutive_failures >= FAILURES_BEFORE_COOLDOWN {
+            load.resting_until = Some(now + self.cooldown);
         }
+        if !(unreachable && self.probing) {
+            return None;
+        }
+        let before = load.health.state;
+        load.health.request_failed(now);
+        (load.health.state != before).then_some(before)
     }
 
     /// Every engine and its load, ordered by address.
@@ -297,16 +318,51 @@ mod tests {
     fn repeatedly_failing_engines_rest_for_the_cooldown() {
         let mut pool = pool();
         let now = Instant::from_micros(1_000_000);
-        pool.failed(now, &addr(1));
+        pool.failed(now, &addr(1), false);
         assert_eq!(
             pool.pick(now, &[addr(2)]),
             Some(addr(1)),
             "one failure does not rest it"
         );
-        pool.failed(now, &addr(1));
+        pool.failed(now, &addr(1), false);
         assert_eq!(pool.pick(now, &[]), Some(addr(2)));
         assert_eq!(pool.pick(now, &[addr(2)]), Some(addr(2)));
         let later = now + Duration::from_secs(5);
+        assert_eq!(pool.pick(later, &[addr(2)]), Some(addr(1)));
+    }
+
+    #[test]
+    fn an_unreachable_engine_is_down_until_a_probe_answers_while_probing() {
+        let mut pool = pool();
+        let now = Instant::from_micros(1_000_000);
+        let interval = Duration::from_secs(10);
+        // Without probes nothing would bring it back: only the cooldown applies.
+        assert_eq!(pool.failed(now, &addr(1), true), None);
+        assert_eq!(pool.pick(now, &[addr(2)]), Some(addr(1)));
+        pool.session_opened(&addr(1));
+        pool.session_closed(&addr(1));
+
+        pool.set_probing(true);
+        // A refusal (unknown content) says nothing about the engine's health.
+        assert_eq!(pool.failed(now, &addr(1), false), None);
+        assert_eq!(pool.pick(now, &[addr(2)]), Some(addr(1)));
+        assert_eq!(
+            pool.failed(now, &addr(1), true),
+            Some(crate::channel::HealthState::Unknown)
+        );
+        assert_eq!(
+            pool.pick(now, &[addr(2)]),
+            Some(addr(2)),
+            "down: not even as a last resort"
+        );
+        // Probed at the next round, and back once its probe answers.
+        let (due, _) = pool.take_due_probes(now);
+        assert!(due.contains(&addr(1)));
+        let later = now + Duration::from_secs(20);
+        assert_eq!(
+            pool.probed(later, &addr(1), true, interval),
+            Some(crate::channel::HealthState::Down)
+        );
         assert_eq!(pool.pick(later, &[addr(2)]), Some(addr(1)));
     }
 

@@ -199,7 +199,13 @@ pub enum PoolChange {
     /// A session on the engine is being stopped.
     Closed(EngineAddr),
     /// A request to the engine failed (repeated failures rest it).
-    Failed(EngineAddr),
+    Failed {
+        /// The engine.
+        engine: EngineAddr,
+        /// It could not be reached or did not answer in time (not a refusal of the
+        /// content): while engines are probed, it is down until a probe answers.
+        unreachable: bool,
+    },
 }
 
 /// Facts for logs and metrics.

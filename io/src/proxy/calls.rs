@@ -122,7 +122,15 @@ pub(super) fn pool_change<N: Net>(proxy: &Proxy<N>, now: Instant, change: PoolCh
     match change {
         PoolChange::Opened(engine) => pool.session_opened(&engine),
         PoolChange::Closed(engine) => pool.session_closed(&engine),
-        PoolChange::Failed(engine) => pool.failed(now, &engine),
+        PoolChange::Failed {
+            engine,
+            unreachable,
+        } => {
+            if let Some(before) = pool.failed(now, &engine, unreachable) {
+                tracing::warn!(%engine, was = before.as_str(),
+                    "engine down: a session request failed; no new sessions until its version API answers");
+            }
+        }
     }
 }
 

@@ -236,6 +236,8 @@ impl<N: Net> Proxy<N> {
         /// Probes in flight at once.
         const CONCURRENT_PROBES: usize = 16;
         let clock = self.0.lifecycle.clock();
+        // From now on a probe can bring back an engine a failed request marks down.
+        self.pool().set_probing(true);
         loop {
             let (due, next) = self.pool().take_due_probes(clock.now());
             let probes = futures::stream::iter(due)

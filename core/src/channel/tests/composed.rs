@@ -223,7 +223,10 @@ fn a_session_granted_after_its_request_deadline_is_stopped_exactly_once() {
         output,
         Output::Notice(Notice::RequestWatched { request, .. }) if *request == late
     )));
-    assert!(outputs.contains(&Output::Pool(PoolChange::Failed(engine(1)))));
+    assert!(outputs.contains(&Output::Pool(PoolChange::Failed {
+        engine: engine(1),
+        unreachable: true,
+    })));
     // The channel retries (after its backoff) on the other engine.
     let outputs = harness.advance(ChannelConfig::default().initial_backoff);
     assert_eq!(picks(&outputs), 1);
@@ -335,7 +338,10 @@ fn a_refusing_engine_is_failed_over_to_the_next() {
         request,
         result: Err(crate::channel::SessionError::Refused("busy".into())),
     });
-    assert!(outputs.contains(&Output::Pool(PoolChange::Failed(engine(1)))));
+    assert!(outputs.contains(&Output::Pool(PoolChange::Failed {
+        engine: engine(1),
+        unreachable: false,
+    })));
     let outputs = harness.advance(ChannelConfig::default().initial_backoff);
     assert_eq!(
         outputs

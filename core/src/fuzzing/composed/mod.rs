@@ -185,7 +185,7 @@ impl Engines {
                 self.open -= 1;
                 assert!(self.open >= 0, "closed more sessions than opened");
             }
-            Output::Pool(PoolChange::Failed(_)) => {}
+            Output::Pool(PoolChange::Failed { .. }) => {}
             Output::Started(session) => {
                 let url = session.session.command_url;
                 assert!(!self.stopped.contains(&url), "started after its stop");
