@@ -236,6 +236,9 @@ pub async fn start<N: Net>(
         }
         Some(Arc::new(proxy))
     };
+    let webhook_board = Arc::new(crate::webhook::WebhookBoard::new(
+        options.webhooks.iter().map(|target| target.base.as_str()),
+    ));
     for target in options.webhooks {
         tracing::info!(webhook = %target.base, "delivering events to webhook");
         workers.push(tokio::spawn(deliver(
@@ -244,6 +247,8 @@ pub async fn start<N: Net>(
             client.clone(),
             store.clone(),
             metrics.clone(),
+            webhook_board.clone(),
+            lifecycle.clock(),
             stopped.clone(),
         )));
     }
@@ -270,6 +275,7 @@ pub async fn start<N: Net>(
         options.api_key,
         options.player,
         streams.clone(),
+        webhook_board,
     );
     let direct = ts_viewers
         .then(|| DirectStreams::new(state.clone(), options.proxy.fanout.viewer_stall_timeout));

@@ -168,7 +168,7 @@ impl Connection {
         if let Some(direct) = self.direct.clone() {
             match self.first_head(&mut stream, &mut first).await {
                 First::Stream(request) => {
-                    direct.serve(&mut stream, request).await;
+                    direct.serve(&mut stream, request, self.peer).await;
                     return;
                 }
                 First::Gone => return,

@@ -91,6 +91,53 @@ pub enum WebhookFormat {
     OrchestratorGo,
 }
 
+/// What the status page shows of each webhook: its last delivery and last failure.
+#[derive(Debug, Default)]
+pub struct WebhookBoard {
+    states: std::sync::Mutex<std::collections::BTreeMap<String, WebhookState>>,
+}
+
+/// One webhook's delivery state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebhookState {
+    /// Events delivered since the process started.
+    pub delivered: u64,
+    /// When the last one was.
+    pub last_delivered_at: Option<acemux_core::Instant>,
+    /// The last failure (a retry, a refusal or a give-up), and when.
+    pub last_error: Option<(String, acemux_core::Instant)>,
+}
+
+impl WebhookBoard {
+    /// A board of the configured webhooks (by base URL).
+    pub fn new<'a>(webhooks: impl IntoIterator<Item = &'a str>) -> Self {
+        WebhookBoard {
+            states: std::sync::Mutex::new(
+                webhooks
+                    .into_iter()
+                    .map(|url| (url.to_owned(), WebhookState::default()))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn update(&self, webhook: &str, change: impl FnOnce(&mut WebhookState)) {
+        let mut states = self
+            .states
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        change(states.entry(webhook.to_owned()).or_default());
+    }
+
+    /// Every configured webhook's state, by URL.
+    pub fn states(&self) -> std::collections::BTreeMap<String, WebhookState> {
+        self.states
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+}
+
 /// How deliveries are made and retried.
 #[derive(Clone, Debug)]
 pub struct DeliveryPolicy {
@@ -164,14 +211,22 @@ enum Attempt {
 }
 
 /// Delivers `target`'s pending events until `shutdown` turns true.
+#[allow(clippy::too_many_arguments)]
 pub async fn deliver<N: Net>(
     target: WebhookTarget,
     policy: DeliveryPolicy,
     client: HttpClient<N>,
     store: Arc<dyn EventStore>,
     metrics: Arc<Metrics>,
+    board: Arc<WebhookBoard>,
+    clock: crate::clock::Clock,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let failed = |error: String| {
+        board.update(&target.base, |state| {
+            state.last_error = Some((error, clock.now()));
+        });
+    };
     let labels = WebhookLabels {
         webhook: target.base.clone(),
     };
@@ -205,10 +260,15 @@ pub async fn deliver<N: Net>(
                 match attempt(&client, &target, &policy, &event).await {
                     Attempt::Delivered => {
                         metrics.webhook_delivered.get_or_create(&labels).inc();
+                        board.update(&target.base, |state| {
+                            state.delivered += 1;
+                            state.last_delivered_at = Some(clock.now());
+                        });
                         break DeliveryOutcome::Delivered;
                     }
                     Attempt::Rejected(status) => {
                         metrics.webhook_rejected.get_or_create(&labels).inc();
+                        failed(format!("event {} refused for good: {status}", event.seq));
                         tracing::error!(webhook = %target.base, seq = event.seq, %status,
                             "webhook refused the event for good; not retrying");
                         break DeliveryOutcome::Rejected;
@@ -218,12 +278,17 @@ pub async fn deliver<N: Net>(
                     {
                         metrics.webhook_given_up.get_or_create(&labels).inc();
                         metrics.limit_hit("webhook_attempts");
+                        failed(format!(
+                            "event {} given up after {attempts} attempts: {reason}",
+                            event.seq
+                        ));
                         tracing::error!(webhook = %target.base, seq = event.seq, event_id = %event.event_id,
                             %reason, attempts, "webhook delivery given up after the maximum attempts; the event stays in the event log (GET /events)");
                         break DeliveryOutcome::Rejected;
                     }
                     Attempt::Retry(reason) => {
                         metrics.webhook_retried.get_or_create(&labels).inc();
+                        failed(format!("event {}: {reason}; retrying", event.seq));
                         tracing::warn!(webhook = %target.base, seq = event.seq, %reason,
                             retry_in = ?backoff, "webhook delivery failed; will retry");
                         // The backlog grows while the receiver is down: trim it now rather

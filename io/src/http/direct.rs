@@ -24,7 +24,7 @@ use super::query::Params;
 use super::stream::proxy;
 use super::AppState;
 use crate::engine::StreamFormat;
-use crate::proxy::ViewerStream;
+use crate::proxy::{Client, ViewerStream};
 
 /// The route served here, as the request metrics name it.
 const ROUTE: &str = "/ace/getstream";
@@ -42,6 +42,8 @@ pub struct StreamRequest {
     pub http10: bool,
     /// The `Origin` header of a web page's request (for the cross-origin headers).
     pub origin: Option<String>,
+    /// The `User-Agent` header (for the viewer list).
+    pub user_agent: Option<String>,
 }
 
 /// What the start of a connection is.
@@ -76,16 +78,19 @@ pub fn sniff(buffer: &[u8]) -> Sniff {
             if path != ROUTE || has_body {
                 return Sniff::Other;
             }
-            let origin = request
-                .headers
-                .iter()
-                .find(|header| header.name.eq_ignore_ascii_case("origin"))
-                .and_then(|header| std::str::from_utf8(header.value).ok())
-                .map(str::to_owned);
+            let header = |name: &str| {
+                request
+                    .headers
+                    .iter()
+                    .find(|header| header.name.eq_ignore_ascii_case(name))
+                    .and_then(|header| std::str::from_utf8(header.value).ok())
+                    .map(str::to_owned)
+            };
             Sniff::Stream(StreamRequest {
                 target: target.to_owned(),
                 http10: request.version == Some(0),
-                origin,
+                origin: header("origin"),
+                user_agent: header("user-agent"),
             })
         }
         // Malformed or too many headers: hyper answers it.
@@ -119,8 +124,13 @@ impl DirectStreams {
 
     /// Answers `request` on `stream`: the channel's MPEG-TS once media is in hand, else
     /// a JSON error. The connection is closed afterwards.
-    pub async fn serve<S: AsyncWrite + Unpin>(&self, stream: &mut S, request: StreamRequest) {
-        let viewer = match self.join(&request).await {
+    pub async fn serve<S: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        request: StreamRequest,
+        peer: std::net::SocketAddr,
+    ) {
+        let viewer = match self.join(&request, peer).await {
             Ok(viewer) => viewer,
             Err(error) => {
                 self.count(error.status, error.limit);
@@ -145,14 +155,19 @@ impl DirectStreams {
         let _ = stream.shutdown().await;
     }
 
-    async fn join(&self, request: &StreamRequest) -> Result<ViewerStream, ApiError> {
+    async fn join(
+        &self,
+        request: &StreamRequest,
+        peer: std::net::SocketAddr,
+    ) -> Result<ViewerStream, ApiError> {
         let uri: Uri = request.target.parse().map_err(|_| {
             ApiError::bad_request("invalid_query", "the request target is not a URI")
         })?;
         let Params(params) = Params::from_uri(&uri)?;
         let key = channel_key(&params, StreamFormat::Ts, &self.app.player)?;
         let streams = proxy(&self.app)?;
-        Ok(streams.join(key, None).await?)
+        let client = Client::new(Some(peer.ip()), request.user_agent.as_deref());
+        Ok(streams.join(key, None, client).await?)
     }
 
     fn count(&self, status: StatusCode, limit: Option<&'static str>) {
@@ -299,6 +314,7 @@ mod tests {
                 target: "/ace/getstream?id=abc".into(),
                 http10: false,
                 origin: None,
+                user_agent: None,
             })
         );
         let web = b"GET /ace/getstream?id=abc HTTP/1.1\r\nOrigin: https://tv.example\r\n\r\n";

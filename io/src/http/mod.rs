@@ -7,6 +7,7 @@ mod events;
 mod player;
 mod query;
 mod read;
+mod status;
 mod stream;
 mod views;
 
@@ -31,6 +32,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::proxy::Streams;
 use crate::store::EventStore;
+use crate::webhook::WebhookBoard;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -50,6 +52,8 @@ pub struct AppInner {
     pub player: PlayerRules,
     /// The proxy; `None` when no engine is configured.
     pub streams: Option<Arc<dyn Streams>>,
+    /// Each webhook's delivery state.
+    pub webhooks: Arc<WebhookBoard>,
 }
 
 impl std::ops::Deref for AppState {
@@ -69,6 +73,7 @@ impl AppState {
         api_key: Option<String>,
         player: PlayerRules,
         streams: Option<Arc<dyn Streams>>,
+        webhooks: Arc<WebhookBoard>,
     ) -> Self {
         AppState(Arc::new(AppInner {
             lifecycle,
@@ -77,6 +82,7 @@ impl AppState {
             api_key,
             player,
             streams,
+            webhooks,
         }))
     }
 }
@@ -112,6 +118,10 @@ pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duratio
             "/streams/{id}",
             get(read::stream).delete(stream::delete_stream),
         )
+        .route("/streams/{id}/viewers", get(status::stream_viewers))
+        .route("/proxy/streams/{key}/clients", get(status::key_clients))
+        .route("/channels", get(status::channels))
+        .route("/webhooks", get(status::webhooks))
         .route("/engines", get(read::engines))
         .route("/health", get(read::health))
         .route("/metrics", get(read::metrics))

@@ -23,7 +23,10 @@ const MAX_EVENTS_LIMIT: usize = 1000;
 use super::query::Params;
 
 /// 400 for a parameter not in `known` (the API key's `key` is always known).
-fn unknown_params(params: &BTreeMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+pub(super) fn unknown_params(
+    params: &BTreeMap<String, String>,
+    known: &[&str],
+) -> Result<(), ApiError> {
     let unknown = |name: &&String| name.as_str() != KEY_PARAM && !known.contains(&name.as_str());
     match params.keys().find(unknown) {
         Some(name) => Err(ApiError::bad_request(

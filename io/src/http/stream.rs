@@ -16,7 +16,7 @@ use super::player::{channel_key, StreamMode};
 use super::query::Params;
 use super::{views, AppState};
 use crate::engine::StreamFormat;
-use crate::proxy::{EngineStop, JoinError, StopOutcome, Streams};
+use crate::proxy::{Client, EngineStop, JoinError, StopOutcome, Streams};
 use crate::server::{ConnectionKill, PeerAddr};
 
 impl From<JoinError> for ApiError {
@@ -53,6 +53,8 @@ pub(super) const TS_CACHE_CONTROL: &str = "no-store";
 pub async fn getstream(
     State(app): State<AppState>,
     kill: Option<Extension<ConnectionKill>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
     uri: http::Uri,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
@@ -66,7 +68,13 @@ pub async fn getstream(
     }
     let key = channel_key(&params, StreamFormat::Ts, &app.player)?;
     let streams = proxy(&app)?;
-    let viewer = streams.join(key, kill.map(|Extension(kill)| kill)).await?;
+    let viewer = streams
+        .join(
+            key,
+            kill.map(|Extension(kill)| kill),
+            client(peer.as_ref(), &headers),
+        )
+        .await?;
     let mut response = viewer.into_body().into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -90,6 +98,16 @@ pub(super) fn proxy(app: &AppState) -> Result<&Arc<dyn Streams>, ApiError> {
     })
 }
 
+/// Who sent a request: its address and user agent, for the viewer list.
+fn client(peer: Option<&Extension<PeerAddr>>, headers: &HeaderMap) -> Client {
+    Client::new(
+        peer.map(|Extension(PeerAddr(addr))| addr.ip()),
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|agent| agent.to_str().ok()),
+    )
+}
+
 /// Who a player is: the token acemux put in the URIs it served, else its address.
 fn viewer_token(params: &BTreeMap<String, String>, peer: Option<Extension<PeerAddr>>) -> String {
     match (params.get("t"), peer) {
@@ -105,11 +123,13 @@ fn viewer_token(params: &BTreeMap<String, String>, peer: Option<Extension<PeerAd
 pub async fn manifest(
     State(app): State<AppState>,
     peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
     let key = channel_key(&params, StreamFormat::Hls, &app.player)?;
+    let client = client(peer.as_ref(), &headers);
     let viewer = viewer_token(&params, peer);
-    let playlist = proxy(&app)?.hls_playlist(key, viewer).await?;
+    let playlist = proxy(&app)?.hls_playlist(key, viewer, client).await?;
     let mut response = playlist.into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -125,6 +145,7 @@ pub async fn manifest(
 pub async fn segment(
     State(app): State<AppState>,
     peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
     Path((channel, name)): Path<(String, String)>,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
@@ -134,9 +155,10 @@ pub async fn segment(
         .strip_suffix(".ts")
         .and_then(|seq| seq.parse().ok())
         .ok_or_else(not_found)?;
+    let client = client(peer.as_ref(), &headers);
     let viewer = viewer_token(&params, peer);
     let bytes = proxy(&app)?
-        .hls_segment(channel, seq, viewer)
+        .hls_segment(channel, seq, viewer, client)
         .ok_or_else(not_found)?;
     let mut response = bytes.into_response();
     let headers = response.headers_mut();

@@ -8,6 +8,9 @@ use acemux_core::Instant;
 use serde_json::{json, Value};
 
 use crate::clock::rfc3339;
+use crate::engine::StreamFormat;
+use crate::proxy::{ChannelSummary, ViewerSummary};
+use crate::webhook::WebhookState;
 
 /// A stream as `GET /streams` shows it.
 pub fn stream(stream: &StreamState) -> Value {
@@ -65,6 +68,72 @@ pub fn stream_with_stats(stream_state: &StreamState, stats: Option<&EngineStats>
         item.extend(figures);
     }
     value
+}
+
+/// A proxied channel as `GET /channels` shows it. Rates are bytes per second over the
+/// last whole seconds; `uptime_s` counts from the channel's creation.
+pub fn channel(channel: &ChannelSummary, now: Instant) -> Value {
+    let key = &channel.key;
+    json!({
+        "channel": key.to_string(),
+        "id": channel.id,
+        "format": match key.format {
+            StreamFormat::Ts => "ts",
+            StreamFormat::Hls => "hls",
+        },
+        "key_type": key.key_type,
+        "key": key.key,
+        "params": key.params.to_string(),
+        "stream_id": channel.stream_id,
+        "state": channel.phase,
+        "engine": channel.engine.as_ref().map(|engine| json!({ "host": engine.host, "port": engine.port })),
+        "created_at": rfc3339(channel.created_at),
+        "uptime_s": now.saturating_duration_since(channel.created_at).as_secs(),
+        "last_error": channel.last_error.as_ref().map(|(message, at)| json!({ "message": message, "at": rfc3339(*at) })),
+        "bytes_in": channel.bytes_in.0,
+        "rate_in": channel.bytes_in.1,
+        "bytes_out": channel.bytes_out.0,
+        "rate_out": channel.bytes_out.1,
+        "viewers": channel.viewers.len(),
+    })
+}
+
+/// A viewer or HLS player as `GET /streams/{id}/viewers` shows it.
+pub fn viewer(viewer: &ViewerSummary) -> Value {
+    json!({
+        "id": viewer.id,
+        "kind": viewer.kind,
+        "token": viewer.token,
+        "ip": viewer.ip.map(|ip| ip.to_string()),
+        "user_agent": viewer.user_agent,
+        "connected_at": rfc3339(viewer.connected_at),
+        "last_active": rfc3339(viewer.last_active),
+        "bytes_sent": viewer.bytes_sent,
+        "rate": viewer.rate,
+    })
+}
+
+/// The same facts in the orchestrator's proxy shape (`/proxy/streams/{key}/clients`).
+pub fn client(viewer: &ViewerSummary) -> Value {
+    json!({
+        "client_id": viewer.token.clone().unwrap_or_else(|| format!("viewer-{}", viewer.id)),
+        "ip": viewer.ip.map(|ip| ip.to_string()),
+        "user_agent": viewer.user_agent,
+        "connected_at": rfc3339(viewer.connected_at),
+        "last_active": rfc3339(viewer.last_active),
+        "bytes_sent": viewer.bytes_sent,
+    })
+}
+
+/// A webhook as `GET /webhooks` shows it.
+pub fn webhook(url: &str, pending: i64, state: &WebhookState) -> Value {
+    json!({
+        "url": url,
+        "pending": pending,
+        "delivered": state.delivered,
+        "last_delivered_at": state.last_delivered_at.map(rfc3339),
+        "last_error": state.last_error.as_ref().map(|(message, at)| json!({ "message": message, "at": rfc3339(*at) })),
+    })
 }
 
 /// An event as `GET /events` shows it.

@@ -138,6 +138,33 @@ pub(super) fn pool_change<N: Net>(proxy: &Proxy<N>, now: Instant, change: PoolCh
 pub(super) fn notice<N: Net, I>(env: &Env<N, I>, notice: Notice) {
     let metrics = &env.proxy.0.metrics;
     let channel = &env.key;
+    let now = env.proxy.0.lifecycle.clock().now();
+    // What the status page shows as the channel's last error.
+    match &notice {
+        Notice::SessionFailed { engine, error } => env.status.error(
+            now,
+            format!("engine {engine} did not grant a session: {error:?}"),
+        ),
+        Notice::StartFailed(failure) => env
+            .status
+            .error(now, format!("could not start: {}", failure.code())),
+        Notice::UpstreamStalled => {
+            env.status.update(|state| state.phase = "recovering");
+            env.status.error(now, "the engine stopped sending".into());
+        }
+        Notice::NoPeers { engine, .. } => env.status.error(
+            now,
+            format!("engine {engine} reported no peers and no progress; replaced"),
+        ),
+        Notice::StatsFailed {
+            engine,
+            error,
+            consecutive: 1,
+        } => env
+            .status
+            .error(now, format!("engine {engine} stats unavailable: {error}")),
+        _ => {}
+    }
     match notice {
         Notice::NoEngine => tracing::warn!(%channel, "no engine available"),
         Notice::SessionFailed { engine, error } => {

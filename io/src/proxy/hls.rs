@@ -76,6 +76,8 @@ impl<N: Net> Format<N> for HlsIo {
                 .channel_bytes_in
                 .get_or_create(&env.labels)
                 .inc_by(bytes.len() as u64);
+            let now = env.proxy.0.lifecycle.clock().now();
+            env.status.media_in(now, bytes.len() as u64);
         }
     }
 

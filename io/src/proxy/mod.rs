@@ -4,8 +4,11 @@
 mod calls;
 mod hls;
 mod pump;
+mod status;
+mod streams;
 mod ts;
 mod viewer;
+mod viewers;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +30,10 @@ use crate::net::Net;
 use crate::server::ConnectionKill;
 
 pub use crate::config::ProxyConfig;
+pub use status::{ChannelSummary, ViewerSummary};
+pub use streams::Streams;
 pub use viewer::ViewerStream;
+pub use viewers::Client;
 
 /// Stat polls in flight at once over every channel; more wait their turn (within the
 /// engine request timeout, then the poll counts as failed).
@@ -143,6 +149,8 @@ struct ChannelHandle {
     snapshot: Option<watch::Receiver<Arc<HlsSnapshot>>>,
     /// The stream id of the channel's current session, once it has started.
     stream_id: watch::Receiver<Option<String>>,
+    /// Its state, bytes and viewers, as its task and viewers report them.
+    status: Arc<viewers::ChannelStatus>,
 }
 
 struct Shared<N: Net> {
@@ -294,6 +302,7 @@ impl<N: Net> Proxy<N> {
         &self,
         key: ChannelKey,
         kill: Option<ConnectionKill>,
+        client: Client,
     ) -> Result<ViewerStream, JoinError> {
         let viewer = ViewerId(self.next_id());
         let slot = Arc::new(viewer::Slot::default());
@@ -303,7 +312,17 @@ impl<N: Net> Proxy<N> {
             kill,
         };
         let (mailbox, _) = self.send(&key, join).await?;
-        viewer::first_media(slot, viewer, mailbox, &self.0.metrics, &key).await
+        let mut stream = viewer::first_media(slot, viewer, mailbox, &self.0.metrics, &key).await?;
+        // Listed with the channel serving it now (a successor, if the one it joined
+        // ended meanwhile).
+        let status = self
+            .channels()
+            .get(&key)
+            .map(|handle| handle.status.clone());
+        if let Some(status) = status {
+            stream.register(status.join_ts(viewer.0, client, self.0.lifecycle.clock()));
+        }
+        Ok(stream)
     }
 
     /// Hands `message` to `key`'s channel, started if needed, and returns that
@@ -382,19 +401,32 @@ impl<N: Net> Proxy<N> {
         let (stream_id_tx, stream_id) = watch::channel(None);
         let id = self.next_id();
         tracing::info!(channel = %key, "starting channel");
+        let status = Arc::new(viewers::ChannelStatus::new(self.0.lifecycle.clock().now()));
         let snapshot = match key.format {
             StreamFormat::Ts => {
                 let format = ts::TsIo::new(mailbox.clone());
-                let task =
-                    pump::ChannelTask::new(self.clone(), id, key.clone(), stream_id_tx, format);
+                let task = pump::ChannelTask::new(
+                    self.clone(),
+                    id,
+                    key.clone(),
+                    stream_id_tx,
+                    status.clone(),
+                    format,
+                );
                 tokio::spawn(task.run(inbox));
                 None
             }
             StreamFormat::Hls => {
                 let (snapshot_tx, snapshot) = watch::channel(Arc::new(HlsSnapshot::default()));
                 let format = hls::HlsIo::new(id, snapshot_tx);
-                let task =
-                    pump::ChannelTask::new(self.clone(), id, key.clone(), stream_id_tx, format);
+                let task = pump::ChannelTask::new(
+                    self.clone(),
+                    id,
+                    key.clone(),
+                    stream_id_tx,
+                    status.clone(),
+                    format,
+                );
                 tokio::spawn(task.run(inbox));
                 Some(snapshot)
             }
@@ -404,6 +436,7 @@ impl<N: Net> Proxy<N> {
             mailbox,
             snapshot,
             stream_id,
+            status,
         }
     }
 
@@ -450,10 +483,16 @@ impl<N: Net> Proxy<N> {
     /// The served playlist of `key`'s HLS channel for player `token`, started if
     /// needed; a new channel's first answer waits until it is ready (the channel
     /// answers by its start timeout at the latest).
-    pub async fn hls_playlist(&self, key: ChannelKey, token: String) -> Result<String, JoinError> {
+    pub async fn hls_playlist(
+        &self,
+        key: ChannelKey,
+        token: String,
+        client: Client,
+    ) -> Result<String, JoinError> {
         let ready = {
             let mut channels = self.channels();
             let handle = self.channel_locked(&mut channels, &key)?;
+            self.hls_player(&handle.status, &token, client);
             // Presence only: a full mailbox loses one sighting of a player who keeps
             // asking.
             let _ = handle.mailbox.try_send(ChannelMsg::Seen {
@@ -477,16 +516,52 @@ impl<N: Net> Proxy<N> {
     }
 
     /// Segment `seq` of HLS channel `id`, if it is held; counts as activity of `token`.
-    pub fn hls_segment(&self, id: u64, seq: u64, token: String) -> Option<bytes::Bytes> {
-        let (mailbox, snapshot) = self
+    pub fn hls_segment(
+        &self,
+        id: u64,
+        seq: u64,
+        token: String,
+        client: Client,
+    ) -> Option<bytes::Bytes> {
+        let (mailbox, snapshot, status) = self
             .channels()
             .values()
             .find(|handle| handle.id == id)
-            .map(|handle| (handle.mailbox.clone(), handle.snapshot.clone()))?;
+            .map(|handle| {
+            (
+                handle.mailbox.clone(),
+                handle.snapshot.clone(),
+                handle.status.clone(),
+            )
+        })?;
+        let player = self.hls_player(&status, &token, client);
         let _ = mailbox.try_send(ChannelMsg::Seen { token });
         let snapshot = snapshot?;
-        let current = snapshot.borrow();
-        current.segment(seq).map(|segment| segment.bytes.clone())
+        let bytes = snapshot.borrow().segment(seq)?.bytes.clone();
+        let now = self.0.lifecycle.clock().now();
+        if let Some(player) = player {
+            player.sent(now, bytes.len() as u64);
+        }
+        status.bytes_out.add(now, bytes.len() as u64);
+        Some(bytes)
+    }
+
+    /// The record of HLS player `token` of a channel (bounded by the channel's viewer
+    /// bound; quiet players are forgotten after the HLS idle timeout).
+    fn hls_player(
+        &self,
+        status: &viewers::ChannelStatus,
+        token: &str,
+        client: Client,
+    ) -> Option<Arc<viewers::ViewerRecord>> {
+        status.hls_player(
+            token,
+            || client,
+            || self.next_id(),
+            self.0.lifecycle.clock().now(),
+            self.0.config.hls_idle_timeout,
+            self.0.config.fanout.max_viewers,
+        )
     }
 
     /// Stops the stream `stream_id`: a proxied channel is stopped (viewers closed,
@@ -607,88 +682,5 @@ fn refuse(message: ChannelMsg, error: &JoinError) {
             let _ = done.send(());
         }
         ChannelMsg::Ready(_) | ChannelMsg::Leave(_) | ChannelMsg::Seen { .. } => {}
-    }
-}
-
-/// Answers `GET /ace/getstream` and `DELETE /streams/{id}`; object-safe so routes need
-/// not know the network type.
-pub trait Streams: Send + Sync + 'static {
-    /// See [`Proxy::join`].
-    fn join(
-        &self,
-        key: ChannelKey,
-        kill: Option<ConnectionKill>,
-    ) -> futures::future::BoxFuture<'static, Result<ViewerStream, JoinError>>;
-
-    /// See [`Proxy::stop_stream`].
-    fn stop_stream(
-        &self,
-        stream_id: String,
-        reason: String,
-    ) -> futures::future::BoxFuture<'static, Result<StopOutcome, ApplyError>>;
-
-    /// See [`Proxy::stop_all`].
-    fn stop_all(&self) -> futures::future::BoxFuture<'static, ()>;
-
-    /// See [`Proxy::hls_playlist`].
-    fn hls_playlist(
-        &self,
-        key: ChannelKey,
-        viewer: String,
-    ) -> futures::future::BoxFuture<'static, Result<String, JoinError>>;
-
-    /// See [`Proxy::hls_segment`].
-    fn hls_segment(&self, id: u64, seq: u64, viewer: String) -> Option<bytes::Bytes>;
-
-    /// The engines the proxy knows now, with their load.
-    fn engine_pool(&self) -> EnginePool;
-
-    /// The latest engine figures of the playing sessions acemux polls, by stream id.
-    fn session_stats(&self) -> BTreeMap<String, EngineStats>;
-}
-
-impl<N: Net> Streams for Proxy<N> {
-    fn join(
-        &self,
-        key: ChannelKey,
-        kill: Option<ConnectionKill>,
-    ) -> futures::future::BoxFuture<'static, Result<ViewerStream, JoinError>> {
-        let proxy = self.clone();
-        Box::pin(async move { proxy.join(key, kill).await })
-    }
-
-    fn stop_stream(
-        &self,
-        stream_id: String,
-        reason: String,
-    ) -> futures::future::BoxFuture<'static, Result<StopOutcome, ApplyError>> {
-        let proxy = self.clone();
-        Box::pin(async move { proxy.stop_stream(&stream_id, &reason).await })
-    }
-
-    fn stop_all(&self) -> futures::future::BoxFuture<'static, ()> {
-        let proxy = self.clone();
-        Box::pin(async move { proxy.stop_all().await })
-    }
-
-    fn hls_playlist(
-        &self,
-        key: ChannelKey,
-        viewer: String,
-    ) -> futures::future::BoxFuture<'static, Result<String, JoinError>> {
-        let proxy = self.clone();
-        Box::pin(async move { proxy.hls_playlist(key, viewer).await })
-    }
-
-    fn hls_segment(&self, id: u64, seq: u64, viewer: String) -> Option<bytes::Bytes> {
-        Proxy::hls_segment(self, id, seq, viewer)
-    }
-
-    fn engine_pool(&self) -> EnginePool {
-        self.pool().clone()
-    }
-
-    fn session_stats(&self) -> BTreeMap<String, EngineStats> {
-        Proxy::session_stats(self).clone()
     }
 }

@@ -4,12 +4,14 @@
 //! decides nothing: every deadline, retry and bound is the machine's.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use acemux_core::channel::{ComposedChannel, Input, Media, Output, RequestId};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use super::calls::LifecycleApplier;
+use super::viewers::ChannelStatus;
 use super::{ChannelKey, ChannelMsg, Proxy};
 use crate::metrics::ChannelLabels;
 use crate::net::Net;
@@ -29,6 +31,8 @@ pub(super) struct Env<N: Net, I> {
     pub(super) labels: ChannelLabels,
     /// Where helper tasks report completions.
     pub(super) completions: mpsc::Sender<Input<I>>,
+    /// What the status page shows of the channel.
+    pub(super) status: Arc<ChannelStatus>,
 }
 
 /// The io side of a format: the connections and waiters behind the machine's ids.
@@ -83,6 +87,7 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
         id: u64,
         key: ChannelKey,
         stream_id: watch::Sender<Option<String>>,
+        status: Arc<ChannelStatus>,
         format: F,
     ) -> Self {
         let shared = proxy.0.clone();
@@ -103,6 +108,7 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                 id,
                 key,
                 completions,
+                status,
             },
             format,
             machine,
@@ -262,12 +268,19 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     }
                 }
                 Output::Started(session) => {
+                    self.env.status.update(|state| {
+                        state.phase = "playing";
+                        state.engine = Some(session.engine.clone());
+                    });
                     let id = super::calls::stream_id(&self.env.key, &session);
                     tracing::info!(channel = %self.env.key, stream = %id, engine = %session.engine, "stream started");
                     self.stream_id.send_replace(Some(id));
                     self.applier.started(&self.env.key, session);
                 }
                 Output::SessionEnded { session, reason } => {
+                    if reason != acemux_core::lifecycle::EndReason::Idle {
+                        self.env.status.update(|state| state.phase = "recovering");
+                    }
                     let id = super::calls::stream_id(&self.env.key, &session);
                     tracing::info!(channel = %self.env.key, stream = %id, %reason, "stream ended");
                     super::calls::publish_stats(&self.env, &id, None);

@@ -95,6 +95,8 @@ impl<N: Net> Format<N> for TsIo {
                     .channel_bytes_in
                     .get_or_create(&env.labels)
                     .inc_by(bytes.len() as u64);
+                let now = env.proxy.0.lifecycle.clock().now();
+                env.status.media_in(now, bytes.len() as u64);
             }
             TsInput::PlaybackFailed(playback, reason)
                 if self.playbacks.remove(playback).is_some() =>

@@ -182,6 +182,8 @@ pub struct ViewerStream {
     /// The stream has ended (how is the slot's).
     ended: bool,
     bytes_out: Counter,
+    /// Its place in its channel's viewer list (bytes and rate), once listed.
+    listed: Option<super::viewers::TsRegistration>,
 }
 
 impl std::fmt::Debug for ViewerStream {
@@ -222,6 +224,7 @@ pub(super) async fn first_media(
                 asked: false,
                 ended: false,
                 bytes_out,
+                listed: None,
             })
         }
         Err(End::Failed(failure)) => Err(JoinError::Start(failure)),
@@ -231,6 +234,11 @@ pub(super) async fn first_media(
 }
 
 impl ViewerStream {
+    /// Lists the viewer with its channel until the stream is dropped.
+    pub(super) fn register(&mut self, listed: super::viewers::TsRegistration) {
+        self.listed = Some(listed);
+    }
+
     fn ask(&mut self) {
         if !self.asked {
             let ready = ChannelMsg::Ready(self.guard.viewer);
@@ -254,6 +262,9 @@ impl ViewerStream {
                     self.ask();
                     let bytes: usize = chunks.iter().map(Bytes::len).sum();
                     self.bytes_out.inc_by(bytes as u64);
+                    if let Some(listed) = &self.listed {
+                        listed.sent(bytes as u64);
+                    }
                     return Some(chunks);
                 }
                 Taken::End(end) => {
