@@ -140,6 +140,10 @@ fn run_demo(args: DemoArgs) -> ExitCode {
         println!();
         println!("  Watch:   vlc {url}");
         println!("           ffplay {url}");
+        println!(
+            "  Status:  http://{}/  (a page to keep open)",
+            demo.acemux.local_addr()
+        );
         println!("  Streams: http://{}/streams", demo.acemux.local_addr());
         println!("  Events:  http://{}/events", demo.acemux.local_addr());
         println!("  Metrics: http://{}/metrics", demo.acemux.local_addr());

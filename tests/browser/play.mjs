@@ -9,13 +9,7 @@
 // run, 2 on bad arguments.
 // Used by tests/tests/browser_hls.rs; scripts/test.sh installs what it needs.
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import puppeteer from 'puppeteer-core';
-
-/** Debian's chromium package (scripts/test.sh installs it). */
-const CHROMIUM = '/usr/bin/chromium';
+import { launchChromium } from './chromium.mjs';
 /** Seconds of playback to see, past the first playing position. */
 const ADVANCE = 3;
 /** Bound on the wait for that, from the page's load. */
@@ -62,7 +56,6 @@ const result = {
   elapsedMs: 0,
 };
 
-const userDataDir = mkdtempSync(join(tmpdir(), 'acemux-chromium-'));
 let browser;
 try {
   const src = new URL(pageUrl).searchParams.get('src');
@@ -70,23 +63,7 @@ try {
   result.mediaOrigin = new URL(src).origin;
   result.crossOrigin = result.mediaOrigin !== result.pageOrigin;
 
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless=new',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--autoplay-policy=no-user-gesture-required',
-      `--user-data-dir=${userDataDir}`,
-    ],
-    timeout: 30_000,
-  });
+  browser = await launchChromium(['--autoplay-policy=no-user-gesture-required']);
   result.browserVersion = await browser.version();
   const page = await browser.newPage();
   await page.setViewport({ width: 680, height: 420 });
@@ -172,8 +149,7 @@ try {
   result.ok = false;
   result.reason = `driver: ${error && error.stack ? error.stack : error}`;
 } finally {
-  if (browser) await browser.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
+  if (browser) await browser.close();
 }
 result.elapsedMs = Date.now() - started;
 console.log(JSON.stringify(result));

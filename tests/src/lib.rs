@@ -1,5 +1,6 @@
 //! Helpers for the real-socket and real-process tests in `tests/tests/`.
 
+pub mod browser;
 pub mod hostile_engine;
 pub mod hostile_rig;
 pub mod orchestrator_receiver;

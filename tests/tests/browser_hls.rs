@@ -11,19 +11,19 @@
 //! `target/tmp/browser_hls/`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use acemux::ServeOptions;
+use acemux_tests::browser::{
+    browser_dir, output_dir, require_browser_tools, run_driver, DriverRun,
+};
 use acemux_tests::proxy::{patient_proxy, ProxyRig};
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use axum::Router;
 use serde_json::Value;
 
-/// Where Debian's `chromium` package puts the browser (the driver runs this one).
-const CHROMIUM: &str = "/usr/bin/chromium";
 /// Seconds of playback the video must show past its first playing position.
 const ADVANCE_SECONDS: f64 = 3.0;
 /// Video frames the page must have decoded by then: 2 s of the emulator's 25 fps (the
@@ -31,40 +31,6 @@ const ADVANCE_SECONDS: f64 = 3.0;
 const MIN_FRAMES: u64 = 50;
 /// Bound on the driver: the browser's start, the page, and its own 40 s wait.
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// `tests/browser/`: the page, the driver and their node modules.
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
-}
-
-/// Fails, saying what to run, unless node, Chromium and the node modules are there.
-async fn require_browser_tools(dir: &Path) {
-    let node = tokio::process::Command::new("node")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .await;
-    assert!(
-        node.as_ref().is_ok_and(|output| output.status.success()),
-        "node cannot be run ({node:?}): run scripts/test.sh, which installs node and npm \
-         when missing"
-    );
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: run scripts/test.sh, which installs Debian's chromium"
-    );
-    for module in [
-        "node_modules/puppeteer-core/package.json",
-        "node_modules/hls.js/dist/hls.min.js",
-    ] {
-        assert!(
-            dir.join(module).exists(),
-            "{} is missing: run scripts/test.sh, which runs `npm ci` in {}",
-            dir.join(module).display(),
-            dir.display()
-        );
-    }
-}
 
 /// The page's own origin: a static server of `player.html` and `hls.min.js` on a
 /// loopback port of its own. Returns its address and the task serving it.
@@ -103,23 +69,11 @@ fn query_value(text: &str) -> String {
         .collect()
 }
 
-/// The last line of the driver's stdout, as JSON.
-fn driver_result(stdout: &str, stderr: &str) -> Value {
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or_else(|| panic!("the driver printed nothing; stderr:\n{stderr}"));
-    serde_json::from_str(line)
-        .unwrap_or_else(|error| panic!("the driver's line is not JSON ({error}): {line}\n{stderr}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_in_chromium_on_another_origin_plays_the_proxied_hls() {
     let dir = browser_dir();
-    require_browser_tools(&dir).await;
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser_hls");
-    std::fs::create_dir_all(&out).expect("output dir");
+    require_browser_tools().await;
+    let out = output_dir("browser_hls");
     let screenshot = out.join("screenshot.png");
     let _ = std::fs::remove_file(&screenshot);
 
@@ -139,21 +93,12 @@ async fn hls_js_in_chromium_on_another_origin_plays_the_proxied_hls() {
     let page_url = format!("{page_origin}/player.html?src={}", query_value(&manifest));
 
     let started = Instant::now();
-    let driver = tokio::process::Command::new("node")
-        .arg(dir.join("play.mjs"))
-        .arg(&page_url)
-        .arg(&screenshot)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(DRIVER_TIMEOUT, driver)
-        .await
-        .unwrap_or_else(|_| panic!("the browser driver ran longer than {DRIVER_TIMEOUT:?}"))
-        .expect("run node tests/browser/play.mjs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let result = driver_result(&stdout, &stderr);
+    let screenshot_arg = screenshot.to_string_lossy().into_owned();
+    let DriverRun {
+        result,
+        success,
+        stderr,
+    } = run_driver("play.mjs", &[&page_url, &screenshot_arg], DRIVER_TIMEOUT).await;
     std::fs::write(out.join("result.json"), format!("{result:#}")).expect("write result");
     println!(
         "browser run: {:.1} s, {} {}, hls.js {}; screenshot {}, result {}",
@@ -167,7 +112,7 @@ async fn hls_js_in_chromium_on_another_origin_plays_the_proxied_hls() {
     let context = format!("{result:#}\nstderr:\n{stderr}");
 
     assert!(
-        output.status.success() && result["ok"] == true,
+        success && result["ok"] == true,
         "the video did not play on: {}\n{context}",
         result["reason"]
     );

@@ -4,6 +4,7 @@ mod cors;
 mod direct;
 mod error;
 mod events;
+mod page;
 mod player;
 mod query;
 mod read;
@@ -120,6 +121,7 @@ pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duratio
         )
         .route("/streams/{id}/viewers", get(status::stream_viewers))
         .route("/proxy/streams/{key}/clients", get(status::key_clients))
+        .route("/", get(page::status_page))
         .route("/channels", get(status::channels))
         .route("/webhooks", get(status::webhooks))
         .route("/engines", get(read::engines))
