@@ -210,12 +210,14 @@ pub(super) fn notice<N: Net, I>(env: &Env<N, I>, notice: Notice) {
             tracing::warn!(%channel, code = failure.code(), ?failure, "channel could not start");
         }
         Notice::UpstreamStalled => {
+            tracing::warn!(%channel, "engine stopped sending; closing the playback to reopen it (--upstream-stall-timeout)");
             metrics
                 .channel_upstream_stalls
                 .get_or_create(&env.labels)
                 .inc();
         }
         Notice::Reconnecting => {
+            tracing::info!(%channel, "reopening the playback after an outage; viewers stay connected");
             metrics.channel_reconnects.get_or_create(&env.labels).inc();
         }
         Notice::StatsFailed {
