@@ -109,3 +109,20 @@ pub async fn closed_within<R: AsyncRead + Unpin>(stream: &mut R, bound: Duration
         }
     }
 }
+
+/// A TS viewer on a raw connection to `addr`, with `agent` as its user agent, reading
+/// (and dropping) what it is sent until aborted or closed.
+pub async fn ts_viewer(addr: SocketAddr, id: &str, agent: &str) -> tokio::task::JoinHandle<()> {
+    let mut stream = connect(addr).await;
+    let request = format!(
+        "GET /ace/getstream?id={id} HTTP/1.1\r\nhost: acemux\r\nuser-agent: {agent}\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    tokio::spawn(async move {
+        let mut buf = vec![0; 64 * 1024];
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+}

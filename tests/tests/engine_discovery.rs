@@ -86,14 +86,19 @@ async fn acemux_with(
     lists: Vec<String>,
     health: Option<Duration>,
 ) -> Running {
-    let options = ServeOptions {
+    started(ServeOptions {
         engines,
         engine_health_interval: health,
         engine_lists: lists,
         engine_list_interval: Duration::from_millis(100),
         proxy: patient_proxy(),
         ..ServeOptions::default()
-    };
+    })
+    .await
+}
+
+/// acemux with `options`, on a free loopback port, its events in memory.
+async fn started(options: ServeOptions) -> Running {
     let listener = TokioNet
         .bind("127.0.0.1:0".parse().expect("address"), 128)
         .await
@@ -338,7 +343,7 @@ async fn an_engine_whose_session_request_goes_unanswered_is_down_and_skipped() {
             },
         )
         .expect("valid faults");
-    let options = ServeOptions {
+    let acemux = started(ServeOptions {
         engines: vec![addr(&first), addr(&second)],
         // Probed at start, then not for a long while: what marks it down is the
         // failed request, and nothing brings it back during the test.
@@ -348,15 +353,8 @@ async fn an_engine_whose_session_request_goes_unanswered_is_down_and_skipped() {
             ..patient_proxy()
         },
         ..ServeOptions::default()
-    };
-    let listener = TokioNet
-        .bind("127.0.0.1:0".parse().expect("address"), 128)
-        .await
-        .expect("bind acemux");
-    let store: Arc<dyn EventStore> = MemoryStore::new(Vec::new());
-    let acemux = acemux::start(TokioNet, listener, store, options)
-        .await
-        .expect("start");
+    })
+    .await;
     wait_health(&acemux, &first, "ok").await;
     let client = viewer_client();
     let url = format!("http://{}/ace/getstream?id=slow", acemux.local_addr());

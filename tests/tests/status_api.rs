@@ -4,38 +4,18 @@
 //! when, bytes, rate; TS viewers and HLS players; the API key required), and each
 //! webhook's delivery state at `/webhooks`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use acemux::webhook::WebhookTarget;
 use acemux::ServeOptions;
 use acemux_tests::proxy::{patient_proxy, ProxyRig};
-use acemux_tests::raw::{connect, exchange};
+use acemux_tests::raw::{exchange, ts_viewer};
 use acemux_tests::webhook_receiver::SwitchableReceiver;
 use acemux_tests::{eventually, Client};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
 
 const KEY: &str = "operator-key";
-
-/// A TS viewer on a raw connection with `agent` as its user agent, reading until
-/// dropped.
-async fn ts_viewer(addr: SocketAddr, id: &str, agent: &str) -> JoinHandle<()> {
-    let mut stream = connect(addr).await;
-    let request = format!(
-        "GET /ace/getstream?id={id} HTTP/1.1\r\nhost: acemux\r\nuser-agent: {agent}\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send request");
-    tokio::spawn(async move {
-        let mut buf = vec![0; 64 * 1024];
-        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-    })
-}
 
 async fn get(rig: &ProxyRig, path: &str, key: Option<&str>) -> (StatusCode, Value) {
     let headers: Vec<(&str, &str)> = key.map(|key| ("x-api-key", key)).into_iter().collect();

@@ -6,35 +6,16 @@
 //! is kept in `target/tmp/status_page/`. Without JavaScript the page reads the same:
 //! its HTML, fetched plainly, already holds the tables.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use acemux::ServeOptions;
 use acemux_tests::browser::{output_dir, require_browser_tools, run_driver};
 use acemux_tests::proxy::{patient_proxy, ProxyRig};
-use acemux_tests::raw::{connect, exchange};
+use acemux_tests::raw::{exchange, ts_viewer};
 use acemux_tests::{eventually, Client};
 use hyper::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
 
 const KEY: &str = "page-key";
-
-/// A TS viewer with user agent `agent`, reading until aborted or closed.
-async fn ts_viewer(addr: SocketAddr, id: &str, agent: &str) -> JoinHandle<()> {
-    let mut stream = connect(addr).await;
-    let request = format!(
-        "GET /ace/getstream?id={id} HTTP/1.1\r\nhost: acemux\r\nuser-agent: {agent}\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send request");
-    tokio::spawn(async move {
-        let mut buf = vec![0; 64 * 1024];
-        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-    })
-}
 
 async fn rig() -> ProxyRig {
     let options = ServeOptions {

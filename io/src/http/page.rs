@@ -16,7 +16,6 @@ use serde_json::Value;
 
 use super::events::authorize;
 use super::{views, AppState};
-use crate::metrics::WebhookLabels;
 use crate::store::EventQuery;
 
 /// Recent lifecycle events shown.
@@ -376,19 +375,9 @@ pub async fn status_page(State(app): State<AppState>, headers: HeaderMap, uri: U
     if !authorized {
         out.push_str("<p class=\"locked\">Webhook state needs the API key.</p>");
     } else {
-        let rows: Vec<Vec<String>> = app
-            .webhooks
-            .states()
+        let rows: Vec<Vec<String>> = super::status::webhook_rows(&app)
             .iter()
-            .map(|(url, state)| {
-                let pending = app
-                    .metrics
-                    .webhook_pending
-                    .get_or_create(&WebhookLabels {
-                        webhook: url.clone(),
-                    })
-                    .get();
-                let hook = views::webhook(url, pending, state);
+            .map(|hook| {
                 vec![
                     escape(&text(&hook["url"])),
                     escape(&text(&hook["pending"])),

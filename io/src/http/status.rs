@@ -86,16 +86,10 @@ pub async fn key_clients(
     })))
 }
 
-/// `GET /webhooks` → each configured webhook's delivery state: pending deliveries,
-/// delivered since start, the last delivery and the last failure.
-pub async fn webhooks(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&app, &headers, &uri)?;
-    let rows = app
-        .webhooks
+/// Each configured webhook's delivery state, as `/webhooks` and the status page show
+/// it.
+pub(super) fn webhook_rows(app: &AppState) -> Vec<Value> {
+    app.webhooks
         .states()
         .iter()
         .map(|(webhook, state)| {
@@ -108,6 +102,17 @@ pub async fn webhooks(
                 .get();
             views::webhook(webhook, pending, state)
         })
-        .collect();
+        .collect()
+}
+
+/// `GET /webhooks` → each configured webhook's delivery state: pending deliveries,
+/// delivered since start, the last delivery and the last failure.
+pub async fn webhooks(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&app, &headers, &uri)?;
+    let rows = webhook_rows(&app);
     Ok(Json(Value::Array(rows)))
 }

@@ -405,29 +405,13 @@ impl<N: Net> Proxy<N> {
         let snapshot = match key.format {
             StreamFormat::Ts => {
                 let format = ts::TsIo::new(mailbox.clone());
-                let task = pump::ChannelTask::new(
-                    self.clone(),
-                    id,
-                    key.clone(),
-                    stream_id_tx,
-                    status.clone(),
-                    format,
-                );
-                tokio::spawn(task.run(inbox));
+                self.run_channel(id, key, stream_id_tx, status.clone(), inbox, format);
                 None
             }
             StreamFormat::Hls => {
                 let (snapshot_tx, snapshot) = watch::channel(Arc::new(HlsSnapshot::default()));
                 let format = hls::HlsIo::new(id, snapshot_tx);
-                let task = pump::ChannelTask::new(
-                    self.clone(),
-                    id,
-                    key.clone(),
-                    stream_id_tx,
-                    status.clone(),
-                    format,
-                );
-                tokio::spawn(task.run(inbox));
+                self.run_channel(id, key, stream_id_tx, status.clone(), inbox, format);
                 Some(snapshot)
             }
         };
@@ -438,6 +422,20 @@ impl<N: Net> Proxy<N> {
             stream_id,
             status,
         }
+    }
+
+    /// Runs channel `id`'s task in `format`.
+    fn run_channel<F: pump::Format<N>>(
+        &self,
+        id: u64,
+        key: &ChannelKey,
+        stream_id: watch::Sender<Option<String>>,
+        status: Arc<viewers::ChannelStatus>,
+        inbox: mpsc::Receiver<ChannelMsg>,
+        format: F,
+    ) {
+        let task = pump::ChannelTask::new(self.clone(), id, key.clone(), stream_id, status, format);
+        tokio::spawn(task.run(inbox));
     }
 
     /// Takes channel `id` of `key` out of the directory as it ends, and hands the
