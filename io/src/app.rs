@@ -191,6 +191,16 @@ pub async fn start<N: Net>(
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
     let client = http_client(net.clone());
+    workers.push(tokio::spawn(crate::leftovers::end_leftovers(
+        lifecycle.clone(),
+        EngineClient::new(client.clone(), options.proxy.engine_request_timeout),
+        acemux_core::channel::EngineCallConfig {
+            request_timeout: options.proxy.engine_request_timeout,
+            ..Default::default()
+        },
+        metrics.clone(),
+        stopped.clone(),
+    )));
     let streams: Option<Arc<dyn Streams>> = if options.engines.is_empty()
         && options.engine_lists.is_empty()
     {

@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod engine;
 pub mod fd_limit;
 pub mod http;
+pub mod leftovers;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;

@@ -131,6 +131,14 @@ impl Acemux {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Kills the process at once (SIGKILL, as `kill -9` does): nothing is ended or
+    /// flushed beyond what was already committed.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running child");
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub async fn terminate(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running child");

@@ -26,6 +26,7 @@ mod dns;
 mod engine;
 mod health;
 mod hls;
+mod leftover;
 mod machine;
 mod pool;
 mod stats;
@@ -38,6 +39,7 @@ pub use discovery::{parse_engine_list, ListSource, ListedEngine, Observed, Sourc
 pub use dns::{is_name, DnsEngine};
 pub use health::{Health, HealthState};
 pub use hls::{FetchError, HlsChannel, HlsInput, HlsMedia, HlsMediaConfig, HlsOutput, WaitFailure};
+pub use leftover::{LeftoverInput, LeftoverStops};
 pub use machine::{
     Channel, ChannelConfig, EngineSession, Input as SessionInput, Output as SessionOutput,
     SessionError, StartFailure,

@@ -28,6 +28,9 @@ pub enum EndReason {
     NoPeers,
     /// The process is shutting down.
     Shutdown,
+    /// acemux stopped without ending it (killed, power lost) and found it still started
+    /// when it started again: no channel plays it any more.
+    Restarted,
     /// Nothing can reach the channel any more.
     Unreachable,
     /// A reason given by someone else, as written.
@@ -46,6 +49,7 @@ impl EndReason {
             EndReason::UpstreamLost => "upstream_lost",
             EndReason::NoPeers => "no_peers",
             EndReason::Shutdown => "shutdown",
+            EndReason::Restarted => "restarted",
             EndReason::Unreachable => "unreachable",
             EndReason::Other(text) => text,
         }
@@ -63,6 +67,7 @@ impl EndReason {
             "upstream_lost" => EndReason::UpstreamLost,
             "no_peers" => EndReason::NoPeers,
             "shutdown" => EndReason::Shutdown,
+            "restarted" => EndReason::Restarted,
             "unreachable" => EndReason::Unreachable,
             other => EndReason::Other(other.to_owned()),
         }
@@ -117,6 +122,7 @@ mod tests {
             EndReason::UpstreamLost,
             EndReason::NoPeers,
             EndReason::Shutdown,
+            EndReason::Restarted,
             EndReason::Unreachable,
         ] {
             assert_eq!(EndReason::from_text(reason.as_str()), reason);

@@ -1,0 +1,112 @@
+//! On start, what a previous run left: streams acemux itself proxied (label
+//! `source=acemux`) that are still `started` have no channel any more (the process
+//! that played them stopped without ending them: killed, power lost). Each is ended
+//! once, with reason `restarted`, and its engine session is stopped through its command
+//! URL, retried like every stop (the core's [`LeftoverStops`]), so it does not hold an
+//! engine slot for ever.
+
+use std::sync::Arc;
+
+use acemux_core::channel::{EngineCallConfig, LeftoverInput, LeftoverStops, Notice, Output};
+use acemux_core::lifecycle::{EndReason, StreamStatus};
+use acemux_core::machine::Machine;
+use tokio::sync::{mpsc, watch};
+
+use crate::engine::EngineClient;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::net::Net;
+
+/// The label acemux puts on the streams it proxies.
+const SOURCE_LABEL: (&str, &str) = ("source", "acemux");
+
+/// Ends the streams a previous run left started and stops their engine sessions;
+/// returns once every stop is confirmed or given up (or at shutdown).
+pub async fn end_leftovers<N: Net>(
+    lifecycle: Arc<Lifecycle>,
+    engines: EngineClient<N>,
+    config: EngineCallConfig,
+    metrics: Arc<Metrics>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let leftovers: Vec<_> = lifecycle
+        .streams(Some(StreamStatus::Started))
+        .into_iter()
+        .filter(|stream| {
+            stream.labels.get(SOURCE_LABEL.0).map(String::as_str) == Some(SOURCE_LABEL.1)
+        })
+        .collect();
+    if leftovers.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        streams = leftovers.len(),
+        "streams this proxy played before it stopped are still started: ending them (reason restarted) and stopping their engine sessions"
+    );
+    let clock = lifecycle.clock();
+    let mut stops = LeftoverStops::new(config);
+    for stream in &leftovers {
+        match lifecycle.end_stream(&stream.id, EndReason::Restarted).await {
+            Ok(_) => {
+                tracing::info!(stream = %stream.id, engine = %stream.engine, "ended a stream left from before the restart")
+            }
+            Err(error) => {
+                tracing::error!(stream = %stream.id, %error, "could not end a stream left from before the restart")
+            }
+        }
+        stops.handle_input(
+            clock.now(),
+            LeftoverInput::Stop {
+                engine: stream.engine.clone(),
+                command_url: stream.session.command_url.clone(),
+            },
+        );
+    }
+    let (answers, mut answered) = mpsc::unbounded_channel();
+    loop {
+        while let Some(output) = stops.poll_output() {
+            match output {
+                Output::StopSession {
+                    stop,
+                    attempt,
+                    engine,
+                    command_url,
+                } => {
+                    if attempt == 1 {
+                        metrics.engine_stops.inc();
+                    }
+                    tracing::info!(%engine, attempt, "stopping an engine session left from before the restart");
+                    let (engines, answers) = (engines.clone(), answers.clone());
+                    tokio::spawn(async move {
+                        let result = engines.stop(&command_url).await;
+                        let _ = answers.send(LeftoverInput::Answer { stop, result });
+                    });
+                }
+                Output::Notice(Notice::StopFailed {
+                    engine,
+                    attempt,
+                    error,
+                    retry_in,
+                }) => match retry_in {
+                    Some(retry_in) => {
+                        tracing::warn!(%engine, %error, attempt, ?retry_in, "engine did not confirm the stop of a leftover session")
+                    }
+                    None => {
+                        tracing::warn!(%engine, %error, attempt, "engine did not confirm the stop of a leftover session; giving up")
+                    }
+                },
+                other => tracing::debug!(?other, "leftover stops"),
+            }
+        }
+        if stops.is_done() {
+            tracing::info!("sessions left from before the restart are handled");
+            return;
+        }
+        tokio::select! {
+            biased;
+            _ = stopped.wait_for(|stopped| *stopped) => return,
+            Some(answer) = answered.recv() => stops.handle_input(clock.now(), answer),
+            () = clock.sleep_until_earliest([stops.poll_timeout()]) => stops.handle_timeout(clock.now()),
+        }
+    }
+}
