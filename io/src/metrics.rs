@@ -40,7 +40,8 @@ pub struct EngineListLabels {
 /// Labels naming a proxied channel.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
-    /// `content_id:<key>` or `infohash:<key>`.
+    /// `[hls:]<key type>:<key>[<player parameters>]`, e.g. `content_id:<id>`,
+    /// `hls:infohash:<hash>`, `content_id:<id>[file_indexes=1]`.
     pub channel: String,
 }
 
@@ -186,7 +187,9 @@ pub struct Metrics {
     pub channel_bytes_in: Family<ChannelLabels, Counter>,
     /// Bytes sent to viewers, per channel.
     pub channel_bytes_out: Family<ChannelLabels, Counter>,
-    /// Playback connections closed for silence or failure, per channel.
+    /// Playback connections acemux closed because the engine sent nothing for the
+    /// stall timeout, per channel (a playback that fails by itself counts as a
+    /// reconnect).
     pub channel_upstream_stalls: Family<ChannelLabels, Counter>,
     /// Playback reconnects after the stream had started, per channel.
     pub channel_reconnects: Family<ChannelLabels, Counter>,
@@ -353,7 +356,7 @@ impl Metrics {
         );
         registry.register(
             "channel_upstream_stalls",
-            "Playback connections closed for silence or failure",
+            "Playback connections closed because the engine sent nothing for the stall timeout",
             metrics.channel_upstream_stalls.clone(),
         );
         registry.register(
@@ -425,6 +428,34 @@ impl Metrics {
                 limit: limit.to_owned(),
             })
             .inc();
+    }
+
+    /// Removes every per-channel series of the channel `labels` names, as it ends:
+    /// per-channel series stay bounded by the channels running (`--max-channels`).
+    pub fn remove_channel(&self, labels: &ChannelLabels) {
+        for family in [
+            &self.channel_bytes_in,
+            &self.channel_bytes_out,
+            &self.channel_upstream_stalls,
+            &self.channel_reconnects,
+            &self.channel_stat_failures,
+            &self.channel_no_peers,
+            &self.ts_discarded_bytes,
+            &self.hls_playlist_errors,
+        ] {
+            family.remove(labels);
+        }
+        self.channel_viewers.remove(labels);
+        self.session_stats.remove(labels);
+        for reason in [
+            acemux_core::fanout::DropReason::FellBehind,
+            acemux_core::fanout::DropReason::Stalled,
+        ] {
+            self.viewer_drops.remove(&DropLabels {
+                channel: labels.channel.clone(),
+                reason: reason.as_str().to_owned(),
+            });
+        }
     }
 
     /// Counts a request or connection refused at the bound `limit` (a 503), and logs it

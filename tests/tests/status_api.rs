@@ -201,3 +201,38 @@ async fn channels_viewers_and_clients_show_who_watches_what() {
     kodi.abort();
     rig.shutdown().await;
 }
+
+#[tokio::test]
+async fn per_channel_series_go_when_the_channel_ends() {
+    let rig = ProxyRig::start_options(
+        vec![Default::default()],
+        ServeOptions {
+            proxy: patient_proxy(),
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    let addr = rig.acemux.local_addr();
+    let series = |rig: &ProxyRig| {
+        rig.acemux
+            .metrics()
+            .render()
+            .lines()
+            .filter(|line| line.contains("channel=\"content_id:gone\""))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let viewer = ts_viewer(addr, "gone", "VLC").await;
+    let counted = eventually(Duration::from_secs(10), || async {
+        series(&rig)
+            .iter()
+            .any(|line| line.starts_with("acemux_channel_bytes_in_total"))
+    })
+    .await;
+    assert!(counted, "{:?}", series(&rig));
+    viewer.abort();
+    // The idle grace passes, the channel ends, and its series with it.
+    let gone = eventually(Duration::from_secs(10), || async { series(&rig).is_empty() }).await;
+    assert!(gone, "left behind: {:?}", series(&rig));
+    rig.shutdown().await;
+}

@@ -21,6 +21,8 @@ pub(super) struct HlsIo {
     snapshot: watch::Sender<Arc<HlsSnapshot>>,
     waiters: BTreeMap<WaiterId, oneshot::Sender<WaitAnswer>>,
     next_waiter: u64,
+    /// The channel ended: its per-channel series are gone and stay gone.
+    ended: bool,
 }
 
 impl HlsIo {
@@ -30,6 +32,7 @@ impl HlsIo {
             snapshot,
             waiters: BTreeMap::new(),
             next_waiter: 1,
+            ended: false,
         }
     }
 }
@@ -70,6 +73,9 @@ impl<N: Net> Format<N> for HlsIo {
             result: Ok(bytes), ..
         } = input
         {
+            if self.ended {
+                return;
+            }
             env.proxy
                 .0
                 .metrics
@@ -154,5 +160,7 @@ impl<N: Net> Format<N> for HlsIo {
         }
     }
 
-    fn ended(&mut self) {}
+    fn ended(&mut self) {
+        self.ended = true;
+    }
 }

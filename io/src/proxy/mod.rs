@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::engine::{EngineClient, EngineParams, StreamFormat};
 use crate::lifecycle::{ApplyError, Lifecycle};
-use crate::metrics::Metrics;
+use crate::metrics::{ChannelLabels, Metrics};
 use crate::net::Net;
 use crate::server::ConnectionKill;
 
@@ -521,17 +521,18 @@ impl<N: Net> Proxy<N> {
         token: String,
         client: Client,
     ) -> Option<bytes::Bytes> {
-        let (mailbox, snapshot, status) = self
+        let (mailbox, snapshot, status, labels) = self
             .channels()
-            .values()
-            .find(|handle| handle.id == id)
-            .map(|handle| {
-            (
-                handle.mailbox.clone(),
-                handle.snapshot.clone(),
-                handle.status.clone(),
-            )
-        })?;
+            .iter()
+            .find(|(_, handle)| handle.id == id)
+            .map(|(key, handle)| {
+                (
+                    handle.mailbox.clone(),
+                    handle.snapshot.clone(),
+                    handle.status.clone(),
+                    ChannelLabels::new(key),
+                )
+            })?;
         let player = self.hls_player(&status, &token, client);
         let _ = mailbox.try_send(ChannelMsg::Seen { token });
         let snapshot = snapshot?;
@@ -541,6 +542,11 @@ impl<N: Net> Proxy<N> {
             player.sent(now, bytes.len() as u64);
         }
         status.bytes_out.add(now, bytes.len() as u64);
+        self.0
+            .metrics
+            .channel_bytes_out
+            .get_or_create(&labels)
+            .inc_by(bytes.len() as u64);
         Some(bytes)
     }
 

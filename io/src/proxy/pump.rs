@@ -233,7 +233,7 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     tracing::info!(channel = %self.env.key, %reason, "channel ended");
                     let shared = &self.env.proxy.0;
                     shared.metrics.channels.dec();
-                    shared.metrics.channel_viewers.remove(&self.env.labels);
+                    shared.metrics.remove_channel(&self.env.labels);
                 }
                 Output::PickEngine { exclude } => {
                     let now = self.env.proxy.0.lifecycle.clock().now();

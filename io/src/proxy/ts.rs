@@ -27,6 +27,8 @@ pub(super) struct TsIo {
     mailbox: mpsc::Sender<ChannelMsg>,
     viewers: BTreeMap<ViewerId, ViewerSlot>,
     playbacks: BTreeMap<PlaybackId, AbortHandle>,
+    /// The channel ended: its per-channel series are gone and stay gone.
+    ended: bool,
 }
 
 impl TsIo {
@@ -35,6 +37,7 @@ impl TsIo {
             mailbox,
             viewers: BTreeMap::new(),
             playbacks: BTreeMap::new(),
+            ended: false,
         }
     }
 
@@ -88,7 +91,7 @@ impl<N: Net> Format<N> for TsIo {
 
     fn completed(&mut self, env: &Env<N, TsInput>, input: &TsInput) {
         match input {
-            TsInput::PlaybackData(_, bytes) => {
+            TsInput::PlaybackData(_, bytes) if !self.ended => {
                 env.proxy
                     .0
                     .metrics
@@ -188,6 +191,7 @@ impl<N: Net> Format<N> for TsIo {
     }
 
     fn ended(&mut self) {
+        self.ended = true;
         for (_, reader) in std::mem::take(&mut self.playbacks) {
             reader.abort();
         }

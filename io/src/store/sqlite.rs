@@ -99,7 +99,10 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (or creates) the database at `path` (`:memory:` for a throw-away one) and
     /// starts its writer thread. `webhooks` are the delivery targets of new events.
-    #[expect(clippy::disallowed_methods, reason = "start-up: the database is opened before anything is served")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "start-up: the database is opened before anything is served"
+    )]
     pub fn open(path: &Path, webhooks: Vec<String>) -> Result<Arc<Self>, StoreError> {
         let connection = open_connection(path)?;
         let last_seq: u64 = connection
@@ -236,7 +239,10 @@ fn db(error: rusqlite::Error) -> StoreError {
     StoreError::Database(error.to_string())
 }
 
-#[expect(clippy::disallowed_methods, reason = "start-up: the database is opened before anything is served")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "start-up: the database is opened before anything is served"
+)]
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let connection = Connection::open(path).map_err(db)?;
     // WAL keeps readers off the writer's back; FULL sync makes a commit survive power loss,
@@ -271,7 +277,10 @@ struct Writer {
 /// An answer to send once the batch's transaction has committed.
 type Deferred = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-#[expect(clippy::disallowed_methods, reason = "on the store's writer thread, the one place SQLite runs")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "on the store's writer thread, the one place SQLite runs"
+)]
 impl Writer {
     fn run(mut self, receiver: mpsc::Receiver<Command>) {
         while let Ok(first) = receiver.recv() {
@@ -409,7 +418,10 @@ fn seq_param(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence {seq} out of range")))
 }
 
-#[expect(clippy::disallowed_methods, reason = "on the store's writer thread, the one place SQLite runs")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "on the store's writer thread, the one place SQLite runs"
+)]
 fn append_events(
     transaction: &mut rusqlite::Transaction<'_>,
     webhooks: &[String],
@@ -461,7 +473,10 @@ fn append_events(
     savepoint.commit().map_err(db)
 }
 
-#[expect(clippy::disallowed_methods, reason = "on the store's writer thread, the one place SQLite runs")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "on the store's writer thread, the one place SQLite runs"
+)]
 fn finish_delivery(
     transaction: &rusqlite::Transaction<'_>,
     webhook: &str,
@@ -484,7 +499,10 @@ fn finish_delivery(
     .map_err(db)
 }
 
-#[expect(clippy::disallowed_methods, reason = "on the store's writer thread, the one place SQLite runs")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "on the store's writer thread, the one place SQLite runs"
+)]
 fn give_up_oldest(
     transaction: &rusqlite::Transaction<'_>,
     webhook: &str,
@@ -521,7 +539,10 @@ fn give_up_oldest(
     }))
 }
 
-#[expect(clippy::disallowed_methods, reason = "on the store's writer thread, the one place SQLite runs")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "on the store's writer thread, the one place SQLite runs"
+)]
 fn restore(
     transaction: &rusqlite::Transaction<'_>,
     max_ended: usize,
@@ -594,7 +615,10 @@ fn collect_events(
     Ok(events)
 }
 
-#[expect(clippy::disallowed_methods, reason = "on the store's writer thread, the one place SQLite runs")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "on the store's writer thread, the one place SQLite runs"
+)]
 fn query_events(
     transaction: &rusqlite::Transaction<'_>,
     query: &EventQuery,
@@ -619,7 +643,10 @@ fn query_events(
     }
 }
 
-#[expect(clippy::disallowed_methods, reason = "on the store's writer thread, the one place SQLite runs")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "on the store's writer thread, the one place SQLite runs"
+)]
 fn pending(
     transaction: &rusqlite::Transaction<'_>,
     webhook: &str,
@@ -635,7 +662,10 @@ fn pending(
     collect_events(&mut statement, params![webhook, limit])
 }
 
-#[expect(clippy::disallowed_methods, reason = "on the store's writer thread, the one place SQLite runs")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "on the store's writer thread, the one place SQLite runs"
+)]
 fn pending_count(
     transaction: &rusqlite::Transaction<'_>,
     webhook: &str,
