@@ -232,7 +232,10 @@ async fn per_channel_series_go_when_the_channel_ends() {
     assert!(counted, "{:?}", series(&rig));
     viewer.abort();
     // The idle grace passes, the channel ends, and its series with it.
-    let gone = eventually(Duration::from_secs(10), || async { series(&rig).is_empty() }).await;
+    let gone = eventually(Duration::from_secs(10), || async {
+        series(&rig).is_empty()
+    })
+    .await;
     assert!(gone, "left behind: {:?}", series(&rig));
     rig.shutdown().await;
 }

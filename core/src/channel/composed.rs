@@ -24,8 +24,12 @@ pub enum MediaCommand {
         /// The playback URL (for HLS, the playlist).
         url: String,
     },
-    /// Upstream went silent: close the media connection (a reopen follows).
-    ClosePlayback,
+    /// Close the media connection (a reopen follows, or the channel ends).
+    ClosePlayback {
+        /// Because upstream went silent (not because the session is being replaced
+        /// for another reason, or the channel ends).
+        stalled: bool,
+    },
     /// The channel could not start: tell whoever waits.
     StartFailed(StartFailure),
     /// The channel is over: close every viewer, stop every timer.
@@ -98,6 +102,9 @@ pub struct ComposedChannel<P: Media> {
     channel: Channel,
     calls: EngineCalls,
     stats: StatsWatch,
+    /// The session is being replaced for no progress: the playback it closes did not
+    /// stall.
+    replacing: bool,
     media: P,
     outputs: VecDeque<Output<P::Output>>,
     ended: bool,
@@ -109,6 +116,7 @@ impl<P: Media> ComposedChannel<P> {
         let mut machine = ComposedChannel {
             channel: Channel::new(now, channel),
             stats: StatsWatch::new(calls.stats),
+            replacing: false,
             calls: EngineCalls::new(calls),
             media,
             outputs: VecDeque::new(),
@@ -242,6 +250,7 @@ impl<P: Media> ComposedChannel<P> {
                     engine,
                     for_at_least,
                 }));
+                self.replacing = true;
                 self.channel
                     .handle_input(now, SessionInput::Replace(EndReason::NoPeers));
             }
@@ -279,6 +288,8 @@ impl<P: Media> ComposedChannel<P> {
             };
             self.media.settled(now, &mut cx);
             if !self.route(now) {
+                // A replacement that closed no playback leaves nothing to mark.
+                self.replacing = false;
                 return;
             }
         }
@@ -319,7 +330,9 @@ impl<P: Media> ComposedChannel<P> {
                     continue;
                 }
                 ChannelOutput::OpenPlayback { url } => MediaCommand::OpenPlayback { url },
-                ChannelOutput::ClosePlayback => MediaCommand::ClosePlayback,
+                ChannelOutput::ClosePlayback => MediaCommand::ClosePlayback {
+                    stalled: !std::mem::take(&mut self.replacing) && !self.channel.is_ended(),
+                },
                 ChannelOutput::StartFailed(failure) => {
                     self.outputs
                         .push_back(Output::Notice(Notice::StartFailed(failure.clone())));

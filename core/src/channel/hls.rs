@@ -393,10 +393,10 @@ impl Media for HlsMedia {
                 // Polling is the playback: it is open as soon as it starts.
                 cx.feed(now, ChannelInput::PlaybackOpened);
             }
-            MediaCommand::ClosePlayback => {
+            MediaCommand::ClosePlayback { stalled } => {
                 // The playlist stopped advancing: keep polling it (with the fetch loop's
                 // own backoff) until the channel gives up on the session and opens another.
-                if !cx.channel().is_ended() {
+                if stalled {
                     cx.notice(Notice::UpstreamStalled);
                 }
             }

@@ -284,8 +284,8 @@ impl Media for TsMedia {
                 self.playback = Some(playback);
                 cx.emit(TsOutput::OpenPlayback { playback, url });
             }
-            MediaCommand::ClosePlayback => {
-                if !cx.channel().is_ended() {
+            MediaCommand::ClosePlayback { stalled } => {
+                if stalled {
                     cx.notice(Notice::UpstreamStalled);
                 }
                 self.close_playback(cx);

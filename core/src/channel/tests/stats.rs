@@ -135,6 +135,10 @@ fn no_peers_and_no_progress_for_the_bound_replaces_the_session_and_viewers_stay(
         1,
         "the session is stopped: {outputs:?}"
     );
+    assert!(
+        !outputs.contains(&Output::Notice(Notice::UpstreamStalled)),
+        "a replacement is not a stall: {outputs:?}"
+    );
     assert!(outputs.contains(&Output::PickEngine {
         exclude: vec![engine(1)]
     }));
