@@ -3,6 +3,11 @@
 //! is documented, with its type and labels, and neither names a metric that does not
 //! exist.
 
+#![expect(
+    clippy::disallowed_methods,
+    reason = "a test, outside the server: it reads the documents from disk"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
