@@ -7,44 +7,12 @@ use acemux::cli::{LogFormat, ServeArgs};
 use acemux::clock::unix_micros_now;
 use acemux::net::{Net, TokioNet};
 use acemux::store::{EventStore, SqliteStore};
+use acemux_cmd::{Cli, Command};
 use acemux_testkit::cli::{DemoArgs, EmulateEngineArgs, RelayArgs};
 use acemux_testkit::demo::Demo;
 use acemux_testkit::emulator::{faults_from_flags, Emulator, EmulatorConfig, MediaLoop};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use tracing_subscriber::EnvFilter;
-
-/// acemux: an AceStream stream proxy with exact stream lifecycle events.
-#[derive(Debug, Parser)]
-#[command(name = "acemux", version, about, propagate_version = true)]
-pub struct Cli {
-    /// Log format.
-    #[arg(long, global = true, env = "ACEMUX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
-
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `acemux=debug`.
-    #[arg(long, global = true, env = "ACEMUX_LOG", default_value = "info")]
-    pub log: String,
-
-    /// What to run.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-// Parsed once at start-up: the size of the largest variant does not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum Command {
-    /// Run the proxy and its event API.
-    Serve(ServeArgs),
-    /// Run an AceStream engine emulator (HTTP API + paced MPEG-TS) for demos and tests.
-    EmulateEngine(EmulateEngineArgs),
-    /// Run the proxy with a built-in engine emulator and print a URL to open in a player.
-    Demo(DemoArgs),
-    /// Run a TCP fault relay (latency, throttle, stalls, cuts, resets, refusals) in
-    /// front of an upstream, for testing acemux against a slow or failing network.
-    Relay(RelayArgs),
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
