@@ -1,8 +1,13 @@
-//! The `acemux` command line: the flags of every subcommand and the version line.
+//! The `acemux` command line: the flags of every subcommand, the version line, and
+//! the health check (`health`), which runs no server.
+
+pub mod health;
 
 use acemux::cli::{LogFormat, ServeArgs};
 use acemux_testkit::cli::{DemoArgs, EmulateEngineArgs, RelayArgs};
 use clap::{Parser, Subcommand};
+
+use crate::health::HealthArgs;
 
 /// The commit the binary was built from (12 hex digits), or `unknown` when it was built
 /// without git and without `ACEMUX_BUILD_COMMIT` (see `cmd/build.rs`).
@@ -47,4 +52,7 @@ pub enum Command {
     /// Run a TCP fault relay (latency, throttle, stalls, cuts, resets, refusals) in
     /// front of an upstream, for testing acemux against a slow or failing network.
     Relay(RelayArgs),
+    /// Check that a running `acemux serve` answers `/health`: exits 0 when it answers
+    /// 2xx in time, 1 otherwise (for container health checks and scripts).
+    Health(HealthArgs),
 }

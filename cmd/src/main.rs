@@ -16,21 +16,26 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every connection is a descriptor: the soft limit is raised before anything opens.
+    // What runs no server needs neither that nor logging.
+    let connections = match &cli.command {
+        Command::Serve(args) => args.max_connections,
+        Command::EmulateEngine(_) | Command::Demo(_) | Command::Relay(_) => {
+            acemux::server::ServerLimits::default().max_connections
+        }
+        Command::Health(args) => return acemux_cmd::health::run(args),
+    };
     if let Err(error) = init_logging(cli.log_format, &cli.log) {
         eprintln!("acemux: invalid --log filter: {error}");
         return ExitCode::from(2);
     }
-    // Every connection is a descriptor: raise the soft limit before anything opens.
-    let connections = match &cli.command {
-        Command::Serve(args) => args.max_connections,
-        _ => acemux::server::ServerLimits::default().max_connections,
-    };
     acemux::fd_limit::raise().log(connections);
     match cli.command {
         Command::Serve(args) => run(args),
         Command::EmulateEngine(args) => run_emulator(args),
         Command::Demo(args) => run_demo(args),
         Command::Relay(args) => run_relay(args),
+        Command::Health(_) => unreachable!("answered above"),
     }
 }
 
