@@ -1,6 +1,8 @@
-//! The `acemux` command line: the flags of every subcommand, the version line, and
-//! the health check (`health`), which runs no server.
+//! The `acemux` command line: the flags of every subcommand (one definition for
+//! `--help`, the binary and `docs/config.md`), the version line, and the subcommands
+//! that run no server (`health`, `config-docs`).
 
+pub mod config_docs;
 pub mod health;
 
 use acemux::cli::{LogFormat, ServeArgs};
@@ -55,4 +57,23 @@ pub enum Command {
     /// Check that a running `acemux serve` answers `/health`: exits 0 when it answers
     /// 2xx in time, 1 otherwise (for container health checks and scripts).
     Health(HealthArgs),
+    /// Print the configuration reference (`docs/config.md`) generated from these flags.
+    #[command(hide = true)]
+    ConfigDocs,
+}
+
+/// Every environment variable the `acemux` binary reads for its flags (global options
+/// and every subcommand's), sorted, each once.
+pub fn variables() -> Vec<String> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let mut names: Vec<String> = std::iter::once(&command)
+        .chain(command.get_subcommands())
+        .flat_map(|command| command.get_arguments())
+        .filter_map(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }

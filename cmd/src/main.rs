@@ -24,6 +24,10 @@ fn main() -> ExitCode {
             acemux::server::ServerLimits::default().max_connections
         }
         Command::Health(args) => return acemux_cmd::health::run(args),
+        Command::ConfigDocs => {
+            print!("{}", acemux_cmd::config_docs::reference());
+            return ExitCode::SUCCESS;
+        }
     };
     if let Err(error) = init_logging(cli.log_format, &cli.log) {
         eprintln!("acemux: invalid --log filter: {error}");
@@ -35,7 +39,7 @@ fn main() -> ExitCode {
         Command::EmulateEngine(args) => run_emulator(args),
         Command::Demo(args) => run_demo(args),
         Command::Relay(args) => run_relay(args),
-        Command::Health(_) => unreachable!("answered above"),
+        Command::Health(_) | Command::ConfigDocs => unreachable!("answered above"),
     }
 }
 
