@@ -7,62 +7,39 @@ use acemux::cli::{LogFormat, ServeArgs};
 use acemux::clock::unix_micros_now;
 use acemux::net::{Net, TokioNet};
 use acemux::store::{EventStore, SqliteStore};
+use acemux_cmd::{Cli, Command};
 use acemux_testkit::cli::{DemoArgs, EmulateEngineArgs, RelayArgs};
 use acemux_testkit::demo::Demo;
 use acemux_testkit::emulator::{faults_from_flags, Emulator, EmulatorConfig, MediaLoop};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use tracing_subscriber::EnvFilter;
-
-/// acemux: an AceStream stream proxy with exact stream lifecycle events.
-#[derive(Debug, Parser)]
-#[command(name = "acemux", version, about, propagate_version = true)]
-pub struct Cli {
-    /// Log format.
-    #[arg(long, global = true, env = "ACEMUX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
-
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `acemux=debug`.
-    #[arg(long, global = true, env = "ACEMUX_LOG", default_value = "info")]
-    pub log: String,
-
-    /// What to run.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-// Parsed once at start-up: the size of the largest variant does not matter.
-#[allow(clippy::large_enum_variant)]
-pub enum Command {
-    /// Run the proxy and its event API.
-    Serve(ServeArgs),
-    /// Run an AceStream engine emulator (HTTP API + paced MPEG-TS) for demos and tests.
-    EmulateEngine(EmulateEngineArgs),
-    /// Run the proxy with a built-in engine emulator and print a URL to open in a player.
-    Demo(DemoArgs),
-    /// Run a TCP fault relay (latency, throttle, stalls, cuts, resets, refusals) in
-    /// front of an upstream, for testing acemux against a slow or failing network.
-    Relay(RelayArgs),
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every connection is a descriptor: the soft limit is raised before anything opens.
+    // What runs no server needs neither that nor logging.
+    let connections = match &cli.command {
+        Command::Serve(args) => args.max_connections,
+        Command::EmulateEngine(_) | Command::Demo(_) | Command::Relay(_) => {
+            acemux::server::ServerLimits::default().max_connections
+        }
+        Command::Health(args) => return acemux_cmd::health::run(args),
+        Command::ConfigDocs => {
+            print!("{}", acemux_cmd::config_docs::reference());
+            return ExitCode::SUCCESS;
+        }
+    };
     if let Err(error) = init_logging(cli.log_format, &cli.log) {
         eprintln!("acemux: invalid --log filter: {error}");
         return ExitCode::from(2);
     }
-    // Every connection is a descriptor: raise the soft limit before anything opens.
-    let connections = match &cli.command {
-        Command::Serve(args) => args.max_connections,
-        _ => acemux::server::ServerLimits::default().max_connections,
-    };
     acemux::fd_limit::raise().log(connections);
     match cli.command {
         Command::Serve(args) => run(args),
         Command::EmulateEngine(args) => run_emulator(args),
         Command::Demo(args) => run_demo(args),
         Command::Relay(args) => run_relay(args),
+        Command::Health(_) | Command::ConfigDocs => unreachable!("answered above"),
     }
 }
 

@@ -1,5 +1,7 @@
 //! Command-line configuration. Every flag has an `ACEMUX_*` environment variable;
-//! `acemux --help` and `acemux serve --help` are the configuration reference.
+//! `acemux --help`, `acemux serve --help` and `docs/config.md` (generated from these
+//! definitions: `UPDATE_DOCS=1 cargo test -p acemux-cmd --test config_docs`) are the
+//! configuration reference.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
