@@ -594,3 +594,61 @@ async fn deleting_an_event_registered_stream_stops_it_on_an_engine_acemux_uses()
     assert_eq!(again["engine_stop"]["done"], "not_sent");
     rig.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_low_bitrate_stream_is_served_to_every_viewer_never_an_empty_answer() {
+    // 250 kbit/s, far below the ~0.85 Mbit/s under which the system acemux replaces
+    // answered every client an empty 200.
+    let mut engine = EmulatorConfig::default();
+    engine.faults.insert(
+        "radio".into(),
+        Faults {
+            bitrate_bps: Some(250_000),
+            ..Faults::default()
+        },
+    );
+    let rig = ProxyRig::start_with(engine, acemux_tests::proxy::patient_proxy()).await;
+    let client = viewer_client();
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = open(&client, &rig.stream_url("radio")).await;
+        assert_eq!(status, StatusCode::OK);
+        bodies.push(body);
+    }
+    for body in &mut bodies {
+        // Two seconds at 250 kbit/s is about 62 KB; half of it must arrive.
+        let (bytes, ended) = read_for(body, Duration::from_secs(2)).await;
+        assert!(!ended, "the stream goes on");
+        let media = without_nulls(&bytes);
+        assert!(media.len() >= 30_000, "{} media bytes in 2 s", media.len());
+    }
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn joiners_of_a_running_channel_need_no_free_engine_slot() {
+    // The only engine takes one session: channel "one" holds it.
+    let proxy = ProxyConfig {
+        max_streams_per_engine: 1,
+        ..acemux_tests::proxy::patient_proxy()
+    };
+    let rig = ProxyRig::start(proxy).await;
+    let client = viewer_client();
+    let (status, mut first) = open(&client, &rig.stream_url("one")).await;
+    assert_eq!(status, StatusCode::OK);
+    read_at_least(&mut first, 188 * 50, Duration::from_secs(5)).await;
+    // Every engine is at its cap, yet a joiner of the running channel is served…
+    let (status, mut joiner) = open(&client, &rig.stream_url("one")).await;
+    assert_eq!(status, StatusCode::OK, "a joiner shares the running session");
+    let bytes = read_at_least(&mut joiner, 188 * 50, Duration::from_secs(5)).await;
+    assert!(bytes.len() >= 188 * 50);
+    // …while a new channel gets the clear error.
+    let (status, body) = Client::new()
+        .get(&rig.stream_url("two"))
+        .await
+        .expect("answered");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "no_engine_available");
+    assert_eq!(rig.emulator().stats().contents["one"].sessions_started, 1);
+    rig.shutdown().await;
+}
