@@ -6,6 +6,7 @@ use std::sync::Arc;
 use acemux::cli::{LogFormat, ServeArgs};
 use acemux::clock::unix_micros_now;
 use acemux::net::{Net, TokioNet};
+use acemux::playlists::{run_rewrite, M3uArgs, M3uCommand};
 use acemux::store::{EventStore, SqliteStore};
 use acemux_testkit::cli::{DemoArgs, EmulateEngineArgs, RelayArgs};
 use acemux_testkit::demo::Demo;
@@ -44,6 +45,9 @@ pub enum Command {
     /// Run a TCP fault relay (latency, throttle, stalls, cuts, resets, refusals) in
     /// front of an upstream, for testing acemux against a slow or failing network.
     Relay(RelayArgs),
+    /// M3U playlists for media servers (`m3u rewrite`: point an AceStream playlist at
+    /// acemux).
+    M3u(M3uArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,15 +58,42 @@ fn main() -> ExitCode {
     }
     // Every connection is a descriptor: raise the soft limit before anything opens.
     let connections = match &cli.command {
-        Command::Serve(args) => args.max_connections,
-        _ => acemux::server::ServerLimits::default().max_connections,
+        Command::Serve(args) => Some(args.max_connections),
+        // A filter of stdin to stdout: no connections.
+        Command::M3u(_) => None,
+        _ => Some(acemux::server::ServerLimits::default().max_connections),
     };
-    acemux::fd_limit::raise().log(connections);
+    if let Some(connections) = connections {
+        acemux::fd_limit::raise().log(connections);
+    }
     match cli.command {
         Command::Serve(args) => run(args),
         Command::EmulateEngine(args) => run_emulator(args),
         Command::Demo(args) => run_demo(args),
         Command::Relay(args) => run_relay(args),
+        Command::M3u(args) => run_m3u(args),
+    }
+}
+
+fn run_m3u(args: M3uArgs) -> ExitCode {
+    match args.command {
+        M3uCommand::Rewrite(args) => {
+            match run_rewrite(&args, std::io::stdin().lock(), std::io::stdout().lock()) {
+                Ok(summary) => {
+                    tracing::info!(
+                        lines = summary.lines,
+                        rewritten = summary.rewritten,
+                        base = %args.base,
+                        "playlist rewritten"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    tracing::error!("{message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;
+pub mod playlists;
 pub mod proxy;
 pub mod refusals;
 pub mod server;
