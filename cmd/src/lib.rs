@@ -6,6 +6,7 @@ pub mod config_docs;
 pub mod health;
 
 use acemux::cli::{LogFormat, ServeArgs};
+use acemux::playlists::M3uArgs;
 use acemux_testkit::cli::{DemoArgs, EmulateEngineArgs, RelayArgs};
 use clap::{Parser, Subcommand};
 
@@ -54,6 +55,9 @@ pub enum Command {
     /// Run a TCP fault relay (latency, throttle, stalls, cuts, resets, refusals) in
     /// front of an upstream, for testing acemux against a slow or failing network.
     Relay(RelayArgs),
+    /// M3U playlists for media servers (`m3u rewrite`: point an AceStream playlist at
+    /// acemux).
+    M3u(M3uArgs),
     /// Check that a running `acemux serve` answers `/health`: exits 0 when it answers
     /// 2xx in time, 1 otherwise (for container health checks and scripts).
     Health(HealthArgs),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use acemux::cli::{LogFormat, ServeArgs};
 use acemux::clock::unix_micros_now;
 use acemux::net::{Net, TokioNet};
+use acemux::playlists::{run_rewrite, M3uArgs, M3uCommand};
 use acemux::store::{EventStore, SqliteStore};
 use acemux_cmd::{Cli, Command};
 use acemux_testkit::cli::{DemoArgs, EmulateEngineArgs, RelayArgs};
@@ -24,6 +25,14 @@ fn main() -> ExitCode {
             acemux::server::ServerLimits::default().max_connections
         }
         Command::Health(args) => return acemux_cmd::health::run(args),
+        // A filter of stdin to stdout: no connections, logging only.
+        Command::M3u(args) => {
+            if let Err(error) = init_logging(cli.log_format, &cli.log) {
+                eprintln!("acemux: invalid --log filter: {error}");
+                return ExitCode::from(2);
+            }
+            return run_m3u(args);
+        }
         Command::ConfigDocs => {
             print!("{}", acemux_cmd::config_docs::reference());
             return ExitCode::SUCCESS;
@@ -39,7 +48,31 @@ fn main() -> ExitCode {
         Command::EmulateEngine(args) => run_emulator(args),
         Command::Demo(args) => run_demo(args),
         Command::Relay(args) => run_relay(args),
-        Command::Health(_) | Command::ConfigDocs => unreachable!("answered above"),
+        Command::Health(_) | Command::ConfigDocs | Command::M3u(_) => {
+            unreachable!("answered above")
+        }
+    }
+}
+
+fn run_m3u(args: &M3uArgs) -> ExitCode {
+    match &args.command {
+        M3uCommand::Rewrite(args) => {
+            match run_rewrite(args, std::io::stdin().lock(), std::io::stdout().lock()) {
+                Ok(summary) => {
+                    tracing::info!(
+                        lines = summary.lines,
+                        rewritten = summary.rewritten,
+                        base = %args.base,
+                        "playlist rewritten"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    tracing::error!("{message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

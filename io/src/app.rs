@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use acemux_core::channel_list::BaseUrl;
 use acemux_core::lifecycle::{EngineAddr, Registry, RegistryConfig};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -12,10 +13,11 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::engine::EngineClient;
-use crate::http::{router, AppState, DirectStreams, PlayerRules, StreamMode};
+use crate::http::{router, AppInner, AppState, DirectStreams, PlayerRules, StreamMode};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::net::{http_client, Net, NetListener};
+use crate::playlists::Playlists;
 use crate::proxy::{Proxy, ProxyConfig, Streams};
 use crate::server::{serve, ServerLimits};
 use crate::store::{EventStore, StoreError};
@@ -28,6 +30,11 @@ pub struct ServeOptions {
     pub api_key: Option<String>,
     /// The rules of the player routes (cross-origin answers, sources, stream mode).
     pub player: PlayerRules,
+    /// acemux's address as players reach it (`--public-url`), for the URLs it hands
+    /// out; `None`: each request's `Host`.
+    pub public_url: Option<BaseUrl>,
+    /// The channel list and the bound of the playlist routes.
+    pub playlists: Playlists,
     /// Webhook receivers.
     pub webhooks: Vec<WebhookTarget>,
     /// How webhooks are delivered.
@@ -64,6 +71,8 @@ impl Default for ServeOptions {
         ServeOptions {
             api_key: None,
             player: PlayerRules::default(),
+            public_url: None,
+            playlists: Playlists::default(),
             webhooks: Vec::new(),
             delivery: DeliveryPolicy {
                 format: WebhookFormat::OrchestratorPy,
@@ -276,17 +285,29 @@ pub async fn start<N: Net>(
             async move { lifecycle.run_timers(stopped).await },
         ));
     }
+    if let Some(channels) = &options.playlists.channels {
+        tracing::info!(
+            channels = channels.len(),
+            public_url = options.public_url.as_ref().map(|url| url.as_str()),
+            "serving the channel list at /playlist.m3u"
+        );
+        if channels.is_empty() {
+            tracing::warn!("the --channels list holds no channels: /playlist.m3u lists none");
+        }
+    }
     // In HLS stream mode `/ace/getstream` is a redirect, answered by the router.
     let ts_viewers = streams.is_some() && options.player.stream_mode == StreamMode::Ts;
-    let state = AppState::new(
+    let state = AppState::new(AppInner {
         lifecycle,
-        store.clone(),
-        metrics.clone(),
-        options.api_key,
-        options.player,
-        streams.clone(),
-        webhook_board,
-    );
+        store: store.clone(),
+        metrics: metrics.clone(),
+        api_key: options.api_key,
+        player: options.player,
+        streams: streams.clone(),
+        public_url: options.public_url,
+        playlists: options.playlists,
+        webhooks: webhook_board,
+    });
     let direct = ts_viewers
         .then(|| DirectStreams::new(state.clone(), options.proxy.fanout.viewer_stall_timeout));
     let app = router(state, options.max_body_bytes, options.body_read_timeout);

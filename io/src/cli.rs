@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use acemux_core::channel::{ChannelConfig, StatsConfig};
+use acemux_core::channel_list::BaseUrl;
 use acemux_core::fanout::FanoutConfig;
 use acemux_core::hls::HlsConfig;
 use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
@@ -15,6 +16,7 @@ use clap::{Args, ValueEnum};
 
 use crate::app::ServeOptions;
 use crate::http::{CorsPolicy, PlayerRules, StreamMode};
+use crate::playlists::{base_url, load_channels, Playlists, DEFAULT_MAX_PLAYLIST_BYTES};
 use crate::proxy::ProxyConfig;
 use crate::server::ServerLimits;
 use crate::webhook::{DeliveryPolicy, WebhookFormat, WebhookTarget};
@@ -50,7 +52,7 @@ pub struct ServeArgs {
     pub api_key: Option<String>,
 
     /// Origins whose web pages may play the player routes (getstream, HLS manifest and
-    /// segments): `*` for any, `off` for no cross-origin headers, else origins
+    /// segments) and read `/playlist.m3u`: `*` for any, `off` for no cross-origin headers, else origins
     /// (`https://host[:port]`; repeatable, or comma-separated).
     #[arg(
         long,
@@ -70,6 +72,25 @@ pub struct ServeArgs {
     /// the same channel's HLS playlist, as the orchestrator's HLS mode).
     #[arg(long, env = "ACEMUX_STREAM_MODE", value_enum, default_value_t = StreamMode::Ts)]
     pub stream_mode: StreamMode,
+
+    /// acemux's address as players and media servers reach it
+    /// (`http(s)://host[:port][/prefix]`, no query), for every URL acemux hands out
+    /// (`/playlist.m3u`, `/playlist/rewrite`). Without it, each request's `Host`.
+    #[arg(long, env = "ACEMUX_PUBLIC_URL", value_parser = base_url)]
+    pub public_url: Option<BaseUrl>,
+
+    /// A channel list, served as `GET /playlist.m3u` with acemux's URLs: an M3U file
+    /// (`.m3u`, `.m3u8`: `#EXTINF` lines and `acestream://` or engine URLs) or a TOML one
+    /// (`.toml`: `[[channel]]` tables of `name`, `id` or `infohash`, `group`, `logo`,
+    /// `tvg_id`). Read at start; a malformed one stops acemux, naming the line. At most
+    /// 10,000 channels.
+    #[arg(long, env = "ACEMUX_CHANNELS")]
+    pub channels: Option<PathBuf>,
+
+    /// Largest playlist read, in bytes: the `--channels` file, a `POST
+    /// /playlist/rewrite` body (413 beyond).
+    #[arg(long, env = "ACEMUX_MAX_PLAYLIST_BYTES", default_value_t = DEFAULT_MAX_PLAYLIST_BYTES)]
+    pub max_playlist_bytes: usize,
 
     /// SQLite database of the event log (`:memory:` for a throw-away one).
     #[arg(long, env = "ACEMUX_DB", default_value = "acemux.db")]
@@ -364,12 +385,22 @@ impl ServeArgs {
             .map(|url| WebhookTarget::parse(url.trim()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| error.to_string())?;
+        let channels = self
+            .channels
+            .as_deref()
+            .map(|path| load_channels(path, self.max_playlist_bytes))
+            .transpose()?;
         Ok(ServeOptions {
             api_key: self.api_key.clone().filter(|key| !key.is_empty()),
             player: PlayerRules {
                 cors: CorsPolicy::parse(&self.cors_origin)?,
                 allow_url_sources: self.allow_url_sources,
                 stream_mode: self.stream_mode,
+            },
+            public_url: self.public_url.clone(),
+            playlists: Playlists {
+                channels: channels.map(std::sync::Arc::new),
+                max_bytes: self.max_playlist_bytes,
             },
             webhooks,
             delivery: DeliveryPolicy {
@@ -489,6 +520,65 @@ mod tests {
                 no_peers_timeout: Some(Duration::from_secs(30)),
             }
         );
+    }
+
+    #[test]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a test writes its channel files to disk"
+    )]
+    fn playlist_flags_reach_the_options_and_a_bad_channel_file_stops_with_its_line() {
+        let options = |args: &[&str]| serve_args(args).options(0, 1);
+        let plain = options(&[]).expect("valid");
+        assert_eq!(plain.public_url, None);
+        assert!(plain.playlists.channels.is_none());
+        assert_eq!(plain.playlists.max_bytes, 4 << 20);
+        assert!(parse(&["--public-url", "ftp://x"]).is_err());
+        assert!(parse(&["--public-url", "http://tv.example/?a=1"]).is_err());
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let good = dir.path().join("list.m3u");
+        std::fs::write(
+            &good,
+            "#EXTM3U\n#EXTINF:-1 group-title=\"G\",One\nacestream://0123456789abcdef0123456789abcdef01234567\n",
+        )
+        .expect("write");
+        let path = good.to_str().expect("utf-8 path");
+        let options = options(&[
+            "--channels",
+            path,
+            "--public-url",
+            "https://tv.example/acemux/",
+            "--max-playlist-bytes",
+            "1000",
+        ])
+        .expect("valid");
+        assert_eq!(
+            options.public_url.map(|url| url.to_string()),
+            Some("https://tv.example/acemux".to_owned())
+        );
+        assert_eq!(options.playlists.max_bytes, 1000);
+        let channels = options.playlists.channels.expect("channels");
+        assert_eq!(channels.len(), 1);
+        assert_eq!(channels[0].group.as_deref(), Some("G"));
+
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[[channel]]\nname = \"A\"\nid = \"nope\"\n").expect("write");
+        let error = serve_args(&["--channels", bad.to_str().expect("utf-8 path")])
+            .options(0, 1)
+            .expect_err("invalid list");
+        assert!(
+            error.contains("bad.toml") && error.contains("line 3"),
+            "{error}"
+        );
+        let error = serve_args(&["--channels", path, "--max-playlist-bytes", "10"])
+            .options(0, 1)
+            .expect_err("too large");
+        assert!(error.contains("--max-playlist-bytes"), "{error}");
+        let error = serve_args(&["--channels", "/nonexistent/list.m3u"])
+            .options(0, 1)
+            .expect_err("missing");
+        assert!(error.contains("/nonexistent/list.m3u"), "{error}");
     }
 
     #[test]

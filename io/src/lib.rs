@@ -17,6 +17,7 @@ pub mod leftovers;
 pub mod lifecycle;
 pub mod metrics;
 pub mod net;
+pub mod playlists;
 pub mod proxy;
 pub mod refusals;
 pub mod server;

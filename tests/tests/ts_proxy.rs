@@ -639,7 +639,11 @@ async fn joiners_of_a_running_channel_need_no_free_engine_slot() {
     read_at_least(&mut first, 188 * 50, Duration::from_secs(5)).await;
     // Every engine is at its cap, yet a joiner of the running channel is served…
     let (status, mut joiner) = open(&client, &rig.stream_url("one")).await;
-    assert_eq!(status, StatusCode::OK, "a joiner shares the running session");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a joiner shares the running session"
+    );
     let bytes = read_at_least(&mut joiner, 188 * 50, Duration::from_secs(5)).await;
     assert!(bytes.len() >= 188 * 50);
     // …while a new channel gets the clear error.

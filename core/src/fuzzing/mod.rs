@@ -10,6 +10,7 @@
 //! | driver | what it drives |
 //! |---|---|
 //! | [`playlist`] | the m3u8 reader, renderer, resolver and rewriter |
+//! | [`channel_list`] | the M3U channel-list reader and writer, and the M3U rewriter |
 //! | [`lifecycle_events`] | `stream_started` / `stream_ended` JSON bodies into the registry |
 //! | [`engine_envelope`] | the engine's session envelope |
 //! | [`engine_list`] | an orchestrator's engine list, and what a list source makes of it |
@@ -28,6 +29,7 @@
 //! ```
 
 pub(crate) mod channel;
+mod channel_list;
 pub(crate) mod composed;
 mod engine_list;
 mod envelope;
@@ -39,6 +41,7 @@ mod reader;
 mod ts;
 
 pub use channel::channel;
+pub use channel_list::channel_list;
 pub use composed::{hls_channel, ts_channel};
 pub use engine_list::engine_list;
 pub use envelope::engine_envelope;
@@ -55,7 +58,7 @@ const MAX_STEPS: usize = 512;
 pub type Driver = (&'static str, fn(&[u8]));
 
 /// Every driver, by fuzz target name.
-pub const DRIVERS: [Driver; 11] = [
+pub const DRIVERS: [Driver; 12] = [
     ("playlist", playlist),
     ("lifecycle_events", lifecycle_events),
     ("engine_envelope", engine_envelope),
@@ -67,6 +70,7 @@ pub const DRIVERS: [Driver; 11] = [
     ("ts_channel", ts_channel),
     ("hls_channel", hls_channel),
     ("engine_list", engine_list),
+    ("channel_list", channel_list),
 ];
 
 #[cfg(test)]

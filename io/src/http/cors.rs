@@ -1,5 +1,6 @@
 //! Cross-origin answers for the player routes (`/ace/getstream`, `/ace/manifest.m3u8`,
-//! `/ace/hls/…`), so that a web player on another origin can play acemux's streams:
+//! `/ace/hls/…`) and the channel playlist (`/playlist.m3u`), so that a web player on
+//! another origin can play acemux's streams:
 //! `Access-Control-Allow-Origin` on every answer (errors included, so that the page
 //! can read them) and preflight `OPTIONS` answered. The same policy serves the router
 //! and the TS viewers served outside it.

@@ -6,6 +6,7 @@ mod error;
 mod events;
 mod page;
 mod player;
+mod playlists;
 mod query;
 mod read;
 mod status;
@@ -15,6 +16,7 @@ mod views;
 use std::sync::Arc;
 use std::time::Duration;
 
+use acemux_core::channel_list::BaseUrl;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +33,7 @@ pub use query::Params;
 
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{HttpLabels, Metrics};
+use crate::playlists::Playlists;
 use crate::proxy::Streams;
 use crate::store::EventStore;
 use crate::webhook::WebhookBoard;
@@ -55,6 +58,11 @@ pub struct AppInner {
     pub streams: Option<Arc<dyn Streams>>,
     /// Each webhook's delivery state.
     pub webhooks: Arc<WebhookBoard>,
+    /// acemux's address as players reach it (`--public-url`); `None`: each request's
+    /// `Host`.
+    pub public_url: Option<BaseUrl>,
+    /// The channel list and the bound of the playlist routes.
+    pub playlists: Playlists,
 }
 
 impl std::ops::Deref for AppState {
@@ -67,30 +75,50 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     /// Shared state for the routes.
-    pub fn new(
-        lifecycle: Arc<Lifecycle>,
-        store: Arc<dyn EventStore>,
-        metrics: Arc<Metrics>,
-        api_key: Option<String>,
-        player: PlayerRules,
-        streams: Option<Arc<dyn Streams>>,
-        webhooks: Arc<WebhookBoard>,
-    ) -> Self {
-        AppState(Arc::new(AppInner {
-            lifecycle,
-            store,
-            metrics,
-            api_key,
-            player,
-            streams,
-            webhooks,
-        }))
+    pub fn new(inner: AppInner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+/// Playlist rewrites at once: each holds up to `--max-playlist-bytes` twice (the body
+/// and the answer), far more than any other request.
+const MAX_PLAYLIST_REWRITES: usize = 8;
+
+/// The bounds on request bodies: every route's, and the playlist rewrite's.
+#[derive(Clone, Debug)]
+struct BodyBounds {
+    /// `--max-body-bytes`.
+    body: usize,
+    /// `--max-playlist-bytes`, for [`playlists::REWRITE_ROUTE`].
+    playlist: usize,
+    /// Room for [`MAX_PLAYLIST_REWRITES`] rewrites.
+    rewrites: Arc<tokio::sync::Semaphore>,
+    /// `--body-read-timeout`.
+    timeout: Duration,
+}
+
+impl BodyBounds {
+    /// The largest body of a request to `path`, the flag that sets it, and the name of
+    /// the bound in the metrics.
+    fn of(&self, path: &str) -> (usize, &'static str, &'static str) {
+        if path == playlists::REWRITE_ROUTE {
+            (self.playlist, "--max-playlist-bytes", "playlist_bytes")
+        } else {
+            (self.body, "--max-body-bytes", "body_bytes")
+        }
     }
 }
 
 /// All routes, with the body bounds and request metrics applied: a request body larger
-/// than `max_body_bytes` gets 413, one not received within `body_read_timeout` 408.
+/// than `max_body_bytes` (the playlist rewrite's: `--max-playlist-bytes`) gets 413, one
+/// not received within `body_read_timeout` 408.
 pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duration) -> Router {
+    let bounds = BodyBounds {
+        body: max_body_bytes,
+        playlist: state.playlists.max_bytes,
+        rewrites: Arc::new(tokio::sync::Semaphore::new(MAX_PLAYLIST_REWRITES)),
+        timeout: body_read_timeout,
+    };
     // Web players on other origins read these (preflight answered).
     let players = Router::new()
         .route(
@@ -104,6 +132,10 @@ pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duratio
         .route(
             "/ace/hls/{channel}/{segment}",
             get(stream::segment).options(cors::options),
+        )
+        .route(
+            "/playlist.m3u",
+            get(playlists::playlist).options(cors::options),
         )
         .layer(middleware::from_fn_with_state(
             state.player.cors.clone(),
@@ -124,6 +156,10 @@ pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duratio
         .route("/", get(page::status_page))
         .route("/channels", get(status::channels))
         .route("/webhooks", get(status::webhooks))
+        .route(
+            playlists::REWRITE_ROUTE,
+            post(playlists::rewrite).layer(DefaultBodyLimit::max(bounds.playlist)),
+        )
         .route("/engines", get(read::engines))
         .route("/health", get(read::health))
         .route("/metrics", get(read::metrics))
@@ -131,7 +167,7 @@ pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duratio
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(move |request, next| {
-            read_body(request, next, max_body_bytes, body_read_timeout)
+            read_body(request, next, bounds.clone())
         }))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -153,10 +189,12 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Reads the body of a request that carries one (POST, PUT, PATCH) whole before any
-/// handler runs, within `max_bytes` and `timeout`: a declared length over the bound is
-/// refused before anything is read, an endless body at the bound, and a body that
-/// trickles in (or never comes) at the timeout, so no handler ever waits on a client.
-async fn read_body(request: Request, next: Next, max_bytes: usize, timeout: Duration) -> Response {
+/// handler runs, within its route's bound and the timeout: a declared length over the
+/// bound is refused before anything is read, an endless body at the bound, and a body
+/// that trickles in (or never comes) at the timeout, so no handler ever waits on a
+/// client. Playlist rewrites beyond [`MAX_PLAYLIST_REWRITES`] at once get 503
+/// `capacity` before their body is read.
+async fn read_body(request: Request, next: Next, bounds: BodyBounds) -> Response {
     use http::Method;
     if !matches!(
         *request.method(),
@@ -164,13 +202,32 @@ async fn read_body(request: Request, next: Next, max_bytes: usize, timeout: Dura
     ) {
         return next.run(request).await;
     }
+    let (max_bytes, flag, limit) = bounds.of(request.uri().path());
+    let timeout = bounds.timeout;
+    // Held until the answer is made.
+    let _rewrite = if request.uri().path() == playlists::REWRITE_ROUTE {
+        match bounds.rewrites.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "capacity",
+                    format!("{MAX_PLAYLIST_REWRITES} playlist rewrites are under way; try again"),
+                )
+                .at_limit("playlist_rewrites")
+                .into_response()
+            }
+        }
+    } else {
+        None
+    };
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("the request body is larger than {max_bytes} bytes (--max-body-bytes)"),
+            format!("the request body is larger than {max_bytes} bytes ({flag})"),
         )
-        .at_limit("body_bytes")
+        .at_limit(limit)
         .into_response()
     };
     let declared = request
