@@ -314,7 +314,7 @@ mod tests {
                 target: "/ace/getstream?id=abc".into(),
                 http10: false,
                 origin: None,
-                user_agent: None,
+                user_agent: Some("VLC".into()),
             })
         );
         let web = b"GET /ace/getstream?id=abc HTTP/1.1\r\nOrigin: https://tv.example\r\n\r\n";

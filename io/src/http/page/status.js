@@ -28,7 +28,7 @@
       return Promise.resolve();
     }
     busy = true;
-    return fetch(location.pathname, { headers: headers(), cache: "no-store" })
+    return fetch(location.pathname + location.search, { headers: headers(), cache: "no-store" })
       .then(function (response) {
         if (!response.ok) {
           throw new Error("the page answered " + response.status);
