@@ -110,11 +110,14 @@ fn stalled_drops(world: &World<'_>) -> u64 {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let Some(metrics) = metrics else { return 0 };
+    // The process-wide count: per-channel series go when their channel ends, and the
+    // channel ends once its last steady viewer is done.
     metrics
         .render()
         .lines()
         .filter(|line| {
-            line.starts_with("acemux_viewer_drops_total{") && line.contains("reason=\"stalled\"")
+            line.starts_with("acemux_limit_hits_total{")
+                && line.contains("limit=\"viewer_stall_timeout\"")
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
