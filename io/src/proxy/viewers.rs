@@ -42,17 +42,18 @@ impl Client {
 
 #[derive(Debug)]
 struct Window {
-    /// The second (since the clock's epoch) `current` counts.
-    second: u64,
-    current: u64,
-    /// The seconds before it, newest first.
+    /// The seconds before `second`, newest first.
     previous: [u64; RATE_SECONDS],
 }
 
-/// Bytes counted as they pass, and their rate over the last whole seconds.
+/// Bytes counted as they pass, and their rate over the last whole seconds. Counting is
+/// two atomic additions; the lock is taken once per second boundary (and to read).
 #[derive(Debug)]
 pub struct RateMeter {
     total: AtomicU64,
+    /// The second (since the clock's epoch) `current` counts.
+    second: AtomicU64,
+    current: AtomicU64,
     window: Mutex<Window>,
 }
 
@@ -61,23 +62,24 @@ impl RateMeter {
     pub fn new(now: Instant) -> Self {
         RateMeter {
             total: AtomicU64::new(0),
+            second: AtomicU64::new(now.as_micros() / 1_000_000),
+            current: AtomicU64::new(0),
             window: Mutex::new(Window {
-                second: now.as_micros() / 1_000_000,
-                current: 0,
                 previous: [0; RATE_SECONDS],
             }),
         }
     }
 
-    fn window(&self, now: Instant) -> MutexGuard<'_, Window> {
+    /// Moves the window to `second` if it is later, under the lock.
+    fn roll(&self, second: u64) -> MutexGuard<'_, Window> {
         let mut window = self
             .window
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let second = now.as_micros() / 1_000_000;
-        if second > window.second {
-            let passed = usize::try_from(second - window.second).unwrap_or(usize::MAX);
-            let current = window.current;
+        let was = self.second.load(Ordering::Acquire);
+        if second > was {
+            let passed = usize::try_from(second - was).unwrap_or(usize::MAX);
+            let current = self.current.swap(0, Ordering::AcqRel);
             if passed > RATE_SECONDS {
                 window.previous = [0; RATE_SECONDS];
             } else {
@@ -87,8 +89,7 @@ impl RateMeter {
                     *empty = 0;
                 }
             }
-            window.current = 0;
-            window.second = second;
+            self.second.store(second, Ordering::Release);
         }
         window
     }
@@ -96,7 +97,12 @@ impl RateMeter {
     /// Counts `bytes` at `now`.
     pub fn add(&self, now: Instant, bytes: u64) {
         self.total.fetch_add(bytes, Ordering::Relaxed);
-        self.window(now).current += bytes;
+        let second = now.as_micros() / 1_000_000;
+        if second > self.second.load(Ordering::Acquire) {
+            drop(self.roll(second));
+        }
+        // A count racing a roll may land in the next second: a display figure.
+        self.current.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Bytes counted in all.
@@ -106,7 +112,7 @@ impl RateMeter {
 
     /// Bytes per second over the last whole seconds before `now`.
     pub fn rate(&self, now: Instant) -> u64 {
-        let window = self.window(now);
+        let window = self.roll(now.as_micros() / 1_000_000);
         window.previous.iter().sum::<u64>() / RATE_SECONDS as u64
     }
 }
