@@ -110,3 +110,30 @@ pub fn ts_media(packets: usize) -> Bytes {
 pub fn metric(rig: &ProxyRig, sample: &str) -> f64 {
     rig.metric(sample)
 }
+
+/// `GET path`, watching `samples` while its answer is pending: the highest value of
+/// each seen meanwhile. A channel's series go when it ends, which a failed start's
+/// answer follows: what it counted is read while it still runs.
+pub async fn get_watching(
+    rig: &ProxyRig,
+    path: &str,
+    samples: &[String],
+) -> ((StatusCode, Value), Vec<f64>) {
+    let mut highest = vec![0.0_f64; samples.len()];
+    let note = |highest: &mut Vec<f64>| {
+        for (seen, sample) in highest.iter_mut().zip(samples) {
+            *seen = seen.max(rig.metric(sample));
+        }
+    };
+    let answer = get(rig, path);
+    tokio::pin!(answer);
+    loop {
+        tokio::select! {
+            answer = &mut answer => {
+                note(&mut highest);
+                return (answer, highest);
+            }
+            () = tokio::time::sleep(std::time::Duration::from_millis(10)) => note(&mut highest),
+        }
+    }
+}

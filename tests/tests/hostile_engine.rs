@@ -11,7 +11,9 @@ use std::time::Duration;
 use acemux_core::channel::ChannelConfig;
 use acemux_core::ts::{PACKET_LEN, SYNC_BYTE};
 use acemux_tests::hostile_engine::{session_envelope, Answer, HostileEngine};
-use acemux_tests::hostile_rig::{assert_error, assert_healthy, get, metric, param, rig, ts_media};
+use acemux_tests::hostile_rig::{
+    assert_error, assert_healthy, get, get_watching, metric, param, rig, ts_media,
+};
 use acemux_tests::proxy::{open, read_at_least, viewer_client, without_nulls};
 use acemux_tests::{eventually, Client};
 use bytes::Bytes;
@@ -143,14 +145,14 @@ async fn non_ts_bytes_are_discarded_and_the_viewer_gets_504() {
     })
     .await;
     let rig = rig(&engine).await;
-    let answer = get(&rig, "/ace/getstream?id=html").await;
+    let (answer, discarded) = get_watching(
+        &rig,
+        "/ace/getstream?id=html",
+        &["acemux_ts_discarded_bytes_total{channel=\"content_id:html\"}".into()],
+    )
+    .await;
     assert_error(&answer, StatusCode::GATEWAY_TIMEOUT, "engine_timeout");
-    assert!(
-        metric(
-            &rig,
-            "acemux_ts_discarded_bytes_total{channel=\"content_id:html\"}"
-        ) > 0.0
-    );
+    assert!(discarded[0] > 0.0, "discarded bytes counted while it ran");
     // Junk is not media: no stream was registered as started.
     assert_eq!(
         metric(&rig, "acemux_events_total{type=\"stream_started\"}"),
@@ -262,22 +264,22 @@ async fn playlists_with_bad_durations_never_serve_and_end_in_504() {
     .await;
     let rig = rig(&engine).await;
     // Each case waits out the start timeout: all at once.
-    let answers = futures::future::join_all(
-        cases
-            .iter()
-            .map(|(id, _)| format!("/ace/manifest.m3u8?id={id}"))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(|path| get(&rig, path)),
-    )
+    let errors_of =
+        |id: &str| format!("acemux_hls_playlist_errors_total{{channel=\"hls:content_id:{id}\"}}");
+    let answers = futures::future::join_all(cases.iter().map(|(id, _)| {
+        let samples = [errors_of(id)];
+        let path = format!("/ace/manifest.m3u8?id={id}");
+        let rig = &rig;
+        async move { get_watching(rig, &path, &samples).await }
+    }))
     .await;
-    for ((id, _), answer) in cases.iter().zip(&answers) {
+    for ((id, _), (answer, errors)) in cases.iter().zip(&answers) {
         assert_error(answer, StatusCode::GATEWAY_TIMEOUT, "engine_timeout");
-        let errors = metric(
-            &rig,
-            &format!("acemux_hls_playlist_errors_total{{channel=\"hls:content_id:{id}\"}}"),
+        assert!(
+            errors[0] >= 1.0,
+            "{id}: {} playlist errors counted",
+            errors[0]
         );
-        assert!(errors >= 1.0, "{id}: {errors} playlist errors counted");
     }
     assert_eq!(
         engine.hits_on("/seg/"),
@@ -324,13 +326,20 @@ async fn endless_playlists_are_cut_at_their_bound() {
     .await;
     let rig = rig(&engine).await;
     for id in ["lines", "one_line"] {
-        let answer = get(&rig, &format!("/ace/manifest.m3u8?id={id}")).await;
-        assert_error(&answer, StatusCode::GATEWAY_TIMEOUT, "engine_timeout");
-        let errors = metric(
+        let (answer, errors) = get_watching(
             &rig,
-            &format!("acemux_hls_playlist_errors_total{{channel=\"hls:content_id:{id}\"}}"),
+            &format!("/ace/manifest.m3u8?id={id}"),
+            &[format!(
+                "acemux_hls_playlist_errors_total{{channel=\"hls:content_id:{id}\"}}"
+            )],
+        )
+        .await;
+        assert_error(&answer, StatusCode::GATEWAY_TIMEOUT, "engine_timeout");
+        assert!(
+            errors[0] >= 1.0,
+            "{id}: {} playlist errors counted",
+            errors[0]
         );
-        assert!(errors >= 1.0, "{id}: {errors} playlist errors counted");
     }
     assert_healthy(&rig).await;
     rig.shutdown().await;
