@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use acemux::ServeOptions;
 use acemux_tests::browser::{
     browser_dir, output_dir, require_browser_tools, run_driver, DriverRun,
 };
@@ -77,14 +76,7 @@ async fn hls_js_in_chromium_on_another_origin_plays_the_proxied_hls() {
     let screenshot = out.join("screenshot.png");
     let _ = std::fs::remove_file(&screenshot);
 
-    let rig = ProxyRig::start_options(
-        vec![Default::default()],
-        ServeOptions {
-            proxy: patient_proxy(),
-            ..ServeOptions::default()
-        },
-    )
-    .await;
+    let rig = ProxyRig::start(patient_proxy()).await;
     let (page_addr, page_server) = serve_page(&dir).await;
     // Another host name and another port than acemux's: another origin.
     let page_origin = format!("http://localhost:{}", page_addr.port());

@@ -204,14 +204,7 @@ async fn channels_viewers_and_clients_show_who_watches_what() {
 
 #[tokio::test]
 async fn per_channel_series_go_when_the_channel_ends() {
-    let rig = ProxyRig::start_options(
-        vec![Default::default()],
-        ServeOptions {
-            proxy: patient_proxy(),
-            ..ServeOptions::default()
-        },
-    )
-    .await;
+    let rig = ProxyRig::start(patient_proxy()).await;
     let addr = rig.acemux.local_addr();
     let series = |rig: &ProxyRig| {
         rig.acemux
