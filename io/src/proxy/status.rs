@@ -107,7 +107,13 @@ impl<N: Net> Proxy<N> {
                     created_at: status.created_at,
                     last_error: state.last_error.zip(state.last_error_at),
                     bytes_in: (status.bytes_in.total(), status.bytes_in.rate(now)),
-                    bytes_out: (status.bytes_out.total(), status.bytes_out.rate(now)),
+                    bytes_out: {
+                        let (ts_total, ts_rate) = status.ts_bytes_out(now);
+                        (
+                            status.bytes_out.total() + ts_total,
+                            status.bytes_out.rate(now) + ts_rate,
+                        )
+                    },
                     viewers: self.viewer_summaries(&status, now),
                 }
             })

@@ -42,18 +42,19 @@ impl Client {
 
 #[derive(Debug)]
 struct Window {
-    /// The seconds before `second`, newest first.
+    /// `total` when the second being counted began.
+    base: u64,
+    /// The seconds before it, newest first.
     previous: [u64; RATE_SECONDS],
 }
 
 /// Bytes counted as they pass, and their rate over the last whole seconds. Counting is
-/// two atomic additions; the lock is taken once per second boundary (and to read).
+/// one atomic addition; the lock is taken once per second boundary (and to read).
 #[derive(Debug)]
 pub struct RateMeter {
     total: AtomicU64,
-    /// The second (since the clock's epoch) `current` counts.
+    /// The second (since the clock's epoch) being counted.
     second: AtomicU64,
-    current: AtomicU64,
     window: Mutex<Window>,
 }
 
@@ -63,8 +64,8 @@ impl RateMeter {
         RateMeter {
             total: AtomicU64::new(0),
             second: AtomicU64::new(now.as_micros() / 1_000_000),
-            current: AtomicU64::new(0),
             window: Mutex::new(Window {
+                base: 0,
                 previous: [0; RATE_SECONDS],
             }),
         }
@@ -79,7 +80,9 @@ impl RateMeter {
         let was = self.second.load(Ordering::Acquire);
         if second > was {
             let passed = usize::try_from(second - was).unwrap_or(usize::MAX);
-            let current = self.current.swap(0, Ordering::AcqRel);
+            let total = self.total.load(Ordering::Acquire);
+            let current = total.saturating_sub(window.base);
+            window.base = total;
             if passed > RATE_SECONDS {
                 window.previous = [0; RATE_SECONDS];
             } else {
@@ -96,13 +99,12 @@ impl RateMeter {
 
     /// Counts `bytes` at `now`.
     pub fn add(&self, now: Instant, bytes: u64) {
-        self.total.fetch_add(bytes, Ordering::Relaxed);
         let second = now.as_micros() / 1_000_000;
         if second > self.second.load(Ordering::Acquire) {
             drop(self.roll(second));
         }
         // A count racing a roll may land in the next second: a display figure.
-        self.current.fetch_add(bytes, Ordering::Relaxed);
+        self.total.fetch_add(bytes, Ordering::Release);
     }
 
     /// Bytes counted in all.
@@ -162,10 +164,13 @@ impl ViewerRecord {
         Instant::from_micros(self.last_active_micros.load(Ordering::Relaxed))
     }
 
-    /// It was sent `bytes` at `now`.
+    /// It was sent `bytes` at `now` (a plain store of the time: a TS viewer has one
+    /// writer, its stream; two concurrent segments of an HLS player may leave the older
+    /// of two nearly equal times).
     pub fn sent(&self, now: Instant, bytes: u64) {
         self.sent.add(now, bytes);
-        self.touch(now);
+        self.last_active_micros
+            .store(now.as_micros(), Ordering::Relaxed);
     }
 
     /// It asked for something at `now`.
@@ -196,8 +201,12 @@ pub struct ChannelStatus {
     state: Mutex<ChannelState>,
     /// Media from the engine.
     pub bytes_in: RateMeter,
-    /// Media to viewers.
+    /// Segments to HLS players. What TS viewers are sent is counted by each viewer
+    /// alone (a meter every viewer of a crowd wrote to would be contended on every
+    /// delivery): see [`ts_bytes_out`](Self::ts_bytes_out).
     pub bytes_out: RateMeter,
+    /// What TS viewers that left were sent.
+    ts_departed: AtomicU64,
     viewers: Mutex<BTreeMap<u64, Arc<ViewerRecord>>>,
 }
 
@@ -214,6 +223,7 @@ impl ChannelStatus {
             }),
             bytes_in: RateMeter::new(now),
             bytes_out: RateMeter::new(now),
+            ts_departed: AtomicU64::new(0),
             viewers: Mutex::new(BTreeMap::new()),
         }
     }
@@ -240,6 +250,19 @@ impl ChannelStatus {
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner()),
         );
+    }
+
+    /// Bytes sent to TS viewers, those that left included, and their rate now (bytes
+    /// per second over the last whole seconds).
+    pub fn ts_bytes_out(&self, now: Instant) -> (u64, u64) {
+        let viewers = self.viewers();
+        viewers
+            .values()
+            .filter(|record| record.kind == ViewerKind::Ts)
+            .fold(
+                (self.ts_departed.load(Ordering::Relaxed), 0),
+                |(total, rate), record| (total + record.sent.total(), rate + record.sent.rate(now)),
+            )
     }
 
     /// Media arrived from the engine at `now`: the channel plays.
@@ -338,15 +361,17 @@ pub struct TsRegistration {
 impl TsRegistration {
     /// The viewer was handed `bytes` to write.
     pub fn sent(&self, bytes: u64) {
-        let now = self.clock.now();
-        self.record.sent(now, bytes);
-        self.channel.bytes_out.add(now, bytes);
+        self.record.sent(self.clock.now(), bytes);
     }
 }
 
 impl Drop for TsRegistration {
     fn drop(&mut self) {
-        self.channel.viewers().remove(&self.record.id);
+        let mut viewers = self.channel.viewers();
+        viewers.remove(&self.record.id);
+        self.channel
+            .ts_departed
+            .fetch_add(self.record.sent.total(), Ordering::Relaxed);
     }
 }
 
