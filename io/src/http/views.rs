@@ -39,31 +39,20 @@ pub fn stream(stream: &StreamState) -> Value {
 /// acemux does not poll (registered through the event API, ended, or not polled yet).
 pub fn stream_with_stats(stream_state: &StreamState, stats: Option<&EngineStats>) -> Value {
     let mut value = stream(stream_state);
-    let figures = match stats {
-        Some(stats) => json!({
-            "stats_status": stats.status,
-            "peers": stats.peers,
-            "speed_down": stats.speed_down,
-            "speed_up": stats.speed_up,
-            "downloaded": stats.downloaded,
-            "uploaded": stats.uploaded,
-            "livepos": stats.livepos.as_ref().map(|livepos| json!({
-                "pos": livepos.pos,
-                "first_ts": livepos.first_ts,
-                "last_ts": livepos.last_ts,
-                "buffer_pieces": livepos.buffer_pieces,
-            })),
-        }),
-        None => json!({
-            "stats_status": null,
-            "peers": null,
-            "speed_down": null,
-            "speed_up": null,
-            "downloaded": null,
-            "uploaded": null,
-            "livepos": null,
-        }),
-    };
+    let figures = json!({
+        "stats_status": stats.and_then(|stats| stats.status.clone()),
+        "peers": stats.map(|stats| stats.peers),
+        "speed_down": stats.map(|stats| stats.speed_down),
+        "speed_up": stats.map(|stats| stats.speed_up),
+        "downloaded": stats.map(|stats| stats.downloaded),
+        "uploaded": stats.map(|stats| stats.uploaded),
+        "livepos": stats.and_then(|stats| stats.livepos.as_ref()).map(|livepos| json!({
+            "pos": livepos.pos,
+            "first_ts": livepos.first_ts,
+            "last_ts": livepos.last_ts,
+            "buffer_pieces": livepos.buffer_pieces,
+        })),
+    });
     if let (Value::Object(item), Value::Object(figures)) = (&mut value, figures) {
         item.extend(figures);
     }

@@ -139,36 +139,16 @@ pub(super) fn notice<N: Net, I>(env: &Env<N, I>, notice: Notice) {
     let metrics = &env.proxy.0.metrics;
     let channel = &env.key;
     let now = env.proxy.0.lifecycle.clock().now();
-    // What the status page shows as the channel's last error.
-    match &notice {
-        Notice::SessionFailed { engine, error } => env.status.error(
-            now,
-            format!("engine {engine} did not grant a session: {error:?}"),
-        ),
-        Notice::StartFailed(failure) => env
-            .status
-            .error(now, format!("could not start: {}", failure.code())),
-        Notice::UpstreamStalled => {
-            env.status.update(|state| state.phase = "recovering");
-            env.status.error(now, "the engine stopped sending".into());
-        }
-        Notice::NoPeers { engine, .. } => env.status.error(
-            now,
-            format!("engine {engine} reported no peers and no progress; replaced"),
-        ),
-        Notice::StatsFailed {
-            engine,
-            error,
-            consecutive: 1,
-        } => env
-            .status
-            .error(now, format!("engine {engine} stats unavailable: {error}")),
-        _ => {}
-    }
+    // Each arm also notes, where it is one, the channel's last error for the status
+    // page.
     match notice {
         Notice::NoEngine => tracing::warn!(%channel, "no engine available"),
         Notice::SessionFailed { engine, error } => {
             tracing::warn!(%channel, %engine, ?error, "engine did not grant a session");
+            env.status.error(
+                now,
+                format!("engine {engine} did not grant a session: {error:?}"),
+            );
         }
         Notice::LateSession { engine, session_id } => {
             tracing::warn!(%channel, %engine, session = %session_id, "engine granted a session after its request timed out; stopping it");
@@ -208,9 +188,13 @@ pub(super) fn notice<N: Net, I>(env: &Env<N, I>, notice: Notice) {
         },
         Notice::StartFailed(failure) => {
             tracing::warn!(%channel, code = failure.code(), ?failure, "channel could not start");
+            env.status
+                .error(now, format!("could not start: {}", failure.code()));
         }
         Notice::UpstreamStalled => {
             tracing::warn!(%channel, "engine stopped sending; closing the playback to reopen it (--upstream-stall-timeout)");
+            env.status.update(|state| state.phase = "recovering");
+            env.status.error(now, "the engine stopped sending".into());
             metrics
                 .channel_upstream_stalls
                 .get_or_create(&env.labels)
@@ -232,6 +216,8 @@ pub(super) fn notice<N: Net, I>(env: &Env<N, I>, notice: Notice) {
             // One line when polls start failing; the rest are counted.
             if consecutive == 1 {
                 tracing::warn!(%channel, %engine, %error, "engine stats unavailable; showing the last figures");
+                env.status
+                    .error(now, format!("engine {engine} stats unavailable: {error}"));
             } else {
                 tracing::debug!(%channel, %engine, %error, consecutive, "engine stats still unavailable");
             }
@@ -242,6 +228,10 @@ pub(super) fn notice<N: Net, I>(env: &Env<N, I>, notice: Notice) {
         } => {
             metrics.channel_no_peers.get_or_create(&env.labels).inc();
             tracing::warn!(%channel, %engine, ?for_at_least, "engine reports no peers and no download progress; replacing the session (--no-peers-timeout)");
+            env.status.error(
+                now,
+                format!("engine {engine} reported no peers and no progress; replaced"),
+            );
         }
         Notice::Viewers(count) => {
             metrics

@@ -411,7 +411,7 @@ mod tests {
     #[test]
     fn hls_players_are_bounded_and_forgotten_when_quiet() {
         let status = ChannelStatus::new(at(0));
-        let idle = std::time::Duration::from_secs(30);
+        let idle = crate::config::ProxyConfig::default().hls_idle_timeout;
         let mut ids = 0..;
         let mut player = |token: &str, now| {
             status.hls_player(
@@ -432,7 +432,8 @@ mod tests {
         assert!(player("b", at(1000)).is_some());
         assert!(player("c", at(1000)).is_none(), "beyond the bound");
         // b and a go quiet; after the idle timeout c takes a place.
-        assert!(player("c", at(40_000)).is_some());
-        assert_eq!(status.viewer_list(at(40_000), idle).len(), 1);
+        let later = at(1000) + idle;
+        assert!(player("c", later).is_some());
+        assert_eq!(status.viewer_list(later, idle).len(), 1);
     }
 }
