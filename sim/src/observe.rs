@@ -169,7 +169,7 @@ impl Observer {
             .get_mut(&id)
             .expect("a viewer is registered before it reads");
         viewer.bytes += bytes.len() as u64;
-        viewer.tracker.feed(MediaIndex::builtin(), bytes);
+        viewer.tracker.feed(MediaIndex::simulated(), bytes);
     }
 
     /// TS viewer `id`'s body ended.

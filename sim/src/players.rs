@@ -519,7 +519,7 @@ async fn fetch_segment(
         return;
     };
     let mut tracker = SliceTracker::default();
-    tracker.feed(MediaIndex::builtin(), &bytes);
+    tracker.feed(MediaIndex::simulated(), &bytes);
     let check = &tracker.check;
     let problem = if let Some(violation) = &check.violation {
         Some(violation.clone())

@@ -11,7 +11,7 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// FNV-1a, 64 bits: stable across runs, processes and platforms.
+/// A 64-bit hash of everything added, word by word (see [`crate::media_index::word_hash`]): stable across runs, processes and platforms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TraceHasher {
     state: u64,
@@ -30,10 +30,8 @@ impl Default for TraceHasher {
 impl TraceHasher {
     /// Adds bytes.
     pub fn add_bytes(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.state ^= u64::from(byte);
-            self.state = self.state.wrapping_mul(0x0100_0000_01b3);
-        }
+        self.state = crate::media_index::word_hash(self.state, bytes);
+        self.state = crate::media_index::word_hash(self.state, &(bytes.len() as u64).to_le_bytes());
         self.items += 1;
     }
 

@@ -106,7 +106,7 @@ impl WorldConfig {
         let mut proxy = ProxyConfig::default();
         proxy.channel.idle_grace = Duration::from_secs(5);
         proxy.channel.start_timeout = Duration::from_secs(20);
-        proxy.fanout.ring_capacity_bytes = 4 * 1024 * 1024;
+        proxy.fanout.ring_capacity_bytes = 512 * 1024;
         proxy.hls_idle_timeout = Duration::from_secs(10);
         // Stats polled as `acemux serve` does.
         proxy.stats = acemux_core::channel::StatsConfig {
@@ -271,11 +271,11 @@ impl<'a> World<'a> {
         let mut sim = turmoil::Builder::new()
             .rng_seed(rng.next_u64())
             .simulation_duration(Duration::from_secs(24 * 3600))
-            // 10 ms steps: every timeout and fault window of the scenarios is hundreds of
-            // milliseconds or more, and a step costs the same whatever its length (each
-            // host's runtime is entered once per step), so runs are four times faster
-            // than at 1 ms; message latencies (1–10 ms) land on the next step.
-            .tick_duration(Duration::from_millis(10))
+            // 20 ms steps: every timeout and fault window of the scenarios is hundreds of
+            // milliseconds or more, and a step costs about the same whatever its length
+            // (each host's runtime is entered once per step), so runs are about eight
+            // times faster than at 1 ms; message latencies (1–10 ms) land on the next step.
+            .tick_duration(Duration::from_millis(20))
             .epoch(UNIX_EPOCH + Duration::from_micros(CLOCK_ORIGIN_UNIX_MICROS))
             .min_message_latency(Duration::from_millis(1))
             .max_message_latency(Duration::from_millis(10))
@@ -300,6 +300,7 @@ impl<'a> World<'a> {
                 let emulator = Emulator::new(EmulatorConfig {
                     faults: faults.clone(),
                     first_session_number,
+                    media: crate::media_index::MediaIndex::simulated().media().clone(),
                     ..EmulatorConfig::default()
                 });
                 ran.push(emulator.clone());

@@ -72,7 +72,7 @@ pub fn slow_viewers(seed: u64) -> Result<Outcome, Failure> {
             )));
         }
     }
-    let bytes_per_second = MediaIndex::builtin().media().bitrate_bps() / 8;
+    let bytes_per_second = MediaIndex::simulated().media().bitrate_bps() / 8;
     {
         let record = world.observer.lock();
         let stalled = record.stopped_reading.len() as u64;

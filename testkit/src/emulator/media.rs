@@ -11,6 +11,12 @@ use bytes::{Bytes, BytesMut};
 /// The default media: 8 s of H.264 + AAC test pattern; see `testkit/assets/README.md`.
 pub const DEFAULT_MEDIA: &[u8] = include_bytes!("../../assets/emulator.ts");
 
+/// The same structure at about an eighth of the bitrate: 8 s of the same pattern at
+/// 160×90, H.264 and AAC, one keyframe every 2 s, PAT/PMT every 0.1 s and before every
+/// keyframe; about 142 kbit/s (see `testkit/assets/README.md`). The simulation plays
+/// it, so that a simulated second moves fewer bytes through every check.
+pub const SMALL_MEDIA: &[u8] = include_bytes!("../../assets/emulator-small.ts");
+
 /// One piece of MPEG-TS media as an endless, deterministic byte stream.
 ///
 /// Byte `n` of the stream is byte `n mod len` of the media, restamped for loop
@@ -53,6 +59,12 @@ impl MediaLoop {
     pub fn builtin() -> Self {
         MediaLoop::new(Bytes::from_static(DEFAULT_MEDIA))
             .expect("the built-in media is valid TS with timestamps (tested)")
+    }
+
+    /// The small media ([`SMALL_MEDIA`]).
+    pub fn small() -> Self {
+        MediaLoop::new(Bytes::from_static(SMALL_MEDIA))
+            .expect("the small media is valid TS with timestamps (tested)")
     }
 
     /// Bytes in one loop.
@@ -204,7 +216,19 @@ mod tests {
 
     #[test]
     fn the_loop_seam_is_continuous() {
-        let media = MediaLoop::builtin();
+        seam_is_continuous(&MediaLoop::builtin());
+        seam_is_continuous(&MediaLoop::small());
+    }
+
+    #[test]
+    fn the_small_media_is_eight_seconds_at_a_low_bitrate() {
+        let media = MediaLoop::small();
+        assert_eq!(media.loop_duration(), Duration::from_secs(8));
+        assert!((100_000..200_000).contains(&media.bitrate_bps()));
+        assert!(media.bitrate_bps() * 5 < MediaLoop::builtin().bitrate_bps());
+    }
+
+    fn seam_is_continuous(media: &MediaLoop) {
         let len = media.loop_len_bytes();
         let stream = media.read(0, 3 * len as usize);
         let mut last_counter: BTreeMap<u16, u8> = BTreeMap::new();
@@ -238,13 +262,17 @@ mod tests {
 
     #[test]
     fn entry_points_are_pats_right_before_keyframes() {
-        let media = MediaLoop::builtin();
+        entry_points_are_tables_before_keyframes(&MediaLoop::builtin());
+        entry_points_are_tables_before_keyframes(&MediaLoop::small());
+    }
+
+    fn entry_points_are_tables_before_keyframes(media: &MediaLoop) {
         let len = media.loop_len_bytes();
         // One keyframe every 2 s of the 8 s loop.
         assert_eq!(media.0.entry_offsets.len(), 4);
         assert_eq!(media.entry_point(0), 0);
         let two_seconds = media.bitrate_bps() / 4;
-        for offset in [1, 100_000, len - 1, len, len + 5, 5 * len + 123_456] {
+        for offset in [1, len / 3, len - 1, len, len + 5, 5 * len + len / 7] {
             let start = media.entry_point(offset);
             assert!(
                 start <= offset && offset - start < 2 * two_seconds,
