@@ -276,6 +276,9 @@ impl Media for TsMedia {
         match command {
             MediaCommand::OpenPlayback { url } => {
                 self.close_playback(cx);
+                // Each playback is a stream of its own: whatever partial packet the
+                // last one left must not swallow this one's first packets (its PAT).
+                let _ = self.fanout.handle_input(now, fanout::Input::NewStream);
                 if cx.channel().has_started() {
                     cx.notice(Notice::Reconnecting);
                 }

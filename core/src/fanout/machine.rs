@@ -67,6 +67,10 @@ impl Fanout {
                 .remove(id)
                 .map(|_| ())
                 .ok_or(FanoutError::UnknownViewer(id)),
+            Input::NewStream => {
+                self.aligner.new_stream();
+                Ok(())
+            }
         }
     }
 

@@ -160,6 +160,10 @@ pub enum Input {
     Ready(ViewerId),
     /// The viewer went away; it is forgotten without any output.
     Leave(ViewerId),
+    /// The upstream byte stream ends here and a new one begins (a new playback): a
+    /// partial packet left from the old one is dropped, not joined to the new one's
+    /// first bytes. Viewers continue at the same offsets.
+    NewStream,
 }
 
 /// What the fan-out asks the driver to do.

@@ -45,6 +45,7 @@ enum StepKind {
     JoinAwaiting,
     Ready,
     Leave,
+    NewStream,
     Timeout,
 }
 
@@ -57,6 +58,7 @@ fn decode_step(reader: &mut ByteReader<'_>) -> RawStep {
         (1, StepKind::JoinAwaiting),
         (3, StepKind::Ready),
         (1, StepKind::Leave),
+        (1, StepKind::NewStream),
         (2, StepKind::Timeout),
     ]);
     match kind {
@@ -86,6 +88,7 @@ fn decode_step(reader: &mut ByteReader<'_>) -> RawStep {
         StepKind::JoinAwaiting => RawStep::Input(Input::JoinAwaiting(viewer(reader))),
         StepKind::Ready => RawStep::Input(Input::Ready(viewer(reader))),
         StepKind::Leave => RawStep::Input(Input::Leave(viewer(reader))),
+        StepKind::NewStream => RawStep::Input(Input::NewStream),
         StepKind::Timeout => RawStep::Timeout {
             micros: reader.below(3_000_000),
         },
@@ -125,8 +128,10 @@ pub(crate) fn run(config: FanoutConfig, steps: Vec<RawStep>) {
     for step in steps {
         match step {
             RawStep::Input(input) => {
-                if let Input::Data(bytes) = &input {
-                    upstream.extend_from_slice(&mirror.push(bytes.clone()));
+                match &input {
+                    Input::Data(bytes) => upstream.extend_from_slice(&mirror.push(bytes.clone())),
+                    Input::NewStream => mirror.new_stream(),
+                    _ => {}
                 }
                 // An awaiting viewer may be handed media by its join itself: note where
                 // it joins before that.

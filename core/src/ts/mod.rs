@@ -172,6 +172,16 @@ impl PacketAligner {
         out.freeze()
     }
 
+    /// The stream ends here and another begins (on a packet boundary, like every
+    /// stream): a partial packet left from the old one is dropped (counted in
+    /// [`PacketAligner::discarded_bytes`]) instead of being joined to the new one's first
+    /// bytes, which would lose the new stream's first packets to a resync.
+    pub fn new_stream(&mut self) {
+        self.discarded_bytes += self.pending.len() as u64;
+        self.pending.clear();
+        self.in_sync = true;
+    }
+
     /// Bytes skipped so far because they were not part of an aligned packet.
     pub fn discarded_bytes(&self) -> u64 {
         self.discarded_bytes
@@ -264,6 +274,33 @@ mod tests {
         assert!(!Packet::new(&bad_length)
             .expect("packet")
             .starts_video_keyframe());
+    }
+
+    #[test]
+    fn a_new_stream_drops_the_old_partial_packet_and_keeps_every_new_packet() {
+        let old = stream(0x100, 3);
+        let new = stream(PAT_PID, 4);
+        let mut aligner = PacketAligner::new();
+        // The old stream stops 100 bytes into its third packet.
+        let first = aligner.push(old.slice(..2 * PACKET_LEN + 100));
+        assert_eq!(first.len(), 2 * PACKET_LEN);
+        aligner.new_stream();
+        assert_eq!(aligner.discarded_bytes(), 100);
+        assert_eq!(aligner.push(new.clone()), new);
+        // Without the boundary the partial packet swallows the new stream's first.
+        let mut joined = PacketAligner::new();
+        let _ = joined.push(old.slice(..2 * PACKET_LEN + 100));
+        assert_ne!(joined.push(new.clone()), new);
+    }
+
+    /// `count` packets of PID `pid` with counters from 0.
+    fn stream(pid: u16, count: u8) -> Bytes {
+        Bytes::from(
+            (0..count)
+                .map(|n| packet(pid, n))
+                .collect::<Vec<_>>()
+                .concat(),
+        )
     }
 
     #[test]

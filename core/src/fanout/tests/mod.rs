@@ -220,6 +220,9 @@ impl Harness {
                 self.aligned.extend_from_slice(&aligned);
             }
         }
+        if let Input::NewStream = &input {
+            self.mirror.new_stream();
+        }
         let result = self.fanout.handle_input(self.now, input.clone());
         assert_eq!(result, expected, "result of {input:?}");
         if result.is_err() {
@@ -322,7 +325,7 @@ impl Harness {
 
     fn expected_result(&self, input: &Input) -> Result<(), FanoutError> {
         match *input {
-            Input::Data(_) => Ok(()),
+            Input::Data(_) | Input::NewStream => Ok(()),
             Input::Join(id) | Input::JoinAwaiting(id) if self.viewers.contains_key(&id) => {
                 Err(FanoutError::DuplicateViewer(id))
             }

@@ -163,6 +163,7 @@ fn raw_step() -> impl Strategy<Value = RawStep> {
         2 => id.clone().prop_map(|id| RawStep::Input(Input::Join(id))),
         3 => id.clone().prop_map(|id| RawStep::Input(Input::Ready(id))),
         1 => id.prop_map(|id| RawStep::Input(Input::Leave(id))),
+        1 => Just(RawStep::Input(Input::NewStream)),
         2 => (0u64..3_000_000).prop_map(|micros| RawStep::Timeout { micros }),
     ]
 }
