@@ -206,12 +206,19 @@ impl<S> Connection for NetConnection<S> {
 pub type HttpClient<N> =
     hyper_util::client::legacy::Client<NetConnector<N>, http_body_util::Full<bytes::Bytes>>;
 
+/// How long an idle pooled connection is kept for reuse. Shorter than the idle
+/// timeouts servers commonly close kept-alive connections after (acemux's own is its
+/// 10 s header read timeout; nginx's 75 s), so that a request is not sent on a
+/// connection the server is closing at that moment: that race fails the request with
+/// nothing to retry on.
+pub const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// A client over `net` with the tokio executor and timer (virtual under simulation).
 pub fn http_client<N: Net>(net: N) -> HttpClient<N> {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .timer(hyper_util::rt::TokioTimer::new())
         .pool_timer(hyper_util::rt::TokioTimer::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(8)
         .build(NetConnector::new(net))
 }
