@@ -15,6 +15,7 @@ pub mod net;
 pub mod observe;
 pub mod players;
 pub mod relay;
+pub mod runner;
 pub mod scenarios;
 pub mod trace;
 pub mod world;

@@ -1,15 +1,16 @@
 //! `acemux-sim`: runs scenarios over random (or given) seeds and prints a summary.
 //!
 //! ```text
-//! cargo run -p acemux-sim --release -- --seeds 20 [--scenario NAME] [--seed S]
+//! cargo run -p acemux-sim --release -- --seeds 100000 --jobs 2 [--scenario NAME] [--seed S]
 //! ```
 
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use acemux_core::rng::mix;
-use acemux_sim::{by_name, replay_command, Failure, SCENARIOS};
+use acemux_sim::runner::{Batch, Finished};
+use acemux_sim::{by_name, SCENARIOS};
 use clap::Parser;
 
 /// Runs acemux simulation scenarios from seeds.
@@ -26,21 +27,25 @@ struct Args {
     #[arg(long, env = "SIM_SEED")]
     seed: Option<u64>,
     /// The seed the random seeds derive from (default: from the clock, printed first).
-    #[arg(long)]
+    /// CI passes one derived from the commit, so that a run of one commit replays.
+    #[arg(long, env = "SIM_BASE_SEED")]
     base_seed: Option<u64>,
+    /// Seeds run at once, one thread each (default: the machine's cores).
+    #[arg(long, env = "SIM_JOBS")]
+    jobs: Option<usize>,
+    /// No new seed starts after this many seconds; seeds left out fail the batch.
+    #[arg(long, value_name = "SECONDS")]
+    time_box: Option<u64>,
+    /// Print only failures and the summary, not a line per seed.
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let chosen: Vec<(&str, acemux_sim::Scenario)> = match &args.scenario {
-        Some(name) => match by_name(name) {
-            Some(scenario) => vec![(
-                SCENARIOS
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map_or("", |(n, _)| *n),
-                scenario,
-            )],
+    let chosen: Vec<(&'static str, acemux_sim::Scenario)> = match &args.scenario {
+        Some(name) => match SCENARIOS.iter().find(|(known, _)| known == name) {
+            Some(&(known, _)) => vec![(known, by_name(known).expect("listed"))],
             None => {
                 let names: Vec<&str> = SCENARIOS.iter().map(|(name, _)| *name).collect();
                 eprintln!("unknown scenario {name:?}; scenarios: {}", names.join(", "));
@@ -49,72 +54,54 @@ fn main() -> ExitCode {
         },
         None => SCENARIOS.to_vec(),
     };
-    // The runner itself is outside the simulation: reading the clock here only picks
-    // which seeds to run, and each one is printed before it runs.
-    let base_seed = args.base_seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos() as u64)
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let runs: Vec<(usize, u64)> = match args.seed {
-        Some(seed) => (0..chosen.len()).map(|index| (index, seed)).collect(),
+    let mut batch = match args.seed {
+        Some(seed) => Batch::replay(chosen, seed),
         None => {
-            println!("base seed {base_seed} (replay this batch with --base-seed {base_seed})");
-            (0..args.seeds)
-                .map(|n| ((n as usize) % chosen.len(), mix(base_seed ^ mix(n))))
-                .collect()
+            // The runner is outside the simulation: reading the clock here only picks
+            // which seeds run, and the base is printed first.
+            let base = args.base_seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_nanos() as u64)
+            });
+            println!("base seed {base} (replay this batch with --base-seed {base})");
+            Batch::random(chosen, base, args.seeds, jobs)
         }
     };
-    let started = std::time::Instant::now();
-    let mut simulated = Duration::ZERO;
-    let mut failures: Vec<Failure> = Vec::new();
-    let total = runs.len();
-    for (done, (index, seed)) in runs.into_iter().enumerate() {
-        let (name, scenario) = chosen[index];
-        println!("SIM_SEED={seed} scenario {name}");
-        let run_started = std::time::Instant::now();
-        let result = scenario(seed);
-        match result {
-            Ok(outcome) => {
-                simulated += outcome.simulated;
-                println!(
-                    "  ok in {:.1}s real, {:?} simulated, trace {:016x}: {}",
-                    run_started.elapsed().as_secs_f64(),
-                    outcome.simulated,
-                    outcome.trace_hash,
-                    outcome.summary
-                );
-            }
+    batch.time_box = args.time_box.map(Duration::from_secs);
+    let total = batch.runs.len();
+    let done = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
+    let quiet = args.quiet;
+    let summary = batch.run(&|finished: &Finished| {
+        let count = done.fetch_add(1, Ordering::SeqCst) + 1;
+        let line = match &finished.result {
+            Ok(summary) if !quiet => Some(format!(
+                "SIM_SEED={} {}: ok in {:.2}s real, {:?} simulated: {summary}",
+                finished.seed,
+                finished.scenario,
+                finished.real.as_secs_f64(),
+                finished.simulated
+            )),
+            Ok(_) => None,
             Err(failure) => {
-                simulated += failure.at;
-                println!("  FAILED: {failure}");
-                failures.push(failure);
+                failed.fetch_add(1, Ordering::SeqCst);
+                Some(format!("SIM_SEED={} FAILED: {failure}", finished.seed))
             }
+        };
+        let mut out = std::io::stdout().lock();
+        if let Some(line) = line {
+            let _ = writeln!(out, "{line}");
         }
-        progress(done + 1, total, failures.len());
-    }
-    let real = started.elapsed();
+        drop(out);
+        progress(count, total, failed.load(Ordering::SeqCst));
+    });
     eprintln!();
-    println!("seeds run: {total}");
-    println!("failures: {}", failures.len());
-    for failure in &failures {
-        println!(
-            "  {} seed {}: {}",
-            failure.scenario, failure.seed, failure.message
-        );
-        println!(
-            "    replay: {}",
-            replay_command(failure.scenario, failure.seed)
-        );
-    }
-    println!("simulated time: {:.1}s", simulated.as_secs_f64());
-    println!("real time: {:.1}s", real.as_secs_f64());
-    println!(
-        "speed-up over real time: {:.1}x; {:.3} seeds/s",
-        simulated.as_secs_f64() / real.as_secs_f64().max(1e-9),
-        total as f64 / real.as_secs_f64().max(1e-9)
-    );
-    if failures.is_empty() {
+    print!("{}", summary.report());
+    if summary.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use acemux_core::ts::PACKET_LEN;
+use acemux_core::ts::{PACKET_LEN, PAT_PID};
 use acemux_testkit::emulator::MediaLoop;
 
 /// Stream length indexed: over six minutes of the built-in media, more than any scenario
@@ -118,11 +118,20 @@ pub struct SliceCheck {
 #[derive(Debug, Default)]
 pub struct SliceTracker {
     pending: Vec<u8>,
-    /// Positions of the next expected packet; empty before the first packet.
-    candidates: Vec<u32>,
+    /// Where the next packet may be; empty before the first packet.
+    candidates: Vec<Candidate>,
     started: bool,
     /// Outcome so far.
     pub check: SliceCheck,
+}
+
+/// A place the stream may be at.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    /// Position of the next expected packet.
+    next: u32,
+    /// Reached by jumping since the stream was last known to be in one run.
+    jumped: bool,
 }
 
 /// Candidate positions tracked at most (a packet repeats once per loop).
@@ -162,45 +171,171 @@ impl SliceTracker {
         let hash = packet_hash(packet);
         let packet_number = self.check.packets;
         self.check.packets += 1;
-        // Keep the candidates the packet follows, each moved on by one, in place.
-        let followed = self.candidates.len();
-        self.candidates
-            .retain(|&position| index.is_at(position, hash));
-        if !self.candidates.is_empty() {
-            for position in &mut self.candidates {
-                *position += 1;
-            }
-            return;
-        }
-        // A start or a jump: players join at a PAT, and an engine playback starts at
-        // an entry point of its stream, so a new run must begin at one of those.
-        let landing: Vec<u32> = index
-            .positions_of(hash)
+        let follows = self
+            .candidates
             .iter()
-            .copied()
-            .filter(|&position| pid == 0 || index.is_entry_point(position))
-            .take(MAX_CANDIDATES)
-            .collect();
-        if landing.is_empty() {
+            .any(|candidate| index.is_at(candidate.next, hash));
+        // A start or a jump: players join at a PAT, and an engine playback starts at
+        // an entry point of its stream, so a new run must begin at one of those. A PAT
+        // may also begin a new run while the packets still fit the old one (a new
+        // playback's tables can equal the old stream's next ones), so at a PAT both
+        // are followed until the stream tells them apart.
+        let landing: Vec<Candidate> = if !follows || pid == PAT_PID {
+            index
+                .positions_of(hash)
+                .iter()
+                .copied()
+                .filter(|&position| pid == PAT_PID || index.is_entry_point(position))
+                .filter(|&position| {
+                    !self
+                        .candidates
+                        .iter()
+                        .any(|candidate| candidate.next == position)
+                })
+                .take(MAX_CANDIDATES)
+                .map(|position| Candidate {
+                    next: position + 1,
+                    jumped: self.started,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !follows && landing.is_empty() {
             let what = if index.positions_of(hash).is_empty() {
                 "is not in the engine's stream"
             } else {
                 "jumps into the middle of the engine's stream (not at a PAT or an entry point)"
             };
+            let expected: Vec<u32> = self.candidates.iter().take(4).map(|c| c.next).collect();
             self.check.violation = Some(format!(
-                "packet {packet_number} (pid {pid}) {what}; it followed {followed} candidate positions"
+                "packet {packet_number} (pid {pid}) {what}; it was expected at {expected:?}, it is at {:?}",
+                &index.positions_of(hash)[..index.positions_of(hash).len().min(4)],
             ));
             return;
         }
-        if self.started {
-            self.check.resyncs += 1;
+        // The candidates the packet follows move on by one, in place.
+        self.candidates
+            .retain(|candidate| index.is_at(candidate.next, hash));
+        for candidate in &mut self.candidates {
+            candidate.next += 1;
         }
+        let room = MAX_CANDIDATES.saturating_sub(self.candidates.len());
+        self.candidates.extend(landing.into_iter().take(room));
         self.started = true;
-        self.candidates = landing.iter().map(|position| position + 1).collect();
+        // Once only runs that jumped remain, the stream did jump: count it once.
+        if !self.candidates.is_empty() && self.candidates.iter().all(|candidate| candidate.jumped) {
+            self.check.resyncs += 1;
+            for candidate in &mut self.candidates {
+                candidate.jumped = false;
+            }
+        }
     }
 
     /// Bytes left over that are not a whole packet.
     pub fn partial_bytes(&self) -> usize {
         self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: u64 = PACKET_LEN as u64;
+
+    fn packets(from: u64, count: u64) -> bytes::Bytes {
+        MediaIndex::simulated()
+            .media()
+            .read(from * P, (count * P) as usize)
+    }
+
+    fn check(chunks: &[bytes::Bytes]) -> SliceCheck {
+        let mut tracker = SliceTracker::default();
+        for chunk in chunks {
+            // Cut unevenly: packets are followed however the bytes arrive.
+            for piece in chunk.chunks(1000) {
+                tracker.feed(MediaIndex::simulated(), piece);
+            }
+        }
+        tracker.check
+    }
+
+    /// The packet position of the `n`th entry point after the start (one every 2 s).
+    fn entry(n: u64) -> u64 {
+        let media = MediaIndex::simulated().media();
+        let mut offset = 0;
+        for _ in 0..n {
+            offset = media.entry_point(offset + media.bitrate_bps() / 8 * 5 / 2);
+        }
+        offset / P
+    }
+
+    #[test]
+    fn a_run_from_an_entry_point_is_followed_to_its_end() {
+        let check = check(&[packets(entry(3), 2000)]);
+        assert_eq!(check.violation, None);
+        assert_eq!((check.packets, check.resyncs), (2000, 0));
+    }
+
+    #[test]
+    fn a_jump_to_another_entry_point_is_one_resync() {
+        let check = check(&[packets(entry(1), 300), packets(entry(7), 300)]);
+        assert_eq!(check.violation, None);
+        assert_eq!(check.resyncs, 1);
+    }
+
+    #[test]
+    fn a_new_run_whose_tables_equal_the_old_runs_next_packets_is_one_resync() {
+        // The old run stops right before tables equal to those the new run starts
+        // with (same content, same continuity counters).
+        let index = MediaIndex::simulated();
+        let start = entry(150);
+        let pat = (start..start + 10)
+            .find(|&position| {
+                let packet = packets(position, 1);
+                (u16::from(packet[1] & 0x1f) << 8 | u16::from(packet[2])) == PAT_PID
+            })
+            .expect("a PAT right at the entry point");
+        let twin = index
+            .positions_of(packet_hash(&packets(pat, 1)))
+            .iter()
+            .map(|&position| u64::from(position))
+            .find(|&position| {
+                position + 200 < start
+                    && position > 100 + (pat - start)
+                    && (start..=pat).all(|at| {
+                        index.is_at(
+                            u32::try_from(position - (pat - at)).expect("fits"),
+                            packet_hash(&packets(at, 1)),
+                        )
+                    })
+            })
+            .expect("the same tables earlier in the stream");
+        let old_end = twin - (pat - start);
+        let old_start = index.media().entry_point((old_end - 1) * P) / P;
+        let check = check(&[packets(old_start, old_end - old_start), packets(start, 300)]);
+        assert_eq!(check.violation, None);
+        assert_eq!(check.resyncs, 1);
+    }
+
+    #[test]
+    fn a_jump_into_the_middle_of_a_picture_is_a_violation() {
+        let start = entry(2);
+        let check = check(&[packets(start, 100), packets(start + 400 + 7, 50)]);
+        let violation = check.violation.expect("caught");
+        assert!(violation.contains("jumps into the middle"), "{violation}");
+    }
+
+    #[test]
+    fn bytes_from_elsewhere_are_a_violation() {
+        let mut foreign = packets(entry(2), 20).to_vec();
+        foreign[PACKET_LEN * 10 + 100] ^= 0xff;
+        let check = check(&[foreign.into()]);
+        let violation = check.violation.expect("caught");
+        assert!(
+            violation.contains("not in the engine's stream"),
+            "{violation}"
+        );
     }
 }

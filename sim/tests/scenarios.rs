@@ -62,7 +62,10 @@ fn slow_gluetun() {
 
 #[test]
 fn viewer_churn() {
-    pinned(scenarios::viewer_churn, &[1, 2]);
+    // The last seed's operator sent a request on a pooled connection that acemux was
+    // closing for idleness at that moment (fixed: the client pool lets idle connections
+    // go well before servers do).
+    pinned(scenarios::viewer_churn, &[1, 2, 7819405422004420122]);
 }
 
 #[test]
@@ -72,8 +75,13 @@ fn slow_viewers() {
 
 #[test]
 fn engine_death_failover() {
-    // Seeds picked so that both a crash and a partition are covered.
-    pinned(scenarios::engine_death_failover, &[1, 2, 3]);
+    // Seeds picked so that both a crash and a partition are covered; the last one's
+    // new playback began with tables equal to the old playback's next packets (the
+    // checker followed only the old run and failed it).
+    pinned(
+        scenarios::engine_death_failover,
+        &[1, 2, 3, 15947228971734861795],
+    );
 }
 
 #[test]
