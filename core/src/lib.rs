@@ -42,6 +42,7 @@ pub mod fuzzing;
 pub mod hls;
 pub mod lifecycle;
 pub mod machine;
+pub mod planted;
 pub mod playlist;
 pub mod refusals;
 pub mod rng;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use acemux_core::channel::{ChannelConfig, StatsConfig};
 use acemux_core::fanout::FanoutConfig;
 use acemux_core::hls::HlsConfig;
+use acemux_core::planted::{Bug, Planted};
 
 /// Bounds of the proxy.
 #[derive(Clone, Debug)]
@@ -34,6 +35,9 @@ pub struct ProxyConfig {
     /// Polling each playing session's stats, and the no-progress rule (off by default
     /// here; `acemux serve` polls every 5 s and replaces after 60 s).
     pub stats: StatsConfig,
+    /// Bugs planted for the simulation's self-test (see
+    /// [`acemux_core::planted`]); none in the product, and no flag sets them.
+    pub planted: Planted,
 }
 
 impl Default for ProxyConfig {
@@ -50,6 +54,17 @@ impl Default for ProxyConfig {
             hls_stall_timeout: Duration::from_secs(30),
             hls_max_segment_bytes: 32 * 1024 * 1024,
             stats: StatsConfig::default(),
+            planted: Planted::NONE,
         }
+    }
+}
+
+impl ProxyConfig {
+    /// Plants `bug` in every machine it lives in: the simulation's self-test only.
+    pub fn plant(&mut self, bug: Bug) {
+        let planted = Planted::only(bug);
+        self.planted = planted;
+        self.fanout.planted = planted;
+        self.hls.planted = planted;
     }
 }

@@ -10,6 +10,7 @@ use super::vocab::{EngineCallConfig, Notice, Output, PoolChange, RequestId, Stop
 use super::{EngineSession, SessionError, SessionInput as ChannelInput};
 use crate::lifecycle::EngineAddr;
 use crate::machine::Deadlines;
+use crate::planted::Bug;
 use crate::time::Instant;
 
 #[derive(Clone, Debug)]
@@ -125,7 +126,9 @@ impl EngineCalls {
                 engine: session.engine.clone(),
                 session_id: session.session.playback_session_id.clone(),
             }));
-            self.stop(session.engine, session.session.command_url, out);
+            if !self.config.planted.has(Bug::LateSessionLeftRunning) {
+                self.stop(session.engine, session.session.command_url, out);
+            }
         }
         None
     }
@@ -150,12 +153,19 @@ impl EngineCalls {
     ) {
         let stop = StopId(self.next_stop);
         self.next_stop += 1;
-        out.push_back(Output::StopSession {
-            stop,
-            attempt: 1,
-            engine: engine.clone(),
-            command_url: command_url.clone(),
-        });
+        let sends = if self.config.planted.has(Bug::StopSentTwice) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..sends {
+            out.push_back(Output::StopSession {
+                stop,
+                attempt: 1,
+                engine: engine.clone(),
+                command_url: command_url.clone(),
+            });
+        }
         self.stops.insert(
             stop,
             PendingStop {

@@ -61,6 +61,8 @@ pub struct EngineCallConfig {
     pub stop_retry_initial: Duration,
     /// Polling the session's stats, and the no-progress rule.
     pub stats: StatsConfig,
+    /// Bugs planted for the simulation's self-test; none in the product.
+    pub planted: crate::planted::Planted,
 }
 
 impl Default for EngineCallConfig {
@@ -73,6 +75,7 @@ impl Default for EngineCallConfig {
             stop_attempts: 6,
             stop_retry_initial: Duration::from_secs(1),
             stats: StatsConfig::default(),
+            planted: crate::planted::Planted::NONE,
         }
     }
 }

@@ -10,6 +10,7 @@ use super::viewer::{TimerKind, Viewer, Viewers};
 use super::{
     DropReason, FanoutConfig, FanoutError, FanoutStats, Input, Output, ViewerId, KEEPALIVE_PACKETS,
 };
+use crate::planted::Bug;
 use crate::time::Instant;
 use crate::ts::{self, PacketAligner, PACKET_LEN};
 
@@ -189,6 +190,9 @@ impl Fanout {
                 self.drop_viewer(id, DropReason::FellBehind);
             }
         }
+        if self.held_by_a_slow_viewer(None) {
+            return;
+        }
         // Ready viewers sit at the previous live edge, which the ring still holds (the
         // newest chunk is never evicted), or have just ended their wait inside the ring.
         for id in self.viewers.ready_ids() {
@@ -260,7 +264,28 @@ impl Fanout {
             // A repeated Ready: it is already waiting for data.
             return Ok(());
         }
-        if !viewer.waiting && viewer.cursor < self.ring.end_offset() {
+        if self.held_by_a_slow_viewer(Some(id)) {
+            let keepalive = viewer.last_sent + self.config.keepalive_interval;
+            self.viewers.update(id, |viewer| {
+                viewer.ready = true;
+                viewer.timer = Some((TimerKind::Keepalive, keepalive));
+            });
+        } else if self.config.planted.has(Bug::ChannelWaitsForSlowestViewer) {
+            // The last slow one is done: everybody gets what waited.
+            let keepalive = viewer.last_sent + self.config.keepalive_interval;
+            self.viewers.update(id, |viewer| {
+                viewer.ready = true;
+                viewer.timer = Some((TimerKind::Keepalive, keepalive));
+            });
+            for ready in self.viewers.ready_ids() {
+                let Some(&viewer) = self.viewers.get(ready) else {
+                    continue;
+                };
+                if !viewer.waiting && viewer.cursor < self.ring.end_offset() {
+                    self.deliver(now, ready);
+                }
+            }
+        } else if !viewer.waiting && viewer.cursor < self.ring.end_offset() {
             self.deliver(now, id);
         } else {
             let keepalive = viewer.last_sent + self.config.keepalive_interval;
@@ -305,6 +330,19 @@ impl Fanout {
 
     /// Bytes per delivery: whole packets when the limit allows one, and never zero, so
     /// that every delivery makes progress.
+    /// With [`Bug::ChannelWaitsForSlowestViewer`] planted: whether a viewer other than
+    /// `except` is still writing its last delivery, holding everyone up.
+    fn held_by_a_slow_viewer(&self, except: Option<ViewerId>) -> bool {
+        self.config.planted.has(Bug::ChannelWaitsForSlowestViewer)
+            && self.viewers.ids().into_iter().any(|id| {
+                Some(id) != except
+                    && self
+                        .viewers
+                        .get(id)
+                        .is_some_and(|viewer| matches!(viewer.timer, Some((TimerKind::Stall, _))))
+            })
+    }
+
     fn delivery_budget(&self) -> usize {
         let max = self.config.max_delivery_bytes;
         if max >= PACKET_LEN {

@@ -127,6 +127,8 @@ pub struct FanoutConfig {
     /// smaller than this the ring is the limit. 0 turns waiting off: viewers start at
     /// their join point at once.
     pub max_sync_wait_bytes: usize,
+    /// Bugs planted for the simulation's self-test; none in the product.
+    pub planted: crate::planted::Planted,
 }
 
 impl Default for FanoutConfig {
@@ -138,6 +140,7 @@ impl Default for FanoutConfig {
             max_delivery_bytes: 256 * 1024,
             max_viewers: 16_384,
             max_sync_wait_bytes: 1024 * 1024,
+            planted: crate::planted::Planted::NONE,
         }
     }
 }

@@ -26,6 +26,7 @@ pub(crate) enum RawStep {
 pub fn fanout(data: &[u8]) {
     let mut reader = ByteReader::new(data);
     let config = FanoutConfig {
+        planted: crate::planted::Planted::NONE,
         ring_capacity_bytes: reader.index(2_000),
         viewer_stall_timeout: Duration::from_secs(reader.below(3)),
         keepalive_interval: Duration::from_secs(reader.below(3)),

@@ -41,6 +41,7 @@ fn decode_config(reader: &mut ByteReader<'_>) -> HlsConfig {
     let poll_factor_permille = reader.below(1500) as u32;
     let min_poll_millis = reader.below(500);
     HlsConfig {
+        planted: crate::planted::Planted::NONE,
         poll_factor_permille,
         min_poll_interval: ms(min_poll_millis),
         // Derived rather than read, so committed inputs keep decoding the same way.

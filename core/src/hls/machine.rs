@@ -58,6 +58,8 @@ pub struct HlsSession {
     timers: [Option<Instant>; 2],
     outputs: VecDeque<Output>,
     stats: HlsStats,
+    /// Segments fetched, counted only with a planted bug (see [`crate::planted`]).
+    planted_fetched: u64,
 }
 
 impl HlsSession {
@@ -77,6 +79,7 @@ impl HlsSession {
             timers: [None; 2],
             outputs: VecDeque::new(),
             stats: HlsStats::default(),
+            planted_fetched: 0,
         }
     }
 
@@ -366,6 +369,16 @@ impl HlsSession {
 
     fn serve_fetched(&mut self) {
         while let Some(fetched) = self.queue.pop_fetched() {
+            if self
+                .config
+                .planted
+                .has(crate::planted::Bug::HlsSegmentSkipped)
+            {
+                self.planted_fetched += 1;
+                if self.planted_fetched % 7 == 0 && !fetched.discontinuity {
+                    continue;
+                }
+            }
             let bytes = fetched.bytes.len();
             let seq = self.served.push(
                 fetched.duration_us,

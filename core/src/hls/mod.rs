@@ -160,6 +160,8 @@ pub struct HlsConfig {
     /// Segments listed by the served playlist (its sliding window; 0 is taken as 1).
     /// Older held segments can still be fetched by players that read an older playlist.
     pub window_segments: usize,
+    /// Bugs planted for the simulation's self-test; none in the product.
+    pub planted: crate::planted::Planted,
 }
 
 impl Default for HlsConfig {
@@ -178,6 +180,7 @@ impl Default for HlsConfig {
             start_segments: 3,
             ready_segments: 3,
             window_segments: 6,
+            planted: crate::planted::Planted::NONE,
         }
     }
 }

@@ -667,6 +667,7 @@ impl<N: Net> Proxy<N> {
         EngineCallConfig {
             request_timeout: self.0.config.engine_request_timeout,
             stats: self.0.config.stats,
+            planted: self.0.config.planted,
             ..EngineCallConfig::default()
         }
     }

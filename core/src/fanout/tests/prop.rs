@@ -92,6 +92,7 @@ fn case() -> impl Strategy<Value = Case> {
 
 fn run(case: Case) {
     let config = FanoutConfig {
+        planted: crate::planted::Planted::NONE,
         ring_capacity_bytes: case.ring_packets * PACKET_LEN,
         viewer_stall_timeout: Duration::from_secs(4),
         keepalive_interval: Duration::from_secs(1),
@@ -179,6 +180,7 @@ fn any_config() -> impl Strategy<Value = FanoutConfig> {
     )
         .prop_map(
             |(ring, stall, keepalive, delivery, max_viewers, sync_wait)| FanoutConfig {
+                planted: crate::planted::Planted::NONE,
                 ring_capacity_bytes: ring,
                 viewer_stall_timeout: Duration::from_secs(stall),
                 keepalive_interval: Duration::from_secs(keepalive),

@@ -64,6 +64,7 @@ fn decode_configs(reader: &mut ByteReader<'_>) -> (ChannelConfig, EngineCallConf
         session_attempts: 0,
     };
     let calls = EngineCallConfig {
+        planted: crate::planted::Planted::NONE,
         request_timeout: millis(1, 8_000),
         late_answer_factor: 2,
         late_answer_min: millis(1, 20_000),
@@ -81,6 +82,7 @@ fn decode_configs(reader: &mut ByteReader<'_>) -> (ChannelConfig, EngineCallConf
         ..channel
     };
     let calls = EngineCallConfig {
+        planted: crate::planted::Planted::NONE,
         max_late_requests: reader.index(4),
         stop_attempts: reader.below(5) as u32,
         stats: StatsConfig {

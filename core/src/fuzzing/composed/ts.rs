@@ -169,6 +169,7 @@ pub fn ts_channel(data: &[u8]) {
     let mut reader = ByteReader::new(data);
     let (channel, calls) = decode_configs(&mut reader);
     let fanout = FanoutConfig {
+        planted: crate::planted::Planted::NONE,
         ring_capacity_bytes: reader.range(1, 40) as usize * PACKET_LEN,
         viewer_stall_timeout: Duration::from_millis(reader.range(1, 15_000)),
         keepalive_interval: Duration::from_millis(reader.range(1, 3_000)),

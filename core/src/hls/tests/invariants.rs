@@ -57,6 +57,7 @@ pub(super) fn config() -> impl Strategy<Value = HlsConfig> {
                 (concurrent, attempts, segments, start, ready, window),
                 max_bytes,
             )| HlsConfig {
+                planted: crate::planted::Planted::NONE,
                 poll_factor_permille: factor,
                 min_poll_interval: ms(min_poll),
                 max_poll_interval: ms(min_poll + 10_000),

@@ -1,0 +1,91 @@
+//! Bugs planted on purpose, for the simulation to prove that it catches them.
+//!
+//! A check that never fails proves nothing, and a faster simulation is only worth
+//! having if it still finds what it should. So each bug here is a small, realistic
+//! mistake, switched on at run time through the configuration of the machine it lives
+//! in ([`Planted`] fields default to none). Nothing but the simulation's own self-test
+//! sets them: no flag, variable or file of the product reaches them. The simulation
+//! must fail a run with each bug planted within a stated number of seeds (see
+//! `sim/tests/planted.rs`).
+
+/// One planted bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Bug {
+    /// Every stop of an engine session is sent twice.
+    StopSentTwice,
+    /// A session an engine grants after its request timed out (or after its channel
+    /// ended) is left running instead of stopped.
+    LateSessionLeftRunning,
+    /// The fan-out hands new media to no viewer while any viewer still writes its last
+    /// delivery: one slow viewer holds up the whole channel.
+    ChannelWaitsForSlowestViewer,
+    /// Every seventh upstream HLS segment is skipped without a discontinuity.
+    HlsSegmentSkipped,
+}
+
+impl Bug {
+    /// Every planted bug.
+    pub const ALL: [Bug; 4] = [
+        Bug::StopSentTwice,
+        Bug::LateSessionLeftRunning,
+        Bug::ChannelWaitsForSlowestViewer,
+        Bug::HlsSegmentSkipped,
+    ];
+
+    /// A stable name, for runners and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::StopSentTwice => "stop_sent_twice",
+            Bug::LateSessionLeftRunning => "late_session_left_running",
+            Bug::ChannelWaitsForSlowestViewer => "channel_waits_for_slowest_viewer",
+            Bug::HlsSegmentSkipped => "hls_segment_skipped",
+        }
+    }
+
+    /// The bug named `name`.
+    pub fn by_name(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// The set of planted bugs a machine runs with; empty unless the simulation's
+/// self-test plants one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Planted(u32);
+
+impl Planted {
+    /// No bug: the product.
+    pub const NONE: Planted = Planted(0);
+
+    /// Just `bug`.
+    pub fn only(bug: Bug) -> Planted {
+        Planted(bug.bit())
+    }
+
+    /// Whether `bug` is planted.
+    #[inline]
+    pub fn has(self, bug: Bug) -> bool {
+        self.0 & bug.bit() != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_planted_by_default_and_each_bug_alone() {
+        for bug in Bug::ALL {
+            assert!(!Planted::default().has(bug));
+            assert!(Planted::only(bug).has(bug));
+            assert_eq!(Bug::by_name(bug.name()), Some(bug));
+            for other in Bug::ALL.into_iter().filter(|other| *other != bug) {
+                assert!(!Planted::only(bug).has(other));
+            }
+        }
+    }
+}
