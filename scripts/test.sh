@@ -28,7 +28,16 @@ fi
 # The real-process tests run the acemux binary; build it first so they find it.
 cargo build --locked -p acemux-cmd --bin acemux
 cargo test --workspace --locked
-# The deterministic simulation: the pinned seeds ran above; now a batch of random
-# seeds over every scenario (about 3-5 minutes on 2 cores). More: raise SIM_SEEDS, or
-# run `cargo run -p acemux-sim --release -- --seeds 200`.
-SIM_SEEDS="${SIM_SEEDS:-40}" cargo test -p acemux-sim --locked --test random_seeds -- --nocapture
+# The deterministic simulation: the pinned seeds ran above; now a large batch of random
+# seeds over every scenario, in release mode on every core, within a time box (about
+# 2 minutes on 2 cores, plus the release build). The seeds derive from the commit, so a
+# run of one commit replays exactly; every failure prints its replay command. More:
+# SIM_SEEDS=100000, or `cargo run -p acemux-sim --release -- --seeds 100000 --jobs N`.
+sim_base_seed="${SIM_BASE_SEED:-}"
+if [ -z "$sim_base_seed" ]; then
+  commit="$(git rev-parse HEAD 2>/dev/null || echo 0)"
+  sim_base_seed=$(( 16#${commit:0:15} ))
+fi
+cargo run --locked --release -p acemux-sim -- --quiet \
+  --seeds "${SIM_SEEDS:-1000}" --jobs "${SIM_JOBS:-$(nproc)}" \
+  --base-seed "$sim_base_seed" --time-box "${SIM_TIME_BOX:-540}"

@@ -33,6 +33,10 @@ pub struct Checker {
     first_open_request: usize,
     /// Engine sessions running that the event log does not know (yet), and since when.
     unregistered_since: BTreeMap<String, Duration>,
+    /// Faults in effect now.
+    active_faults: std::collections::BTreeSet<String>,
+    /// The media-gap rule applies again from here (the last fault's end + recovery).
+    quiet_from: Duration,
 }
 
 impl Checker {
@@ -46,7 +50,26 @@ impl Checker {
             next_engine_check: Duration::ZERO,
             first_open_request: 0,
             unregistered_since: BTreeMap::new(),
+            active_faults: std::collections::BTreeSet::new(),
+            quiet_from: Duration::ZERO,
         }
+    }
+
+    /// A fault starts (`active`) or ends at `now`; `key` names it. The media-gap rule
+    /// is scoped out while any fault is in effect and for the recovery time after.
+    pub fn fault_window(&mut self, now: Duration, key: String, active: bool) {
+        if active {
+            self.active_faults.insert(key);
+        } else {
+            self.active_faults.remove(&key);
+        }
+        self.quiet_from = self.quiet_from.max(now + self.rules.recovery);
+    }
+
+    /// Every fault was removed at `now`.
+    pub fn healed(&mut self, now: Duration) {
+        self.active_faults.clear();
+        self.quiet_from = self.quiet_from.max(now + self.rules.recovery);
     }
 
     /// Events checked so far.
@@ -125,6 +148,18 @@ impl Checker {
                     "TS viewer {id} ({}, {}): {violation}",
                     viewer.player, viewer.content_id
                 ));
+            }
+            // Viewers are served: outside fault windows, media keeps coming.
+            if let (true, Some(last)) = (viewer.reading, viewer.last_media_at) {
+                let from = last.max(self.quiet_from);
+                if self.active_faults.is_empty() && now > from + self.rules.media_gap {
+                    return Err(format!(
+                        "TS viewer {id} ({}, {}): no media for {:?} (since {last:?}), no fault in effect",
+                        viewer.player,
+                        viewer.content_id,
+                        now - last
+                    ));
+                }
             }
             if viewer.tracker.check.resyncs > 0 && !self.rules.allow_resyncs {
                 return Err(format!(

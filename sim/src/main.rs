@@ -39,6 +39,11 @@ struct Args {
     /// Print only failures and the summary, not a line per seed.
     #[arg(long)]
     quiet: bool,
+    /// Plant this bug in every run, to see the simulation catch it (its self-test;
+    /// names: stop_sent_twice, late_session_left_running,
+    /// channel_waits_for_slowest_viewer, hls_segment_skipped).
+    #[arg(long, value_name = "BUG")]
+    plant: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +77,22 @@ fn main() -> ExitCode {
         }
     };
     batch.time_box = args.time_box.map(Duration::from_secs);
+    if let Some(name) = &args.plant {
+        match acemux_core::planted::Bug::by_name(name) {
+            Some(bug) => {
+                println!("planted bug: {name} (runs are expected to fail)");
+                batch.plant = Some(bug);
+            }
+            None => {
+                let names: Vec<&str> = acemux_core::planted::Bug::ALL
+                    .iter()
+                    .map(|bug| bug.name())
+                    .collect();
+                eprintln!("unknown bug {name:?}; bugs: {}", names.join(", "));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let total = batch.runs.len();
     let done = AtomicUsize::new(0);
     let failed = AtomicUsize::new(0);

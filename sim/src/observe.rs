@@ -45,6 +45,11 @@ pub struct TsViewerRecord {
     pub bytes: u64,
     /// Whether the body ended (closed by acemux or by an error).
     pub ended: bool,
+    /// Whether the player still reads (false once it ended, or stopped reading on
+    /// purpose).
+    pub reading: bool,
+    /// When media (not keepalive) last arrived.
+    pub last_media_at: Option<Duration>,
 }
 
 /// One event the external receiver got.
@@ -156,6 +161,8 @@ impl Observer {
                 tracker: SliceTracker::default(),
                 bytes: 0,
                 ended: false,
+                reading: true,
+                last_media_at: None,
             },
         );
     }
@@ -169,7 +176,18 @@ impl Observer {
             .get_mut(&id)
             .expect("a viewer is registered before it reads");
         viewer.bytes += bytes.len() as u64;
+        let media_before = viewer.tracker.check.packets;
         viewer.tracker.feed(MediaIndex::simulated(), bytes);
+        if viewer.tracker.check.packets > media_before {
+            viewer.last_media_at = Some(sim_now());
+        }
+    }
+
+    /// TS viewer `id` stops reading (its watch is over, or it stalls on purpose).
+    pub fn ts_stopped(&self, id: u64) {
+        if let Some(viewer) = self.lock().ts_viewers.get_mut(&id) {
+            viewer.reading = false;
+        }
     }
 
     /// TS viewer `id`'s body ended.
@@ -177,6 +195,7 @@ impl Observer {
         let mut record = self.lock();
         if let Some(viewer) = record.ts_viewers.get_mut(&id) {
             viewer.ended = true;
+            viewer.reading = false;
         }
         let line = format!("{}ms viewer {id} ended", sim_now().as_millis());
         record.trace.add_text(&line);

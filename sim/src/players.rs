@@ -372,6 +372,7 @@ async fn ts_reader(
                 if read_ts_until(observer, id, &mut body, until).await {
                     observer.ts_ended(id);
                 }
+                observer.ts_stopped(id);
             }
             Some((status, body)) => check_error_body(player, observer, status, body).await,
             None => {}
@@ -408,6 +409,7 @@ async fn ts_staller(
     // deadline: a FIN queued behind a full receive buffer reaches a turmoil socket
     // only when another segment arrives, so the body's end is not always seen here).
     tracing::debug!(player = %player.name, "stops reading");
+    observer.ts_stopped(id);
     observer
         .lock()
         .stopped_reading
@@ -450,6 +452,9 @@ async fn hls_poller(
     let mut last_media_sequence = 0u64;
     let mut last_discontinuity_sequence = 0u64;
     let mut fetched_up_to: Option<u64> = None;
+    // The last segment fetched and where it left off in the engine stream: the next
+    // one must continue it unless a discontinuity separates them.
+    let mut previous: Option<(u64, SliceTracker)> = None;
     while sim_now() < until {
         let path = format!("/ace/manifest.m3u8?id={content_id}&t={}", player.name);
         match get(player, client, observer, &path).await {
@@ -483,12 +488,32 @@ async fn hls_poller(
                 last_media_sequence = playlist.media_sequence;
                 last_discontinuity_sequence = playlist.discontinuity_sequence;
                 observer.lock().hls_playlists += 1;
-                for (seq, uri) in playlist.segments {
+                for (seq, uri, discontinuity) in playlist.segments {
                     if fetched_up_to.is_some_and(|done| seq <= done) {
                         continue;
                     }
                     fetched_up_to = Some(seq);
-                    fetch_segment(player, client, observer, seq, &uri).await;
+                    let Some(bytes) = fetch_segment(player, client, observer, seq, &uri).await
+                    else {
+                        previous = None;
+                        continue;
+                    };
+                    if let Some((_, mut tracker)) = previous
+                        .take()
+                        .filter(|(last, _)| *last + 1 == seq && !discontinuity)
+                    {
+                        let resyncs = tracker.check.resyncs;
+                        tracker.feed(MediaIndex::simulated(), &bytes);
+                        if tracker.check.violation.is_some() || tracker.check.resyncs > resyncs {
+                            observer.violation(format!(
+                                "{name}: segment {seq} does not continue segment {} and no discontinuity separates them",
+                                seq - 1
+                            ));
+                        }
+                    }
+                    let mut tracker = SliceTracker::default();
+                    tracker.feed(MediaIndex::simulated(), &bytes);
+                    previous = Some((seq, tracker));
                 }
             }
             Some((status, body)) => check_error_body(player, observer, status, body).await,
@@ -498,25 +523,24 @@ async fn hls_poller(
     }
 }
 
+/// Fetches and checks one segment; its bytes when it was served.
 async fn fetch_segment(
     player: &Player,
     client: &HttpClient<TurmoilNet>,
     observer: &Observer,
     seq: u64,
     uri: &str,
-) {
+) -> Option<Bytes> {
     let path = uri.strip_prefix(&format!("http://{ACEMUX}")).unwrap_or(uri);
-    let Some((status, body)) = get(player, client, observer, path).await else {
-        return;
-    };
+    let (status, body) = get(player, client, observer, path).await?;
     if status != 200 {
         // A segment that slid out of the window between playlist and fetch is a 404.
         check_error_body(player, observer, status, body).await;
-        return;
+        return None;
     }
     let Some(bytes) = read_all(body, player.bound).await else {
         observer.violation(format!("{}: segment {seq} body not read", player.name));
-        return;
+        return None;
     };
     let mut tracker = SliceTracker::default();
     tracker.feed(MediaIndex::simulated(), &bytes);
@@ -540,6 +564,7 @@ async fn fetch_segment(
             player.name
         ));
     }
+    Some(bytes)
 }
 
 /// The parts of a served playlist the invariants need.
@@ -547,21 +572,29 @@ async fn fetch_segment(
 struct ServedPlaylist {
     media_sequence: u64,
     discontinuity_sequence: u64,
-    segments: Vec<(u64, String)>,
+    /// Sequence number, URI, and whether a discontinuity precedes it.
+    segments: Vec<(u64, String, bool)>,
 }
 
 fn parse_playlist(text: &str) -> ServedPlaylist {
     let mut playlist = ServedPlaylist::default();
     let number =
         |line: &str, tag: &str| -> Option<u64> { line.strip_prefix(tag)?.trim().parse().ok() };
+    let mut discontinuity = false;
     for line in text.lines() {
-        if let Some(value) = number(line, "#EXT-X-MEDIA-SEQUENCE:") {
+        if line.trim() == "#EXT-X-DISCONTINUITY" {
+            discontinuity = true;
+        } else if let Some(value) = number(line, "#EXT-X-MEDIA-SEQUENCE:") {
             playlist.media_sequence = value;
         } else if let Some(value) = number(line, "#EXT-X-DISCONTINUITY-SEQUENCE:") {
             playlist.discontinuity_sequence = value;
         } else if !line.starts_with('#') && !line.trim().is_empty() {
             let seq = playlist.media_sequence + playlist.segments.len() as u64;
-            playlist.segments.push((seq, line.trim().to_owned()));
+            playlist.segments.push((
+                seq,
+                line.trim().to_owned(),
+                std::mem::take(&mut discontinuity),
+            ));
         }
     }
     playlist

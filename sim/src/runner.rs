@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use acemux_core::planted::Bug;
 use acemux_core::rng::mix;
 
 use crate::scenarios::Scenario;
@@ -26,6 +27,8 @@ pub struct Batch {
     pub jobs: usize,
     /// No new seed starts after this much real time; `None`: no bound.
     pub time_box: Option<Duration>,
+    /// A bug planted in every run (the simulation's self-test); `None` for the product.
+    pub plant: Option<Bug>,
 }
 
 impl Batch {
@@ -44,6 +47,7 @@ impl Batch {
             scenarios,
             jobs,
             time_box: None,
+            plant: None,
         }
     }
 
@@ -54,6 +58,7 @@ impl Batch {
             scenarios,
             jobs: 1,
             time_box: None,
+            plant: None,
         }
     }
 
@@ -65,6 +70,7 @@ impl Batch {
         std::thread::scope(|scope| {
             for _ in 0..self.jobs.max(1) {
                 scope.spawn(|| loop {
+                    crate::world::plant_on_this_thread(self.plant);
                     if self
                         .time_box
                         .is_some_and(|bound| started.elapsed() >= bound)

@@ -14,6 +14,7 @@ use acemux::store::{EventStore, MemoryStore};
 use acemux::webhook::{DeliveryPolicy, WebhookTarget};
 use acemux::ServeOptions;
 use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
+use acemux_core::planted::Bug;
 use acemux_core::rng::SeededRng;
 use acemux_testkit::emulator::{Emulator, EmulatorConfig, Faults};
 use axum::extract::{Path, State};
@@ -86,6 +87,12 @@ pub struct Rules {
     /// Longest time an engine session may run after its `stream_ended`, the engine
     /// being reachable.
     pub stop_bound: Duration,
+    /// Longest gap between two pieces of media a reading TS viewer may see, outside
+    /// fault windows.
+    pub media_gap: Duration,
+    /// How long after a fault ends (or an engine crashes) the media-gap rule waits:
+    /// time for acemux to notice and replace the upstream.
+    pub recovery: Duration,
 }
 
 impl Default for Rules {
@@ -95,8 +102,22 @@ impl Default for Rules {
             allow_orphan_engine_sessions: false,
             allow_repeated_stops: false,
             stop_bound: Duration::from_secs(15),
+            media_gap: Duration::from_secs(4),
+            recovery: Duration::from_secs(40),
         }
     }
+}
+
+thread_local! {
+    /// The bug planted in the worlds this thread builds (see [`plant_on_this_thread`]).
+    static PLANTED: std::cell::Cell<Option<Bug>> = const { std::cell::Cell::new(None) };
+}
+
+/// Plants `bug` (or nothing) in every world built on this thread from now on: the
+/// self-test of the simulation (`sim/tests/planted.rs`, `acemux-sim --plant`). A seed
+/// runs on one thread, so parallel runs do not see each other's bug.
+pub fn plant_on_this_thread(bug: Option<Bug>) {
+    PLANTED.with(|planted| planted.set(bug));
 }
 
 impl WorldConfig {
@@ -104,6 +125,9 @@ impl WorldConfig {
     /// default proxy bounds shortened to simulated-minute scale.
     pub fn new(scenario: &'static str, seed: u64, engines: usize) -> Self {
         let mut proxy = ProxyConfig::default();
+        if let Some(bug) = PLANTED.with(std::cell::Cell::get) {
+            proxy.plant(bug);
+        }
         proxy.channel.idle_grace = Duration::from_secs(5);
         proxy.channel.start_timeout = Duration::from_secs(20);
         proxy.fanout.ring_capacity_bytes = 512 * 1024;
@@ -536,6 +560,32 @@ impl<'a> World<'a> {
 
     fn apply(&mut self, fault: Fault) {
         tracing::info!(?fault, "fault");
+        let now = self.elapsed();
+        match &fault {
+            Fault::Latency(a, b, latency) => self.checker.fault_window(
+                now,
+                format!("latency {a}-{b}"),
+                *latency > Duration::from_millis(50),
+            ),
+            Fault::Partition(a, b) | Fault::Repair(a, b) => self.checker.fault_window(
+                now,
+                format!("partition {a}-{b}"),
+                matches!(fault, Fault::Partition(..)),
+            ),
+            Fault::Hold(a, b) | Fault::Release(a, b) => self.checker.fault_window(
+                now,
+                format!("hold {a}-{b}"),
+                matches!(fault, Fault::Hold(..)),
+            ),
+            Fault::RelayStall(stalled) => {
+                self.checker
+                    .fault_window(now, "relay stall".into(), *stalled)
+            }
+            Fault::Crash(host) | Fault::Restart(host) => {
+                self.checker
+                    .fault_window(now, format!("crash {host}"), false)
+            }
+        }
         match fault {
             Fault::Latency(a, b, latency) => self.sim.set_link_latency(a, b.as_str(), latency),
             Fault::Partition(a, b) => self.sim.partition(a, b.as_str()),
@@ -553,6 +603,7 @@ impl<'a> World<'a> {
     /// until the system is clean, within `budget` of simulated time.
     pub fn heal_then_converge(&mut self, budget: Duration) -> Result<Outcome, Failure> {
         self.schedule.clear();
+        self.checker.healed(self.elapsed());
         self.relay.set_stalled(false);
         let engine_names: Vec<String> = self.engines.iter().map(|e| e.name.clone()).collect();
         for name in &engine_names {
