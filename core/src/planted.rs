@@ -21,15 +21,19 @@ pub enum Bug {
     ChannelWaitsForSlowestViewer,
     /// Every seventh upstream HLS segment is skipped without a discontinuity.
     HlsSegmentSkipped,
+    /// On start, the streams a killed run left started are forgotten: never ended, their
+    /// engine sessions never stopped.
+    LeftoversForgotten,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::StopSentTwice,
         Bug::LateSessionLeftRunning,
         Bug::ChannelWaitsForSlowestViewer,
         Bug::HlsSegmentSkipped,
+        Bug::LeftoversForgotten,
     ];
 
     /// A stable name, for runners and reports.
@@ -39,6 +43,7 @@ impl Bug {
             Bug::LateSessionLeftRunning => "late_session_left_running",
             Bug::ChannelWaitsForSlowestViewer => "channel_waits_for_slowest_viewer",
             Bug::HlsSegmentSkipped => "hls_segment_skipped",
+            Bug::LeftoversForgotten => "leftovers_forgotten",
         }
     }
 

@@ -205,6 +205,7 @@ pub async fn start<N: Net>(
         EngineClient::new(client.clone(), options.proxy.engine_request_timeout),
         acemux_core::channel::EngineCallConfig {
             request_timeout: options.proxy.engine_request_timeout,
+            planted: options.proxy.planted,
             ..Default::default()
         },
         metrics.clone(),

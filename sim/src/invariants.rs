@@ -37,6 +37,8 @@ pub struct Checker {
     active_faults: std::collections::BTreeSet<String>,
     /// The media-gap rule applies again from here (the last fault's end + recovery).
     quiet_from: Duration,
+    /// When acemux itself was down: from its crash to its restart (open while down).
+    acemux_down: Vec<(Duration, Option<Duration>)>,
 }
 
 impl Checker {
@@ -52,7 +54,42 @@ impl Checker {
             unregistered_since: BTreeMap::new(),
             active_faults: std::collections::BTreeSet::new(),
             quiet_from: Duration::ZERO,
+            acemux_down: Vec::new(),
         }
+    }
+
+    /// acemux crashed (`down`) or was started again at `now`.
+    pub fn acemux_down(&mut self, now: Duration, down: bool) {
+        if down {
+            self.acemux_down.push((now, None));
+        } else if let Some((_, end @ None)) = self.acemux_down.last_mut() {
+            *end = Some(now);
+        }
+    }
+
+    /// Requests that failed while acemux was down (excused), for the summary.
+    pub fn excused_requests(&self, observer: &Observer) -> usize {
+        observer
+            .lock()
+            .requests
+            .iter()
+            .filter(|request| {
+                request.answered_at.is_some_and(|at| {
+                    (request.failure.is_some() || at > request.sent_at + request.bound)
+                        && self.explained_by_a_crash(request.sent_at, at)
+                })
+            })
+            .count()
+    }
+
+    /// Whether a request sent at `sent` that failed at `failed` (no status) overlapped
+    /// a time acemux was down: its connection died with the process, or it reached no
+    /// listener. Only such failures are excused.
+    fn explained_by_a_crash(&self, sent: Duration, failed: Duration) -> bool {
+        const SETTLE: Duration = Duration::from_secs(1);
+        self.acemux_down
+            .iter()
+            .any(|&(down, up)| sent <= up.map_or(failed, |up| up + SETTLE) && failed >= down)
     }
 
     /// A fault starts (`active`) or ends at `now`; `key` names it. The media-gap rule
@@ -114,6 +151,10 @@ impl Checker {
         {
             let deadline = request.sent_at + request.bound;
             match request.answered_at {
+                // A request that met a crashed acemux may wait for its own timeout.
+                None if now > deadline && self.explained_by_a_crash(request.sent_at, now) => {
+                    all_answered_so_far = false;
+                }
                 None if now > deadline => {
                     return Err(format!(
                         "{} {}: no answer within {:?} (sent at {:?})",
@@ -122,7 +163,10 @@ impl Checker {
                 }
                 None => all_answered_so_far = false,
                 Some(at) => {
-                    if at > deadline {
+                    // A request that met a crashed acemux (cut, refused, or answered
+                    // late by the restarted one) is excused, and counted.
+                    let excused = self.explained_by_a_crash(request.sent_at, at);
+                    if at > deadline && !excused {
                         return Err(format!(
                             "{} {}: answered after {:?}, bound {:?}",
                             request.player,
@@ -131,7 +175,7 @@ impl Checker {
                             request.bound
                         ));
                     }
-                    if let Some(failure) = &request.failure {
+                    if let (Some(failure), false) = (&request.failure, excused) {
                         return Err(format!("{} {}: {failure}", request.player, request.what));
                     }
                     if all_answered_so_far {

@@ -41,7 +41,7 @@ struct Args {
     quiet: bool,
     /// Plant this bug in every run, to see the simulation catch it (its self-test;
     /// names: stop_sent_twice, late_session_left_running,
-    /// channel_waits_for_slowest_viewer, hls_segment_skipped).
+    /// channel_waits_for_slowest_viewer, hls_segment_skipped, leftovers_forgotten).
     #[arg(long, value_name = "BUG")]
     plant: Option<String>,
 }

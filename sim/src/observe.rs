@@ -80,6 +80,8 @@ pub struct Observations {
     pub hls_playlists: u64,
     /// HLS segments fetched and checked.
     pub hls_segments: u64,
+    /// Times acemux was started again after a crash.
+    pub acemux_restarts: u64,
     /// Viewers that stopped reading, with the time by which acemux must drop them.
     pub stopped_reading: Vec<(String, Duration)>,
     /// Streams an operator's `DELETE /streams/{id}` ended (answered `updated`).

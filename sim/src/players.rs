@@ -455,6 +455,8 @@ async fn hls_poller(
     // The last segment fetched and where it left off in the engine stream: the next
     // one must continue it unless a discontinuity separates them.
     let mut previous: Option<(u64, SliceTracker)> = None;
+    // An acemux started again serves a new channel: its sequences start afresh.
+    let mut restarts_seen = observer.lock().acemux_restarts;
     while sim_now() < until {
         let path = format!("/ace/manifest.m3u8?id={content_id}&t={}", player.name);
         match get(player, client, observer, &path).await {
@@ -467,6 +469,14 @@ async fn hls_poller(
                 observer.lock().trace.add_text(&text);
                 let playlist = parse_playlist(&text);
                 let name = &player.name;
+                let restarts = observer.lock().acemux_restarts;
+                if restarts != restarts_seen {
+                    restarts_seen = restarts;
+                    last_media_sequence = 0;
+                    last_discontinuity_sequence = 0;
+                    fetched_up_to = None;
+                    previous = None;
+                }
                 if playlist.media_sequence < last_media_sequence {
                     observer.violation(format!(
                         "{name}: media sequence went back from {last_media_sequence} to {}",

@@ -583,7 +583,14 @@ impl<'a> World<'a> {
             }
             Fault::Crash(host) | Fault::Restart(host) => {
                 self.checker
-                    .fault_window(now, format!("crash {host}"), false)
+                    .fault_window(now, format!("crash {host}"), false);
+                if host == "acemux" {
+                    let down = matches!(fault, Fault::Crash(_));
+                    self.checker.acemux_down(now, down);
+                    if !down {
+                        self.observer.lock().acemux_restarts += 1;
+                    }
+                }
             }
         }
         match fault {
@@ -649,6 +656,11 @@ impl<'a> World<'a> {
             .final_checks(&self.observer, &self.store, &self.config)
             .map_err(|message| self.fail(message))?;
         Ok(self.outcome())
+    }
+
+    /// Requests that failed while acemux was down (excused by the crash).
+    pub fn excused_requests(&self) -> usize {
+        self.checker.excused_requests(&self.observer)
     }
 
     /// The hash and summary of the run so far.

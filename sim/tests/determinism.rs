@@ -37,9 +37,15 @@ fn every_scenario_is_pinned_below() {
         "slow_viewers",
         "engine_death_failover",
         "orchestrator_churn",
+        "acemux_restart",
     ];
     let listed: Vec<&str> = SCENARIOS.iter().map(|(name, _)| *name).collect();
     assert_eq!(listed, pinned, "a scenario without a determinism test");
+}
+
+#[test]
+fn acemux_restart_replays() {
+    replays("acemux_restart", 4);
 }
 
 #[test]

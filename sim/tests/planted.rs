@@ -32,6 +32,11 @@ const CASES: &[(Bug, &str, &str)] = &[
         "viewer_churn",
         "no discontinuity separates them",
     ),
+    (
+        Bug::LeftoversForgotten,
+        "acemux_restart",
+        "started while one is active",
+    ),
 ];
 
 #[test]

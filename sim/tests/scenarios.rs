@@ -119,3 +119,8 @@ fn a_broken_bound_fails_the_run_with_its_replay_command() {
 fn orchestrator_churn() {
     pinned(scenarios::orchestrator_churn, &[1, 2]);
 }
+
+#[test]
+fn acemux_restart() {
+    pinned(scenarios::acemux_restart, &[1, 2]);
+}

@@ -4,6 +4,7 @@
 mod churn;
 mod failover;
 mod orchestrator;
+mod restart;
 mod self_post;
 mod slow_gluetun;
 mod slow_viewers;
@@ -16,6 +17,7 @@ use crate::world::{Failure, Outcome};
 pub use churn::viewer_churn;
 pub use failover::engine_death_failover;
 pub use orchestrator::orchestrator_churn;
+pub use restart::acemux_restart;
 pub use self_post::{naive_model_deadlocks, single_worker_self_post, NaiveSymptoms};
 pub use slow_gluetun::slow_gluetun;
 pub use slow_viewers::slow_viewers;
@@ -31,6 +33,7 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
     ("slow_viewers", slow_viewers),
     ("engine_death_failover", engine_death_failover),
     ("orchestrator_churn", orchestrator_churn),
+    ("acemux_restart", acemux_restart),
 ];
 
 /// The scenario named `name`.
