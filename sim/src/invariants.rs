@@ -39,6 +39,21 @@ pub struct Checker {
     quiet_from: Duration,
     /// When acemux itself was down: from its crash to its restart (open while down).
     acemux_down: Vec<(Duration, Option<Duration>)>,
+    /// Every fault window: its key (naming the hosts it touches), start, and end (open
+    /// while in effect; a crash is a window of no length).
+    fault_log: Vec<(String, Duration, Option<Duration>)>,
+    /// Resyncs seen per TS viewer.
+    viewer_resyncs: BTreeMap<u64, u64>,
+    /// Hosts crashed and not started again: their sessions died with them.
+    down_hosts: std::collections::BTreeSet<String>,
+    /// Since when an engine has run two sessions of one content, by "engine|content".
+    doubled_since: BTreeMap<String, Duration>,
+    /// Sessions whose repeated stop or orphaning was waived (once each).
+    stops_waived: std::collections::BTreeSet<String>,
+    orphans_waived: std::collections::BTreeSet<String>,
+    /// Times a rule was waived because a fault explains it, by rule: every waiver is
+    /// scoped to the fault's hosts and window, and counted in the run's summary.
+    pub waivers: BTreeMap<&'static str, u64>,
 }
 
 impl Checker {
@@ -55,7 +70,48 @@ impl Checker {
             active_faults: std::collections::BTreeSet::new(),
             quiet_from: Duration::ZERO,
             acemux_down: Vec::new(),
+            fault_log: Vec::new(),
+            viewer_resyncs: BTreeMap::new(),
+            waivers: BTreeMap::new(),
+            doubled_since: BTreeMap::new(),
+            down_hosts: std::collections::BTreeSet::new(),
+            stops_waived: std::collections::BTreeSet::new(),
+            orphans_waived: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// Whether a fault touching `host` (any host when `None`; the relay touches every
+    /// engine) was in effect at `at` or ended less than the recovery time before it.
+    fn disturbed(&self, host: Option<&str>, at: Duration) -> bool {
+        self.disturbed_by(host, at, |_| true)
+    }
+
+    /// Like [`Checker::disturbed`], counting only faults that lose messages
+    /// (partitions, crashes): a slow or stalled path delays an answer, and acemux
+    /// must still act on it when it comes.
+    fn lost_messages(&self, host: &str, at: Duration) -> bool {
+        self.disturbed_by(Some(host), at, |key| {
+            key.starts_with("partition") || key.starts_with("crash")
+        })
+    }
+
+    fn disturbed_by(&self, host: Option<&str>, at: Duration, kind: impl Fn(&str) -> bool) -> bool {
+        self.fault_log.iter().any(|(key, start, end)| {
+            if !kind(key) {
+                return false;
+            }
+            let touches = host.is_none_or(|host| {
+                key == "relay stall"
+                    || key
+                        .split(|c: char| !c.is_ascii_alphanumeric())
+                        .any(|part| part == host)
+            });
+            touches && *start <= at && end.is_none_or(|end| at <= end + self.rules.recovery)
+        })
+    }
+
+    fn waive(&mut self, rule: &'static str) {
+        *self.waivers.entry(rule).or_default() += 1;
     }
 
     /// acemux crashed (`down`) or was started again at `now`.
@@ -96,16 +152,40 @@ impl Checker {
     /// is scoped out while any fault is in effect and for the recovery time after.
     pub fn fault_window(&mut self, now: Duration, key: String, active: bool) {
         if active {
-            self.active_faults.insert(key);
+            if self.active_faults.insert(key.clone()) {
+                self.fault_log.push((key, now, None));
+            }
         } else {
             self.active_faults.remove(&key);
+            match self
+                .fault_log
+                .iter_mut()
+                .rev()
+                .find(|(logged, _, end)| *logged == key && end.is_none())
+            {
+                Some((_, _, end)) => *end = Some(now),
+                // A fault without length (a crash), or the end of one never started.
+                None => self.fault_log.push((key, now, Some(now))),
+            }
         }
         self.quiet_from = self.quiet_from.max(now + self.rules.recovery);
+    }
+
+    /// `host` crashed (`down`) or was started again.
+    pub fn host_down(&mut self, host: &str, down: bool) {
+        if down {
+            self.down_hosts.insert(host.to_owned());
+        } else {
+            self.down_hosts.remove(host);
+        }
     }
 
     /// Every fault was removed at `now`.
     pub fn healed(&mut self, now: Duration) {
         self.active_faults.clear();
+        for (_, _, end) in &mut self.fault_log {
+            end.get_or_insert(now);
+        }
         self.quiet_from = self.quiet_from.max(now + self.rules.recovery);
     }
 
@@ -186,6 +266,7 @@ impl Checker {
         }
         // Each TS viewer's bytes are a contiguous slice of the engine stream, up to
         // jumps to entry points when the upstream was replaced.
+        let mut jumped = Vec::new();
         for (id, viewer) in &record.ts_viewers {
             if let Some(violation) = &viewer.tracker.check.violation {
                 return Err(format!(
@@ -205,11 +286,32 @@ impl Checker {
                     ));
                 }
             }
-            if viewer.tracker.check.resyncs > 0 && !self.rules.allow_resyncs {
-                return Err(format!(
-                    "TS viewer {id} ({}, {}): its bytes jumped in the engine stream with no upstream fault",
-                    viewer.player, viewer.content_id
-                ));
+            // A jump in the engine stream is a replaced upstream: only a fault explains
+            // one, and one fault at most a few.
+            let resyncs = viewer.tracker.check.resyncs;
+            let seen = self.viewer_resyncs.get(id).copied().unwrap_or(0);
+            if resyncs > seen {
+                if !self.disturbed(None, now) {
+                    return Err(format!(
+                        "TS viewer {id} ({}, {}): its bytes jumped in the engine stream with no fault",
+                        viewer.player, viewer.content_id
+                    ));
+                }
+                let faults = self.fault_log.len() as u64;
+                if resyncs > 3 * faults {
+                    return Err(format!(
+                        "TS viewer {id} ({}, {}): {resyncs} jumps in the engine stream for {faults} faults",
+                        viewer.player, viewer.content_id
+                    ));
+                }
+                jumped.push((*id, resyncs));
+            }
+        }
+        drop(record);
+        for (id, resyncs) in jumped {
+            let seen = self.viewer_resyncs.insert(id, resyncs).unwrap_or(0);
+            for _ in seen..resyncs {
+                self.waive("viewer jumped in the engine stream after a fault");
             }
         }
         Ok(())
@@ -281,40 +383,94 @@ impl Checker {
 
     fn check_engines(&mut self, now: Duration, engines: &[EngineHandle]) -> Result<(), String> {
         let mut running = BTreeMap::new();
+        let mut repeated_stops = Vec::new();
         for engine in engines {
-            for emulator in engine.emulators() {
+            // A crashed engine's sessions died with it.
+            if self.down_hosts.contains(&engine.name) {
+                continue;
+            }
+            let emulators = engine.emulators();
+            let last = emulators.len().saturating_sub(1);
+            for (index, emulator) in emulators.into_iter().enumerate() {
                 let stats = emulator.stats();
+                let mut playing: BTreeMap<&str, usize> = BTreeMap::new();
                 for (content_id, content) in &stats.contents {
                     for (session_id, session) in &content.sessions {
-                        if session.stop_commands > 1 && !self.rules.allow_repeated_stops {
-                            return Err(format!(
-                                "{} session {session_id} of {content_id} was told to stop {} times",
-                                engine.name, session.stop_commands
+                        if session.stop_commands > 1 {
+                            repeated_stops.push((
+                                engine.name.clone(),
+                                format!("{content_id}|{session_id}"),
+                                session.stop_commands,
                             ));
                         }
-                        if !session.stopped {
+                        // A crashed engine's sessions died with it.
+                        if !session.stopped && index == last {
                             running
                                 .insert(format!("{content_id}|{session_id}"), engine.name.clone());
+                            *playing.entry(content_id.as_str()).or_default() += 1;
                         }
+                    }
+                }
+                // One channel per content, one session per channel: an engine never
+                // runs two sessions of one content for long (a replaced session ends
+                // within the stop bound, like any other).
+                for (content_id, count) in playing {
+                    if count > 1 {
+                        let since = *self
+                            .doubled_since
+                            .entry(format!("{}|{content_id}", engine.name))
+                            .or_insert(now);
+                        if now > since + self.rules.stop_bound
+                            && !self.disturbed(Some(&engine.name), now)
+                        {
+                            return Err(format!(
+                                "{} runs {count} sessions of {content_id} for {:?}",
+                                engine.name,
+                                now - since
+                            ));
+                        }
+                    } else {
+                        self.doubled_since
+                            .remove(&format!("{}|{content_id}", engine.name));
                     }
                 }
             }
         }
+        // A stop sent again is only explained by a fault on that engine's path: the
+        // first one's answer was lost, so acemux could not know it arrived.
+        for (engine, stream_id, stops) in repeated_stops {
+            if self.stops_waived.contains(&stream_id) {
+                continue;
+            }
+            if !self.disturbed(Some(&engine), now) {
+                return Err(format!(
+                    "{engine} session {stream_id} was told to stop {stops} times"
+                ));
+            }
+            self.stops_waived.insert(stream_id);
+            self.waive("stop sent again after a fault on the engine's path");
+        }
         self.unregistered_since
             .retain(|stream_id, _| running.contains_key(stream_id));
-        if self.rules.allow_orphan_engine_sessions {
-            return Ok(());
-        }
         for (stream_id, engine) in &running {
+            // A session whose grant or stop was lost to a fault on its engine's path is
+            // scoped out (and counted): acemux cannot know it exists, or that its stop
+            // arrived.
+            let excused = self.lost_messages(engine, now);
             match self.streams.get(stream_id) {
                 Some(StreamSeen {
                     ended_at: Some(ended_at),
                     ..
                 }) if now > *ended_at + self.rules.stop_bound => {
-                    return Err(format!(
-                        "{engine} session {stream_id} still runs {:?} after its stream_ended",
-                        now - *ended_at
-                    ));
+                    if !excused {
+                        return Err(format!(
+                            "{engine} session {stream_id} still runs {:?} after its stream_ended",
+                            now - *ended_at
+                        ));
+                    }
+                    if self.orphans_waived.insert(stream_id.clone()) {
+                        self.waive("session left running after a fault on its engine");
+                    }
                 }
                 Some(_) => {}
                 None => {
@@ -323,10 +479,15 @@ impl Checker {
                         .entry(stream_id.clone())
                         .or_insert(now);
                     if now > since + self.rules.stop_bound * 2 {
-                        return Err(format!(
-                            "{engine} session {stream_id} runs unrecorded for {:?}",
-                            now - since
-                        ));
+                        if !excused {
+                            return Err(format!(
+                                "{engine} session {stream_id} runs unrecorded for {:?}",
+                                now - since
+                            ));
+                        }
+                        if self.orphans_waived.insert(stream_id.clone()) {
+                            self.waive("session unrecorded after a fault on its engine");
+                        }
                     }
                 }
             }
@@ -375,8 +536,11 @@ impl Checker {
                     for (session_id, session) in content.sessions {
                         let id = format!("{content_id}|{session_id}");
                         let recorded = self.streams.contains_key(&id);
-                        let orphan_allowed = self.rules.allow_orphan_engine_sessions;
-                        if !session.stopped && (recorded || !orphan_allowed) {
+                        // An unrecorded session on an engine whose messages a fault
+                        // lost: its grant was lost, acemux cannot know it (waived and
+                        // counted while running).
+                        let orphan_allowed = !recorded && self.orphans_waived.contains(&id);
+                        if !session.stopped && !orphan_allowed {
                             return Err(format!("{} session {id} still runs", engine.name));
                         }
                     }

@@ -9,12 +9,7 @@ use super::{health_probe, secs, ts_reader};
 
 /// The engine death scenario.
 pub fn engine_death_failover(seed: u64) -> Result<Outcome, Failure> {
-    let mut config = WorldConfig::new("engine_death_failover", seed, 2);
-    config.rules.allow_resyncs = true;
-    // A crashed engine cannot be told to stop, and a partition that outlasts acemux's
-    // stop retries leaves that session running on the cut-off engine.
-    config.rules.allow_orphan_engine_sessions = true;
-    config.rules.allow_repeated_stops = true;
+    let config = WorldConfig::new("engine_death_failover", seed, 2);
     let start_bound = config.proxy.channel.start_timeout + secs(5);
     let mut world = World::build(config);
     let watch = secs(80);

@@ -11,9 +11,7 @@ use super::{health_probe, hls_poller, secs, ts_reader};
 
 /// The acemux restart scenario.
 pub fn acemux_restart(seed: u64) -> Result<Outcome, Failure> {
-    let mut config = WorldConfig::new("acemux_restart", seed, 2);
-    // Viewers that come back land on a new engine playback.
-    config.rules.allow_resyncs = true;
+    let config = WorldConfig::new("acemux_restart", seed, 2);
     let start_bound = config.proxy.channel.start_timeout + secs(5);
     let window = config.proxy.hls.window_segments;
     let mut world = World::build(config);

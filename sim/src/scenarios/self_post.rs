@@ -163,7 +163,6 @@ pub fn single_worker_self_post(seed: u64) -> Result<Outcome, Failure> {
     config.self_webhook = true;
     config.receiver_webhook = true;
     config.proxy.engine_request_timeout = secs(10);
-    config.rules.allow_repeated_stops = true;
     let window = config.proxy.hls.window_segments;
     let start_bound = config.proxy.channel.start_timeout + secs(5);
     let mut world = World::build(config);

@@ -11,9 +11,7 @@ use super::{health_probe, hls_poller, secs, ts_reader};
 
 /// The slow gluetun scenario.
 pub fn slow_gluetun(seed: u64) -> Result<Outcome, Failure> {
-    let mut config = WorldConfig::new("slow_gluetun", seed, 2);
-    config.rules.allow_resyncs = true;
-    config.rules.allow_repeated_stops = true;
+    let config = WorldConfig::new("slow_gluetun", seed, 2);
     let window = config.proxy.hls.window_segments;
     let start_bound = config.proxy.channel.start_timeout + secs(5);
     let mut world = World::build(config);
