@@ -68,6 +68,16 @@ impl Pacer {
             .is_some_and(|(start, length)| elapsed >= start && elapsed < start + length)
     }
 
+    /// When, since the start, a body at `elapsed` that waits for `want` bytes to be due
+    /// looks again: at the stall's end while stalled (the bytes due before it may be
+    /// enough already, yet nothing goes out until it ends), else when they are due.
+    pub fn wake_at(&self, elapsed: Duration, want: u64) -> Duration {
+        match self.stall {
+            Some((start, length)) if self.stalled(elapsed) => start + length,
+            _ => self.time_due(want),
+        }
+    }
+
     /// Bytes due by `elapsed` (not packet aligned).
     pub fn due(&self, elapsed: Duration) -> u64 {
         let active = match self.stall {
@@ -192,14 +202,14 @@ impl Progress {
             } else {
                 let elapsed = self.started.elapsed();
                 let due = self.playback.pacer.due(elapsed);
-                let target = (due - due % PACKET_LEN as u64).min(limit);
+                let target = send_target(due, limit);
                 let ready = target.saturating_sub(self.sent);
                 let stalled = self.playback.pacer.stalled(elapsed);
                 if !stalled && ready > 0 && (ready >= self.min_chunk || target == limit) {
                     return Some(Ok(self.send(ready.min(MAX_CHUNK_BYTES))));
                 }
                 let want = (self.sent + self.min_chunk).min(limit);
-                Some(self.started + self.playback.pacer.time_due(want))
+                Some(self.started + self.playback.pacer.wake_at(elapsed, want))
             };
             let playback = &mut self.playback;
             // A dropped sender (session forgotten, emulator gone) ends the body too.
@@ -244,6 +254,18 @@ impl Progress {
     }
 }
 
+/// How far a body may have sent when `due` bytes are due and it is cut at `limit`:
+/// whole packets, except the last bytes before a cut that ends mid-packet (once the cut
+/// is due, everything up to it is; else those bytes would never become sendable and
+/// the body would wait for ever on a deadline already past).
+fn send_target(due: u64, limit: u64) -> u64 {
+    if due >= limit {
+        limit
+    } else {
+        due - due % PACKET_LEN as u64
+    }
+}
+
 /// Sleeps until `deadline`, or forever without one.
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -257,6 +279,35 @@ mod tests {
     use super::*;
 
     const RATE: u64 = 8_000_000; // 1 MB/s: one byte per µs.
+
+    #[test]
+    fn a_cut_in_the_middle_of_a_packet_is_reached() {
+        let limit = 217_929; // 601 bytes after the last whole packet below it
+        assert_eq!(send_target(217_930, limit), limit);
+        assert_eq!(send_target(limit, limit), limit);
+        assert_eq!(send_target(217_928, limit), 217_928 - 217_928 % 188);
+        assert_eq!(send_target(1000, u64::MAX), 940);
+    }
+
+    #[test]
+    fn a_stalled_body_wakes_at_the_stall_end_even_when_bytes_were_due_before_it() {
+        let pacer = Pacer {
+            burst_bytes: 0,
+            rate_bps: RATE,
+            stall: Some((Duration::from_secs(2), Duration::from_secs(5))),
+        };
+        // At 2.5 s, 2 MB were due before the stall began: a body that has sent less
+        // must still wait for the stall to end, not wake at once (and spin).
+        let elapsed = Duration::from_millis(2500);
+        assert!(pacer.stalled(elapsed));
+        assert_eq!(pacer.wake_at(elapsed, 1_000_000), Duration::from_secs(7));
+        assert!(pacer.time_due(1_000_000) < elapsed);
+        // Outside the stall, the time the bytes are due.
+        assert_eq!(
+            pacer.wake_at(Duration::from_millis(500), 1_000_000),
+            Duration::from_secs(1)
+        );
+    }
 
     #[test]
     fn the_burst_is_due_at_once_then_the_rate() {
