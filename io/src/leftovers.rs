@@ -3,12 +3,16 @@
 //! that played them stopped without ending them: killed, power lost). Each is ended
 //! once, with reason `restarted`, and its engine session is stopped through its command
 //! URL, retried like every stop (the core's [`LeftoverStops`]), so it does not hold an
-//! engine slot for ever.
+//! engine slot for ever. Sessions of streams that ended shortly before the start
+//! ([`RESTOP_WINDOW`]) are stopped again: the run may have been killed while their stop
+//! was still being retried.
 
 use std::sync::Arc;
 
-use acemux_core::channel::{EngineCallConfig, LeftoverInput, LeftoverStops, Notice, Output};
-use acemux_core::lifecycle::{EndReason, StreamStatus};
+use acemux_core::channel::{
+    leftovers, EngineCallConfig, LeftoverInput, LeftoverStops, Notice, Output, RESTOP_WINDOW,
+};
+use acemux_core::lifecycle::EndReason;
 use acemux_core::machine::Machine;
 use acemux_core::planted::Bug;
 use tokio::sync::{mpsc, watch};
@@ -30,23 +34,32 @@ pub async fn end_leftovers<N: Net>(
     metrics: Arc<Metrics>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let leftovers: Vec<_> = lifecycle
-        .streams(Some(StreamStatus::Started))
-        .into_iter()
-        .filter(|stream| {
-            stream.labels.get(SOURCE_LABEL.0).map(String::as_str) == Some(SOURCE_LABEL.1)
-        })
-        .collect();
-    if leftovers.is_empty() || config.planted.has(Bug::LeftoversForgotten) {
+    if config.planted.has(Bug::LeftoversForgotten) {
         return;
     }
-    tracing::warn!(
-        streams = leftovers.len(),
-        "streams this proxy played before it stopped are still started: ending them (reason restarted) and stopping their engine sessions"
-    );
     let clock = lifecycle.clock();
+    let streams = lifecycle.streams(None);
+    let found = leftovers(&streams, clock.now(), |stream| {
+        stream.labels.get(SOURCE_LABEL.0).map(String::as_str) == Some(SOURCE_LABEL.1)
+    });
+    if found.to_end.is_empty() && found.to_stop_again.is_empty() {
+        return;
+    }
+    if !found.to_end.is_empty() {
+        tracing::warn!(
+            streams = found.to_end.len(),
+            "streams this proxy played before it stopped are still started: ending them (reason restarted) and stopping their engine sessions"
+        );
+    }
+    if !found.to_stop_again.is_empty() {
+        tracing::info!(
+            sessions = found.to_stop_again.len(),
+            window = ?RESTOP_WINDOW,
+            "stopping again the engine sessions of streams that ended shortly before this start (a stop cut short by the restart must not leak a session)"
+        );
+    }
     let mut stops = LeftoverStops::new(config);
-    for stream in &leftovers {
+    for stream in &found.to_end {
         match lifecycle.end_stream(&stream.id, EndReason::Restarted).await {
             Ok(_) => {
                 tracing::info!(stream = %stream.id, engine = %stream.engine, "ended a stream left from before the restart")
@@ -55,6 +68,8 @@ pub async fn end_leftovers<N: Net>(
                 tracing::error!(stream = %stream.id, %error, "could not end a stream left from before the restart")
             }
         }
+    }
+    for stream in found.to_end.iter().chain(&found.to_stop_again) {
         stops.handle_input(
             clock.now(),
             LeftoverInput::Stop {

@@ -200,6 +200,11 @@ impl EngineCalls {
             self.config
                 .stop_retry_initial
                 .saturating_mul(1 << doublings)
+                .min(
+                    self.config
+                        .stop_retry_max
+                        .max(self.config.stop_retry_initial),
+                )
         });
         out.push_back(Output::Notice(Notice::StopFailed {
             engine: pending.engine,

@@ -8,9 +8,56 @@ use std::convert::Infallible;
 
 use super::engine::EngineCalls;
 use super::vocab::{EngineCallConfig, Output, StopId};
-use crate::lifecycle::EngineAddr;
+use crate::lifecycle::{EngineAddr, StreamState, StreamStatus};
 use crate::machine::Machine;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
+
+/// How long after its stream ended a session is stopped again when acemux starts: a run
+/// killed while a stop was still being retried (or before it went out, or while it
+/// cleaned up after an earlier run) leaves the session running with its stream already
+/// ended, and nothing else would ever stop it. A second stop of a stopped session is
+/// harmless; a leaked one holds an engine slot for ever.
+pub const RESTOP_WINDOW: Duration = Duration::from_secs(600);
+
+/// Most sessions stopped again on one start (the newest ends first).
+pub const MAX_RESTOPS: usize = 256;
+
+/// What a start finds that a previous run left.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Leftovers<'a> {
+    /// Streams still `started`: each is ended (reason `restarted`) and its session
+    /// stopped.
+    pub to_end: Vec<&'a StreamState>,
+    /// Streams ended within [`RESTOP_WINDOW`] before `now`: their sessions are stopped
+    /// again, no event recorded.
+    pub to_stop_again: Vec<&'a StreamState>,
+}
+
+/// Sorts the streams this proxy played (`ours`) into what a start must clean up.
+pub fn leftovers<'a>(
+    streams: &'a [StreamState],
+    now: Instant,
+    ours: impl Fn(&StreamState) -> bool,
+) -> Leftovers<'a> {
+    let mut found = Leftovers::default();
+    for stream in streams.iter().filter(|stream| ours(stream)) {
+        match (stream.status, stream.ended_at) {
+            (StreamStatus::Started, _) => found.to_end.push(stream),
+            // An end stamped after `now` (a clock set back) counts as recent.
+            (StreamStatus::Ended, Some(ended))
+                if now.saturating_duration_since(ended) <= RESTOP_WINDOW =>
+            {
+                found.to_stop_again.push(stream);
+            }
+            (StreamStatus::Ended, _) => {}
+        }
+    }
+    found
+        .to_stop_again
+        .sort_by_key(|stream| std::cmp::Reverse(stream.ended_at));
+    found.to_stop_again.truncate(MAX_RESTOPS);
+    found
+}
 
 /// What the driver reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +136,6 @@ mod tests {
     use super::*;
     use crate::channel::Notice;
     use crate::machine::Harness;
-    use crate::time::Duration;
 
     fn engine() -> EngineAddr {
         EngineAddr {
@@ -153,5 +199,101 @@ mod tests {
         assert_eq!(attempts, [1, 2, 3], "three attempts, then given up");
         assert!(harness.machine.is_done());
         assert_eq!(harness.machine.poll_timeout(), None);
+    }
+
+    #[test]
+    fn stop_retries_double_up_to_their_cap() {
+        let config = EngineCallConfig {
+            stop_attempts: 6,
+            stop_retry_initial: Duration::from_secs(1),
+            stop_retry_max: Duration::from_secs(3),
+            ..EngineCallConfig::default()
+        };
+        let mut harness = Harness::new(LeftoverStops::new(config), Instant::from_micros(0));
+        let first = stops(&harness.input(LeftoverInput::Stop {
+            engine: engine(),
+            command_url: "http://engine:6878/ace/cmd/x".into(),
+        }));
+        let stop = first[0].0;
+        let mut delays = Vec::new();
+        for _ in 0..6 {
+            let outputs = harness.input(LeftoverInput::Answer {
+                stop,
+                result: Err("engine unreachable".into()),
+            });
+            for output in &outputs {
+                if let Output::Notice(Notice::StopFailed { retry_in, .. }) = output {
+                    delays.push(*retry_in);
+                }
+            }
+            if let Some(Some(delay)) = delays.last() {
+                let _ = harness.advance(*delay);
+            }
+        }
+        let secs = |n| Some(Duration::from_secs(n));
+        assert_eq!(delays, [secs(1), secs(2), secs(3), secs(3), secs(3), None]);
+    }
+
+    fn stream(id: &str, ended_at: Option<u64>) -> StreamState {
+        use crate::lifecycle::{KeyType, SessionInfo, StreamKey};
+        StreamState {
+            id: id.into(),
+            status: if ended_at.is_some() {
+                StreamStatus::Ended
+            } else {
+                StreamStatus::Started
+            },
+            container_id: None,
+            engine: engine(),
+            stream: StreamKey {
+                key_type: KeyType::ContentId,
+                key: id.into(),
+            },
+            session: SessionInfo {
+                playback_session_id: id.into(),
+                stat_url: String::new(),
+                command_url: format!("http://engine:6878/ace/cmd/{id}"),
+                is_live: true,
+            },
+            labels: std::collections::BTreeMap::new(),
+            started_at: Instant::from_micros(0),
+            ended_at: ended_at.map(|secs| Instant::from_micros(secs * 1_000_000)),
+            end_reason: None,
+            last_event_seq: 0,
+        }
+    }
+
+    #[test]
+    fn started_streams_are_ended_and_recently_ended_ones_stopped_again() {
+        let now = Instant::from_micros(10_000 * 1_000_000);
+        let streams = vec![
+            stream("running", None),
+            stream("just-ended", Some(9_990)),
+            stream(
+                "ended-at-the-window",
+                Some(10_000 - RESTOP_WINDOW.as_secs()),
+            ),
+            stream("long-ended", Some(10_000 - RESTOP_WINDOW.as_secs() - 1)),
+            stream("stamped-ahead", Some(10_050)),
+            stream("not-ours", None),
+        ];
+        let found = leftovers(&streams, now, |stream| stream.id != "not-ours");
+        let ids = |list: &[&StreamState]| list.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&found.to_end), ["running"]);
+        assert_eq!(
+            ids(&found.to_stop_again),
+            ["stamped-ahead", "just-ended", "ended-at-the-window"]
+        );
+    }
+
+    #[test]
+    fn sessions_stopped_again_are_bounded_newest_first() {
+        let now = Instant::from_micros(10_000 * 1_000_000);
+        let streams: Vec<StreamState> = (0..MAX_RESTOPS as u64 + 10)
+            .map(|n| stream(&format!("s{n}"), Some(9_500 + n)))
+            .collect();
+        let found = leftovers(&streams, now, |_| true);
+        assert_eq!(found.to_stop_again.len(), MAX_RESTOPS);
+        assert_eq!(found.to_stop_again[0].id, format!("s{}", MAX_RESTOPS + 9));
     }
 }

@@ -39,7 +39,9 @@ pub use discovery::{parse_engine_list, ListSource, ListedEngine, Observed, Sourc
 pub use dns::{is_name, DnsEngine};
 pub use health::{Health, HealthState};
 pub use hls::{FetchError, HlsChannel, HlsInput, HlsMedia, HlsMediaConfig, HlsOutput, WaitFailure};
-pub use leftover::{LeftoverInput, LeftoverStops};
+pub use leftover::{
+    leftovers, LeftoverInput, LeftoverStops, Leftovers, MAX_RESTOPS, RESTOP_WINDOW,
+};
 pub use machine::{
     Channel, ChannelConfig, EngineSession, Input as SessionInput, Output as SessionOutput,
     SessionError, StartFailure,

@@ -57,8 +57,12 @@ pub struct EngineCallConfig {
     pub max_late_requests: usize,
     /// Attempts to stop one session before giving up on it.
     pub stop_attempts: u32,
-    /// Delay before the second stop attempt; doubles per attempt.
+    /// Delay before the second stop attempt; doubles per attempt…
     pub stop_retry_initial: Duration,
+    /// …up to this. With the defaults a stop keeps trying for about ten minutes: an
+    /// engine cut off for a while (its VPN reconnecting, a partition) must still have
+    /// its session stopped when it comes back, or the session holds a slot for ever.
+    pub stop_retry_max: Duration,
     /// Polling the session's stats, and the no-progress rule.
     pub stats: StatsConfig,
     /// Bugs planted for the simulation's self-test; none in the product.
@@ -72,8 +76,9 @@ impl Default for EngineCallConfig {
             late_answer_factor: 6,
             late_answer_min: Duration::from_secs(60),
             max_late_requests: 16,
-            stop_attempts: 6,
+            stop_attempts: 15,
             stop_retry_initial: Duration::from_secs(1),
+            stop_retry_max: Duration::from_secs(60),
             stats: StatsConfig::default(),
             planted: crate::planted::Planted::NONE,
         }

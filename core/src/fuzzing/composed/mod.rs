@@ -71,6 +71,7 @@ fn decode_configs(reader: &mut ByteReader<'_>) -> (ChannelConfig, EngineCallConf
         max_late_requests: 0,
         stop_attempts: 0,
         stop_retry_initial: millis(1, 3_000),
+        stop_retry_max: millis(1, 6_000),
         stats: StatsConfig {
             interval: Some(millis(1, 5_000)),
             no_peers_timeout: Some(millis(0, 20_000)),
