@@ -405,9 +405,13 @@ impl Checker {
                         }
                         // A crashed engine's sessions died with it.
                         if !session.stopped && index == last {
-                            running
-                                .insert(format!("{content_id}|{session_id}"), engine.name.clone());
-                            *playing.entry(content_id.as_str()).or_default() += 1;
+                            let id = format!("{content_id}|{session_id}");
+                            // A session acemux cannot know (waived above) is not one of
+                            // its channel's.
+                            if !self.orphans_waived.contains(&id) {
+                                *playing.entry(content_id.as_str()).or_default() += 1;
+                            }
+                            running.insert(id, engine.name.clone());
                         }
                     }
                 }
@@ -420,9 +424,13 @@ impl Checker {
                             .doubled_since
                             .entry(format!("{}|{content_id}", engine.name))
                             .or_insert(now);
-                        if now > since + self.rules.stop_bound
-                            && !self.disturbed(Some(&engine.name), now)
-                        {
+                        // Explained by a fault on the engine's path (a stop delayed) or an
+                        // acemux crash (a grant lost with the process that asked).
+                        let explained = self.disturbed(Some(&engine.name), now)
+                            || self.acemux_down.iter().any(|&(down, up)| {
+                                down <= now && now <= up.unwrap_or(now) + self.rules.recovery
+                            });
+                        if now > since + self.rules.stop_bound && !explained {
                             return Err(format!(
                                 "{} runs {count} sessions of {content_id} for {:?}",
                                 engine.name,
@@ -442,7 +450,9 @@ impl Checker {
             if self.stops_waived.contains(&stream_id) {
                 continue;
             }
-            if !self.disturbed(Some(&engine), now) {
+            // A restarted acemux does not know which of its stops arrived: it stops the
+            // sessions of streams that ended shortly before again.
+            if !self.disturbed(Some(&engine), now) && self.acemux_down.is_empty() {
                 return Err(format!(
                     "{engine} session {stream_id} was told to stop {stops} times"
                 ));
@@ -453,6 +463,11 @@ impl Checker {
         self.unregistered_since
             .retain(|stream_id, _| running.contains_key(stream_id));
         for (stream_id, engine) in &running {
+            // Waived once for the fault that explains it; no longer checked while it
+            // runs (a recorded one must still be stopped by the clean state).
+            if self.orphans_waived.contains(stream_id) {
+                continue;
+            }
             // A session whose grant or stop was lost to a fault on its engine's path is
             // scoped out (and counted): acemux cannot know it exists, or that its stop
             // arrived.
@@ -462,14 +477,21 @@ impl Checker {
                     ended_at: Some(ended_at),
                     ..
                 }) if now > *ended_at + self.rules.stop_bound => {
-                    if !excused {
+                    // A stop delayed by a slow or stalled path, or cut short by an
+                    // acemux crash (the restarted one stops it again), is late, not
+                    // lost: the clean state after healing still requires it.
+                    let delayed = self.disturbed(Some(engine), now)
+                        || self.acemux_down.iter().any(|&(down, up)| {
+                            down <= now && now <= up.unwrap_or(now) + self.rules.recovery
+                        });
+                    if !excused && !delayed {
                         return Err(format!(
                             "{engine} session {stream_id} still runs {:?} after its stream_ended",
                             now - *ended_at
                         ));
                     }
                     if self.orphans_waived.insert(stream_id.clone()) {
-                        self.waive("session left running after a fault on its engine");
+                        self.waive("session stopped late after a fault");
                     }
                 }
                 Some(_) => {}
@@ -479,7 +501,14 @@ impl Checker {
                         .entry(stream_id.clone())
                         .or_insert(now);
                     if now > since + self.rules.stop_bound * 2 {
-                        if !excused {
+                        // Granted around an acemux crash: the answer died with the
+                        // process that asked, and the new one cannot know the session.
+                        // (Granted before the crash but not yet recorded, or around the
+                        // restart.)
+                        let answer_lost_in_crash = self.acemux_down.iter().any(|&(down, up)| {
+                            down <= now && since <= up.unwrap_or(now) + self.rules.recovery
+                        });
+                        if !excused && !answer_lost_in_crash {
                             return Err(format!(
                                 "{engine} session {stream_id} runs unrecorded for {:?}",
                                 now - since
@@ -553,7 +582,7 @@ impl Checker {
     /// After convergence: events delivered to the receiver are exactly the store's,
     /// each received with one body; every session stopped once.
     pub fn final_checks(
-        &self,
+        &mut self,
         observer: &Observer,
         store: &MemoryStore,
         config: &WorldConfig,
@@ -580,7 +609,32 @@ impl Checker {
                     }
                 }
             }
+            let rejected: std::collections::BTreeSet<&str> =
+                record.rejected.iter().map(String::as_str).collect();
+            // Refused for good and also accepted: the refusal (or the acceptance) did not
+            // reach acemux, only explained by a fault on the receiver's link or an acemux
+            // crash.
+            let receiver_faults = !self.acemux_down.is_empty()
+                || self
+                    .fault_log
+                    .iter()
+                    .any(|(key, _, _)| key.contains("receiver"));
             for event in &events {
+                if rejected.contains(event.event_id.as_str()) {
+                    if received.contains_key(event.event_id.as_str()) {
+                        if !receiver_faults {
+                            return Err(format!(
+                                "event {} was sent again after the receiver refused it for good",
+                                event.event_id
+                            ));
+                        }
+                        *self
+                            .waivers
+                            .entry("event accepted and refused across a receiver fault")
+                            .or_default() += 1;
+                    }
+                    continue;
+                }
                 if !received.contains_key(event.event_id.as_str()) {
                     return Err(format!(
                         "event {} ({} {}) never reached the receiver",
@@ -590,10 +644,12 @@ impl Checker {
                     ));
                 }
             }
-            if received.len() != events.len() {
+            let answered: std::collections::BTreeSet<&str> =
+                received.keys().copied().chain(rejected).collect();
+            if answered.len() != events.len() {
                 return Err(format!(
-                    "the receiver got {} distinct events, the log holds {}",
-                    received.len(),
+                    "the receiver accepted or refused {} distinct events, the log holds {}",
+                    answered.len(),
                     events.len()
                 ));
             }

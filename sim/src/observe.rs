@@ -76,6 +76,9 @@ pub struct Observations {
     pub violations: Vec<String>,
     /// Events the receiver got, in arrival order.
     pub received: Vec<ReceivedEvent>,
+    /// Event ids the receiver refused for good (a 4xx other than 408/429): acemux must
+    /// not send them again.
+    pub rejected: Vec<String>,
     /// HLS playlists fetched with status 200.
     pub hls_playlists: u64,
     /// HLS segments fetched and checked.

@@ -16,6 +16,10 @@ use acemux_core::rng::mix;
 use crate::scenarios::Scenario;
 use crate::world::Failure;
 
+/// Real time after which a seed that has not finished is taken to be stuck (a seed
+/// takes well under a second in release builds, some seconds unoptimised).
+pub const STUCK_AFTER: Duration = Duration::from_secs(120);
+
 /// A batch: which scenarios, which seeds, how many threads, how long at most.
 #[derive(Clone, Debug)]
 pub struct Batch {
@@ -63,13 +67,38 @@ impl Batch {
     }
 
     /// Runs the batch; `report` sees each finished seed (from the worker threads).
+    ///
+    /// A seed whose simulated time stops advancing (a host that loops without ever
+    /// yielding holds the whole simulation at one instant) cannot fail by itself: a
+    /// watchdog ends the process once a seed has run [`STUCK_AFTER`] of real time,
+    /// printing its replay command.
     pub fn run(&self, report: &(dyn Fn(&Finished) + Sync)) -> Summary {
         let started = std::time::Instant::now();
         let next = AtomicUsize::new(0);
         let finished: Mutex<Vec<Finished>> = Mutex::new(Vec::new());
+        let running: Mutex<Vec<(&'static str, u64, std::time::Instant)>> = Mutex::new(Vec::new());
+        let all_done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !all_done.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let running = running.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some((scenario, seed, since)) = running
+                        .iter()
+                        .find(|(_, _, since)| since.elapsed() >= STUCK_AFTER)
+                    {
+                        eprintln!(
+                            "\nscenario {scenario} seed {seed} made no progress for {:?} of real time: a host loops without yielding, so simulated time cannot advance\n  replay: {}",
+                            since.elapsed(),
+                            crate::world::replay_command(scenario, *seed)
+                        );
+                        std::process::exit(3);
+                    }
+                }
+            });
+            let mut workers = Vec::new();
             for _ in 0..self.jobs.max(1) {
-                scope.spawn(|| loop {
+                workers.push(scope.spawn(|| loop {
                     crate::world::plant_on_this_thread(self.plant);
                     if self
                         .time_box
@@ -83,7 +112,15 @@ impl Batch {
                     };
                     let (name, run) = self.scenarios[scenario];
                     let run_started = std::time::Instant::now();
+                    running.lock().unwrap_or_else(|p| p.into_inner()).push((
+                        name,
+                        seed,
+                        run_started,
+                    ));
                     let result = run(seed);
+                    running.lock().unwrap_or_else(|p| p.into_inner()).retain(
+                        |(_, running_seed, since)| (*running_seed, *since) != (seed, run_started),
+                    );
                     let done = Finished {
                         scenario: name,
                         seed,
@@ -99,8 +136,12 @@ impl Batch {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .push(done);
-                });
+                }));
             }
+            for worker in workers {
+                let _ = worker.join();
+            }
+            all_done.store(true, Ordering::SeqCst);
         });
         let mut finished = finished.into_inner().unwrap_or_else(|p| p.into_inner());
         finished.sort_by_key(|done| (done.scenario, done.seed));

@@ -59,6 +59,14 @@ pub struct TraceLayer {
     /// Where every hashed line also goes, when `SIM_TRACE_FILE` names a file: two
     /// runs' files diff to the first divergence.
     dump: Option<Arc<Mutex<std::fs::File>>>,
+    /// Set while a host is torn down: the order in which a dropped runtime drops its
+    /// tasks (and so logs their ends) follows tokio's process-wide task ids, which a
+    /// second run in the same process does not share; those lines are left out.
+    paused: Arc<std::sync::atomic::AtomicBool>,
+    /// Lines of the current instant, hashed sorted once time moves: hosts that wake at
+    /// one instant on events turmoil delivers in hash-map order (a crashed host's
+    /// sockets closing) log in an order a second run in the same process may not share.
+    instant: Arc<Mutex<(u128, Vec<String>)>>,
 }
 
 impl Default for TraceLayer {
@@ -70,6 +78,8 @@ impl Default for TraceLayer {
         TraceLayer {
             hasher: Arc::default(),
             dump,
+            paused: Arc::default(),
+            instant: Arc::default(),
         }
     }
 }
@@ -77,7 +87,30 @@ impl Default for TraceLayer {
 impl TraceLayer {
     /// The hash of the events seen so far.
     pub fn hash(&self) -> TraceHasher {
+        let mut instant = self.instant.lock().unwrap_or_else(|p| p.into_inner());
+        self.flush(&mut instant.1);
         *self.hasher.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hashes (and dumps) `lines`, sorted, and empties it.
+    fn flush(&self, lines: &mut Vec<String>) {
+        lines.sort();
+        let mut hasher = self.hasher.lock().unwrap_or_else(|p| p.into_inner());
+        for line in lines.drain(..) {
+            if let Some(dump) = &self.dump {
+                let _ = writeln!(dump.lock().unwrap_or_else(|p| p.into_inner()), "{line}");
+            }
+            hasher.add_text(&line);
+        }
+    }
+
+    /// Runs `teardown` (a host crashed or bounced) without hashing what it logs.
+    pub fn unhashed<T>(&self, teardown: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering;
+        self.paused.store(true, Ordering::SeqCst);
+        let result = teardown();
+        self.paused.store(false, Ordering::SeqCst);
+        result
     }
 }
 
@@ -91,6 +124,9 @@ impl Visit for LineVisitor {
 
 impl<S: Subscriber> Layer<S> for TraceLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if self.paused.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let elapsed = turmoil::sim_elapsed().unwrap_or_default();
         let metadata = event.metadata();
         let mut line = LineVisitor(format!(
@@ -100,13 +136,12 @@ impl<S: Subscriber> Layer<S> for TraceLayer {
             metadata.target()
         ));
         event.record(&mut line);
-        if let Some(dump) = &self.dump {
-            let _ = writeln!(dump.lock().unwrap_or_else(|p| p.into_inner()), "{}", line.0);
+        let mut instant = self.instant.lock().unwrap_or_else(|p| p.into_inner());
+        if instant.0 != elapsed.as_micros() {
+            self.flush(&mut instant.1);
+            instant.0 = elapsed.as_micros();
         }
-        self.hasher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .add_text(&line.0);
+        instant.1.push(line.0);
     }
 }
 

@@ -162,6 +162,12 @@ pub enum Fault {
     Release(&'static str, String),
     /// The relay stops (`true`) or resumes forwarding.
     RelayStall(bool),
+    /// Faults of an engine's emulator for one content id (the engine host, the content).
+    EngineFaults(String, String, Box<Faults>),
+    /// Ends them.
+    ClearEngineFaults(String, String),
+    /// The event receiver answers this status to every event (200: healthy).
+    ReceiverStatus(u16),
     /// An engine host crashes (all its tasks and sockets gone).
     Crash(String),
     /// A crashed engine host starts again, as a new engine.
@@ -262,6 +268,10 @@ pub struct World<'a> {
     player_hosts: usize,
     /// The body the orchestrator host serves at `/engines`.
     orchestrator_list: Arc<Mutex<String>>,
+    /// What the event receiver answers.
+    receiver_status: Arc<std::sync::atomic::AtomicU16>,
+    /// Contents given emulator faults by the schedule, cleared when healing.
+    faulted_contents: std::collections::BTreeSet<String>,
 }
 
 /// The webhook URL of acemux itself.
@@ -345,9 +355,13 @@ impl<'a> World<'a> {
             sim.host("gluetun", move || run_relay(routes.clone(), relay.clone()));
         }
 
+        let receiver_status = Arc::new(std::sync::atomic::AtomicU16::new(200));
         {
             let observer = observer.clone();
-            sim.host("receiver", move || receiver(observer.clone()));
+            let status = receiver_status.clone();
+            sim.host("receiver", move || {
+                receiver(observer.clone(), status.clone())
+            });
         }
         let orchestrator_list = Arc::new(Mutex::new(
             config.orchestrator_list.clone().unwrap_or_default(),
@@ -406,7 +420,10 @@ impl<'a> World<'a> {
             let metrics = metrics.clone();
             sim.host("acemux", move || {
                 let store = store.clone();
-                let options = options.clone();
+                let mut options = options.clone();
+                // The wall clock keeps running across a restart, as a real one does.
+                options.clock_origin_unix_micros = CLOCK_ORIGIN_UNIX_MICROS
+                    + u64::try_from(crate::observe::sim_now().as_micros()).unwrap_or(u64::MAX);
                 let metrics = metrics.clone();
                 async move {
                     let listener = TurmoilNet
@@ -441,6 +458,8 @@ impl<'a> World<'a> {
             _trace_guard: trace_guard,
             player_hosts: 0,
             orchestrator_list,
+            receiver_status,
+            faulted_contents: std::collections::BTreeSet::new(),
         }
     }
 
@@ -569,6 +588,17 @@ impl<'a> World<'a> {
                 self.checker
                     .fault_window(now, "relay stall".into(), *stalled)
             }
+            Fault::EngineFaults(engine, content, _) | Fault::ClearEngineFaults(engine, content) => {
+                self.checker.fault_window(
+                    now,
+                    format!("emulator {engine} {content}"),
+                    matches!(fault, Fault::EngineFaults(..)),
+                )
+            }
+            Fault::ReceiverStatus(status) => {
+                self.checker
+                    .fault_window(now, "receiver status".into(), *status != 200)
+            }
             Fault::Crash(host) | Fault::Restart(host) => {
                 self.checker
                     .fault_window(now, format!("crash {host}"), false);
@@ -590,8 +620,30 @@ impl<'a> World<'a> {
             Fault::Hold(a, b) => self.sim.hold(a, b.as_str()),
             Fault::Release(a, b) => self.sim.release(a, b.as_str()),
             Fault::RelayStall(stalled) => self.relay.set_stalled(stalled),
-            Fault::Crash(host) => self.sim.crash(host.as_str()),
-            Fault::Restart(host) => self.sim.bounce(host.as_str()),
+            Fault::EngineFaults(engine, content, faults) => {
+                if let Some(emulator) = self.emulator_of(&engine) {
+                    if let Err(error) = emulator.set_faults(&content, *faults) {
+                        tracing::warn!(%error, "scheduled emulator faults refused");
+                    }
+                }
+                self.faulted_contents.insert(content);
+            }
+            Fault::ClearEngineFaults(engine, content) => {
+                if let Some(emulator) = self.emulator_of(&engine) {
+                    emulator.clear_faults(&content);
+                }
+            }
+            Fault::ReceiverStatus(status) => self
+                .receiver_status
+                .store(status, std::sync::atomic::Ordering::SeqCst),
+            Fault::Crash(host) => {
+                let sim = &mut self.sim;
+                self.trace_layer.unhashed(|| sim.crash(host.as_str()));
+            }
+            Fault::Restart(host) => {
+                let sim = &mut self.sim;
+                self.trace_layer.unhashed(|| sim.bounce(host.as_str()));
+            }
         }
     }
 
@@ -617,9 +669,16 @@ impl<'a> World<'a> {
         self.sim.release("acemux", "gluetun");
         self.sim
             .set_link_latency("acemux", "gluetun", Duration::from_millis(5));
+        self.receiver_status
+            .store(200, std::sync::atomic::Ordering::SeqCst);
         for engine in &self.engines {
             for emulator in engine.emulators() {
-                for content in self.config.engine_faults.keys() {
+                for content in self
+                    .config
+                    .engine_faults
+                    .keys()
+                    .chain(self.faulted_contents.iter())
+                {
                     emulator.clear_faults(content);
                 }
             }
@@ -647,6 +706,14 @@ impl<'a> World<'a> {
             .final_checks(&self.observer, &self.store, &self.config)
             .map_err(|message| self.fail(message))?;
         Ok(self.outcome())
+    }
+
+    /// The running emulator of engine host `name`.
+    fn emulator_of(&self, name: &str) -> Option<Emulator> {
+        self.engines
+            .iter()
+            .find(|engine| engine.name == name)
+            .and_then(|engine| engine.emulators().last().cloned())
     }
 
     /// Requests that failed while acemux was down (excused by the crash).
@@ -690,13 +757,16 @@ impl<'a> World<'a> {
 }
 
 /// The external event receiver: records every POST and answers 200.
-async fn receiver(observer: Observer) -> turmoil::Result {
+async fn receiver(
+    observer: Observer,
+    status: Arc<std::sync::atomic::AtomicU16>,
+) -> turmoil::Result {
     async fn event(
-        State(observer): State<Observer>,
+        State((observer, status)): State<(Observer, Arc<std::sync::atomic::AtomicU16>)>,
         Path(kind): Path<String>,
         headers: HeaderMap,
         body: String,
-    ) -> &'static str {
+    ) -> (axum::http::StatusCode, &'static str) {
         let idempotency_key = headers
             .get("idempotency-key")
             .and_then(|value| value.to_str().ok())
@@ -706,16 +776,27 @@ async fn receiver(observer: Observer) -> turmoil::Result {
         record
             .trace
             .add_text(&format!("received {kind} {idempotency_key} {body}"));
-        record.received.push(ReceivedEvent {
-            kind,
-            idempotency_key,
-            body,
-        });
-        "{}"
+        let status = status.load(std::sync::atomic::Ordering::SeqCst);
+        let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK);
+        // Only an event answered with success counts as received: a failed answer is
+        // retried (5xx, 408, 429) or refused for good (other 4xx, recorded apart).
+        if status.is_success() {
+            record.received.push(ReceivedEvent {
+                kind,
+                idempotency_key,
+                body,
+            });
+        } else if status.is_client_error()
+            && status != axum::http::StatusCode::REQUEST_TIMEOUT
+            && status != axum::http::StatusCode::TOO_MANY_REQUESTS
+        {
+            record.rejected.push(idempotency_key);
+        }
+        (status, "{}")
     }
     let router = Router::new()
         .route("/events/{kind}", post(event))
-        .with_state(observer);
+        .with_state((observer, status));
     serve_forever(router, RECEIVER_PORT, 1024).await
 }
 

@@ -38,9 +38,16 @@ fn every_scenario_is_pinned_below() {
         "engine_death_failover",
         "orchestrator_churn",
         "acemux_restart",
+        "swarm",
     ];
     let listed: Vec<&str> = SCENARIOS.iter().map(|(name, _)| *name).collect();
     assert_eq!(listed, pinned, "a scenario without a determinism test");
+}
+
+#[test]
+fn swarm_replays_its_drawn_faults() {
+    // Seed 6 draws faults of most kinds, acemux crashes among them.
+    replays("swarm", 6);
 }
 
 #[test]

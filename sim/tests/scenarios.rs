@@ -124,3 +124,20 @@ fn orchestrator_churn() {
 fn acemux_restart() {
     pinned(scenarios::acemux_restart, &[1, 2]);
 }
+
+#[test]
+fn swarm() {
+    // The last three found, in order: an emulator body that spun at one simulated
+    // instant (a cut mid-packet), a leftover stop given up during a long partition,
+    // and a session granted while acemux was being killed.
+    pinned(
+        scenarios::swarm,
+        &[
+            1,
+            2,
+            16876663798231565258,
+            8051528703235789148,
+            9588709228142655887,
+        ],
+    );
+}

@@ -8,6 +8,7 @@ mod restart;
 mod self_post;
 mod slow_gluetun;
 mod slow_viewers;
+mod swarm;
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ pub use restart::acemux_restart;
 pub use self_post::{naive_model_deadlocks, single_worker_self_post, NaiveSymptoms};
 pub use slow_gluetun::slow_gluetun;
 pub use slow_viewers::slow_viewers;
+pub use swarm::swarm;
 
 /// A scenario: a seed in, a clean run or a failure out.
 pub type Scenario = fn(u64) -> Result<Outcome, Failure>;
@@ -34,6 +36,7 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
     ("engine_death_failover", engine_death_failover),
     ("orchestrator_churn", orchestrator_churn),
     ("acemux_restart", acemux_restart),
+    ("swarm", swarm),
 ];
 
 /// The scenario named `name`.
