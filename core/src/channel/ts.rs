@@ -382,6 +382,7 @@ impl Media for TsMedia {
                 if cx.channel().has_started() {
                     cx.notice(Notice::Reconnecting);
                 }
+                self.fanout.restart_stream();
                 if let Some(hls) = &mut self.hls {
                     // Another playback: what it brings follows a discontinuity.
                     let mut events = CutEvents::default();

@@ -125,6 +125,13 @@ impl Fanout {
         }
     }
 
+    /// What follows comes from a new upstream connection: a partial packet of the old
+    /// one is dropped (counted as discarded) instead of being completed with the new
+    /// one's bytes into a packet of neither.
+    pub fn restart_stream(&mut self) {
+        self.aligner.restart();
+    }
+
     /// Viewers joined now.
     pub fn viewer_count(&self) -> usize {
         self.viewers.len()

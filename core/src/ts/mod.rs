@@ -173,6 +173,15 @@ impl PacketAligner {
         out.freeze()
     }
 
+    /// The stream ends here and another starts (a new connection): a partial packet
+    /// held back is dropped (counted as discarded), never completed with the next
+    /// stream's bytes.
+    pub fn restart(&mut self) {
+        self.discarded_bytes += self.pending.len() as u64;
+        self.pending.clear();
+        self.in_sync = true;
+    }
+
     /// Bytes skipped so far because they were not part of an aligned packet.
     pub fn discarded_bytes(&self) -> u64 {
         self.discarded_bytes
@@ -330,6 +339,19 @@ mod tests {
         let out = aligner.push(Bytes::copy_from_slice(&packet(2, 1)));
         assert_eq!(out, [first, packet(2, 1)].concat());
         assert_eq!(aligner.discarded_bytes(), 4);
+    }
+
+    #[test]
+    fn a_restart_drops_the_partial_packet_instead_of_completing_it() {
+        let mut aligner = PacketAligner::new();
+        let first = packet(1, 0);
+        assert!(aligner
+            .push(Bytes::copy_from_slice(&first[..100]))
+            .is_empty());
+        aligner.restart();
+        assert_eq!(aligner.discarded_bytes(), 100);
+        let next = packet(2, 0);
+        assert_eq!(aligner.push(Bytes::copy_from_slice(&next)), next);
     }
 
     #[test]

@@ -262,7 +262,7 @@ impl Segmenter {
         }
         self.leading = true;
         // A partial packet of the old playback is not the new one's.
-        self.aligner = PacketAligner::new();
+        self.aligner.restart();
         self.last_ts = None;
         self.step = None;
         self.last_random_access = None;
