@@ -192,7 +192,14 @@ impl Progress {
             } else {
                 let elapsed = self.started.elapsed();
                 let due = self.playback.pacer.due(elapsed);
-                let target = (due - due % PACKET_LEN as u64).min(limit);
+                // Whole packets, except the last bytes before a cut that is not on a
+                // packet boundary: those are due once the cut is (else the body would
+                // wait for a packet that never comes, and a virtual clock would spin).
+                let target = if due >= limit {
+                    limit
+                } else {
+                    due - due % PACKET_LEN as u64
+                };
                 let ready = target.saturating_sub(self.sent);
                 let stalled = self.playback.pacer.stalled(elapsed);
                 if !stalled && ready > 0 && (ready >= self.min_chunk || target == limit) {
