@@ -482,7 +482,13 @@ async fn hls_poller(
                 }
                 last_media_sequence = playlist.media_sequence;
                 last_discontinuity_sequence = playlist.discontinuity_sequence;
-                observer.lock().hls_playlists += 1;
+                {
+                    let mut record = observer.lock();
+                    record.hls_playlists += 1;
+                    let seen = playlist.discontinuity_sequence + playlist.discontinuities;
+                    let most = record.hls_discontinuities.entry(name.clone()).or_default();
+                    *most = (*most).max(seen);
+                }
                 for (seq, uri) in playlist.segments {
                     if fetched_up_to.is_some_and(|done| seq <= done) {
                         continue;
@@ -547,6 +553,8 @@ async fn fetch_segment(
 struct ServedPlaylist {
     media_sequence: u64,
     discontinuity_sequence: u64,
+    /// `#EXT-X-DISCONTINUITY` tags listed.
+    discontinuities: u64,
     segments: Vec<(u64, String)>,
 }
 
@@ -559,6 +567,8 @@ fn parse_playlist(text: &str) -> ServedPlaylist {
             playlist.media_sequence = value;
         } else if let Some(value) = number(line, "#EXT-X-DISCONTINUITY-SEQUENCE:") {
             playlist.discontinuity_sequence = value;
+        } else if line.trim() == "#EXT-X-DISCONTINUITY" {
+            playlist.discontinuities += 1;
         } else if !line.starts_with('#') && !line.trim().is_empty() {
             let seq = playlist.media_sequence + playlist.segments.len() as u64;
             playlist.segments.push((seq, line.trim().to_owned()));

@@ -103,3 +103,8 @@ fn a_broken_bound_fails_the_run_with_its_replay_command() {
 fn orchestrator_churn() {
     pinned(scenarios::orchestrator_churn, &[1, 2]);
 }
+
+#[test]
+fn mixed_players() {
+    pinned(scenarios::mixed_players, &[1, 2]);
+}

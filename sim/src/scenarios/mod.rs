@@ -3,6 +3,7 @@
 
 mod churn;
 mod failover;
+mod mixed;
 mod orchestrator;
 mod self_post;
 mod slow_gluetun;
@@ -15,6 +16,7 @@ use crate::world::{Failure, Outcome};
 
 pub use churn::viewer_churn;
 pub use failover::engine_death_failover;
+pub use mixed::mixed_players;
 pub use orchestrator::orchestrator_churn;
 pub use self_post::{naive_model_deadlocks, single_worker_self_post, NaiveSymptoms};
 pub use slow_gluetun::slow_gluetun;
@@ -31,6 +33,7 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
     ("slow_viewers", slow_viewers),
     ("engine_death_failover", engine_death_failover),
     ("orchestrator_churn", orchestrator_churn),
+    ("mixed_players", mixed_players),
 ];
 
 /// The scenario named `name`.
