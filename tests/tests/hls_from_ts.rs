@@ -175,6 +175,14 @@ async fn every_cut_segment_starts_with_a_keyframe_and_lasts_at_most_the_bound() 
         let duration: f64 = duration.trim().parse().expect("a duration");
         assert!(duration <= bound + 0.1, "{uri}: ffprobe says {duration} s");
     }
+    // Every cut so far started at a keyframe, and the metric says so.
+    let cut = |start: &str| {
+        rig.metric(&format!(
+            "acemux_hls_cut_segments_total{{channel=\"content_id:cutprobe\",start=\"{start}\"}}"
+        ))
+    };
+    assert!(cut("keyframe") >= seen.len() as f64, "{}", cut("keyframe"));
+    assert_eq!(cut("bound"), 0.0);
     rig.shutdown().await;
 }
 

@@ -62,6 +62,9 @@ pub(super) struct CutEvents {
     pub(super) players_changed: bool,
     /// Enough segments are held for players to start (once).
     pub(super) ready: bool,
+    /// Segments cut, oldest first: whether each starts at a random-access point,
+    /// follows a discontinuity, and its duration.
+    pub(super) cut: Vec<(bool, bool, u64)>,
 }
 
 /// The HLS half of a TS channel; see the [module docs](self).
@@ -130,6 +133,11 @@ impl CutHls {
 
     fn take_segments(&mut self, now: Instant, events: &mut CutEvents) {
         while let Some(segment) = self.segmenter.poll_segment() {
+            events.cut.push((
+                segment.random_access,
+                segment.discontinuity,
+                segment.duration_us,
+            ));
             self.served.push(
                 segment.duration_us,
                 segment.discontinuity,

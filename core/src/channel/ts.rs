@@ -96,6 +96,15 @@ pub enum TsOutput {
     },
     /// The cut HLS holds enough segments for players to start.
     HlsReady,
+    /// A segment was cut from the stream (for logs and metrics).
+    SegmentCut {
+        /// It starts at a random-access point (a keyframe), as players want.
+        random_access: bool,
+        /// It follows a discontinuity (a new playback, a timestamp jump).
+        discontinuity: bool,
+        /// Its duration in µs.
+        duration_us: u64,
+    },
     /// Upstream bytes that are not MPEG-TS packets were discarded.
     Discarded {
         /// How many bytes this time.
@@ -175,6 +184,13 @@ impl TsMedia {
     /// Emits what the cut HLS reported: the ready playlist before the answers (the
     /// answered players read it at once), and the viewer count when it changed.
     fn cut_events(&mut self, now: Instant, events: CutEvents, cx: &mut Context<'_, TsOutput>) {
+        for (random_access, discontinuity, duration_us) in events.cut {
+            cx.emit(TsOutput::SegmentCut {
+                random_access,
+                discontinuity,
+                duration_us,
+            });
+        }
         if events.ready {
             cx.emit(TsOutput::HlsReady);
             if let Some(snapshot) = self.hls.as_mut().and_then(CutHls::changed_snapshot) {

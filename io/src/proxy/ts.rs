@@ -16,7 +16,7 @@ use tokio::task::AbortHandle;
 use super::pump::{Env, Format};
 use super::viewer::{End, Slot};
 use super::{ChannelMsg, JoinError, Proxy, WaitAnswer};
-use crate::metrics::DropLabels;
+use crate::metrics::{CutLabels, DropLabels};
 use crate::net::Net;
 use crate::server::ConnectionKill;
 
@@ -55,6 +55,8 @@ pub(super) struct TsIo {
     playbacks: BTreeMap<PlaybackId, AbortHandle>,
     /// The channel ended: its per-channel series are gone and stay gone.
     ended: bool,
+    /// A segment was cut without a keyframe, and said so (once per channel).
+    warned_no_keyframe: bool,
 }
 
 impl TsIo {
@@ -65,6 +67,7 @@ impl TsIo {
             viewers: BTreeMap::new(),
             playbacks: BTreeMap::new(),
             ended: false,
+            warned_no_keyframe: false,
         }
     }
 
@@ -246,6 +249,33 @@ impl<N: Net> Format<N> for TsIo {
             }
             TsOutput::HlsReady => {
                 tracing::info!(channel = %env.key, "HLS cut from the stream is ready");
+            }
+            TsOutput::SegmentCut {
+                random_access,
+                discontinuity,
+                duration_us,
+            } => {
+                if self.ended {
+                    return;
+                }
+                let start = match (random_access, discontinuity) {
+                    (true, _) => "keyframe",
+                    (false, true) => "discontinuity",
+                    (false, false) => "bound",
+                };
+                metrics
+                    .hls_cut_segments
+                    .get_or_create(&CutLabels {
+                        channel: env.labels.channel.clone(),
+                        start: start.to_owned(),
+                    })
+                    .inc();
+                if start == "bound" && !std::mem::replace(&mut self.warned_no_keyframe, true) {
+                    tracing::warn!(channel = %env.key, duration_us,
+                        "no keyframe within the HLS segment bound (3 × --hls-segment-target): \
+                         segments are cut there and start without one, so players may show \
+                         artefacts (counted in acemux_hls_cut_segments_total{{start=\"bound\"}})");
+                }
             }
             TsOutput::Discarded { bytes, first } => {
                 metrics

@@ -110,6 +110,20 @@ fn the_first_player_is_answered_once_the_ready_segments_are_cut_after_the_playli
         .expect("a ready snapshot");
     assert_eq!(snapshot.segments.len(), 3);
     assert!(snapshot.segments.iter().all(|s| s.duration_us == 2_000_000));
+    let keyframe_cuts = count(&outputs, |o| {
+        matches!(
+            o,
+            Output::Media(TsOutput::SegmentCut {
+                random_access: true,
+                discontinuity: false,
+                duration_us: 2_000_000
+            })
+        )
+    });
+    assert_eq!(
+        keyframe_cuts, 2,
+        "the second data completed two of the three"
+    );
     // A later player is answered at once.
     let outputs = harness.input(Input::Media(TsInput::WaitReady(WaiterId(2))));
     assert!(outputs.contains(&Output::Media(TsOutput::Answer {

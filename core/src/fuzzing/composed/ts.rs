@@ -106,6 +106,7 @@ impl MediaSide<TsOutput> for TsSide {
                 seen.closed = true;
             }
             TsOutput::Discarded { .. } | TsOutput::HlsReady => {}
+            TsOutput::SegmentCut { duration_us, .. } => assert!(duration_us >= 1),
             TsOutput::Publish(snapshot) => {
                 let sequences = (snapshot.media_sequence, snapshot.discontinuity_sequence);
                 assert!(sequences.0 >= self.sequences.0, "media sequence went back");
