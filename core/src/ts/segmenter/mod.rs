@@ -9,7 +9,8 @@
 //!   whose first picture is an IDR (H.264) or IRAP (H.265) picture when the slice header
 //!   is in that packet (a packet of parameter sets and SEI alone leaves the flag
 //!   trusted; a dependent picture refuses it). The video stream and its codec come from
-//!   the PMT.
+//!   the PMT. A video PES whose IDR/IRAP slice starts in its first packet is one too,
+//!   flag or not (some muxers never set it).
 //! - **Close to the target duration.** A segment is cut at the first random-access
 //!   point from which the next one (a GOP later, as last measured) would overshoot the
 //!   target by more than this one falls short of it; at the latest at the first one
@@ -140,6 +141,8 @@ pub struct SegmenterStats {
     pub jumps: u64,
     /// Flagged random-access points whose picture was not an IDR/IRAP one.
     pub refused_random_access: u64,
+    /// IDR/IRAP pictures taken as random-access points without the flag.
+    pub unflagged_random_access: u64,
     /// Packets before the first random-access point of a playback, dropped (when one
     /// came within the bound).
     pub skipped_packets: u64,
@@ -380,7 +383,7 @@ impl Segmenter {
         video: Option<(u16, Codec)>,
         pes: Option<(u8, &[u8])>,
     ) -> bool {
-        if !(packet.random_access() && packet.payload_unit_start()) {
+        if !packet.payload_unit_start() {
             return false;
         }
         let Some((stream_id, data)) = pes else {
@@ -394,7 +397,15 @@ impl Segmenter {
             Some(_) => return false,
             None => Codec::Other,
         };
-        match psi::first_picture(codec, data) {
+        let picture = psi::first_picture(codec, data);
+        if !packet.random_access() {
+            // A muxer that never sets the flag: an IDR/IRAP picture whose slice starts
+            // in this packet is a random-access point all the same.
+            let idr = picture == Picture::RandomAccess;
+            self.stats.unflagged_random_access += u64::from(idr);
+            return idr;
+        }
+        match picture {
             Picture::RandomAccess | Picture::Unknown => true,
             Picture::Dependent => {
                 self.stats.refused_random_access += 1;

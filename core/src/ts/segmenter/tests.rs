@@ -284,6 +284,29 @@ fn a_flagged_dependent_picture_is_no_cut() {
 }
 
 #[test]
+fn an_unflagged_idr_is_a_random_access_point_too() {
+    let mut stream = regular(200, 25);
+    for packet in &mut stream.sent {
+        if packet.keyframe {
+            // The same picture without the adaptation field: the muxer sets no flag.
+            let flagged = packet.bytes;
+            let mut bare = header(VIDEO, true, flagged[3] & 0x0F);
+            bare[4..PACKET_LEN - 2].copy_from_slice(&flagged[6..]);
+            packet.bytes = bare;
+        }
+    }
+    let mut segmenter = Segmenter::new(config());
+    feed(&mut segmenter, &stream.sent);
+    let segments = all(&mut segmenter);
+    assert_eq!(segments.len(), 3, "{segments:?}");
+    assert!(segments.iter().all(|segment| segment.random_access));
+    assert!(segments
+        .iter()
+        .all(|segment| segment.duration_us == 2_000_000));
+    assert_eq!(segmenter.stats().unflagged_random_access, 8);
+}
+
+#[test]
 fn jumps_and_new_playbacks_are_discontinuities_counter_glitches_are_not() {
     let mut stream = regular(100, 25);
     let mut segmenter = Segmenter::new(config());
