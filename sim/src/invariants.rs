@@ -33,6 +33,9 @@ pub struct Checker {
     first_open_request: usize,
     /// Engine sessions running that the event log does not know (yet), and since when.
     unregistered_since: BTreeMap<String, Duration>,
+    /// Engines cut off from acemux (`None`) or repaired (since when): a session cannot
+    /// be stopped on an engine acemux cannot reach.
+    reachable_since: BTreeMap<String, Option<Duration>>,
 }
 
 impl Checker {
@@ -46,6 +49,19 @@ impl Checker {
             next_engine_check: Duration::ZERO,
             first_open_request: 0,
             unregistered_since: BTreeMap::new(),
+            reachable_since: BTreeMap::new(),
+        }
+    }
+
+    /// `engine` is cut off from acemux from now on.
+    pub fn engine_cut_off(&mut self, engine: &str) {
+        self.reachable_since.insert(engine.to_owned(), None);
+    }
+
+    /// `engine` can be reached again from `now` on.
+    pub fn engine_repaired(&mut self, engine: &str, now: Duration) {
+        if let Some(since) = self.reachable_since.get_mut(engine) {
+            since.get_or_insert(now);
         }
     }
 
@@ -227,11 +243,17 @@ impl Checker {
             return Ok(());
         }
         for (stream_id, engine) in &running {
+            // The stop bound runs from the stream's end, or from the engine's repair
+            // when it was cut off meanwhile (none while it is).
+            let reachable = self.reachable_since.get(engine.as_str());
             match self.streams.get(stream_id) {
                 Some(StreamSeen {
                     ended_at: Some(ended_at),
                     ..
-                }) if now > *ended_at + self.rules.stop_bound => {
+                }) if reachable.is_none_or(|since| {
+                    since.is_some_and(|since| now > (*ended_at).max(since) + self.rules.stop_bound)
+                }) && now > *ended_at + self.rules.stop_bound =>
+                {
                     return Err(format!(
                         "{engine} session {stream_id} still runs {:?} after its stream_ended",
                         now - *ended_at

@@ -537,8 +537,18 @@ impl<'a> World<'a> {
         tracing::info!(?fault, "fault");
         match fault {
             Fault::Latency(a, b, latency) => self.sim.set_link_latency(a, b.as_str(), latency),
-            Fault::Partition(a, b) => self.sim.partition(a, b.as_str()),
-            Fault::Repair(a, b) => self.sim.repair(a, b.as_str()),
+            Fault::Partition(a, b) => {
+                if a == "gluetun" {
+                    self.checker.engine_cut_off(&b);
+                }
+                self.sim.partition(a, b.as_str());
+            }
+            Fault::Repair(a, b) => {
+                if a == "gluetun" {
+                    self.checker.engine_repaired(&b, self.elapsed());
+                }
+                self.sim.repair(a, b.as_str());
+            }
             Fault::Hold(a, b) => self.sim.hold(a, b.as_str()),
             Fault::Release(a, b) => self.sim.release(a, b.as_str()),
             Fault::RelayStall(stalled) => self.relay.set_stalled(stalled),
@@ -554,7 +564,9 @@ impl<'a> World<'a> {
         self.schedule.clear();
         self.relay.set_stalled(false);
         let engine_names: Vec<String> = self.engines.iter().map(|e| e.name.clone()).collect();
+        let now = self.elapsed();
         for name in &engine_names {
+            self.checker.engine_repaired(name, now);
             self.sim.repair("gluetun", name.as_str());
             self.sim.release("gluetun", name.as_str());
             self.sim
