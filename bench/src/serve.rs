@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use acemux::net::{Net, TokioNet};
-use acemux::proxy::ProxyConfig;
+use acemux::proxy::{HlsSource, ProxyConfig};
 use acemux::server::ServerLimits;
 use acemux::store::{EventStore, SqliteStore};
 use acemux::ServeOptions;
@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// How much media the engine holds when a session starts (burst, HLS window).
     #[arg(long, default_value_t = 6000)]
     pub engine_prebuffer_ms: u64,
+    /// Where acemux's HLS players' segments come from (as `acemux serve`).
+    #[arg(long, value_enum, default_value_t = HlsSource::Ts)]
+    pub hls_source: HlsSource,
 }
 
 /// Runs the server until standard input closes.
@@ -118,7 +121,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                     port: engine.port(),
                 }],
                 server: limits,
-                proxy: proxy_config(args.ring_bytes),
+                proxy: ProxyConfig {
+                    hls_source: args.hls_source,
+                    ..proxy_config(args.ring_bytes)
+                },
                 ..ServeOptions::default()
             };
             let running = acemux::start(TokioNet, listener, store, options)

@@ -104,12 +104,21 @@ fn join_reports_first_byte_times() {
 #[test]
 fn hls_reports_playlist_and_segment_latency() {
     let out = run(&["hls", "--viewers", "5", "--seconds", "2", "--rate", "50"]);
-    for side in ["acemux", "baseline"] {
-        positive(&out, &format!("/{side}/requests/playlist/p99_ms"));
-        positive(&out, &format!("/{side}/requests/segment/p50_ms"));
+    // Once per HLS source: the engine's own, and the segments cut from TS.
+    for source in ["engine", "ts"] {
+        for side in ["acemux", "baseline"] {
+            positive(
+                &out,
+                &format!("/sources/{source}/{side}/requests/playlist/p99_ms"),
+            );
+            positive(
+                &out,
+                &format!("/sources/{source}/{side}/requests/segment/p50_ms"),
+            );
+        }
+        positive(&out, &format!("/sources/{source}/acemux/first_playlist_ms"));
+        positive(&out, &format!("/sources/{source}/ratios/playlist_p99"));
     }
-    positive(&out, "/acemux/first_playlist_ms");
-    positive(&out, "/ratios/playlist_p99");
 }
 
 #[test]

@@ -19,7 +19,8 @@ pub enum Bug {
     /// The fan-out hands new media to no viewer while any viewer still writes its last
     /// delivery: one slow viewer holds up the whole channel.
     ChannelWaitsForSlowestViewer,
-    /// Every seventh upstream HLS segment is skipped without a discontinuity.
+    /// Every seventh HLS segment (fetched from the engine, or cut from the TS) is
+    /// skipped without a discontinuity.
     HlsSegmentSkipped,
     /// On start, the streams a killed run left started are forgotten: never ended, their
     /// engine sessions never stopped.

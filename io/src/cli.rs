@@ -15,6 +15,7 @@ use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
 use clap::{Args, ValueEnum};
 
 use crate::app::ServeOptions;
+use crate::config::HlsSource;
 use crate::http::{CorsPolicy, PlayerRules, StreamMode};
 use crate::playlists::{base_url, load_channels, Playlists, DEFAULT_MAX_PLAYLIST_BYTES};
 use crate::proxy::ProxyConfig;
@@ -276,6 +277,17 @@ pub struct ProxyArgs {
     #[arg(long, env = "ACEMUX_MAX_VIEWERS_PER_CHANNEL", default_value_t = 16_384)]
     pub max_viewers_per_channel: usize,
 
+    /// Where HLS players' segments come from: `ts` (cut by acemux from the channel's
+    /// MPEG-TS: TS and HLS players of a content share one channel and one engine
+    /// session) or `engine` (the engine's own HLS, a channel and session of its own).
+    #[arg(long, env = "ACEMUX_HLS_SOURCE", value_enum, default_value_t = HlsSource::Ts)]
+    pub hls_source: HlsSource,
+
+    /// The duration HLS segments cut from TS aim at (`--hls-source ts`): cut at the
+    /// keyframe nearest it, never longer than three times it.
+    #[arg(long, env = "ACEMUX_HLS_SEGMENT_TARGET", default_value = "2s", value_parser = duration)]
+    pub hls_segment_target: Duration,
+
     /// Segments an HLS channel holds before its first playlist is served. Three lets
     /// common players (ffmpeg, VLC, hls.js), which start three target durations behind
     /// live, start without stalling.
@@ -366,6 +378,8 @@ impl ProxyArgs {
                     as u32,
                 ..HlsConfig::default()
             },
+            hls_source: self.hls_source,
+            hls_segment_target: self.hls_segment_target,
             hls_idle_timeout: self.hls_idle_timeout,
             hls_stall_timeout: self.hls_stall_timeout,
             hls_max_segment_bytes: self.hls_max_segment_bytes.max(1),

@@ -2,10 +2,23 @@
 
 use std::time::Duration;
 
-use acemux_core::channel::{ChannelConfig, StatsConfig};
+use acemux_core::channel::{ChannelConfig, CutHlsConfig, StatsConfig};
 use acemux_core::fanout::FanoutConfig;
 use acemux_core::hls::HlsConfig;
 use acemux_core::planted::{Bug, Planted};
+use acemux_core::ts::segmenter::SegmenterConfig;
+
+/// Where the HLS players of a content get their segments from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HlsSource {
+    /// Cut by acemux from the channel's MPEG-TS: one channel and one engine session per
+    /// content, whatever the players ask for.
+    #[default]
+    Ts,
+    /// The engine's own HLS output: an HLS channel of its own, with its own engine
+    /// session, beside the TS one.
+    Engine,
+}
 
 /// Bounds of the proxy.
 #[derive(Clone, Debug)]
@@ -22,7 +35,13 @@ pub struct ProxyConfig {
     pub max_streams_per_engine: usize,
     /// How long an engine that keeps failing is skipped.
     pub engine_cooldown: Duration,
-    /// Fetch loop and buffer of HLS channels.
+    /// Where HLS players' segments come from.
+    pub hls_source: HlsSource,
+    /// The duration segments cut from TS aim at (with `HlsSource::Ts`); none lasts
+    /// more than three times this.
+    pub hls_segment_target: Duration,
+    /// Fetch loop and buffer of HLS channels (the ready, window and buffer bounds apply
+    /// to cut HLS too).
     pub hls: HlsConfig,
     /// An HLS player that requests nothing this long no longer counts as a viewer.
     pub hls_idle_timeout: Duration,
@@ -49,6 +68,8 @@ impl Default for ProxyConfig {
             engine_request_timeout: Duration::from_secs(10),
             max_streams_per_engine: 16,
             engine_cooldown: Duration::from_secs(10),
+            hls_source: HlsSource::Ts,
+            hls_segment_target: Duration::from_secs(2),
             hls: HlsConfig::default(),
             hls_idle_timeout: Duration::from_secs(30),
             hls_stall_timeout: Duration::from_secs(30),
@@ -67,4 +88,25 @@ impl ProxyConfig {
         self.fanout.planted = planted;
         self.hls.planted = planted;
     }
+
+    /// The HLS a TS channel cuts, with `HlsSource::Ts`.
+    pub fn cut_hls(&self) -> Option<CutHlsConfig> {
+        (self.hls_source == HlsSource::Ts).then(|| CutHlsConfig {
+            segmenter: SegmenterConfig {
+                max_bytes: self.hls_max_segment_bytes.max(1),
+                ..SegmenterConfig::with_target(self.hls_segment_target.max(MIN_SEGMENT_TARGET))
+            },
+            max_segments: self.hls.max_segments,
+            max_buffer_bytes: self.hls.max_buffer_bytes,
+            window_segments: self.hls.window_segments,
+            ready_segments: self.hls.ready_segments,
+            idle_timeout: self.hls_idle_timeout,
+            first_playlist_timeout: self.channel.start_timeout,
+            planted: self.planted,
+            ..CutHlsConfig::default()
+        })
+    }
 }
+
+/// The shortest segment target taken (a shorter one is raised to it).
+const MIN_SEGMENT_TARGET: Duration = Duration::from_millis(100);

@@ -126,6 +126,17 @@ impl SessionStatsMetrics {
     }
 }
 
+/// Labels of cut HLS segments.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CutLabels {
+    /// The channel.
+    pub channel: String,
+    /// `keyframe` (a random-access point), `discontinuity` (after a new playback or a
+    /// timestamp jump, without one) or `bound` (cut at the duration or byte bound
+    /// without one).
+    pub start: String,
+}
+
 /// Labels of viewer drops.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
@@ -216,6 +227,8 @@ pub struct Metrics {
     pub ts_discarded_bytes: Family<ChannelLabels, Counter>,
     /// Engine playlist polls that failed (unreachable, invalid, too large), per channel.
     pub hls_playlist_errors: Family<ChannelLabels, Counter>,
+    /// HLS segments cut from a channel's TS, by how they start.
+    pub hls_cut_segments: Family<CutLabels, Counter>,
     /// Webhook deliveries given up after `--webhook-max-attempts` or beyond
     /// `--webhook-max-pending` (the event stays in the event log).
     pub webhook_given_up: Family<WebhookLabels, Counter>,
@@ -265,6 +278,7 @@ impl Metrics {
             limit_hits: Family::default(),
             ts_discarded_bytes: Family::default(),
             hls_playlist_errors: Family::default(),
+            hls_cut_segments: Family::default(),
             webhook_given_up: Family::default(),
             refusals: crate::refusals::RefusalLog::default(),
             registry: Registry::default(),
@@ -411,6 +425,11 @@ impl Metrics {
             metrics.hls_playlist_errors.clone(),
         );
         registry.register(
+            "hls_cut_segments",
+            "HLS segments cut from a channel's TS, by how they start",
+            metrics.hls_cut_segments.clone(),
+        );
+        registry.register(
             "webhook_given_up",
             "Webhook deliveries given up (too many attempts, or beyond the pending bound)",
             metrics.webhook_given_up.clone(),
@@ -447,6 +466,12 @@ impl Metrics {
         }
         self.channel_viewers.remove(labels);
         self.session_stats.remove(labels);
+        for start in ["keyframe", "discontinuity", "bound"] {
+            self.hls_cut_segments.remove(&CutLabels {
+                channel: labels.channel.clone(),
+                start: start.to_owned(),
+            });
+        }
         for reason in [
             acemux_core::fanout::DropReason::FellBehind,
             acemux_core::fanout::DropReason::Stalled,

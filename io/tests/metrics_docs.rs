@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use acemux::metrics::{
-    ChannelLabels, DropLabels, EngineListLabels, EventLabels, HttpLabels, Metrics, WebhookLabels,
+    ChannelLabels, CutLabels, DropLabels, EngineListLabels, EventLabels, HttpLabels, Metrics,
+    WebhookLabels,
 };
 use acemux_core::channel::EngineStats;
 
@@ -133,6 +134,13 @@ fn sampled() -> Metrics {
     metrics.limit_hit("connections");
     metrics.ts_discarded_bytes.get_or_create(&channel).inc_by(4);
     metrics.hls_playlist_errors.get_or_create(&channel).inc();
+    metrics
+        .hls_cut_segments
+        .get_or_create(&CutLabels {
+            channel: channel.channel.clone(),
+            start: "keyframe".to_owned(),
+        })
+        .inc();
     metrics
 }
 

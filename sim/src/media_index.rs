@@ -19,6 +19,8 @@ pub struct MediaIndex {
     hashes: Vec<u64>,
     /// Positions (packet numbers) of each hash, ascending.
     positions: BTreeMap<u64, Vec<u32>>,
+    /// The PMT's PID, from the first PAT.
+    pmt_pid: Option<u16>,
 }
 
 impl MediaIndex {
@@ -47,10 +49,12 @@ impl MediaIndex {
             }
             at += count;
         }
+        let pmt_pid = first_pmt_pid(&media.read(0, 64 * PACKET_LEN));
         MediaIndex {
             media,
             hashes,
             positions,
+            pmt_pid,
         }
     }
 
@@ -64,6 +68,20 @@ impl MediaIndex {
         self.positions.get(&hash).map_or(&[], Vec::as_slice)
     }
 
+    /// Whether `pid` carries tables (PAT, PMT, SI): what a segmenter repeats at the
+    /// start of every segment.
+    pub fn is_table_pid(&self, pid: u16) -> bool {
+        pid == PAT_PID || (0x10..0x20).contains(&pid) || Some(pid) == self.pmt_pid
+    }
+
+    /// The PID of the packet at `position`.
+    pub fn pid_at(&self, position: u32) -> u16 {
+        let packet = self
+            .media
+            .read(u64::from(position) * PACKET_LEN as u64, PACKET_LEN);
+        pid_of(&packet)
+    }
+
     /// Whether an engine playback can start at packet `position`.
     pub fn is_entry_point(&self, position: u32) -> bool {
         let offset = u64::from(position) * PACKET_LEN as u64;
@@ -74,6 +92,28 @@ impl MediaIndex {
     pub fn is_at(&self, position: u32, hash: u64) -> bool {
         self.hashes.get(position as usize) == Some(&hash)
     }
+}
+
+/// A packet's PID.
+pub fn pid_of(packet: &[u8]) -> u16 {
+    (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2])
+}
+
+/// The PMT PID the first PAT in `bytes` names.
+fn first_pmt_pid(bytes: &[u8]) -> Option<u16> {
+    let pat = bytes
+        .chunks_exact(PACKET_LEN)
+        .find(|packet| pid_of(packet) == PAT_PID && packet[1] & 0x40 != 0)?;
+    let payload = if pat[3] & 0x20 != 0 {
+        5 + usize::from(pat[4])
+    } else {
+        4
+    };
+    let section = pat.get(payload + 1 + usize::from(*pat.get(payload)?)..)?;
+    // table id, length (2), ts id (2), version, section, last section: 8 bytes; then
+    // program number (2) and PID (2) per program.
+    let entry = section.get(8..12)?;
+    Some((u16::from(entry[2] & 0x1f) << 8) | u16::from(entry[3]))
 }
 
 /// A packet's hash, eight bytes at a time (a multiply-xorshift mix per word, then the
@@ -115,7 +155,7 @@ pub struct SliceCheck {
 
 /// Follows one byte stream (a TS viewer's body, or one HLS segment) through the engine
 /// stream, packet by packet, with every position it could be at.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SliceTracker {
     pending: Vec<u8>,
     /// Where the next packet may be; empty before the first packet.
@@ -230,6 +270,28 @@ impl SliceTracker {
                 candidate.jumped = false;
             }
         }
+    }
+
+    /// Continues into a stream that a segmenter may start with tables of its own: the
+    /// positions it is expected at move past tables, as `bytes` (the next segment)
+    /// leave out its leading ones. `false` when `bytes` do not continue this stream
+    /// there (a jump or bytes from elsewhere).
+    pub fn continues_into(&mut self, index: &MediaIndex, bytes: &[u8]) -> bool {
+        let mut skip = 0;
+        while let Some(packet) = bytes.get(skip..skip + PACKET_LEN) {
+            if !index.is_table_pid(pid_of(packet)) {
+                break;
+            }
+            skip += PACKET_LEN;
+        }
+        for candidate in &mut self.candidates {
+            while index.is_table_pid(index.pid_at(candidate.next)) {
+                candidate.next += 1;
+            }
+        }
+        let resyncs = self.check.resyncs;
+        self.feed(index, &bytes[skip..]);
+        self.check.violation.is_none() && self.check.resyncs == resyncs
     }
 
     /// Bytes left over that are not a whole packet.

@@ -85,6 +85,9 @@ pub struct Observations {
     pub hls_segments: u64,
     /// Times acemux was started again after a crash.
     pub acemux_restarts: u64,
+    /// The most discontinuities each HLS player has seen announced (the playlist's
+    /// discontinuity sequence plus those it lists), by player.
+    pub hls_discontinuities: BTreeMap<String, u64>,
     /// Viewers that stopped reading, with the time by which acemux must drop them.
     pub stopped_reading: Vec<(String, Duration)>,
     /// Streams an operator's `DELETE /streams/{id}` ended (answered `updated`).

@@ -497,7 +497,13 @@ async fn hls_poller(
                 }
                 last_media_sequence = playlist.media_sequence;
                 last_discontinuity_sequence = playlist.discontinuity_sequence;
-                observer.lock().hls_playlists += 1;
+                {
+                    let mut record = observer.lock();
+                    record.hls_playlists += 1;
+                    let seen = playlist.discontinuity_sequence + playlist.discontinuities;
+                    let most = record.hls_discontinuities.entry(name.clone()).or_default();
+                    *most = (*most).max(seen);
+                }
                 for (seq, uri, discontinuity) in playlist.segments {
                     if fetched_up_to.is_some_and(|done| seq <= done) {
                         continue;
@@ -512,9 +518,8 @@ async fn hls_poller(
                         .take()
                         .filter(|(last, _)| *last + 1 == seq && !discontinuity)
                     {
-                        let resyncs = tracker.check.resyncs;
-                        tracker.feed(MediaIndex::simulated(), &bytes);
-                        if tracker.check.violation.is_some() || tracker.check.resyncs > resyncs {
+                        // Tables a segmenter repeats at a segment's start aside.
+                        if !tracker.continues_into(MediaIndex::simulated(), &bytes) {
                             observer.violation(format!(
                                 "{name}: segment {seq} does not continue segment {} and no discontinuity separates them",
                                 seq - 1
@@ -582,6 +587,8 @@ async fn fetch_segment(
 struct ServedPlaylist {
     media_sequence: u64,
     discontinuity_sequence: u64,
+    /// `#EXT-X-DISCONTINUITY` tags listed.
+    discontinuities: u64,
     /// Sequence number, URI, and whether a discontinuity precedes it.
     segments: Vec<(u64, String, bool)>,
 }
@@ -594,6 +601,7 @@ fn parse_playlist(text: &str) -> ServedPlaylist {
     for line in text.lines() {
         if line.trim() == "#EXT-X-DISCONTINUITY" {
             discontinuity = true;
+            playlist.discontinuities += 1;
         } else if let Some(value) = number(line, "#EXT-X-MEDIA-SEQUENCE:") {
             playlist.media_sequence = value;
         } else if let Some(value) = number(line, "#EXT-X-DISCONTINUITY-SEQUENCE:") {

@@ -442,7 +442,17 @@ impl<'a> World<'a> {
             });
         }
 
-        let checker = Checker::new(config.rules.clone());
+        let mut checker = Checker::new(config.rules.clone());
+        // Emulator faults set from the start are faults for the whole run, on every
+        // engine: a window open until healing.
+        let engine_names: Vec<String> = engines.iter().map(|e| e.name.clone()).collect();
+        for content in config.engine_faults.keys() {
+            checker.fault_window(
+                Duration::ZERO,
+                format!("emulator {} {content}", engine_names.join(" ")),
+                true,
+            );
+        }
         World {
             sim,
             config,

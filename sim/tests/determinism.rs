@@ -37,6 +37,7 @@ fn every_scenario_is_pinned_below() {
         "slow_viewers",
         "engine_death_failover",
         "orchestrator_churn",
+        "mixed_players",
         "acemux_restart",
         "swarm",
     ];
@@ -78,6 +79,11 @@ fn slow_viewers_replays() {
 #[test]
 fn engine_death_failover_replays() {
     replays("engine_death_failover", 41);
+}
+
+#[test]
+fn mixed_players_replays() {
+    replays("mixed_players", 51);
 }
 
 #[test]

@@ -121,6 +121,11 @@ fn orchestrator_churn() {
 }
 
 #[test]
+fn mixed_players() {
+    pinned(scenarios::mixed_players, &[1, 2]);
+}
+
+#[test]
 fn acemux_restart() {
     pinned(scenarios::acemux_restart, &[1, 2]);
 }

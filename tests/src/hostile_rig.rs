@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use acemux::proxy::ProxyConfig;
+use acemux::proxy::{HlsSource, ProxyConfig};
 use acemux::ServeOptions;
 use acemux_core::channel::ChannelConfig;
 use acemux_core::hls::HlsConfig;
@@ -50,6 +50,8 @@ pub fn options(engine: &HostileEngine) -> ServeOptions {
             },
             hls_idle_timeout: Duration::from_secs(2),
             hls_max_segment_bytes: MAX_SEGMENT_BYTES,
+            // The hostile engines script their HLS output: re-serve it.
+            hls_source: HlsSource::Engine,
             ..ProxyConfig::default()
         },
         ..ServeOptions::default()

@@ -1,9 +1,9 @@
-//! HLS end to end over real sockets: acemux re-serving the engine emulator's live HLS,
-//! read by real ffmpeg/ffprobe and VLC.
+//! HLS end to end over real sockets: acemux re-serving the engine emulator's live HLS
+//! (`--hls-source engine`), read by real ffmpeg/ffprobe and VLC.
 
 use std::time::Duration;
 
-use acemux::proxy::ProxyConfig;
+use acemux::proxy::{HlsSource, ProxyConfig};
 use acemux_core::channel::ChannelConfig;
 use acemux_testkit::emulator::{EmulatorConfig, Faults};
 use acemux_tests::proxy::ProxyRig;
@@ -24,6 +24,7 @@ fn hls_proxy() -> ProxyConfig {
         },
         hls_idle_timeout: Duration::from_secs(2),
         engine_request_timeout: Duration::from_secs(5),
+        hls_source: HlsSource::Engine,
         ..ProxyConfig::default()
     }
 }

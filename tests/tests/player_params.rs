@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use acemux::http::{PlayerRules, StreamMode};
+use acemux::proxy::{HlsSource, ProxyConfig};
 use acemux::ServeOptions;
 use acemux_testkit::emulator::SessionRequest;
 use acemux_tests::proxy::{patient_proxy, ProxyRig};
@@ -19,7 +20,11 @@ const HASH: &str = "0123456789ABCDEF0123456789ABCDEF01234567";
 async fn rig(player: PlayerRules) -> ProxyRig {
     let options = ServeOptions {
         player,
-        proxy: patient_proxy(),
+        // Each route's own engine request is what these tests check.
+        proxy: ProxyConfig {
+            hls_source: HlsSource::Engine,
+            ..patient_proxy()
+        },
         ..ServeOptions::default()
     };
     ProxyRig::start_options(vec![Default::default()], options).await

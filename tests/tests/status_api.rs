@@ -87,9 +87,23 @@ async fn channels_viewers_and_clients_show_who_watches_what() {
     );
     assert!(ts["bytes_in"].as_u64() > Some(0), "{ts}");
     assert!(ts["bytes_out"].as_u64() > Some(0), "{ts}");
-    let hls = channel(&channels, "hls:content_id:hlsch");
-    assert_eq!(hls["format"], "hls");
+    // The HLS player's channel is the content's TS channel, which cuts the segments
+    // (`--hls-source ts`, the default); its player is listed as an HLS viewer.
+    let hls = channel(&channels, "content_id:hlsch");
+    assert_eq!(hls["format"], "ts");
     assert_eq!(hls["viewers"], 1, "{hls}");
+    let hls_stream = hls["stream_id"]
+        .as_str()
+        .expect("started")
+        .replace('|', "%7C");
+    let (_, body) = get(&rig, &format!("/streams/{hls_stream}/viewers"), Some(KEY)).await;
+    let kinds: Vec<&Value> = body["viewers"]
+        .as_array()
+        .expect("viewers")
+        .iter()
+        .map(|viewer| &viewer["kind"])
+        .collect();
+    assert_eq!(kinds, [&Value::from("hls")], "{body}");
 
     // Viewers: the key is needed.
     let stream_id = ts["stream_id"]

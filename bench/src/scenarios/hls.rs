@@ -1,6 +1,7 @@
 //! `hls`: playlist and segment latency with many players polling one channel, while
 //! other channels start, stall and answer slowly next to it; and the time from a new
-//! channel's first request to its first playlist.
+//! channel's first request to its first playlist. Run against both HLS sources: the
+//! engine's own HLS and the segments acemux cuts from the TS session.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -224,17 +225,45 @@ async fn churn(rig: &Rig, mut stop: watch::Receiver<bool>) -> Vec<(u16, f64)> {
     answered
 }
 
+/// Where acemux's HLS comes from in a side of the run, as `--hls-source` names it.
+const SOURCES: [&str; 2] = ["engine", "ts"];
+
+/// What one source's run measured.
+struct Measured {
+    source: &'static str,
+    first_playlist_ms: f64,
+    acemux: Seen,
+    churned: Vec<(u16, f64)>,
+    baseline: Seen,
+}
+
 pub async fn run(options: &Options) -> Result<ScenarioReport, String> {
     let viewers = or(options.viewers, 200);
     let seconds = or(options.seconds, 10.0);
     let rate = or(options.rate, 1000.0);
-    let rig = Rig::start(RING_BYTES).await?;
-    let outcome = measure(&rig, viewers, seconds, rate).await;
-    rig.stop().await;
-    let (first_playlist_ms, acemux, churned, baseline) = outcome?;
-
-    let playlist_p99 = quantile(&acemux.playlist_ms, 0.99);
-    let base_p99 = quantile(&baseline.playlist_ms, 0.99);
+    let mut runs = Vec::new();
+    for source in SOURCES {
+        progress(&format!("--hls-source {source}"));
+        let rig = Rig::start_full(
+            RING_BYTES,
+            super::ENGINE_PREBUFFER_MS,
+            &["--hls-source", source],
+        )
+        .await?;
+        let outcome = measure(&rig, viewers, seconds, rate).await;
+        rig.stop().await;
+        let (first_playlist_ms, acemux, churned, baseline) = outcome?;
+        if let Some(error) = &acemux.first_error {
+            progress(&format!("acemux ({source}): first failed request: {error}"));
+        }
+        runs.push(Measured {
+            source,
+            first_playlist_ms,
+            acemux,
+            churned,
+            baseline,
+        });
+    }
     let cell = |values: &[f64]| {
         format!(
             "{} / {}",
@@ -242,83 +271,102 @@ pub async fn run(options: &Options) -> Result<ScenarioReport, String> {
             ms(quantile(values, 0.99))
         )
     };
-    let side_ok: Vec<f64> = churned
-        .iter()
-        .filter(|(status, _)| *status == 200)
-        .map(|(_, ms)| *ms)
-        .collect();
-    let rows = vec![
-        Row::compared(
-            "playlist latency p50 / p99",
-            cell(&acemux.playlist_ms),
-            cell(&baseline.playlist_ms),
-            ratio(playlist_p99, base_p99),
-        )
-        .target("p99 ≤ 2 ms", playlist_p99 <= TARGET_PLAYLIST_P99_MS),
-        Row::compared(
-            "segment latency p50 / p99",
-            cell(&acemux.segment_ms),
-            cell(&baseline.segment_ms),
-            ratio(
-                quantile(&acemux.segment_ms, 0.99),
-                quantile(&baseline.segment_ms, 0.99),
+    let mut rows = Vec::new();
+    let mut sides = serde_json::Map::new();
+    for run in &runs {
+        let Measured {
+            source,
+            first_playlist_ms,
+            acemux,
+            churned,
+            baseline,
+        } = run;
+        let playlist_p99 = quantile(&acemux.playlist_ms, 0.99);
+        let base_p99 = quantile(&baseline.playlist_ms, 0.99);
+        let side_ok: Vec<f64> = churned
+            .iter()
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, ms)| *ms)
+            .collect();
+        rows.extend([
+            Row::compared(
+                &format!("{source}: playlist latency p50 / p99"),
+                cell(&acemux.playlist_ms),
+                cell(&baseline.playlist_ms),
+                ratio(playlist_p99, base_p99),
+            )
+            .target("p99 ≤ 2 ms", playlist_p99 <= TARGET_PLAYLIST_P99_MS),
+            Row::compared(
+                &format!("{source}: segment latency p50 / p99"),
+                cell(&acemux.segment_ms),
+                cell(&baseline.segment_ms),
+                ratio(
+                    quantile(&acemux.segment_ms, 0.99),
+                    quantile(&baseline.segment_ms, 0.99),
+                ),
             ),
-        ),
-        Row::compared(
-            "playlist requests answered per second",
-            format!("{:.0}", acemux.playlist_ms.len() as f64 / seconds),
-            format!("{:.0}", baseline.playlist_ms.len() as f64 / seconds),
-            ratio(
-                acemux.playlist_ms.len() as f64,
-                baseline.playlist_ms.len() as f64,
+            Row::compared(
+                &format!("{source}: playlist requests answered per second"),
+                format!("{:.0}", acemux.playlist_ms.len() as f64 / seconds),
+                format!("{:.0}", baseline.playlist_ms.len() as f64 / seconds),
+                ratio(
+                    acemux.playlist_ms.len() as f64,
+                    baseline.playlist_ms.len() as f64,
+                ),
             ),
-        ),
-        Row::compared(
-            "failed requests",
-            acemux.errors.to_string(),
-            baseline.errors.to_string(),
-            f64::NAN,
-        ),
-        Row::alone(
-            "new channel: first request → first playlist",
-            ms(first_playlist_ms),
-        ),
-        Row::alone(
-            "side channels started meanwhile: first playlist p50 / max",
-            format!(
-                "{} / {} ({} of {} answered)",
-                ms(quantile(&side_ok, 0.5)),
-                ms(quantile(&side_ok, 1.0)),
-                side_ok.len(),
-                churned.len()
+            Row::compared(
+                &format!("{source}: failed requests"),
+                acemux.errors.to_string(),
+                baseline.errors.to_string(),
+                f64::NAN,
             ),
-        ),
-    ];
-    if let Some(error) = &acemux.first_error {
-        progress(&format!("acemux: first failed request: {error}"));
+            Row::alone(
+                &format!("{source}: new channel: first request → first playlist"),
+                ms(*first_playlist_ms),
+            ),
+            Row::alone(
+                &format!("{source}: side channels started meanwhile: first playlist p50 / max"),
+                format!(
+                    "{} / {} ({} of {} answered)",
+                    ms(quantile(&side_ok, 0.5)),
+                    ms(quantile(&side_ok, 1.0)),
+                    side_ok.len(),
+                    churned.len()
+                ),
+            ),
+        ]);
+        sides.insert(
+            (*source).to_owned(),
+            json!({
+                "acemux": {
+                    "requests": acemux.json(seconds),
+                    "first_playlist_ms": finite(*first_playlist_ms),
+                    "side_channels": churned.len(),
+                    "side_first_playlist": latency_json(&side_ok),
+                },
+                "baseline": { "requests": baseline.json(seconds) },
+                "ratios": {
+                    "playlist_p99": finite(ratio(playlist_p99, base_p99)),
+                    "segment_p99": finite(ratio(quantile(&acemux.segment_ms, 0.99), quantile(&baseline.segment_ms, 0.99))),
+                },
+            }),
+        );
     }
     let setup = format!(
-        "{viewers} players poll one channel's playlist, {rate:.0} playlists/s in all, and fetch \
-         each new segment once, for {seconds:.0} s; meanwhile a new channel starts every \
-         {CHURN_INTERVAL:?} whose engine stalls its playlist after 3 s, answers segments after \
-         3 s, or answers playlists after 1.5 s (in turn). The baseline serves a playlist and \
-         segments of the same shape from memory."
+        "Run once per HLS source: `--hls-source engine` (the engine's own HLS, re-served) \
+         and `--hls-source ts` (segments cut by acemux from the channel's TS session). \
+         {viewers} players poll one channel's playlist, {rate:.0} playlists/s in all, and \
+         fetch each new segment once, for {seconds:.0} s; meanwhile a new channel starts \
+         every {CHURN_INTERVAL:?} whose engine stalls its playlist after 3 s, answers \
+         segments after 3 s, or answers playlists after 1.5 s (in turn; the engine's HLS \
+         faults, which a cut channel never meets). The baseline serves a playlist and \
+         segments of the same shape from memory, measured after each source."
     );
     let json = json!({
         "viewers": viewers,
         "seconds": seconds,
         "rate": rate,
-        "acemux": {
-            "requests": acemux.json(seconds),
-            "first_playlist_ms": finite(first_playlist_ms),
-            "side_channels": churned.len(),
-            "side_first_playlist": latency_json(&side_ok),
-        },
-        "baseline": { "requests": baseline.json(seconds) },
-        "ratios": {
-            "playlist_p99": finite(ratio(playlist_p99, base_p99)),
-            "segment_p99": finite(ratio(quantile(&acemux.segment_ms, 0.99), quantile(&baseline.segment_ms, 0.99))),
-        },
+        "sources": sides,
     });
     Ok(ScenarioReport {
         name: "hls",

@@ -74,7 +74,7 @@ impl Scenario {
 
 /// What an engine holds when a session starts: enough that a new HLS channel lists
 /// the segments acemux waits for at once, as engines that have buffered do.
-const ENGINE_PREBUFFER_MS: u64 = 6000;
+pub(crate) const ENGINE_PREBUFFER_MS: u64 = 6000;
 
 /// The engine emulator, acemux in front of it, and the baseline sender, each its own
 /// process.
@@ -94,6 +94,15 @@ impl Rig {
     /// Same, with an engine that holds `engine_prebuffer_ms` of media when a session
     /// starts (sent at once to a new playback, listed at once in a new playlist).
     pub async fn start_with(ring_bytes: usize, engine_prebuffer_ms: u64) -> Result<Rig, String> {
+        Rig::start_full(ring_bytes, engine_prebuffer_ms, &[]).await
+    }
+
+    /// Same, with more `acemux_args` for acemux (e.g. `--hls-source engine`).
+    pub async fn start_full(
+        ring_bytes: usize,
+        engine_prebuffer_ms: u64,
+        acemux_args: &[&str],
+    ) -> Result<Rig, String> {
         let logs = tempfile::Builder::new()
             .prefix("acemux-bench-")
             .tempdir()
@@ -105,13 +114,14 @@ impl Rig {
             engine_prebuffer_ms.to_string(),
         ];
         let engine = Server::spawn("engine", &engine_args, logs.path()).await?;
-        let acemux_args = vec![
+        let mut args = vec![
             "--engine".to_owned(),
             engine.addr().to_string(),
             "--ring-bytes".to_owned(),
             ring_bytes.to_string(),
         ];
-        let acemux = Server::spawn("acemux", &acemux_args, logs.path()).await?;
+        args.extend(acemux_args.iter().map(|arg| (*arg).to_owned()));
+        let acemux = Server::spawn("acemux", &args, logs.path()).await?;
         let baseline = Server::spawn("baseline", &[], logs.path()).await?;
         progress(&format!(
             "engine {}, acemux {}, baseline {} (logs in {})",

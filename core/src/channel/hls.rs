@@ -2,12 +2,11 @@
 //! [`HlsSession`]; players are present while they request, and players waiting for a
 //! new channel's first playlist are answered once enough is held (or why not).
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use bytes::Bytes;
 use thiserror::Error;
 
 use super::composed::{ComposedChannel, Context, Media, MediaCommand};
+use super::players::Players;
 use super::vocab::{Notice, WaiterId};
 use super::{SessionInput as ChannelInput, StartFailure};
 use crate::hls::{self, Gap, HlsConfig, HlsSession, HlsSnapshot, UpstreamPlaylist};
@@ -187,10 +186,7 @@ pub struct HlsMedia {
     config: HlsMediaConfig,
     hls: HlsSession,
     open_url: Option<String>,
-    /// Players by token, with the time of their last request…
-    players: BTreeMap<String, Instant>,
-    /// …and the same ordered by that time.
-    by_seen: BTreeSet<(Instant, String)>,
+    players: Players,
     waiters: Deadlines<WaiterId>,
     failure: Option<StartFailure>,
     published_segments: u64,
@@ -205,8 +201,7 @@ impl HlsMedia {
             hls: HlsSession::new(config.hls.clone()),
             config,
             open_url: None,
-            players: BTreeMap::new(),
-            by_seen: BTreeSet::new(),
+            players: Players::default(),
             waiters: Deadlines::default(),
             failure: None,
             published_segments: 0,
@@ -231,20 +226,7 @@ impl HlsMedia {
     }
 
     fn seen(&mut self, token: String, now: Instant) -> bool {
-        match self.players.get(&token).copied() {
-            Some(before) => {
-                self.by_seen.remove(&(before, token.clone()));
-                self.by_seen.insert((now, token.clone()));
-                self.players.insert(token, now);
-                false
-            }
-            None if self.players.len() >= self.config.max_players => false,
-            None => {
-                self.by_seen.insert((now, token.clone()));
-                self.players.insert(token, now);
-                true
-            }
-        }
+        self.players.seen(token, now, self.config.max_players)
     }
 
     fn players_changed(&mut self, now: Instant, cx: &mut Context<'_, HlsOutput>) {
@@ -259,9 +241,7 @@ impl HlsMedia {
         if !self.waiters.is_empty() || self.ended {
             return None;
         }
-        self.by_seen
-            .first()
-            .map(|(seen, _)| *seen + self.config.idle_timeout)
+        self.players.expiry(self.config.idle_timeout)
     }
 
     fn answer_all(&mut self, result: Result<(), WaitFailure>, cx: &mut Context<'_, HlsOutput>) {
@@ -303,10 +283,7 @@ impl HlsMedia {
                 hls::Output::Ready => {
                     cx.emit(HlsOutput::Ready);
                     // The players that waited start their idle clock now.
-                    let tokens: Vec<String> = self.players.keys().cloned().collect();
-                    for token in tokens {
-                        self.seen(token, now);
-                    }
+                    self.players.refresh_all(now);
                     // Published before the waiters are answered: they read it at once.
                     self.publish(cx);
                     self.answer_all(Ok(()), cx);
@@ -410,7 +387,6 @@ impl Media for HlsMedia {
                 let failure = self.failure.clone().unwrap_or(StartFailure::Timeout);
                 self.answer_all(Err(WaitFailure::Start(failure)), cx);
                 self.players.clear();
-                self.by_seen.clear();
                 cx.notice(Notice::Viewers(0));
             }
         }
@@ -430,14 +406,7 @@ impl Media for HlsMedia {
             });
         }
         if self.expiry().is_some_and(|at| at <= now) {
-            let idle_timeout = self.config.idle_timeout;
-            while let Some((seen, token)) = self.by_seen.first().cloned() {
-                if seen + idle_timeout > now {
-                    break;
-                }
-                self.by_seen.remove(&(seen, token.clone()));
-                self.players.remove(&token);
-            }
+            self.players.expire(now, self.config.idle_timeout);
             self.players_changed(now, cx);
         }
     }

@@ -21,6 +21,7 @@
 
 mod answer;
 mod composed;
+mod cut;
 mod discovery;
 mod dns;
 mod engine;
@@ -28,6 +29,7 @@ mod health;
 mod hls;
 mod leftover;
 mod machine;
+mod players;
 mod pool;
 mod stats;
 mod ts;
@@ -35,6 +37,7 @@ mod vocab;
 
 pub use answer::SessionAnswer;
 pub use composed::{ComposedChannel, Context, Media, MediaCommand};
+pub use cut::CutHlsConfig;
 pub use discovery::{parse_engine_list, ListSource, ListedEngine, Observed, SourceReport};
 pub use dns::{is_name, DnsEngine};
 pub use health::{Health, HealthState};

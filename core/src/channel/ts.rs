@@ -1,15 +1,23 @@
 //! The MPEG-TS half of a channel: the playback body feeds a [`Fanout`], whose
 //! deliveries go to the viewers. A joining viewer awaits its first media (the driver
 //! answers its request only then) for at most the start timeout.
+//!
+//! With [`TsMedia::with_hls`] the same bytes are also cut into HLS segments (see
+//! [`crate::ts::segmenter`]): HLS players are viewers of the channel too, so one engine
+//! session serves both formats, and the channel stays while either kind is present.
 
 use bytes::Bytes;
 
 use super::composed::{ComposedChannel, Context, Media, MediaCommand};
-use super::vocab::{CloseReason, Notice, PlaybackId};
+use super::cut::{CutEvents, CutHls, CutHlsConfig};
+use super::hls::WaitFailure;
+use super::vocab::{CloseReason, Notice, PlaybackId, WaiterId};
 use super::{SessionInput as ChannelInput, StartFailure};
 use crate::fanout::{self, Fanout, FanoutConfig, FanoutError, ViewerId};
+use crate::hls::HlsSnapshot;
 use crate::machine::Deadlines;
 use crate::time::{Duration, Instant};
+use crate::ts::segmenter::SegmenterStats;
 
 /// A TS channel: engine session, engine calls, fan-out and viewers.
 pub type TsChannel = ComposedChannel<TsMedia>;
@@ -33,6 +41,11 @@ pub enum TsInput {
     PlaybackFailed(PlaybackId, String),
     /// The playback body ended.
     PlaybackEnded(PlaybackId),
+    /// An HLS player (by token) requested the playlist or a segment (a channel that
+    /// cuts HLS; ignored otherwise).
+    PlayerSeen(String),
+    /// An HLS player waits for the first playlist; answered with [`TsOutput::Answer`].
+    WaitReady(WaiterId),
 }
 
 /// What a TS channel asks of its driver.
@@ -72,6 +85,26 @@ pub enum TsOutput {
         /// Why.
         reason: CloseReason,
     },
+    /// The cut HLS playlist changed: publish this snapshot for requests to read.
+    Publish(HlsSnapshot),
+    /// Answer a player waiting for the first playlist: it can be read now, or why not.
+    Answer {
+        /// Who.
+        waiter: WaiterId,
+        /// The answer.
+        result: Result<(), WaitFailure>,
+    },
+    /// The cut HLS holds enough segments for players to start.
+    HlsReady,
+    /// A segment was cut from the stream (for logs and metrics).
+    SegmentCut {
+        /// It starts at a random-access point (a keyframe), as players want.
+        random_access: bool,
+        /// It follows a discontinuity (a new playback, a timestamp jump).
+        discontinuity: bool,
+        /// Its duration in µs.
+        duration_us: u64,
+    },
     /// Upstream bytes that are not MPEG-TS packets were discarded.
     Discarded {
         /// How many bytes this time.
@@ -92,6 +125,7 @@ pub struct TsMedia {
     next_playback: u64,
     discarded_any: bool,
     ended: bool,
+    hls: Option<CutHls>,
 }
 
 impl TsMedia {
@@ -106,6 +140,68 @@ impl TsMedia {
             next_playback: 1,
             discarded_any: false,
             ended: false,
+            hls: None,
+        }
+    }
+
+    /// Cuts HLS from the stream too, within `config`.
+    #[must_use]
+    pub fn with_hls(mut self, config: CutHlsConfig) -> Self {
+        self.hls = Some(CutHls::new(config));
+        self
+    }
+
+    /// Whether the channel cuts HLS.
+    pub fn cuts_hls(&self) -> bool {
+        self.hls.is_some()
+    }
+
+    /// HLS players present now.
+    pub fn hls_players(&self) -> usize {
+        self.hls.as_ref().map_or(0, CutHls::players)
+    }
+
+    /// HLS players waiting for the first playlist.
+    pub fn hls_waiters(&self) -> usize {
+        self.hls.as_ref().map_or(0, CutHls::waiters)
+    }
+
+    /// Segments cut so far.
+    pub fn hls_segments_cut(&self) -> u64 {
+        self.hls.as_ref().map_or(0, CutHls::segments_cut)
+    }
+
+    /// The segmenter's counters.
+    pub fn segmenter_stats(&self) -> Option<SegmenterStats> {
+        self.hls.as_ref().map(CutHls::segmenter_stats)
+    }
+
+    /// The cut HLS playlist now.
+    pub fn hls_snapshot(&self) -> Option<HlsSnapshot> {
+        self.hls.as_ref().map(CutHls::snapshot)
+    }
+
+    /// Emits what the cut HLS reported: the ready playlist before the answers (the
+    /// answered players read it at once), and the viewer count when it changed.
+    fn cut_events(&mut self, now: Instant, events: CutEvents, cx: &mut Context<'_, TsOutput>) {
+        for (random_access, discontinuity, duration_us) in events.cut {
+            cx.emit(TsOutput::SegmentCut {
+                random_access,
+                discontinuity,
+                duration_us,
+            });
+        }
+        if events.ready {
+            cx.emit(TsOutput::HlsReady);
+            if let Some(snapshot) = self.hls.as_mut().and_then(CutHls::changed_snapshot) {
+                cx.emit(TsOutput::Publish(snapshot));
+            }
+        }
+        for (waiter, result) in events.answers {
+            cx.emit(TsOutput::Answer { waiter, result });
+        }
+        if events.players_changed {
+            self.viewers_changed(now, cx);
         }
     }
 
@@ -125,7 +221,7 @@ impl TsMedia {
     }
 
     fn viewers_changed(&mut self, now: Instant, cx: &mut Context<'_, TsOutput>) {
-        let count = self.fanout.viewer_count();
+        let count = self.fanout.viewer_count() + self.hls_players();
         cx.notice(Notice::Viewers(count));
         cx.feed(now, ChannelInput::Viewers(count));
     }
@@ -151,6 +247,11 @@ impl TsMedia {
     fn data(&mut self, now: Instant, bytes: Bytes, cx: &mut Context<'_, TsOutput>) {
         let len = bytes.len();
         let discarded_before = self.fanout.stats().discarded_bytes;
+        if let Some(hls) = &mut self.hls {
+            let mut events = CutEvents::default();
+            hls.data(now, bytes.clone(), &mut events);
+            self.cut_events(now, events, cx);
+        }
         // Data is never refused.
         let _ = self.fanout.handle_input(now, fanout::Input::Data(bytes));
         let discarded = self
@@ -263,6 +364,24 @@ impl Media for TsMedia {
                 self.playback = None;
                 cx.feed(now, ChannelInput::PlaybackEnded);
             }
+            TsInput::PlayerSeen(token) => {
+                if let Some(hls) = &mut self.hls {
+                    let mut events = CutEvents::default();
+                    hls.seen(now, token, &mut events);
+                    self.cut_events(now, events, cx);
+                }
+            }
+            TsInput::WaitReady(waiter) => {
+                let mut events = CutEvents::default();
+                match &mut self.hls {
+                    Some(hls) => hls.wait(now, waiter, &mut events),
+                    // A channel that cuts no HLS has no playlist to wait for.
+                    None => events
+                        .answers
+                        .push((waiter, Err(WaitFailure::Start(StartFailure::Timeout)))),
+                }
+                self.cut_events(now, events, cx);
+            }
             // Events of a playback connection closed meanwhile.
             TsInput::PlaybackOpened(_)
             | TsInput::PlaybackData(..)
@@ -282,6 +401,12 @@ impl Media for TsMedia {
                 if cx.channel().has_started() {
                     cx.notice(Notice::Reconnecting);
                 }
+                if let Some(hls) = &mut self.hls {
+                    // Another playback: what it brings follows a discontinuity.
+                    let mut events = CutEvents::default();
+                    hls.new_playback(now, &mut events);
+                    self.cut_events(now, events, cx);
+                }
                 let playback = PlaybackId(self.next_playback);
                 self.next_playback += 1;
                 self.playback = Some(playback);
@@ -298,6 +423,11 @@ impl Media for TsMedia {
                 for viewer in waiting {
                     self.close(now, viewer, CloseReason::StartFailed(failure.clone()), cx);
                 }
+                if let Some(hls) = &mut self.hls {
+                    let mut events = CutEvents::default();
+                    hls.start_failed(failure, &mut events);
+                    self.cut_events(now, events, cx);
+                }
                 self.viewers_changed(now, cx);
             }
             MediaCommand::Ended(reason) => {
@@ -305,6 +435,13 @@ impl Media for TsMedia {
                 self.close_playback(cx);
                 for viewer in self.fanout.viewer_ids() {
                     self.close(now, viewer, CloseReason::ChannelEnded(reason.clone()), cx);
+                }
+                if let Some(hls) = &mut self.hls {
+                    let mut events = CutEvents::default();
+                    hls.ended(&mut events);
+                    for (waiter, result) in events.answers {
+                        cx.emit(TsOutput::Answer { waiter, result });
+                    }
                 }
                 cx.notice(Notice::Viewers(0));
             }
@@ -330,12 +467,27 @@ impl Media for TsMedia {
         if changed {
             self.viewers_changed(now, cx);
         }
+        if let Some(hls) = &mut self.hls {
+            let mut events = CutEvents::default();
+            hls.handle_timeout(now, &mut events);
+            self.cut_events(now, events, cx);
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        [self.fanout.poll_timeout(), self.awaiting.next()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.fanout.poll_timeout(),
+            self.awaiting.next(),
+            self.hls.as_ref().and_then(CutHls::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn settled(&mut self, _now: Instant, cx: &mut Context<'_, TsOutput>) {
+        if let Some(snapshot) = self.hls.as_mut().and_then(CutHls::changed_snapshot) {
+            cx.emit(TsOutput::Publish(snapshot));
+        }
     }
 }

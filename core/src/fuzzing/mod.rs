@@ -21,6 +21,7 @@
 //! | [`hls`] | the HLS session against a fake engine and driver |
 //! | [`fanout`] | the TS fan-out: upstream bytes, viewers, clock moves |
 //! | [`ts_aligner`] | the TS packet aligner, fed whole and in chunks |
+//! | [`segmenter`] | the HLS segmenter: tables, frames, timestamp jumps, junk, new playbacks |
 //!
 //! ```
 //! // Any bytes are a valid input; an empty one is the shortest drive.
@@ -38,6 +39,7 @@ pub(crate) mod hls;
 pub(crate) mod lifecycle;
 pub(crate) mod playlist;
 mod reader;
+pub(crate) mod segmenter;
 mod ts;
 
 pub use channel::channel;
@@ -49,6 +51,7 @@ pub use fanout::fanout;
 pub use hls::hls;
 pub use lifecycle::{lifecycle, lifecycle_events};
 pub use playlist::playlist;
+pub use segmenter::segmenter;
 pub use ts::ts_aligner;
 
 /// Most inputs one drive feeds its machine, so that every run is short.
@@ -58,7 +61,7 @@ const MAX_STEPS: usize = 512;
 pub type Driver = (&'static str, fn(&[u8]));
 
 /// Every driver, by fuzz target name.
-pub const DRIVERS: [Driver; 12] = [
+pub const DRIVERS: [Driver; 13] = [
     ("playlist", playlist),
     ("lifecycle_events", lifecycle_events),
     ("engine_envelope", engine_envelope),
@@ -71,6 +74,7 @@ pub const DRIVERS: [Driver; 12] = [
     ("hls_channel", hls_channel),
     ("engine_list", engine_list),
     ("channel_list", channel_list),
+    ("segmenter", segmenter),
 ];
 
 #[cfg(test)]

@@ -107,6 +107,7 @@ use thiserror::Error;
 use crate::time::Duration;
 
 pub use machine::HlsSession;
+pub(crate) use served::ServedBuffer;
 pub use served::{HlsSnapshot, ServedSegment};
 
 /// Longest target duration accepted from upstream; a live playlist announcing more is

@@ -101,7 +101,7 @@ fn find_segment(segments: &[ServedSegment], seq: u64) -> Option<&ServedSegment> 
 
 /// The served segments held, oldest first, within the caps.
 #[derive(Debug, Default)]
-pub(super) struct ServedBuffer {
+pub(crate) struct ServedBuffer {
     segments: VecDeque<ServedSegment>,
     bytes: usize,
     /// The seq of the next segment served.
@@ -112,21 +112,21 @@ pub(super) struct ServedBuffer {
 
 impl ServedBuffer {
     /// Segments served so far.
-    pub(super) fn served(&self) -> u64 {
+    pub(crate) fn served(&self) -> u64 {
         self.next_seq
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.segments.len()
     }
 
-    pub(super) fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// Serves a segment; the oldest ones are evicted until at most `max_segments` and
     /// `max_bytes` are held, the new one always staying. Its seq.
-    pub(super) fn push(
+    pub(crate) fn push(
         &mut self,
         duration_us: u64,
         discontinuity: bool,
@@ -157,7 +157,7 @@ impl ServedBuffer {
     }
 
     /// What is served, with a window of `window` segments (at least 1).
-    pub(super) fn snapshot(&self, window: usize, ended: bool, ready: bool) -> HlsSnapshot {
+    pub(crate) fn snapshot(&self, window: usize, ended: bool, ready: bool) -> HlsSnapshot {
         let start = self.segments.len().saturating_sub(window.max(1));
         let (behind, listed) = (self.segments.range(..start), self.segments.range(start..));
         let segments: Vec<ServedSegment> = listed.cloned().collect();

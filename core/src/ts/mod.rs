@@ -2,6 +2,7 @@
 //! into whole packets, and null packets for keepalive.
 
 pub mod restamp;
+pub mod segmenter;
 
 use bytes::{Bytes, BytesMut};
 

@@ -310,7 +310,7 @@ fn read_timestamp(field: &[u8]) -> u64 {
 }
 
 /// Writes a 33-bit PTS/DTS, keeping the 4-bit prefix and setting the marker bits.
-fn write_timestamp(field: &mut [u8], value: u64) {
+pub(crate) fn write_timestamp(field: &mut [u8], value: u64) {
     field[0] = (field[0] & 0xF0) | ((value >> 29) as u8 & 0x0E) | 0x01;
     field[1] = (value >> 22) as u8;
     field[2] = ((value >> 14) as u8 & 0xFE) | 0x01;

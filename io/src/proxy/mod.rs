@@ -29,7 +29,7 @@ use crate::metrics::{ChannelLabels, Metrics};
 use crate::net::Net;
 use crate::server::ConnectionKill;
 
-pub use crate::config::ProxyConfig;
+pub use crate::config::{HlsSource, ProxyConfig};
 pub use status::{ChannelSummary, ViewerSummary};
 pub use streams::Streams;
 pub use viewer::ViewerStream;
@@ -403,8 +403,15 @@ impl<N: Net> Proxy<N> {
         tracing::info!(channel = %key, "starting channel");
         let status = Arc::new(viewers::ChannelStatus::new(self.0.lifecycle.clock().now()));
         let snapshot = match key.format {
+            StreamFormat::Ts if self.0.config.cut_hls().is_some() => {
+                let (snapshot_tx, snapshot) = watch::channel(Arc::new(HlsSnapshot::default()));
+                let cut = ts::CutIo::new(id, snapshot_tx);
+                let format = ts::TsIo::new(mailbox.clone(), Some(cut));
+                self.run_channel(id, key, stream_id_tx, status.clone(), inbox, format);
+                Some(snapshot)
+            }
             StreamFormat::Ts => {
-                let format = ts::TsIo::new(mailbox.clone());
+                let format = ts::TsIo::new(mailbox.clone(), None);
                 self.run_channel(id, key, stream_id_tx, status.clone(), inbox, format);
                 None
             }
@@ -480,13 +487,21 @@ impl<N: Net> Proxy<N> {
 
     /// The served playlist of `key`'s HLS channel for player `token`, started if
     /// needed; a new channel's first answer waits until it is ready (the channel
-    /// answers by its start timeout at the latest).
+    /// answers by its start timeout at the latest). With `--hls-source ts` the channel
+    /// is the content's TS channel, which cuts the segments from its own stream.
     pub async fn hls_playlist(
         &self,
         key: ChannelKey,
         token: String,
         client: Client,
     ) -> Result<String, JoinError> {
+        let key = match self.0.config.hls_source {
+            HlsSource::Ts => ChannelKey {
+                format: StreamFormat::Ts,
+                ..key
+            },
+            HlsSource::Engine => key,
+        };
         let ready = {
             let mut channels = self.channels();
             let handle = self.channel_locked(&mut channels, &key)?;

@@ -2,42 +2,72 @@
 //! behind the ids of a [`TsChannel`](acemux_core::channel::TsChannel).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use acemux_core::channel::{CloseReason, Input, PlaybackId, TsInput, TsMedia, TsOutput};
+use acemux_core::channel::{
+    CloseReason, Input, PlaybackId, TsInput, TsMedia, TsOutput, WaitFailure, WaiterId,
+};
 use acemux_core::fanout::ViewerId;
+use acemux_core::hls::HlsSnapshot;
 use http_body_util::BodyExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
 use super::pump::{Env, Format};
 use super::viewer::{End, Slot};
-use super::{ChannelMsg, JoinError, Proxy};
-use crate::metrics::DropLabels;
+use super::{ChannelMsg, JoinError, Proxy, WaitAnswer};
+use crate::metrics::{CutLabels, DropLabels};
 use crate::net::Net;
 use crate::server::ConnectionKill;
 
 struct ViewerSlot {
-    slot: std::sync::Arc<Slot>,
+    slot: Arc<Slot>,
     kill: Option<ConnectionKill>,
+}
+
+/// The HLS a TS channel cuts: its published playlist and the players waiting for the
+/// first one.
+pub(super) struct CutIo {
+    id: u64,
+    snapshot: watch::Sender<Arc<HlsSnapshot>>,
+    waiters: BTreeMap<WaiterId, oneshot::Sender<WaitAnswer>>,
+    next_waiter: u64,
+}
+
+impl CutIo {
+    pub(super) fn new(id: u64, snapshot: watch::Sender<Arc<HlsSnapshot>>) -> Self {
+        CutIo {
+            id,
+            snapshot,
+            waiters: BTreeMap::new(),
+            next_waiter: 1,
+        }
+    }
 }
 
 /// The io side of a TS channel.
 pub(super) struct TsIo {
     /// This channel's own mailbox, handed to each viewer with its first media.
     mailbox: mpsc::Sender<ChannelMsg>,
+    /// The HLS it cuts, with `--hls-source ts`.
+    cut: Option<CutIo>,
     viewers: BTreeMap<ViewerId, ViewerSlot>,
     playbacks: BTreeMap<PlaybackId, AbortHandle>,
     /// The channel ended: its per-channel series are gone and stay gone.
     ended: bool,
+    /// A segment was cut without a keyframe, and said so (once per channel).
+    warned_no_keyframe: bool,
 }
 
 impl TsIo {
-    pub(super) fn new(mailbox: mpsc::Sender<ChannelMsg>) -> Self {
+    pub(super) fn new(mailbox: mpsc::Sender<ChannelMsg>, cut: Option<CutIo>) -> Self {
         TsIo {
             mailbox,
+            cut,
             viewers: BTreeMap::new(),
             playbacks: BTreeMap::new(),
             ended: false,
+            warned_no_keyframe: false,
         }
     }
 
@@ -66,7 +96,11 @@ impl<N: Net> Format<N> for TsIo {
 
     fn media(&self, proxy: &Proxy<N>) -> TsMedia {
         let config = &proxy.0.config;
-        TsMedia::new(config.fanout.clone(), config.channel.start_timeout)
+        let media = TsMedia::new(config.fanout.clone(), config.channel.start_timeout);
+        match (&self.cut, config.cut_hls()) {
+            (Some(_), Some(cut)) => media.with_hls(cut),
+            _ => media,
+        }
     }
 
     fn message(&mut self, message: ChannelMsg) -> Option<TsInput> {
@@ -80,11 +114,21 @@ impl<N: Net> Format<N> for TsIo {
                 self.viewers.remove(&viewer);
                 Some(TsInput::Leave(viewer))
             }
-            // HLS requests never reach a TS channel (the key's format differs).
-            ChannelMsg::WaitReady { reply } => {
-                let _ = reply.send(Err(JoinError::Ended));
-                None
-            }
+            ChannelMsg::WaitReady { reply } => match &mut self.cut {
+                Some(cut) => {
+                    let waiter = WaiterId(cut.next_waiter);
+                    cut.next_waiter += 1;
+                    cut.waiters.insert(waiter, reply);
+                    Some(TsInput::WaitReady(waiter))
+                }
+                // A TS channel that cuts no HLS gets no HLS request (the key's format
+                // differs).
+                None => {
+                    let _ = reply.send(Err(JoinError::Ended));
+                    None
+                }
+            },
+            ChannelMsg::Seen { token } if self.cut.is_some() => Some(TsInput::PlayerSeen(token)),
             ChannelMsg::Seen { .. } | ChannelMsg::Stop { .. } => None,
         }
     }
@@ -175,6 +219,62 @@ impl<N: Net> Format<N> for TsIo {
                     if let Some(kill) = slot.kill {
                         kill.kill();
                     }
+                }
+            }
+            TsOutput::Publish(snapshot) => {
+                if let Some(cut) = &self.cut {
+                    cut.snapshot.send_replace(Arc::new(snapshot));
+                }
+            }
+            TsOutput::Answer { waiter, result } => {
+                let Some(cut) = &mut self.cut else {
+                    return;
+                };
+                let Some(reply) = cut.waiters.remove(&waiter) else {
+                    return;
+                };
+                let answer = match result {
+                    Ok(()) => Ok((cut.id, cut.snapshot.borrow().clone())),
+                    Err(WaitFailure::Start(failure)) => Err(JoinError::Start(failure)),
+                    Err(WaitFailure::Full { limit }) => {
+                        metrics.refused("hls_start_waiters");
+                        Err(JoinError::Capacity(format!(
+                            "too many players are waiting for channel {} to start (limit {limit})",
+                            env.key
+                        )))
+                    }
+                    Err(_) => Err(JoinError::Ended),
+                };
+                let _ = reply.send(answer);
+            }
+            TsOutput::HlsReady => {
+                tracing::info!(channel = %env.key, "HLS cut from the stream is ready");
+            }
+            TsOutput::SegmentCut {
+                random_access,
+                discontinuity,
+                duration_us,
+            } => {
+                if self.ended {
+                    return;
+                }
+                let start = match (random_access, discontinuity) {
+                    (true, _) => "keyframe",
+                    (false, true) => "discontinuity",
+                    (false, false) => "bound",
+                };
+                metrics
+                    .hls_cut_segments
+                    .get_or_create(&CutLabels {
+                        channel: env.labels.channel.clone(),
+                        start: start.to_owned(),
+                    })
+                    .inc();
+                if start == "bound" && !std::mem::replace(&mut self.warned_no_keyframe, true) {
+                    tracing::warn!(channel = %env.key, duration_us,
+                        "no keyframe within the HLS segment bound (3 × --hls-segment-target): \
+                         segments are cut there and start without one, so players may show \
+                         artefacts (counted in acemux_hls_cut_segments_total{{start=\"bound\"}})");
                 }
             }
             TsOutput::Discarded { bytes, first } => {

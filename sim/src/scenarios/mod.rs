@@ -3,6 +3,7 @@
 
 mod churn;
 mod failover;
+mod mixed;
 mod orchestrator;
 mod restart;
 mod self_post;
@@ -17,6 +18,7 @@ use crate::world::{Failure, Outcome};
 
 pub use churn::viewer_churn;
 pub use failover::engine_death_failover;
+pub use mixed::mixed_players;
 pub use orchestrator::orchestrator_churn;
 pub use restart::acemux_restart;
 pub use self_post::{naive_model_deadlocks, single_worker_self_post, NaiveSymptoms};
@@ -35,6 +37,7 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
     ("slow_viewers", slow_viewers),
     ("engine_death_failover", engine_death_failover),
     ("orchestrator_churn", orchestrator_churn),
+    ("mixed_players", mixed_players),
     ("acemux_restart", acemux_restart),
     ("swarm", swarm),
 ];

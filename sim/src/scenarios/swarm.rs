@@ -15,7 +15,7 @@ use super::{health_probe, hls_poller, secs, ts_reader};
 
 /// The channels the TS players watch.
 const CONTENTS: [&str; 3] = ["swarm-a", "swarm-b", "swarm-c"];
-/// The channel the HLS player watches.
+/// A channel only the HLS player may watch.
 const HLS_CONTENT: &str = "swarm-h";
 
 /// A kind of fault the menu offers.
@@ -101,12 +101,15 @@ pub fn swarm(seed: u64) -> Result<Outcome, Failure> {
         }
     }
     world.players(players);
-    // HLS from the engine's own HLS is a channel of its own.
+    // The phone plays HLS cut from a TS channel: one of the TV channels (sharing its
+    // engine session) or one of its own.
+    let phone_content =
+        [CONTENTS[0], CONTENTS[1], CONTENTS[2], HLS_CONTENT][world.random_below(4) as usize];
     world.players(vec![hls_poller(
         "phone",
         20,
         secs(2),
-        HLS_CONTENT,
+        phone_content,
         watch,
         start_bound,
         window,

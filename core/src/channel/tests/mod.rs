@@ -3,6 +3,7 @@
 //! drives in `invariants`.
 
 mod composed;
+mod cut;
 mod idle;
 mod invariants;
 mod reconnect;

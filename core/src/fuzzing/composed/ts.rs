@@ -8,13 +8,15 @@ use super::{
     decode_configs, decode_engine_op, drive, engine_step, EngineOp, Engines, MediaSide, World, T0,
 };
 use crate::channel::{
-    ChannelConfig, EngineCallConfig, PlaybackId, TsChannel, TsInput, TsMedia, TsOutput,
+    ChannelConfig, CutHlsConfig, EngineCallConfig, PlaybackId, TsChannel, TsInput, TsMedia,
+    TsOutput, WaiterId,
 };
 use crate::fanout::{FanoutConfig, ViewerId};
 use crate::fuzzing::reader::ByteReader;
 use crate::fuzzing::MAX_STEPS;
 use crate::machine::Harness;
 use crate::time::Duration;
+use crate::ts::segmenter::SegmenterConfig;
 use crate::ts::{self, PACKET_LEN};
 
 /// What a fake TS viewer has seen.
@@ -34,6 +36,13 @@ struct TsSide {
     playback: Option<PlaybackId>,
     closed_playbacks: BTreeSet<PlaybackId>,
     next_packet: u64,
+    /// HLS players waiting for the first playlist, and those answered.
+    waiting: BTreeSet<WaiterId>,
+    next_waiter: u64,
+    /// A ready playlist was published.
+    ready: bool,
+    /// The last published media and discontinuity sequences.
+    sequences: (u64, u64),
 }
 
 impl MediaSide<TsOutput> for TsSide {
@@ -96,7 +105,31 @@ impl MediaSide<TsOutput> for TsSide {
                 assert!(!seen.closed, "closed twice");
                 seen.closed = true;
             }
-            TsOutput::Discarded { .. } => {}
+            TsOutput::Discarded { .. } | TsOutput::HlsReady => {}
+            TsOutput::SegmentCut { duration_us, .. } => assert!(duration_us >= 1),
+            TsOutput::Publish(snapshot) => {
+                let sequences = (snapshot.media_sequence, snapshot.discontinuity_sequence);
+                assert!(sequences.0 >= self.sequences.0, "media sequence went back");
+                assert!(
+                    sequences.1 >= self.sequences.1,
+                    "discontinuity sequence went back"
+                );
+                self.sequences = sequences;
+                self.ready |= snapshot.ready;
+                for segment in &snapshot.segments {
+                    assert_eq!(segment.bytes.len() % PACKET_LEN, 0, "whole packets");
+                    assert!(segment.duration_us >= 1);
+                }
+            }
+            TsOutput::Answer { waiter, result } => {
+                assert!(
+                    self.waiting.remove(&waiter),
+                    "{waiter:?} answered twice or unasked"
+                );
+                if result.is_ok() {
+                    assert!(self.ready, "answered before a ready playlist was published");
+                }
+            }
         }
     }
 }
@@ -142,10 +175,12 @@ enum TsOp {
     },
     PlaybackFailed,
     PlaybackEnded,
+    PlayerSeen(u8),
+    WaitReady,
 }
 
 fn decode_ts_op(reader: &mut ByteReader<'_>) -> TsOp {
-    match reader.below(40) {
+    match reader.below(43) {
         0..=9 => TsOp::Engine(decode_engine_op(reader)),
         10..=13 => TsOp::Join,
         14..=21 => TsOp::Ready(reader.index(8)),
@@ -159,7 +194,9 @@ fn decode_ts_op(reader: &mut ByteReader<'_>) -> TsOp {
             junk: reader.index(3) * 50,
         },
         38 => TsOp::PlaybackFailed,
-        _ => TsOp::PlaybackEnded,
+        39 => TsOp::PlaybackEnded,
+        40 | 41 => TsOp::PlayerSeen(reader.u8() % 4),
+        _ => TsOp::WaitReady,
     }
 }
 
@@ -179,8 +216,18 @@ pub fn ts_channel(data: &[u8]) {
     };
     let first_media = Duration::from_millis(reader.range(1, 20_000));
     let shutdown = reader.bool();
+    let cut = reader.bool().then(|| CutHlsConfig {
+        segmenter: SegmenterConfig::with_target(Duration::from_millis(reader.range(100, 4_000))),
+        max_segments: reader.index(8),
+        ready_segments: reader.index(4),
+        window_segments: reader.index(6),
+        max_waiters: reader.index(4),
+        idle_timeout: Duration::from_millis(reader.range(1, 30_000)),
+        first_playlist_timeout: first_media,
+        ..CutHlsConfig::default()
+    });
     let ops = reader.steps(MAX_STEPS, decode_ts_op);
-    run_ts(channel, calls, fanout, first_media, shutdown, ops);
+    run_ts(channel, calls, fanout, first_media, shutdown, cut, ops);
 }
 
 fn run_ts(
@@ -189,9 +236,14 @@ fn run_ts(
     fanout: FanoutConfig,
     first_media: Duration,
     shutdown: bool,
+    cut: Option<CutHlsConfig>,
     ops: Vec<TsOp>,
 ) {
-    let machine = TsChannel::new(T0, channel, calls, TsMedia::new(fanout, first_media));
+    let mut media = TsMedia::new(fanout, first_media);
+    if let Some(cut) = cut {
+        media = media.with_hls(cut);
+    }
+    let machine = TsChannel::new(T0, channel, calls, media);
     let mut world = World {
         harness: Harness::new(machine, T0),
         engines: Engines::default(),
@@ -201,6 +253,10 @@ fn run_ts(
             playback: None,
             closed_playbacks: BTreeSet::new(),
             next_packet: 1,
+            waiting: BTreeSet::new(),
+            next_waiter: 1,
+            ready: false,
+            sequences: (0, 0),
         },
     };
     drive(&mut world, ops, shutdown, |world, op| match op {
@@ -256,10 +312,22 @@ fn run_ts(
             world.side.closed_playbacks.insert(playback);
             TsInput::PlaybackEnded(playback)
         }),
+        TsOp::PlayerSeen(token) => Some(TsInput::PlayerSeen(format!("player-{token}"))),
+        TsOp::WaitReady => {
+            let waiter = WaiterId(world.side.next_waiter);
+            world.side.next_waiter += 1;
+            world.side.waiting.insert(waiter);
+            Some(TsInput::WaitReady(waiter))
+        }
     });
     for (viewer, seen) in &world.side.viewers {
         assert!(seen.closed, "viewer {viewer} was never answered");
     }
+    assert!(
+        world.side.waiting.is_empty(),
+        "players never answered: {:?}",
+        world.side.waiting
+    );
 }
 
 /// Viewer number `index` among those for which `filter` holds.
