@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::hls::WaitFailure;
+use super::hls::{ChannelState, WaitFailure};
 use super::players::Players;
 use super::vocab::WaiterId;
 use super::StartFailure;
@@ -188,21 +188,17 @@ impl CutHls {
 
     /// A player waits for the first playlist: answered now, or once ready (or why not).
     pub(super) fn wait(&mut self, now: Instant, waiter: WaiterId, events: &mut CutEvents) {
-        let result = if self.ready {
-            Some(Ok(()))
-        } else if let Some(failure) = &self.failure {
-            Some(Err(WaitFailure::Start(failure.clone())))
-        } else if self.ended {
-            Some(Err(WaitFailure::Start(StartFailure::Timeout)))
-        } else if self.waiters.len() >= self.config.max_waiters {
-            Some(Err(WaitFailure::Full {
-                limit: self.config.max_waiters,
-            }))
-        } else {
-            self.waiters
-                .set(waiter, now + self.config.first_playlist_timeout);
-            None
+        let state = ChannelState {
+            ready: self.ready,
+            failure: self.failure.as_ref(),
+            ended: self.ended,
         };
+        let result = state.answer_or_wait(
+            &mut self.waiters,
+            waiter,
+            self.config.max_waiters,
+            now + self.config.first_playlist_timeout,
+        );
         if let Some(result) = result {
             events.answers.push((waiter, result));
         }

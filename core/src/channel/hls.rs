@@ -310,21 +310,17 @@ impl Media for HlsMedia {
                 }
             }
             HlsInput::WaitReady(waiter) => {
-                let result = if self.hls.snapshot_ready() {
-                    Some(Ok(()))
-                } else if let Some(failure) = &self.failure {
-                    Some(Err(WaitFailure::Start(failure.clone())))
-                } else if self.ended {
-                    Some(Err(WaitFailure::Start(StartFailure::Timeout)))
-                } else if self.waiters.len() >= self.config.max_waiters {
-                    Some(Err(WaitFailure::Full {
-                        limit: self.config.max_waiters,
-                    }))
-                } else {
-                    self.waiters
-                        .set(waiter, now + self.config.first_playlist_timeout);
-                    None
+                let state = ChannelState {
+                    ready: self.hls.snapshot_ready(),
+                    failure: self.failure.as_ref(),
+                    ended: self.ended,
                 };
+                let result = state.answer_or_wait(
+                    &mut self.waiters,
+                    waiter,
+                    self.config.max_waiters,
+                    now + self.config.first_playlist_timeout,
+                );
                 if let Some(result) = result {
                     cx.emit(HlsOutput::Answer { waiter, result });
                 }
@@ -425,6 +421,41 @@ impl Media for HlsMedia {
         let served = self.hls.stats().segments_served;
         if served != self.published_segments || self.hls.snapshot_ready() != self.published_ready {
             self.publish(cx);
+        }
+    }
+}
+
+/// Where a channel stands, for a player that waits for its first playlist.
+pub(super) struct ChannelState<'a> {
+    /// Enough segments are held for players to start.
+    pub(super) ready: bool,
+    /// Why it could not start, once it could not.
+    pub(super) failure: Option<&'a StartFailure>,
+    /// It ended.
+    pub(super) ended: bool,
+}
+
+impl ChannelState<'_> {
+    /// The answer a waiting player gets at once (ready, failed, ended, or too many
+    /// waiting), or `None` after registering it in `waiters` until `deadline`.
+    pub(super) fn answer_or_wait(
+        &self,
+        waiters: &mut Deadlines<WaiterId>,
+        waiter: WaiterId,
+        max_waiters: usize,
+        deadline: Instant,
+    ) -> Option<Result<(), WaitFailure>> {
+        if self.ready {
+            Some(Ok(()))
+        } else if let Some(failure) = self.failure {
+            Some(Err(WaitFailure::Start(failure.clone())))
+        } else if self.ended {
+            Some(Err(WaitFailure::Start(StartFailure::Timeout)))
+        } else if waiters.len() >= max_waiters {
+            Some(Err(WaitFailure::Full { limit: max_waiters }))
+        } else {
+            waiters.set(waiter, deadline);
+            None
         }
     }
 }
