@@ -307,6 +307,32 @@ pub async fn run_tool_ok(program: &str, args: &[&str]) -> (String, String) {
     (stdout, stderr)
 }
 
+/// ffmpeg with `-nostdin -v error` and `args`: whether it succeeded, and what it
+/// reported on stderr (errors only).
+pub async fn ffmpeg(args: &[&str]) -> (bool, String) {
+    let mut all = vec!["-nostdin", "-v", "error"];
+    all.extend_from_slice(args);
+    let (ok, _, errors) = run_tool("ffmpeg", &all).await;
+    (ok, errors)
+}
+
+/// ffmpeg reads `url` live for `seconds` (decoding to nothing) without reporting a
+/// single error, and ffprobe finds H.264 and AAC in it.
+pub async fn assert_ffmpeg_plays_cleanly(url: &str, seconds: u32) {
+    let seconds = seconds.to_string();
+    let (ok, errors) = ffmpeg(&["-t", &seconds, "-i", url, "-f", "null", "-"]).await;
+    assert!(ok, "ffmpeg failed: {errors}");
+    assert!(
+        errors.trim().is_empty(),
+        "ffmpeg reported errors:\n{errors}"
+    );
+    let codecs = probe_codecs(url).await;
+    assert!(
+        codecs.contains("h264") && codecs.contains("aac"),
+        "codecs: {codecs}"
+    );
+}
+
 /// The codec names ffprobe finds in `target` (a URL or a file), one per line.
 pub async fn probe_codecs(target: &str) -> String {
     let args = [
