@@ -414,18 +414,20 @@ async fn attempt<N: Net>(
         Err(_) => Attempt::Retry(format!("no answer within {:?}", policy.attempt_timeout)),
         Ok(Err(error)) => Attempt::Retry(error),
         Ok(Ok((status, _))) if status.is_success() => Attempt::Delivered,
-        Ok(Ok((status, _)))
-            if status.is_client_error()
-                && status != StatusCode::REQUEST_TIMEOUT
-                && status != StatusCode::TOO_MANY_REQUESTS =>
-        {
-            Attempt::Rejected(status)
-        }
+        Ok(Ok((status, _))) if refused_for_good(status) => Attempt::Rejected(status),
         Ok(Ok((status, body))) => Attempt::Retry(format!(
             "status {status}: {}",
             String::from_utf8_lossy(&body[..body.len().min(256)])
         )),
     }
+}
+
+/// Whether a webhook's answer refuses an event for good (a 4xx other than 408 and 429):
+/// it is not sent again. Other failures are retried.
+pub fn refused_for_good(status: StatusCode) -> bool {
+    status.is_client_error()
+        && status != StatusCode::REQUEST_TIMEOUT
+        && status != StatusCode::TOO_MANY_REQUESTS
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! every fault and requiring a clean state within a step budget. A failure names
 //! its seed and the command that replays it.
 
+pub mod hosts;
 pub mod invariants;
 pub mod media_index;
 pub mod naive;

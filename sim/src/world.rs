@@ -17,14 +17,11 @@ use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
 use acemux_core::planted::Bug;
 use acemux_core::rng::SeededRng;
 use acemux_testkit::emulator::{Emulator, EmulatorConfig, Faults};
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::routing::{get, post};
-use axum::Router;
 
+use crate::hosts::{orchestrator, receiver};
 use crate::invariants::Checker;
 use crate::net::TurmoilNet;
-use crate::observe::{Observer, ReceivedEvent};
+use crate::observe::Observer;
 use crate::players::{run_player, Player};
 use crate::relay::{run_relay, RelayControl, Route};
 use crate::trace::{self, TraceLayer};
@@ -34,7 +31,7 @@ pub const ACEMUX_PORT: u16 = 6880;
 /// The engines' port.
 pub const ENGINE_PORT: u16 = 6878;
 /// The orchestrator host's port.
-const ORCHESTRATOR_PORT: u16 = 8000;
+pub(crate) const ORCHESTRATOR_PORT: u16 = 8000;
 
 /// The relay's first port; engine `i` is reached at `gluetun:GLUETUN_BASE_PORT + i`.
 pub const GLUETUN_BASE_PORT: u16 = 19000;
@@ -764,85 +761,4 @@ impl<'a> World<'a> {
                 .collect::<String>(),
         }
     }
-}
-
-/// The external event receiver: records every POST and answers 200.
-async fn receiver(
-    observer: Observer,
-    status: Arc<std::sync::atomic::AtomicU16>,
-) -> turmoil::Result {
-    async fn event(
-        State((observer, status)): State<(Observer, Arc<std::sync::atomic::AtomicU16>)>,
-        Path(kind): Path<String>,
-        headers: HeaderMap,
-        body: String,
-    ) -> (axum::http::StatusCode, &'static str) {
-        let idempotency_key = headers
-            .get("idempotency-key")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let mut record = observer.lock();
-        record
-            .trace
-            .add_text(&format!("received {kind} {idempotency_key} {body}"));
-        let status = status.load(std::sync::atomic::Ordering::SeqCst);
-        let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::OK);
-        // Only an event answered with success counts as received: a failed answer is
-        // retried (5xx, 408, 429) or refused for good (other 4xx, recorded apart).
-        if status.is_success() {
-            record.received.push(ReceivedEvent {
-                kind,
-                idempotency_key,
-                body,
-            });
-        } else if status.is_client_error()
-            && status != axum::http::StatusCode::REQUEST_TIMEOUT
-            && status != axum::http::StatusCode::TOO_MANY_REQUESTS
-        {
-            record.rejected.push(idempotency_key);
-        }
-        (status, "{}")
-    }
-    let router = Router::new()
-        .route("/events/{kind}", post(event))
-        .with_state((observer, status));
-    serve_forever(router, RECEIVER_PORT, 1024).await
-}
-
-/// Serves `router` on `port` of the current host, for the whole run.
-async fn serve_forever(router: Router, port: u16, max_connections: usize) -> turmoil::Result {
-    let listener = TurmoilNet
-        .bind(
-            SocketAddr::from(([0, 0, 0, 0], port)),
-            acemux::net::DEFAULT_BACKLOG,
-        )
-        .await?;
-    acemux::server::serve(
-        listener,
-        router,
-        None,
-        ServerLimits {
-            max_connections,
-            shutdown_timeout: Duration::from_secs(1),
-            ..ServerLimits::default()
-        },
-        Arc::new(Metrics::new()),
-        std::future::pending(),
-    )
-    .await;
-    Ok(())
-}
-
-/// The orchestrator host: its engine list at `/engines`, whatever it holds now.
-async fn orchestrator(list: Arc<Mutex<String>>) -> turmoil::Result {
-    let router = Router::new()
-        .route(
-            "/engines",
-            get(|State(list): State<Arc<Mutex<String>>>| async move {
-                list.lock().unwrap_or_else(|p| p.into_inner()).clone()
-            }),
-        )
-        .with_state(list);
-    serve_forever(router, ORCHESTRATOR_PORT, 64).await
 }
