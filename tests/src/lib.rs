@@ -333,6 +333,48 @@ pub async fn assert_ffmpeg_plays_cleanly(url: &str, seconds: u32) {
     );
 }
 
+/// VLC (cvlc, run as nobody when this is root, since VLC refuses root) plays `url` for
+/// 10 s, writing what it plays to a file; the file must hold over 100 kB of H.264.
+pub async fn assert_vlc_plays(url: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("vlc.ts");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let sout = format!("#std{{access=file,mux=ts,dst={}}}", out.display());
+    let root = run_tool("id", &["-u"]).await.1.trim() == "0";
+    let mut command = if root {
+        let mut command = tokio::process::Command::new("runuser");
+        command.args(["-u", "nobody", "--", "cvlc"]);
+        command
+    } else {
+        tokio::process::Command::new("cvlc")
+    };
+    let status = command
+        .args(["--intf", "dummy", "--vout", "dummy", "--aout", "dummy"])
+        .args(["--no-video-title-show", "--run-time", "10", "--sout", &sout])
+        .args([url, "vlc://quit"])
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), status)
+        .await
+        .expect("VLC finished within 60 s")
+        .expect("run cvlc (apt install vlc-bin vlc-plugin-base)");
+    let written = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        written > 100_000,
+        "VLC wrote {written} bytes; stderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let codecs = probe_codecs(out.to_str().expect("UTF-8 path")).await;
+    assert!(
+        codecs.contains("h264"),
+        "VLC's output has no H.264: {codecs}"
+    );
+}
+
 /// The codec names ffprobe finds in `target` (a URL or a file), one per line.
 pub async fn probe_codecs(target: &str) -> String {
     let args = [

@@ -9,7 +9,7 @@ use acemux_core::channel::ChannelConfig;
 use acemux_testkit::emulator::{EmulatorConfig, Faults};
 use acemux_tests::proxy::{open, read_at_least, read_for, viewer_client, ProxyRig};
 use acemux_tests::{
-    assert_ffmpeg_plays_cleanly, eventually, ffmpeg, probe_codecs, run_tool, run_tool_ok, Client,
+    assert_ffmpeg_plays_cleanly, assert_vlc_plays, eventually, ffmpeg, run_tool_ok, Client,
 };
 use hyper::StatusCode;
 use serde_json::Value;
@@ -270,43 +270,6 @@ async fn an_engine_reconnect_is_one_discontinuity_and_ffmpeg_plays_on() {
 async fn vlc_plays_the_cut_hls() {
     let rig = ProxyRig::start(cut_proxy()).await;
     let url = manifest_url(&rig, "cutvlc");
-    // VLC refuses to run as root: run it as nobody, writing what it plays to a file.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("vlc.ts");
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .expect("chmod");
-    let sout = format!("#std{{access=file,mux=ts,dst={}}}", out.display());
-    let root = run_tool("id", &["-u"]).await.1.trim() == "0";
-    let mut command = if root {
-        let mut command = tokio::process::Command::new("runuser");
-        command.args(["-u", "nobody", "--", "cvlc"]);
-        command
-    } else {
-        tokio::process::Command::new("cvlc")
-    };
-    let status = command
-        .args(["--intf", "dummy", "--vout", "dummy", "--aout", "dummy"])
-        .args(["--no-video-title-show", "--run-time", "10", "--sout", &sout])
-        .args([url.as_str(), "vlc://quit"])
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), status)
-        .await
-        .expect("VLC finished within 60 s")
-        .expect("run cvlc (apt install vlc-bin vlc-plugin-base)");
-    let written = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        written > 100_000,
-        "VLC wrote {written} bytes; stderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let codecs = probe_codecs(out.to_str().expect("UTF-8 path")).await;
-    assert!(
-        codecs.contains("h264"),
-        "VLC's output has no H.264: {codecs}"
-    );
+    assert_vlc_plays(&url).await;
     rig.shutdown().await;
 }

@@ -7,7 +7,7 @@ use acemux::proxy::{HlsSource, ProxyConfig};
 use acemux_core::channel::ChannelConfig;
 use acemux_testkit::emulator::{EmulatorConfig, Faults};
 use acemux_tests::proxy::ProxyRig;
-use acemux_tests::{assert_ffmpeg_plays_cleanly, eventually, ffmpeg, probe_codecs, Client};
+use acemux_tests::{assert_ffmpeg_plays_cleanly, assert_vlc_plays, eventually, ffmpeg, Client};
 use futures::future::join_all;
 use hyper::StatusCode;
 use serde_json::Value;
@@ -54,59 +54,8 @@ async fn ffmpeg_reads_the_proxied_hls_live_for_twenty_seconds_without_errors() {
 async fn vlc_plays_the_proxied_hls() {
     let rig = ProxyRig::start(hls_proxy()).await;
     let url = manifest_url(&rig, "vlc");
-    // VLC refuses to run as root: run it as nobody, writing what it plays to a file.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out = dir.path().join("vlc.ts");
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .expect("chmod");
-    let sout = format!("#std{{access=file,mux=ts,dst={}}}", out.display());
-    let mut command = if nix_is_root() {
-        let mut command = tokio::process::Command::new("runuser");
-        command.args(["-u", "nobody", "--", "cvlc"]);
-        command
-    } else {
-        tokio::process::Command::new("cvlc")
-    };
-    let status = command
-        .args([
-            "--intf",
-            "dummy",
-            "--vout",
-            "dummy",
-            "--aout",
-            "dummy",
-            "--no-video-title-show",
-        ])
-        .args(["--run-time", "10", "--sout", &sout, &url, "vlc://quit"])
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), status)
-        .await
-        .expect("VLC finished within 60 s")
-        .expect("run cvlc (apt install vlc-bin vlc-plugin-base)");
-    let written = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        written > 100_000,
-        "VLC wrote {written} bytes; stderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let codecs = probe_codecs(out.to_str().expect("UTF-8 path")).await;
-    assert!(
-        codecs.contains("h264"),
-        "VLC's output has no H.264: {codecs}"
-    );
+    assert_vlc_plays(&url).await;
     rig.shutdown().await;
-}
-
-fn nix_is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 #[tokio::test]
