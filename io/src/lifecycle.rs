@@ -18,8 +18,10 @@ use crate::clock::Clock;
 use crate::metrics::{EventLabels, Metrics};
 use crate::store::{EventStore, StoreError};
 
-/// Most lifecycle changes waiting for their commit at once. Past it, new requests wait
-/// (up to the commit timeout) instead of queueing without bound behind a slow disk.
+/// Most lifecycle changes waiting for their commit at once, answered or not (a change
+/// whose answer timed out keeps its place until the store takes it). Past it, new
+/// requests wait (up to the commit timeout) instead of queueing without bound behind a
+/// slow or failing disk, and are then refused without being applied.
 pub const MAX_IN_FLIGHT_CHANGES: usize = 1024;
 
 /// Answers remembered by idempotency key (request keys and the ids of events acemux
@@ -51,7 +53,7 @@ pub struct Lifecycle {
     committed: watch::Receiver<u64>,
     clock: Clock,
     metrics: Arc<Metrics>,
-    in_flight: Semaphore,
+    in_flight: Arc<Semaphore>,
     commit_timeout: Duration,
     timer_changed: Notify,
     answers: Mutex<IdempotencyCache>,
@@ -84,7 +86,7 @@ impl Lifecycle {
             store,
             clock,
             metrics,
-            in_flight: Semaphore::new(MAX_IN_FLIGHT_CHANGES),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_CHANGES)),
             commit_timeout,
             timer_changed: Notify::new(),
             answers: Mutex::new(IdempotencyCache::new(IDEMPOTENCY_CAPACITY)),
@@ -149,10 +151,11 @@ impl Lifecycle {
     }
 
     async fn apply_once(&self, input: Input) -> Result<Outcome, ApplyError> {
-        let _permit = tokio::time::timeout(self.commit_timeout, self.in_flight.acquire())
-            .await
-            .map_err(|_| ApplyError::Busy)?
-            .map_err(|_| ApplyError::Busy)?;
+        let permit =
+            tokio::time::timeout(self.commit_timeout, self.in_flight.clone().acquire_owned())
+                .await
+                .map_err(|_| ApplyError::Busy)?
+                .map_err(|_| ApplyError::Busy)?;
         let (outcome, commit) = {
             let mut registry = self.registry();
             let outcome = registry.handle_input(self.clock.now(), input)?;
@@ -185,15 +188,29 @@ impl Lifecycle {
         };
         self.timer_changed.notify_one();
         match commit {
-            Some(commit) => match tokio::time::timeout(self.commit_timeout, commit).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    self.metrics.store_commit_errors.inc();
-                    tracing::error!(stream = %outcome.stream.id, %error, "lifecycle change applied in memory but not stored");
-                    return Err(error.into());
+            Some(mut commit) => {
+                match tokio::time::timeout(self.commit_timeout, &mut commit).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        self.metrics.store_commit_errors.inc();
+                        tracing::error!(stream = %outcome.stream.id, %error, "lifecycle change applied in memory but not stored");
+                        return Err(error.into());
+                    }
+                    Err(_) => {
+                        // The store keeps the change and commits it in order once it can;
+                        // until then it holds its place among the changes in flight.
+                        let (stream, metrics) = (outcome.stream.id.clone(), self.metrics.clone());
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            if let Err(error) = commit.await {
+                                metrics.store_commit_errors.inc();
+                                tracing::error!(%stream, %error, "lifecycle change applied in memory but not stored");
+                            }
+                        });
+                        return Err(ApplyError::CommitTimeout(self.commit_timeout));
+                    }
                 }
-                Err(_) => return Err(ApplyError::CommitTimeout(self.commit_timeout)),
-            },
+            }
             None => self.wait_committed(outcome.stream.last_event_seq).await?,
         }
         Ok(outcome)

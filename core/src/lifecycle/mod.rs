@@ -1,6 +1,7 @@
 //! Lifecycle registry: `stream_started` / `stream_ended`, applied exactly once.
 
 mod answers;
+mod durability;
 mod model;
 mod reason;
 mod registry;
@@ -8,6 +9,7 @@ mod registry;
 use thiserror::Error;
 
 pub use answers::{IdempotencyCache, DEFAULT_IDEMPOTENCY_CAPACITY};
+pub use durability::{store_retry_delay, STORE_RETRY_FIRST, STORE_RETRY_MAX};
 pub use model::{
     EngineAddr, KeyType, SessionInfo, StreamEnded, StreamKey, StreamStarted, StreamState,
     StreamStatus, MAX_ID_BYTES, MAX_LABELS, MAX_TEXT_BYTES,

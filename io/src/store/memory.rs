@@ -1,14 +1,37 @@
 //! An in-memory [`EventStore`] for simulation and tests: the same contract as
-//! SQLite, answered at once, with no blocking call anywhere.
+//! SQLite, with no blocking call anywhere.
+//!
+//! Healthy, it commits at once. The simulation can make it slow or failing
+//! ([`StoreFaults`]): appends then queue and commit in order (a failed commit is tried
+//! again, as the SQLite writer does), and a crash of the process loses exactly what was
+//! queued and never acknowledged, as SQLite with `synchronous=FULL` would.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
-use acemux_core::lifecycle::{Event, StreamState, StreamStatus};
-use tokio::sync::watch;
+use acemux_core::lifecycle::{store_retry_delay, Event, StreamState, StreamStatus};
+use tokio::sync::{oneshot, watch};
 
 use super::notice::CommitNotice;
 use super::{DeliveryOutcome, EventQuery, EventStore, GivenUp, Restored, StoreError, StoreFuture};
+
+/// Storage faults of the in-memory store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreFaults {
+    /// Each commit becomes durable this long after its append (a slow disk).
+    pub commit_delay: Duration,
+    /// Commits fail (a full or failing disk): appends wait in order and are tried
+    /// again until the fault is cleared.
+    pub failing: bool,
+}
+
+/// An append not yet durable.
+struct Queued {
+    events: Vec<Event>,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+    due: tokio::time::Instant,
+}
 
 #[derive(Default)]
 struct State {
@@ -18,10 +41,34 @@ struct State {
     /// (webhook, seq) → delivered/rejected? `None` while pending.
     deliveries: BTreeMap<(String, u64), Option<DeliveryOutcome>>,
     closed: bool,
+    faults: StoreFaults,
+    /// Appends accepted and not yet durable, in append order.
+    queue: VecDeque<Queued>,
+    /// The committer task's generation while one runs; a crash starts a new one.
+    committer: Option<u64>,
+    generation: u64,
+    /// Failed commit attempts of the queue's head in a row.
+    failures: u32,
+}
+
+impl State {
+    fn commit(&mut self, webhooks: &[String], notice: &CommitNotice, events: Vec<Event>) {
+        for event in events {
+            for webhook in webhooks {
+                self.deliveries.insert((webhook.clone(), event.seq), None);
+            }
+            self.streams
+                .insert(event.stream.id.clone(), event.stream.clone());
+            let seq = event.seq;
+            self.events.insert(seq, event);
+            notice.advance(seq);
+        }
+    }
 }
 
 /// Events, streams and deliveries kept in memory; survives "restarts" that reuse it.
 pub struct MemoryStore {
+    me: Weak<MemoryStore>,
     webhooks: Vec<String>,
     state: Mutex<State>,
     committed: CommitNotice,
@@ -30,18 +77,26 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// An empty store delivering new events to `webhooks`.
     pub fn new(webhooks: Vec<String>) -> Arc<Self> {
-        Arc::new(MemoryStore {
+        Arc::new_cyclic(|me| MemoryStore {
+            me: me.clone(),
             webhooks,
             state: Mutex::new(State::default()),
             committed: CommitNotice::new(0),
         })
     }
 
-    fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
-        let state = self
-            .state
+    fn me(&self) -> Option<Arc<Self>> {
+        self.me.upgrade()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        let state = self.lock();
         if state.closed {
             return Err(StoreError::Closed);
         }
@@ -50,10 +105,94 @@ impl MemoryStore {
 
     /// Reopens a closed store, as a restarted process would reopen its database.
     pub fn reopen(&self) {
-        self.state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .closed = false;
+        self.lock().closed = false;
+    }
+
+    /// Sets the storage faults from now on (appends already queued keep their due time).
+    pub fn set_faults(&self, faults: StoreFaults) {
+        self.lock().faults = faults;
+    }
+
+    /// The process using the store died: appends not yet durable are lost (their
+    /// callers never had an answer). Returns how many events were lost.
+    pub fn lose_uncommitted(&self) -> usize {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.committer = None;
+        state.failures = 0;
+        state
+            .queue
+            .drain(..)
+            .map(|queued| queued.events.len())
+            .sum()
+    }
+
+    /// Events appended and not yet durable.
+    pub fn uncommitted(&self) -> usize {
+        self.lock()
+            .queue
+            .iter()
+            .map(|queued| queued.events.len())
+            .sum()
+    }
+
+    /// Whether every event up to the commit watermark is durable (the watermark never
+    /// runs ahead of a hole in the log).
+    pub fn watermark_is_durable(&self) -> Result<(), String> {
+        let watermark = *self.committed.subscribe().borrow();
+        let state = self.lock();
+        match (1..=watermark).find(|seq| !state.events.contains_key(seq)) {
+            Some(missing) => Err(format!(
+                "the commit watermark is {watermark} but event {missing} is not durable"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Deliveries to `webhook` given up or refused for good, by sequence number.
+    pub fn rejected(&self, webhook: &str) -> BTreeSet<u64> {
+        self.lock()
+            .deliveries
+            .iter()
+            .filter(|((hook, _), outcome)| {
+                hook == webhook && **outcome == Some(DeliveryOutcome::Rejected)
+            })
+            .map(|((_, seq), _)| *seq)
+            .collect()
+    }
+
+    /// Commits the queue in order, as its entries fall due, until it is empty or the
+    /// process that started this task crashed.
+    async fn run_committer(self: Arc<Self>, generation: u64) {
+        loop {
+            let wait = {
+                let mut state = self.lock();
+                if state.committer != Some(generation) {
+                    return;
+                }
+                let now = tokio::time::Instant::now();
+                match state.queue.front() {
+                    None => {
+                        state.committer = None;
+                        return;
+                    }
+                    Some(_) if state.faults.failing => {
+                        state.failures = state.failures.saturating_add(1);
+                        store_retry_delay(state.failures)
+                    }
+                    Some(head) if head.due > now => head.due - now,
+                    Some(_) => {
+                        state.failures = 0;
+                        if let Some(head) = state.queue.pop_front() {
+                            state.commit(&self.webhooks, &self.committed, head.events);
+                            let _ = head.reply.send(Ok(()));
+                        }
+                        continue;
+                    }
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
@@ -88,32 +227,44 @@ impl EventStore for MemoryStore {
     }
 
     fn append(&self, events: Vec<Event>) -> StoreFuture<()> {
-        let result = self.state().and_then(|mut state| {
-            // Like SQLite's primary key: a seq already stored or repeated in the batch.
-            let mut batch = BTreeSet::new();
-            if let Some(event) = events
-                .iter()
-                .find(|event| state.events.contains_key(&event.seq) || !batch.insert(event.seq))
-            {
-                return Err(StoreError::Database(format!(
-                    "duplicate event seq {}",
-                    event.seq
-                )));
-            }
-            for event in events {
-                for webhook in &self.webhooks {
-                    state.deliveries.insert((webhook.clone(), event.seq), None);
-                }
-                state
-                    .streams
-                    .insert(event.stream.id.clone(), event.stream.clone());
-                let seq = event.seq;
-                state.events.insert(seq, event);
-                self.committed.advance(seq);
-            }
-            Ok(())
-        });
-        ready(result)
+        let mut state = match self.state() {
+            Ok(state) => state,
+            Err(error) => return ready(Err(error)),
+        };
+        // Like SQLite's primary key: a seq already stored, queued, or repeated in the batch.
+        let mut batch = BTreeSet::new();
+        let queued: BTreeSet<u64> = state
+            .queue
+            .iter()
+            .flat_map(|queued| queued.events.iter().map(|event| event.seq))
+            .collect();
+        if let Some(event) = events.iter().find(|event| {
+            state.events.contains_key(&event.seq)
+                || queued.contains(&event.seq)
+                || !batch.insert(event.seq)
+        }) {
+            return ready(Err(StoreError::Database(format!(
+                "duplicate event seq {}",
+                event.seq
+            ))));
+        }
+        if state.queue.is_empty() && state.faults == StoreFaults::default() {
+            state.commit(&self.webhooks, &self.committed, events);
+            return ready(Ok(()));
+        }
+        let (reply, answer) = oneshot::channel();
+        let due = tokio::time::Instant::now() + state.faults.commit_delay;
+        state.queue.push_back(Queued { events, reply, due });
+        if state.committer.is_none() {
+            let generation = state.generation;
+            state.committer = Some(generation);
+            drop(state);
+            let Some(this) = self.me() else {
+                return ready(Err(StoreError::Closed));
+            };
+            tokio::spawn(this.run_committer(generation));
+        }
+        Box::pin(async move { answer.await.unwrap_or(Err(StoreError::Closed)) })
     }
 
     fn committed(&self) -> watch::Receiver<u64> {
@@ -200,10 +351,21 @@ impl EventStore for MemoryStore {
     }
 
     fn close(&self) -> StoreFuture<()> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .closed = true;
+        let mut state = self.lock();
+        state.closed = true;
+        state.committer = None;
+        // What is queued is committed now, unless commits fail.
+        let failing = state.faults.failing;
+        while let Some(queued) = state.queue.pop_front() {
+            if failing {
+                let _ = queued.reply.send(Err(StoreError::Database(
+                    "commit failed while closing".into(),
+                )));
+            } else {
+                state.commit(&self.webhooks, &self.committed, queued.events);
+                let _ = queued.reply.send(Ok(()));
+            }
+        }
         ready(Ok(()))
     }
 }

@@ -12,7 +12,7 @@ use acemux_core::lifecycle::{Event, StreamState};
 use thiserror::Error;
 use tokio::sync::watch;
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, StoreFaults};
 pub use sqlite::SqliteStore;
 
 /// A store operation in flight.

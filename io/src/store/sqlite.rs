@@ -3,13 +3,18 @@
 //! SQLite calls never run on the async runtime: requests send commands over a
 //! channel to one thread, which applies everything queued in one transaction
 //! (group commit) and answers each command when its transaction is durable.
+//!
+//! An append that fails for a passing reason (the database busy or locked, the disk
+//! full, an I/O error, a failed commit) is kept and tried again, in order, with the
+//! appends after it, until it commits: a change is never lost while the process lives,
+//! and never committed after a later one.
 
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use acemux_core::lifecycle::{Event, StreamState, StreamStatus};
+use acemux_core::lifecycle::{store_retry_delay, Event, StreamState, StreamStatus};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
@@ -122,6 +127,8 @@ impl SqliteStore {
                     connection,
                     webhooks,
                     committed: writer_committed,
+                    held: Vec::new(),
+                    failures: 0,
                 }
                 .run(receiver)
             })
@@ -272,7 +279,14 @@ struct Writer {
     connection: Connection,
     webhooks: Vec<String>,
     committed: Arc<CommitNotice>,
+    /// Appends whose commit failed for a passing reason, oldest first: tried again
+    /// before anything appended after them.
+    held: Vec<HeldAppend>,
+    /// Failed attempts in a row.
+    failures: u32,
 }
+
+type HeldAppend = (Vec<Event>, Reply<()>);
 
 /// An answer to send once the batch's transaction has committed.
 type Deferred = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -283,46 +297,106 @@ type Deferred = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 )]
 impl Writer {
     fn run(mut self, receiver: mpsc::Receiver<Command>) {
-        while let Ok(first) = receiver.recv() {
-            let mut batch = vec![first];
+        loop {
+            let mut batch = Vec::new();
+            if self.held.is_empty() {
+                match receiver.recv() {
+                    Ok(first) => batch.push(first),
+                    Err(_) => return,
+                }
+            } else {
+                // Commands arriving meanwhile wait in the channel, behind the held ones.
+                thread::sleep(store_retry_delay(self.failures));
+            }
+            let mut disconnected = false;
             while batch.len() < MAX_GROUP {
                 match receiver.try_recv() {
                     Ok(command) => batch.push(command),
-                    Err(_) => break,
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        disconnected = true;
+                        break;
+                    }
                 }
             }
-            if !self.apply_batch(batch) {
+            let keep_running = self.apply_batch(batch);
+            if !keep_running || (disconnected && !self.held.is_empty()) {
+                // Closing, or nobody left to append: what still cannot commit fails.
+                for (events, reply) in self.held.drain(..) {
+                    tracing::error!(
+                        events = events.len(),
+                        "event store closed with changes it could not commit"
+                    );
+                    let _ = reply.send(Err(StoreError::Closed));
+                }
+            }
+            if !keep_running || (disconnected && self.held.is_empty()) {
                 return;
             }
         }
     }
 
-    /// Applies a batch in one transaction; returns `false` once asked to close.
+    /// Applies the held appends and then `batch` in one transaction; returns `false`
+    /// once asked to close.
     fn apply_batch(&mut self, batch: Vec<Command>) -> bool {
+        let held = std::mem::take(&mut self.held);
         let mut deferred: Vec<Deferred> = Vec::with_capacity(batch.len());
         let mut keep_running = true;
-        let mut highest_seq = None;
+        // Appends written in this transaction, and those held behind a failed one.
+        let mut appended: Vec<HeldAppend> = Vec::new();
+        let mut holding: Vec<HeldAppend> = Vec::new();
         let mut transaction = match self.connection.transaction() {
             Ok(transaction) => transaction,
             Err(error) => {
                 let error = db(error);
-                tracing::error!(%error, "event store cannot begin a transaction");
+                self.failures = self.failures.saturating_add(1);
+                tracing::error!(%error, attempt = self.failures, "event store cannot begin a transaction; appends are kept and tried again");
+                self.held = held;
                 for command in batch {
-                    fail(command, error.clone());
+                    match command {
+                        Command::Append { events, reply } => self.held.push((events, reply)),
+                        Command::Close { reply } => {
+                            keep_running = false;
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                        other => fail(other, error.clone()),
+                    }
                 }
-                return true;
+                return keep_running;
             }
         };
+        let mut append = |transaction: &mut rusqlite::Transaction<'_>,
+                          events: Vec<Event>,
+                          reply: Reply<()>,
+                          deferred: &mut Vec<Deferred>| {
+            if !holding.is_empty() {
+                holding.push((events, reply));
+                return;
+            }
+            match append_events(transaction, &self.webhooks, &events) {
+                Ok(()) => appended.push((events, reply)),
+                Err(Failed {
+                    error,
+                    passing: true,
+                }) => {
+                    tracing::warn!(%error, "event store append failed; kept and tried again in order");
+                    holding.push((events, reply));
+                }
+                Err(Failed { error, .. }) => {
+                    tracing::error!(%error, "event store refused an append");
+                    deferred.push(Box::new(move |_| {
+                        let _ = reply.send(Err(error));
+                    }));
+                }
+            }
+        };
+        for (events, reply) in held {
+            append(&mut transaction, events, reply, &mut deferred);
+        }
         for command in batch {
             match command {
                 Command::Append { events, reply } => {
-                    let result = append_events(&mut transaction, &self.webhooks, &events);
-                    if result.is_ok() {
-                        highest_seq = events.iter().map(|event| event.seq).max().max(highest_seq);
-                    }
-                    deferred.push(Box::new(move |commit| {
-                        let _ = reply.send(result.and(commit));
-                    }));
+                    append(&mut transaction, events, reply, &mut deferred)
                 }
                 Command::Finish {
                     webhook,
@@ -377,10 +451,39 @@ impl Writer {
             }
         }
         let commit = transaction.commit().map_err(db);
-        if let Err(error) = &commit {
-            tracing::error!(%error, "event store commit failed; the batch is lost");
-        } else if let Some(seq) = highest_seq {
-            self.committed.advance(seq);
+        match &commit {
+            Err(error) => {
+                self.failures = self.failures.saturating_add(1);
+                tracing::error!(%error, attempt = self.failures, kept = appended.len() + holding.len(),
+                    "event store commit failed; its appends are kept and tried again in order");
+                // Written in the transaction that failed: held, ahead of the rest.
+                appended.append(&mut holding);
+                self.held = appended;
+            }
+            Ok(()) => {
+                if let Some(seq) = appended
+                    .iter()
+                    .flat_map(|(events, _)| events.iter().map(|event| event.seq))
+                    .max()
+                {
+                    self.committed.advance(seq);
+                }
+                for (_, reply) in appended {
+                    let _ = reply.send(Ok(()));
+                }
+                if holding.is_empty() {
+                    if self.failures > 0 {
+                        tracing::info!(
+                            failed_attempts = self.failures,
+                            "event store commits again"
+                        );
+                    }
+                    self.failures = 0;
+                } else {
+                    self.failures = self.failures.saturating_add(1);
+                }
+                self.held = holding;
+            }
         }
         for answer in deferred {
             answer(commit.clone());
@@ -418,6 +521,43 @@ fn seq_param(seq: u64) -> Result<i64, StoreError> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence {seq} out of range")))
 }
 
+/// Why an append failed, and whether trying it again may succeed.
+struct Failed {
+    error: StoreError,
+    /// The database was busy or locked, the disk full, or an I/O failed: kept and
+    /// tried again. Otherwise (a constraint, an unencodable record) refused for good.
+    passing: bool,
+}
+
+impl Failed {
+    fn sql(error: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        let passing = matches!(
+            error.sqlite_error_code(),
+            Some(
+                ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::DiskFull
+                    | ErrorCode::SystemIoFailure
+                    | ErrorCode::OutOfMemory
+                    | ErrorCode::CannotOpen
+                    | ErrorCode::ReadOnly
+            )
+        );
+        Failed {
+            error: db(error),
+            passing,
+        }
+    }
+
+    fn refused(error: StoreError) -> Self {
+        Failed {
+            error,
+            passing: false,
+        }
+    }
+}
+
 #[expect(
     clippy::disallowed_methods,
     reason = "on the store's writer thread, the one place SQLite runs"
@@ -426,10 +566,12 @@ fn append_events(
     transaction: &mut rusqlite::Transaction<'_>,
     webhooks: &[String],
     events: &[Event],
-) -> Result<(), StoreError> {
-    let savepoint = transaction.savepoint_with_name("append").map_err(db)?;
+) -> Result<(), Failed> {
+    let savepoint = transaction
+        .savepoint_with_name("append")
+        .map_err(Failed::sql)?;
     for event in events {
-        let seq = seq_param(event.seq)?;
+        let seq = seq_param(event.seq).map_err(Failed::refused)?;
         let stream = &event.stream;
         savepoint
             .execute(
@@ -439,15 +581,16 @@ fn append_events(
                     event.event_id,
                     event.kind.as_str(),
                     stream.id,
-                    seq_param(event.at.as_micros())?,
-                    to_json(event)?
+                    seq_param(event.at.as_micros()).map_err(Failed::refused)?,
+                    to_json(event).map_err(Failed::refused)?
                 ],
             )
-            .map_err(db)?;
+            .map_err(Failed::sql)?;
         let ended_at = stream
             .ended_at
             .map(|at| seq_param(at.as_micros()))
-            .transpose()?;
+            .transpose()
+            .map_err(Failed::refused)?;
         savepoint
             .execute(
                 "INSERT INTO streams (id, status, ended_at_us, body) VALUES (?1, ?2, ?3, ?4)
@@ -457,20 +600,20 @@ fn append_events(
                     stream.id,
                     stream.status.as_str(),
                     ended_at,
-                    to_json(stream)?
+                    to_json(stream).map_err(Failed::refused)?
                 ],
             )
-            .map_err(db)?;
+            .map_err(Failed::sql)?;
         for webhook in webhooks {
             savepoint
                 .execute(
                     "INSERT INTO deliveries (webhook, seq, state) VALUES (?1, ?2, 'pending')",
                     params![webhook, seq],
                 )
-                .map_err(db)?;
+                .map_err(Failed::sql)?;
         }
     }
-    savepoint.commit().map_err(db)
+    savepoint.commit().map_err(Failed::sql)
 }
 
 #[expect(

@@ -253,6 +253,7 @@ fn is_closed<T: std::fmt::Debug>(result: &Result<T, StoreError>) -> bool {
     matches!(result, Err(StoreError::Closed))
 }
 
+mod faults;
 mod reads;
 mod writes;
 
