@@ -200,8 +200,10 @@ pub async fn start<N: Net>(
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
     let client = http_client(net.clone());
+    let leftovers = crate::leftovers::stage_leftovers(&lifecycle, options.proxy.planted).await;
     workers.push(tokio::spawn(crate::leftovers::end_leftovers(
         lifecycle.clone(),
+        leftovers,
         EngineClient::new(client.clone(), options.proxy.engine_request_timeout),
         acemux_core::channel::EngineCallConfig {
             request_timeout: options.proxy.engine_request_timeout,

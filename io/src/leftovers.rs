@@ -13,38 +13,39 @@ use acemux_core::channel::{
     leftovers, EngineCallConfig, LeftoverInput, LeftoverStops, Notice, Output, RESTOP_WINDOW,
 };
 use acemux_core::lifecycle::EndReason;
+use acemux_core::lifecycle::StreamState;
 use acemux_core::machine::Machine;
-use acemux_core::planted::Bug;
+use acemux_core::planted::{Bug, Planted};
 use tokio::sync::{mpsc, watch};
 
 use crate::engine::EngineClient;
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{ApplyError, Lifecycle, Staged};
 use crate::metrics::Metrics;
 use crate::net::Net;
 
 /// The label acemux puts on the streams it proxies.
 const SOURCE_LABEL: (&str, &str) = ("source", "acemux");
 
-/// Ends the streams a previous run left started and stops their engine sessions;
-/// returns once every stop is confirmed or given up (or at shutdown).
-pub async fn end_leftovers<N: Net>(
-    lifecycle: Arc<Lifecycle>,
-    engines: EngineClient<N>,
-    config: EngineCallConfig,
-    metrics: Arc<Metrics>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    if config.planted.has(Bug::LeftoversForgotten) {
-        return;
+/// What a start must clean up: the ends of the streams a previous run left started,
+/// already numbered, and the sessions to stop (again).
+#[derive(Default)]
+pub struct Leftovers {
+    ends: Vec<(StreamState, Result<Staged, ApplyError>)>,
+    stop_again: Vec<StreamState>,
+}
+
+/// Finds what a previous run left and numbers the ends of its streams, before anything
+/// is served: a channel started by the first request after the restart must come after
+/// them in the log, however slow the store is to commit them.
+pub async fn stage_leftovers(lifecycle: &Lifecycle, planted: Planted) -> Leftovers {
+    if planted.has(Bug::LeftoversForgotten) {
+        return Leftovers::default();
     }
     let clock = lifecycle.clock();
     let streams = lifecycle.streams(None);
     let found = leftovers(&streams, clock.now(), |stream| {
         stream.labels.get(SOURCE_LABEL.0).map(String::as_str) == Some(SOURCE_LABEL.1)
     });
-    if found.to_end.is_empty() && found.to_stop_again.is_empty() {
-        return;
-    }
     if !found.to_end.is_empty() {
         tracing::warn!(
             streams = found.to_end.len(),
@@ -58,18 +59,51 @@ pub async fn end_leftovers<N: Net>(
             "stopping again the engine sessions of streams that ended shortly before this start (a stop cut short by the restart must not leak a session)"
         );
     }
-    let mut stops = LeftoverStops::new(config);
-    for stream in &found.to_end {
-        match lifecycle.end_stream(&stream.id, EndReason::Restarted).await {
-            Ok(_) => {
+    let mut ends = Vec::with_capacity(found.to_end.len());
+    for stream in found.to_end {
+        let staged = lifecycle.stage_end(&stream.id, EndReason::Restarted).await;
+        ends.push((stream.clone(), staged));
+    }
+    Leftovers {
+        ends,
+        stop_again: found.to_stop_again.into_iter().cloned().collect(),
+    }
+}
+
+/// Confirms the ends staged by [`stage_leftovers`] and stops the engine sessions;
+/// returns once every stop is confirmed or given up (or at shutdown).
+pub async fn end_leftovers<N: Net>(
+    lifecycle: Arc<Lifecycle>,
+    found: Leftovers,
+    engines: EngineClient<N>,
+    config: EngineCallConfig,
+    metrics: Arc<Metrics>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    if found.ends.is_empty() && found.stop_again.is_empty() {
+        return;
+    }
+    let clock = lifecycle.clock();
+    let Leftovers { ends, stop_again } = found;
+    let mut to_stop = Vec::with_capacity(ends.len() + stop_again.len());
+    for (stream, staged) in ends {
+        let confirmed = match staged {
+            Ok(staged) => lifecycle.confirm(staged).await.map(drop),
+            Err(error) => Err(error),
+        };
+        match confirmed {
+            Ok(()) => {
                 tracing::info!(stream = %stream.id, engine = %stream.engine, "ended a stream left from before the restart")
             }
             Err(error) => {
                 tracing::error!(stream = %stream.id, %error, "could not end a stream left from before the restart")
             }
         }
+        to_stop.push(stream);
     }
-    for stream in found.to_end.iter().chain(&found.to_stop_again) {
+    to_stop.extend(stop_again);
+    let mut stops = LeftoverStops::new(config);
+    for stream in &to_stop {
         stops.handle_input(
             clock.now(),
             LeftoverInput::Stop {

@@ -59,6 +59,15 @@ pub struct Lifecycle {
     answers: Mutex<IdempotencyCache>,
 }
 
+/// A change applied to the registry, its commit not yet confirmed.
+#[must_use = "a staged change is confirmed with Lifecycle::confirm"]
+pub struct Staged {
+    outcome: Outcome,
+    commit: Option<crate::store::StoreFuture<()>>,
+    /// Its place among the changes in flight, held until it is durable.
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
 /// The answer to an applied input, possibly a replay of an earlier one.
 #[derive(Clone, Debug)]
 pub struct Applied {
@@ -118,6 +127,20 @@ impl Lifecycle {
         Ok(self.apply(Input::Ended(ended), None).await?.outcome.updated)
     }
 
+    /// Stages the end of the stream `stream_id` for `reason` (see [`Lifecycle::stage`]).
+    pub async fn stage_end(
+        &self,
+        stream_id: &str,
+        reason: EndReason,
+    ) -> Result<Staged, ApplyError> {
+        let ended = StreamEnded {
+            container_id: None,
+            stream_id: Some(stream_id.to_owned()),
+            reason: Some(reason),
+        };
+        self.stage(Input::Ended(ended)).await
+    }
+
     /// Applies a start or an end and returns once the resulting event (if any, or the
     /// event it repeats) is durable.
     ///
@@ -151,6 +174,14 @@ impl Lifecycle {
     }
 
     async fn apply_once(&self, input: Input) -> Result<Outcome, ApplyError> {
+        let staged = self.stage(input).await?;
+        self.confirm(staged).await
+    }
+
+    /// Applies `input` to the registry at once (its events numbered and handed to the
+    /// store in order) without waiting for their commit: [`Lifecycle::confirm`] does.
+    /// Changes staged one after another are numbered, and committed, in that order.
+    pub async fn stage(&self, input: Input) -> Result<Staged, ApplyError> {
         let permit =
             tokio::time::timeout(self.commit_timeout, self.in_flight.clone().acquire_owned())
                 .await
@@ -187,6 +218,21 @@ impl Lifecycle {
             (outcome, commit)
         };
         self.timer_changed.notify_one();
+        Ok(Staged {
+            outcome,
+            commit,
+            permit,
+        })
+    }
+
+    /// Waits until a staged change is durable (bounded by the commit timeout) and
+    /// returns its outcome.
+    pub async fn confirm(&self, staged: Staged) -> Result<Outcome, ApplyError> {
+        let Staged {
+            outcome,
+            commit,
+            permit,
+        } = staged;
         match commit {
             Some(mut commit) => {
                 match tokio::time::timeout(self.commit_timeout, &mut commit).await {
@@ -213,6 +259,7 @@ impl Lifecycle {
             }
             None => self.wait_committed(outcome.stream.last_event_seq).await?,
         }
+        drop(permit);
         Ok(outcome)
     }
 

@@ -110,7 +110,8 @@ impl Checker {
         })
     }
 
-    fn waive(&mut self, rule: &'static str) {
+    /// Counts one exception to `rule` that a fault explains.
+    pub fn waive(&mut self, rule: &'static str) {
         *self.waivers.entry(rule).or_default() += 1;
     }
 
@@ -208,6 +209,9 @@ impl Checker {
         engines: &[EngineHandle],
     ) -> Result<(), String> {
         self.check_players(now, observer)?;
+        // An answer waits for its commit, so the watermark it waits on never runs
+        // ahead of an event that is not durable.
+        store.watermark_is_durable()?;
         self.check_events(now, store)?;
         if now >= self.next_engine_check {
             self.next_engine_check = now + ENGINE_CHECK_EVERY;
@@ -500,7 +504,16 @@ impl Checker {
                         .unregistered_since
                         .entry(stream_id.clone())
                         .or_insert(now);
-                    if now > since + self.rules.stop_bound * 2 {
+                    // A slow or failing store records the session late, not never: the
+                    // bound runs from when the store was healthy again.
+                    let store_healthy_from = self
+                        .fault_log
+                        .iter()
+                        .filter(|(key, _, _)| key.starts_with("store"))
+                        .map(|(_, _, end)| end.unwrap_or(now))
+                        .max()
+                        .unwrap_or(Duration::ZERO);
+                    if now > since.max(store_healthy_from) + self.rules.stop_bound * 2 {
                         // Granted around an acemux crash: the answer died with the
                         // process that asked, and the new one cannot know the session.
                         // (Granted before the crash but not yet recorded, or around the
@@ -586,6 +599,7 @@ impl Checker {
         observer: &Observer,
         store: &MemoryStore,
         config: &WorldConfig,
+        metrics: &Arc<Mutex<Option<Arc<Metrics>>>>,
     ) -> Result<(), String> {
         let events = store
             .events(EventQuery {
@@ -611,6 +625,48 @@ impl Checker {
             }
             let rejected: std::collections::BTreeSet<&str> =
                 record.rejected.iter().map(String::as_str).collect();
+            // Given up by acemux (an outbox over --webhook-max-pending, or attempts
+            // exhausted), as the store recorded it: the event stays in the log.
+            let receiver_hook = crate::world::receiver_webhook_url();
+            let closed = store.rejected(&receiver_hook);
+            let given_up: std::collections::BTreeSet<&str> = events
+                .iter()
+                .filter(|event| {
+                    closed.contains(&event.seq) && !rejected.contains(event.event_id.as_str())
+                })
+                .map(|event| event.event_id.as_str())
+                .collect();
+            if !given_up.is_empty() {
+                // Only a bound explains giving up: the outbox's, or the attempts'.
+                if config.delivery.max_pending == 0 && config.delivery.max_attempts == 0 {
+                    return Err(format!(
+                        "{} deliveries given up with no outbox or attempt bound",
+                        given_up.len()
+                    ));
+                }
+                // Counted by the running process (a restarted one counts afresh).
+                let counted = metrics
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map_or(0, |metrics| {
+                        metrics
+                            .webhook_given_up
+                            .get_or_create(&acemux::metrics::WebhookLabels {
+                                webhook: receiver_hook.clone(),
+                            })
+                            .get()
+                    });
+                if self.acemux_down.is_empty() && counted != given_up.len() as u64 {
+                    return Err(format!(
+                        "{} deliveries given up, acemux_webhook_given_up_total says {counted}",
+                        given_up.len()
+                    ));
+                }
+                for _ in &given_up {
+                    self.waive("delivery given up at the outbox or attempt bound");
+                }
+            }
             // Refused for good and also accepted: the refusal (or the acceptance) did not
             // reach acemux, only explained by a fault on the receiver's link or an acemux
             // crash.
@@ -620,6 +676,9 @@ impl Checker {
                     .iter()
                     .any(|(key, _, _)| key.contains("receiver"));
             for event in &events {
+                if given_up.contains(event.event_id.as_str()) {
+                    continue;
+                }
                 if rejected.contains(event.event_id.as_str()) {
                     if received.contains_key(event.event_id.as_str()) {
                         if !receiver_faults {
@@ -644,8 +703,12 @@ impl Checker {
                     ));
                 }
             }
-            let answered: std::collections::BTreeSet<&str> =
-                received.keys().copied().chain(rejected).collect();
+            let answered: std::collections::BTreeSet<&str> = received
+                .keys()
+                .copied()
+                .chain(rejected)
+                .chain(given_up)
+                .collect();
             if answered.len() != events.len() {
                 return Err(format!(
                     "the receiver accepted or refused {} distinct events, the log holds {}",

@@ -10,7 +10,7 @@ use acemux::metrics::Metrics;
 use acemux::net::Net;
 use acemux::proxy::ProxyConfig;
 use acemux::server::ServerLimits;
-use acemux::store::{EventStore, MemoryStore};
+use acemux::store::{EventStore, MemoryStore, StoreFaults};
 use acemux::webhook::{DeliveryPolicy, WebhookTarget};
 use acemux::ServeOptions;
 use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
@@ -169,6 +169,8 @@ pub enum Fault {
     Crash(String),
     /// A crashed engine host starts again, as a new engine.
     Restart(String),
+    /// acemux's event store becomes slow or failing (the default: healthy again).
+    Store(StoreFaults),
 }
 
 /// One engine host and the emulators it ran (a new one per restart).
@@ -606,6 +608,11 @@ impl<'a> World<'a> {
                 self.checker
                     .fault_window(now, "receiver status".into(), *status != 200)
             }
+            Fault::Store(faults) => self.checker.fault_window(
+                now,
+                "store acemux".into(),
+                *faults != StoreFaults::default(),
+            ),
             Fault::Crash(host) | Fault::Restart(host) => {
                 self.checker
                     .fault_window(now, format!("crash {host}"), false);
@@ -643,14 +650,31 @@ impl<'a> World<'a> {
             Fault::ReceiverStatus(status) => self
                 .receiver_status
                 .store(status, std::sync::atomic::Ordering::SeqCst),
+            Fault::Store(faults) => self.store.set_faults(faults),
             Fault::Crash(host) => {
                 let sim = &mut self.sim;
                 self.trace_layer.unhashed(|| sim.crash(host.as_str()));
+                if host == "acemux" {
+                    self.lose_uncommitted();
+                }
             }
             Fault::Restart(host) => {
                 let sim = &mut self.sim;
                 self.trace_layer.unhashed(|| sim.bounce(host.as_str()));
+                if host == "acemux" {
+                    // A restart of a running process kills it first.
+                    self.lose_uncommitted();
+                }
             }
+        }
+    }
+
+    /// What the store had not acknowledged dies with the acemux process.
+    fn lose_uncommitted(&mut self) {
+        let lost = self.store.lose_uncommitted();
+        for _ in 0..lost {
+            self.checker
+                .waive("unacknowledged event lost with a crashed acemux");
         }
     }
 
@@ -678,6 +702,7 @@ impl<'a> World<'a> {
             .set_link_latency("acemux", "gluetun", Duration::from_millis(5));
         self.receiver_status
             .store(200, std::sync::atomic::Ordering::SeqCst);
+        self.store.set_faults(StoreFaults::default());
         for engine in &self.engines {
             for emulator in engine.emulators() {
                 for content in self
@@ -710,7 +735,7 @@ impl<'a> World<'a> {
             }
         }
         self.checker
-            .final_checks(&self.observer, &self.store, &self.config)
+            .final_checks(&self.observer, &self.store, &self.config, &self.metrics)
             .map_err(|message| self.fail(message))?;
         Ok(self.outcome())
     }

@@ -8,6 +8,7 @@ use acemux_core::channel::{
 };
 use acemux_core::lifecycle::{self, EndReason, EngineAddr, StreamEnded, StreamKey, StreamStarted};
 use acemux_core::Instant;
+use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -243,6 +244,12 @@ pub(super) fn notice<N: Net, I>(env: &Env<N, I>, notice: Notice) {
     }
 }
 
+fn log_unconfirmed(result: Result<lifecycle::Outcome, crate::lifecycle::ApplyError>) {
+    if let Err(error) = result {
+        tracing::error!(%error, "lifecycle change of a proxied stream was not applied");
+    }
+}
+
 /// The registry id of a proxied session, as the event API derives it.
 pub(super) fn stream_id(key: &ChannelKey, session: &EngineSession) -> String {
     format!("{}|{}", key.key, session.session.playback_session_id)
@@ -255,8 +262,11 @@ enum Job {
 
 /// Applies one channel's lifecycle changes in order, off the channel's loop (a slow
 /// commit never holds up the media), and answers stop waiters once everything before
-/// them is applied. At most two changes per engine session, and sessions are bounded
-/// by the channel's retry rules, so its queue stays small.
+/// them is durable. Each change is applied to the registry as soon as it comes, not
+/// after the commit of the one before: with a slow store, a channel's `stream_ended`
+/// must still be numbered before the `stream_started` of the channel that replaces it.
+/// At most two changes per engine session, and sessions are bounded by the channel's
+/// retry rules, so its queue stays small.
 pub(super) struct LifecycleApplier {
     jobs: mpsc::UnboundedSender<Job>,
     task: JoinHandle<()>,
@@ -266,17 +276,31 @@ impl LifecycleApplier {
     pub(super) fn spawn(registry: Arc<Lifecycle>) -> Self {
         let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
         let task = tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
-                match job {
-                    Job::Apply(input) => {
-                        if let Err(error) = registry.apply(input, None).await {
-                            tracing::error!(%error, "lifecycle change of a proxied stream was not applied");
+            let mut confirming = FuturesOrdered::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(result) = confirming.next(), if !confirming.is_empty() => log_unconfirmed(result),
+                    job = rx.recv() => match job {
+                        None => break,
+                        Some(Job::Apply(input)) => match registry.stage(input).await {
+                            Ok(staged) => {
+                                let registry = registry.clone();
+                                confirming.push_back(async move { registry.confirm(staged).await });
+                            }
+                            Err(error) => log_unconfirmed(Err(error)),
+                        },
+                        Some(Job::Notify(done)) => {
+                            while let Some(result) = confirming.next().await {
+                                log_unconfirmed(result);
+                            }
+                            let _ = done.send(());
                         }
-                    }
-                    Job::Notify(done) => {
-                        let _ = done.send(());
-                    }
+                    },
                 }
+            }
+            while let Some(result) = confirming.next().await {
+                log_unconfirmed(result);
             }
         });
         LifecycleApplier { jobs, task }

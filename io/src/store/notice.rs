@@ -56,6 +56,11 @@ impl CommitNotice {
         receiver
     }
 
+    /// The current value.
+    pub(super) fn current(&self) -> u64 {
+        self.state().committed
+    }
+
     /// Raises the value to `seq` (never lowers it) and, if it rose, tells every live
     /// subscriber, oldest first.
     pub(super) fn advance(&self, seq: u64) {

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use acemux::store::StoreFaults;
 use acemux_testkit::emulator::Faults;
 
 use crate::world::{Failure, Fault, Outcome, World, WorldConfig};
@@ -39,9 +40,12 @@ enum Kind {
     ReceiverErrors,
     /// An emulator fault knob on one content.
     EngineKnob,
+    /// acemux's event store commits slowly (beyond the commit timeout at times) or
+    /// fails its commits.
+    StoreFaults,
 }
 
-const MENU: [Kind; 9] = [
+const MENU: [Kind; 10] = [
     Kind::EngineLatency,
     Kind::RelayStall,
     Kind::EnginePartition,
@@ -51,6 +55,7 @@ const MENU: [Kind; 9] = [
     Kind::ReceiverLink,
     Kind::ReceiverErrors,
     Kind::EngineKnob,
+    Kind::StoreFaults,
 ];
 
 /// The swarm scenario.
@@ -64,12 +69,18 @@ pub fn swarm(seed: u64) -> Result<Outcome, Failure> {
     config.proxy.channel.idle_grace = secs(between(2, 10));
     config.proxy.fanout.viewer_stall_timeout = secs(between(5, 20));
     config.proxy.hls_stall_timeout = secs(between(10, 30));
+    // Half the seeds keep a small webhook outbox: a receiver fault fills it, and the
+    // oldest deliveries are given up (their events stay in the log).
+    if between(0, 1) == 0 {
+        config.delivery.max_pending = between(2, 6);
+    }
     let knob_summary = format!(
-        "request timeout {:?}, upstream stall {:?}, idle grace {:?}, viewer stall {:?}",
+        "request timeout {:?}, upstream stall {:?}, idle grace {:?}, viewer stall {:?}, outbox {}",
         config.proxy.engine_request_timeout,
         config.proxy.channel.upstream_stall_timeout,
         config.proxy.channel.idle_grace,
-        config.proxy.fanout.viewer_stall_timeout
+        config.proxy.fanout.viewer_stall_timeout,
+        config.delivery.max_pending
     );
     let start_bound = config.proxy.channel.start_timeout + config.proxy.engine_request_timeout;
     let window = config.proxy.hls.window_segments;
@@ -207,6 +218,22 @@ fn schedule(world: &mut World<'_>, kind: Kind, at: Duration, length: Duration) {
                 Fault::EngineFaults(engine.clone(), content.clone(), Box::new(faults)),
             );
             world.at(end, Fault::ClearEngineFaults(engine, content));
+        }
+        Kind::StoreFaults => {
+            let faults = if world.random_below(2) == 0 {
+                StoreFaults {
+                    // Up to beyond the 5 s commit timeout.
+                    commit_delay: world.random_duration(Duration::from_millis(100), secs(8)),
+                    failing: false,
+                }
+            } else {
+                StoreFaults {
+                    commit_delay: Duration::ZERO,
+                    failing: true,
+                }
+            };
+            world.at(at, Fault::Store(faults));
+            world.at(end, Fault::Store(StoreFaults::default()));
         }
     }
 }
