@@ -262,6 +262,19 @@ impl Checker {
                     if let (Some(failure), false) = (&request.failure, excused) {
                         return Err(format!("{} {}: {failure}", request.player, request.what));
                     }
+                    // A request must succeed unless a fault explains why it could not:
+                    // a server error with nothing disturbed is a failure.
+                    if let Some(status @ 500..) = request.status {
+                        if !excused
+                            && !self.disturbed(None, request.sent_at)
+                            && !self.disturbed(None, at)
+                        {
+                            return Err(format!(
+                                "{} {}: answered {status} with no fault in effect",
+                                request.player, request.what
+                            ));
+                        }
+                    }
                     if all_answered_so_far {
                         self.first_open_request = index + 1;
                     }
@@ -309,6 +322,20 @@ impl Checker {
                     ));
                 }
                 jumped.push((*id, resyncs));
+            }
+        }
+        // HLS players are served: outside fault windows, the newest segment listed
+        // moves on.
+        for (player, progress) in &record.hls_progress {
+            let from = progress.advanced_at.max(self.quiet_from);
+            if progress.polling
+                && self.active_faults.is_empty()
+                && now > from + self.rules.media_gap * 2
+            {
+                return Err(format!(
+                    "HLS player {player} ({}): newest segment {} listed since {:?}, no fault in effect",
+                    progress.content_id, progress.newest, progress.advanced_at
+                ));
             }
         }
         drop(record);

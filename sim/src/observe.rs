@@ -52,6 +52,19 @@ pub struct TsViewerRecord {
     pub last_media_at: Option<Duration>,
 }
 
+/// How far an HLS player got.
+#[derive(Clone, Debug)]
+pub struct HlsProgress {
+    /// The channel's content id.
+    pub content_id: String,
+    /// The newest media sequence number listed so far.
+    pub newest: u64,
+    /// When `newest` last grew (or the player first saw segments).
+    pub advanced_at: Duration,
+    /// Whether the player still polls.
+    pub polling: bool,
+}
+
 /// One event the external receiver got.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceivedEvent {
@@ -90,6 +103,9 @@ pub struct Observations {
     pub hls_discontinuities: BTreeMap<String, u64>,
     /// Viewers that stopped reading, with the time by which acemux must drop them.
     pub stopped_reading: Vec<(String, Duration)>,
+    /// Each HLS player's progress, by player: once it had a playlist with segments,
+    /// the newest segment it has seen listed and when that last moved on.
+    pub hls_progress: BTreeMap<String, HlsProgress>,
     /// Streams an operator's `DELETE /streams/{id}` ended (answered `updated`).
     pub deleted_streams: Vec<String>,
     /// Hash of everything players received, with the time.
@@ -157,6 +173,34 @@ impl Observer {
         let mut record = self.lock();
         record.trace.add_text(&text);
         record.violations.push(text);
+    }
+
+    /// HLS player `player` was served a playlist whose newest segment is `newest`
+    /// (`restarted`: acemux was started again, its sequences start afresh).
+    pub fn hls_newest(&self, player: &str, content_id: &str, newest: u64, restarted: bool) {
+        let now = sim_now();
+        let mut record = self.lock();
+        let progress = record
+            .hls_progress
+            .entry(player.to_owned())
+            .or_insert_with(|| HlsProgress {
+                content_id: content_id.to_owned(),
+                newest,
+                advanced_at: now,
+                polling: true,
+            });
+        if restarted || newest > progress.newest {
+            progress.newest = newest;
+            progress.advanced_at = now;
+        }
+        progress.polling = true;
+    }
+
+    /// HLS player `player` stopped polling.
+    pub fn hls_stopped(&self, player: &str) {
+        if let Some(progress) = self.lock().hls_progress.get_mut(player) {
+            progress.polling = false;
+        }
     }
 
     /// Starts following TS viewer `id`'s body.

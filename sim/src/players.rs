@@ -470,7 +470,11 @@ async fn hls_poller(
                 let playlist = parse_playlist(&text);
                 let name = &player.name;
                 let restarts = observer.lock().acemux_restarts;
-                if restarts != restarts_seen {
+                let restarted = restarts != restarts_seen;
+                if let Some(&(newest, _, _)) = playlist.segments.last() {
+                    observer.hls_newest(&player.name, content_id, newest, restarted);
+                }
+                if restarted {
                     restarts_seen = restarts;
                     last_media_sequence = 0;
                     last_discontinuity_sequence = 0;
@@ -536,6 +540,7 @@ async fn hls_poller(
         }
         tokio::time::sleep(poll).await;
     }
+    observer.hls_stopped(&player.name);
 }
 
 /// Fetches and checks one segment; its bytes when it was served.
