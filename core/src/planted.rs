@@ -25,16 +25,25 @@ pub enum Bug {
     /// On start, the streams a killed run left started are forgotten: never ended, their
     /// engine sessions never stopped.
     LeftoversForgotten,
+    /// The event store answers an append as committed (and raises its commit
+    /// watermark) before it is durable, as with `synchronous=OFF`: a slow or failing
+    /// disk then lets a 200 stand for an event a crash loses.
+    CommitAcknowledgedEarly,
+    /// On start, the restored streams come back as they started: an end recorded
+    /// before the restart is forgotten, so the restarted process ends them again.
+    EndsForgottenOnRestart,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 7] = [
         Bug::StopSentTwice,
         Bug::LateSessionLeftRunning,
         Bug::ChannelWaitsForSlowestViewer,
         Bug::HlsSegmentSkipped,
         Bug::LeftoversForgotten,
+        Bug::CommitAcknowledgedEarly,
+        Bug::EndsForgottenOnRestart,
     ];
 
     /// A stable name, for runners and reports.
@@ -45,6 +54,8 @@ impl Bug {
             Bug::ChannelWaitsForSlowestViewer => "channel_waits_for_slowest_viewer",
             Bug::HlsSegmentSkipped => "hls_segment_skipped",
             Bug::LeftoversForgotten => "leftovers_forgotten",
+            Bug::CommitAcknowledgedEarly => "commit_acknowledged_early",
+            Bug::EndsForgottenOnRestart => "ends_forgotten_on_restart",
         }
     }
 

@@ -164,9 +164,20 @@ pub async fn start<N: Net>(
     options: ServeOptions,
 ) -> Result<Running, StartError> {
     let local_addr = listener.local_addr()?;
-    let restored = store
+    let mut restored = store
         .restore(options.registry.max_ended_streams, options.registry.seed)
         .await?;
+    if options
+        .proxy
+        .planted
+        .has(acemux_core::planted::Bug::EndsForgottenOnRestart)
+    {
+        for stream in &mut restored.streams {
+            stream.status = acemux_core::lifecycle::StreamStatus::Started;
+            stream.ended_at = None;
+            stream.end_reason = None;
+        }
+    }
     let registry_config = RegistryConfig {
         seed: restored.seed,
         ..options.registry.clone()

@@ -378,6 +378,7 @@ impl<'a> World<'a> {
             webhooks.push(receiver_webhook_url());
         }
         let store = MemoryStore::new(webhooks.clone());
+        store.plant(config.proxy.planted);
         let metrics = Arc::new(Mutex::new(None));
         let options = ServeOptions {
             webhooks: webhooks

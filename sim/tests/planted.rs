@@ -37,6 +37,16 @@ const CASES: &[(Bug, &str, &[&str])] = &[
         "acemux_restart",
         &["started while one is active", "still active"],
     ),
+    (
+        Bug::CommitAcknowledgedEarly,
+        "acemux_restart",
+        &["the commit watermark is"],
+    ),
+    (
+        Bug::EndsForgottenOnRestart,
+        "acemux_restart",
+        &["stream_ended twice"],
+    ),
 ];
 
 #[test]

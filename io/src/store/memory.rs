@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use acemux_core::lifecycle::{store_retry_delay, Event, StreamState, StreamStatus};
+use acemux_core::planted::{Bug, Planted};
 use tokio::sync::{oneshot, watch};
 
 use super::notice::CommitNotice;
@@ -49,6 +50,7 @@ struct State {
     generation: u64,
     /// Failed commit attempts of the queue's head in a row.
     failures: u32,
+    planted: Planted,
 }
 
 impl State {
@@ -106,6 +108,11 @@ impl MemoryStore {
     /// Reopens a closed store, as a restarted process would reopen its database.
     pub fn reopen(&self) {
         self.lock().closed = false;
+    }
+
+    /// Plants a bug (the simulation's self-test only).
+    pub fn plant(&self, planted: Planted) {
+        self.lock().planted = planted;
     }
 
     /// Sets the storage faults from now on (appends already queued keep their due time).
@@ -259,6 +266,10 @@ impl EventStore for MemoryStore {
         }
         let (reply, answer) = oneshot::channel();
         let due = tokio::time::Instant::now() + state.faults.commit_delay;
+        let early = state.planted.has(Bug::CommitAcknowledgedEarly);
+        if let (true, Some(last)) = (early, events.last()) {
+            self.committed.advance(last.seq);
+        }
         state.queue.push_back(Queued { events, reply, due });
         if state.committer.is_none() {
             let generation = state.generation;
@@ -268,6 +279,9 @@ impl EventStore for MemoryStore {
                 return ready(Err(StoreError::Closed));
             };
             tokio::spawn(this.run_committer(generation));
+        }
+        if early {
+            return ready(Ok(()));
         }
         Box::pin(async move { answer.await.unwrap_or(Err(StoreError::Closed)) })
     }

@@ -1,9 +1,14 @@
-//! acemux itself is killed mid-stream and started again on the same durable state
-//! (the event store keeps exactly what it acknowledged): the streams it proxied end
+//! acemux itself is killed mid-stream (twice), its disk slow or failing around the
+//! first crash, and started again on the same durable state (the event store keeps exactly what it
+//! acknowledged, and loses what it did not): the streams it proxied end
 //! once (reason `restarted`) and their engine sessions are stopped, pending webhook
 //! deliveries resume, and viewers that come back get a new channel. Requests that were
 //! cut by the crash, or reached no listener while acemux was down, are excused; every
 //! other invariant holds throughout.
+
+use std::time::Duration;
+
+use acemux::store::StoreFaults;
 
 use crate::world::{Failure, Fault, Outcome, World, WorldConfig};
 
@@ -30,10 +35,36 @@ pub fn acemux_restart(seed: u64) -> Result<Outcome, Failure> {
         window,
     )]);
     world.players(vec![health_probe("health", secs(75), secs(2))]);
-    let crash_at = world.random_duration(secs(12), secs(35));
+    let crash_at = world.random_duration(secs(12), secs(30));
     let down_for = world.random_duration(secs(1), secs(8));
     world.at(crash_at, Fault::Crash("acemux".into()));
     world.at(crash_at + down_for, Fault::Restart("acemux".into()));
+    // Killed again once it runs: the second start restores a log that already holds
+    // the first start's ends.
+    let second_crash_at = crash_at + down_for + world.random_duration(secs(8), secs(15));
+    let second_down_for = world.random_duration(secs(1), secs(4));
+    world.at(second_crash_at, Fault::Crash("acemux".into()));
+    world.at(
+        second_crash_at + second_down_for,
+        Fault::Restart("acemux".into()),
+    );
+    // The disk is slow or failing around the crash: commits are pending when the
+    // process dies, and the restarted one starts on a store that is not yet healthy.
+    let store_fault = if world.random_below(2) == 0 {
+        StoreFaults {
+            commit_delay: world.random_duration(Duration::from_millis(500), secs(6)),
+            failing: false,
+        }
+    } else {
+        StoreFaults {
+            commit_delay: Duration::ZERO,
+            failing: true,
+        }
+    };
+    let store_from = crash_at.saturating_sub(world.random_duration(secs(1), secs(8)));
+    let store_until = crash_at + down_for + world.random_duration(secs(2), secs(10));
+    world.at(store_from, Fault::Store(store_fault));
+    world.at(store_until, Fault::Store(StoreFaults::default()));
     world.run_until(secs(80))?;
     let started_before_crash = world
         .events()
@@ -54,7 +85,7 @@ pub fn acemux_restart(seed: u64) -> Result<Outcome, Failure> {
         .count();
     let mut outcome = world.heal_then_converge(secs(90))?;
     outcome.summary.push_str(&format!(
-        ", acemux down {down_for:?} from {crash_at:?}, {restarted} streams ended as restarted, {} requests excused",
+        ", acemux down {down_for:?} from {crash_at:?} and {second_down_for:?} from {second_crash_at:?}, store {store_fault:?} from {store_from:?} to {store_until:?}, {restarted} streams ended as restarted, {} requests excused",
         world.excused_requests()
     ));
     Ok(outcome)
