@@ -163,19 +163,17 @@ impl Lifecycle {
                 });
             }
         }
-        let outcome = self.apply_once(input).await?;
+        let staged = self.stage(input).await?;
+        // Remembered once applied, durable or not yet: a retry after a commit timeout
+        // gets this answer (once it is durable), not "already started".
         if let Some(key) = idempotency_key {
-            self.answers().insert(key, outcome.clone());
+            self.answers().insert(key, staged.outcome.clone());
         }
+        let outcome = self.confirm(staged).await?;
         Ok(Applied {
             outcome,
             replayed: false,
         })
-    }
-
-    async fn apply_once(&self, input: Input) -> Result<Outcome, ApplyError> {
-        let staged = self.stage(input).await?;
-        self.confirm(staged).await
     }
 
     /// Applies `input` to the registry at once (its events numbered and handed to the
@@ -332,4 +330,126 @@ impl Lifecycle {
 
 fn gauge_value(count: usize) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use acemux_core::lifecycle::{
+        EngineAddr, KeyType, RegistryConfig, SessionInfo, StreamKey, StreamStarted,
+    };
+
+    use super::*;
+    use crate::store::{EventQuery, MemoryStore, StoreFaults};
+
+    const COMMIT_TIMEOUT: Duration = Duration::from_millis(200);
+
+    fn lifecycle(store: Arc<MemoryStore>) -> Lifecycle {
+        Lifecycle::new(
+            Registry::new(RegistryConfig::default()),
+            store,
+            Clock::new(1_700_000_000_000_000),
+            Arc::new(Metrics::new()),
+            COMMIT_TIMEOUT,
+        )
+    }
+
+    fn started(name: &str) -> Input {
+        Input::Started(StreamStarted {
+            container_id: None,
+            engine: EngineAddr {
+                host: "10.0.0.2".into(),
+                port: 6878,
+            },
+            stream: StreamKey {
+                key_type: KeyType::ContentId,
+                key: name.into(),
+            },
+            session: SessionInfo {
+                playback_session_id: format!("pbs-{name}"),
+                stat_url: format!("http://10.0.0.2:6878/ace/stat/{name}"),
+                command_url: format!("http://10.0.0.2:6878/ace/cmd/{name}"),
+                is_live: true,
+            },
+            labels: BTreeMap::new(),
+        })
+    }
+
+    async fn durable(store: &MemoryStore) -> usize {
+        store
+            .events(EventQuery {
+                after: 0,
+                limit: 100,
+                stream_id: None,
+            })
+            .await
+            .expect("readable")
+            .len()
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_answers_a_timeout_never_a_success_until_the_change_is_durable() {
+        let store = MemoryStore::new(Vec::new());
+        let lifecycle = lifecycle(store.clone());
+        store.set_faults(StoreFaults {
+            commit_delay: Duration::ZERO,
+            failing: true,
+        });
+
+        let first = lifecycle.apply(started("a"), Some("key-1".into())).await;
+        assert!(
+            matches!(first, Err(ApplyError::CommitTimeout(_))),
+            "{first:?}"
+        );
+        // The same request again, and the same start without its key: still not durable.
+        let replay = lifecycle.apply(started("a"), Some("key-1".into())).await;
+        assert!(
+            matches!(replay, Err(ApplyError::CommitTimeout(_))),
+            "{replay:?}"
+        );
+        let repeat = lifecycle.apply(started("a"), None).await;
+        assert!(
+            matches!(repeat, Err(ApplyError::CommitTimeout(_))),
+            "{repeat:?}"
+        );
+        assert_eq!(durable(&store).await, 0);
+
+        store.set_faults(StoreFaults::default());
+        let replay = lifecycle
+            .apply(started("a"), Some("key-1".into()))
+            .await
+            .expect("answered once durable");
+        assert!(replay.replayed);
+        assert_eq!(durable(&store).await, 1, "kept and committed, once");
+        let later = lifecycle.apply(started("b"), None).await.expect("healthy");
+        assert!(later.outcome.updated);
+        assert_eq!(durable(&store).await, 2);
+    }
+
+    #[tokio::test]
+    async fn changes_waiting_for_a_dead_store_keep_their_place_among_those_in_flight() {
+        let store = MemoryStore::new(Vec::new());
+        let lifecycle = lifecycle(store.clone());
+        store.set_faults(StoreFaults {
+            commit_delay: Duration::ZERO,
+            failing: true,
+        });
+        let answered = lifecycle.apply(started("a"), None).await;
+        assert!(matches!(answered, Err(ApplyError::CommitTimeout(_))));
+        assert_eq!(
+            lifecycle.in_flight.available_permits(),
+            MAX_IN_FLIGHT_CHANGES - 1,
+            "the timed-out change still holds its place"
+        );
+        store.set_faults(StoreFaults::default());
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while lifecycle.in_flight.available_permits() != MAX_IN_FLIGHT_CHANGES {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("its place is freed once it commits");
+        assert_eq!(durable(&store).await, 1);
+    }
 }
