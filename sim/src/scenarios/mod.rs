@@ -109,6 +109,26 @@ pub(crate) fn health_probe(name: &str, watch: Duration, bound: Duration) -> Play
     }
 }
 
+/// A disk in trouble, drawn: commits late by `low`..`high`, or (one time in two)
+/// failing until the fault is cleared.
+pub(crate) fn disk_trouble(
+    world: &mut crate::world::World<'_>,
+    low: Duration,
+    high: Duration,
+) -> acemux::store::StoreFaults {
+    if world.random_below(2) == 0 {
+        acemux::store::StoreFaults {
+            commit_delay: world.random_duration(low, high),
+            failing: false,
+        }
+    } else {
+        acemux::store::StoreFaults {
+            commit_delay: Duration::ZERO,
+            failing: true,
+        }
+    }
+}
+
 /// Seconds, for readable schedules.
 pub(crate) fn secs(seconds: u64) -> Duration {
     Duration::from_secs(seconds)

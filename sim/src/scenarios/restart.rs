@@ -12,7 +12,7 @@ use acemux::store::StoreFaults;
 
 use crate::world::{Failure, Fault, Outcome, World, WorldConfig};
 
-use super::{health_probe, hls_poller, secs, ts_reader};
+use super::{disk_trouble, health_probe, hls_poller, secs, ts_reader};
 
 /// The acemux restart scenario.
 pub fn acemux_restart(seed: u64) -> Result<Outcome, Failure> {
@@ -50,17 +50,7 @@ pub fn acemux_restart(seed: u64) -> Result<Outcome, Failure> {
     );
     // The disk is slow or failing around the crash: commits are pending when the
     // process dies, and the restarted one starts on a store that is not yet healthy.
-    let store_fault = if world.random_below(2) == 0 {
-        StoreFaults {
-            commit_delay: world.random_duration(Duration::from_millis(500), secs(6)),
-            failing: false,
-        }
-    } else {
-        StoreFaults {
-            commit_delay: Duration::ZERO,
-            failing: true,
-        }
-    };
+    let store_fault = disk_trouble(&mut world, Duration::from_millis(500), secs(6));
     let store_from = crash_at.saturating_sub(world.random_duration(secs(1), secs(8)));
     let store_until = crash_at + down_for + world.random_duration(secs(2), secs(10));
     world.at(store_from, Fault::Store(store_fault));

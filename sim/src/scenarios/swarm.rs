@@ -12,7 +12,7 @@ use acemux_testkit::emulator::Faults;
 
 use crate::world::{Failure, Fault, Outcome, World, WorldConfig};
 
-use super::{health_probe, hls_poller, secs, ts_reader};
+use super::{disk_trouble, health_probe, hls_poller, secs, ts_reader};
 
 /// The channels the TS players watch.
 const CONTENTS: [&str; 3] = ["swarm-a", "swarm-b", "swarm-c"];
@@ -220,18 +220,8 @@ fn schedule(world: &mut World<'_>, kind: Kind, at: Duration, length: Duration) {
             world.at(end, Fault::ClearEngineFaults(engine, content));
         }
         Kind::StoreFaults => {
-            let faults = if world.random_below(2) == 0 {
-                StoreFaults {
-                    // Up to beyond the 5 s commit timeout.
-                    commit_delay: world.random_duration(Duration::from_millis(100), secs(8)),
-                    failing: false,
-                }
-            } else {
-                StoreFaults {
-                    commit_delay: Duration::ZERO,
-                    failing: true,
-                }
-            };
+            // Commits up to beyond the 5 s commit timeout, or failing.
+            let faults = disk_trouble(world, Duration::from_millis(100), secs(8));
             world.at(at, Fault::Store(faults));
             world.at(end, Fault::Store(StoreFaults::default()));
         }
