@@ -15,6 +15,7 @@ pub mod naive;
 pub mod net;
 pub mod observe;
 pub mod players;
+pub mod redis;
 pub mod relay;
 pub mod runner;
 pub mod scenarios;
