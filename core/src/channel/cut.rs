@@ -35,6 +35,8 @@ pub struct CutHlsConfig {
     pub max_waiters: usize,
     /// Players told apart at once.
     pub max_players: usize,
+    /// The first segment's sequence number (see [`crate::hls::first_sequence`]).
+    pub first_seq: u64,
     /// Bugs planted for the simulation's self-test; none in the product.
     pub planted: crate::planted::Planted,
 }
@@ -51,6 +53,7 @@ impl Default for CutHlsConfig {
             first_playlist_timeout: Duration::from_secs(30),
             max_waiters: 1024,
             max_players: 1000,
+            first_seq: 0,
             planted: crate::planted::Planted::NONE,
         }
     }
@@ -89,10 +92,11 @@ pub(super) struct CutHls {
 
 impl CutHls {
     pub(super) fn new(config: CutHlsConfig) -> Self {
+        let served = ServedBuffer::starting_at(config.first_seq);
         CutHls {
             segmenter: Segmenter::new(config.segmenter.clone()),
             config,
-            served: ServedBuffer::default(),
+            served,
             players: Players::default(),
             waiters: Deadlines::default(),
             ready: false,

@@ -42,6 +42,8 @@ fn decode_config(reader: &mut ByteReader<'_>) -> HlsConfig {
     let min_poll_millis = reader.below(500);
     HlsConfig {
         planted: crate::planted::Planted::NONE,
+        // The model numbers served segments from 0.
+        first_seq: 0,
         poll_factor_permille,
         min_poll_interval: ms(min_poll_millis),
         // Derived rather than read, so committed inputs keep decoding the same way.

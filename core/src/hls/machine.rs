@@ -65,6 +65,7 @@ pub struct HlsSession {
 impl HlsSession {
     /// A closed session: nothing happens until [`Input::Open`].
     pub fn new(config: HlsConfig) -> Self {
+        let served = ServedBuffer::starting_at(config.first_seq);
         HlsSession {
             config,
             generation: 0,
@@ -73,7 +74,7 @@ impl HlsSession {
             upstream: Upstream::default(),
             playlist_failures: 0,
             queue: FetchQueue::default(),
-            served: ServedBuffer::default(),
+            served,
             ready: false,
             ended_reported: false,
             timers: [None; 2],

@@ -104,7 +104,7 @@ mod served;
 use bytes::Bytes;
 use thiserror::Error;
 
-use crate::time::Duration;
+use crate::time::{Duration, Instant};
 
 pub use machine::HlsSession;
 pub(crate) use served::ServedBuffer;
@@ -161,8 +161,21 @@ pub struct HlsConfig {
     /// Segments listed by the served playlist (its sliding window; 0 is taken as 1).
     /// Older held segments can still be fetched by players that read an older playlist.
     pub window_segments: usize,
+    /// The sequence number of the first segment served, and the discontinuity
+    /// sequence the playlist starts with: [`first_sequence`] of the channel's start,
+    /// so that a channel started again for the same players continues their numbers.
+    pub first_seq: u64,
     /// Bugs planted for the simulation's self-test; none in the product.
     pub planted: crate::planted::Planted,
+}
+
+/// The first sequence number of a channel's HLS started at `now`: tenths of a second
+/// since the Unix epoch. A player that polls one URL across a channel's end and a new
+/// start (its engine idle-stopped while the player stalled, acemux restarted) then sees
+/// its media and discontinuity sequences only grow, as RFC 8216 requires, as long as
+/// segments last 0.1 s or more and the clock does not go back.
+pub fn first_sequence(now: Instant) -> u64 {
+    now.as_micros() / 100_000
 }
 
 impl Default for HlsConfig {
@@ -181,6 +194,7 @@ impl Default for HlsConfig {
             start_segments: 3,
             ready_segments: 3,
             window_segments: 6,
+            first_seq: 0,
             planted: crate::planted::Planted::NONE,
         }
     }

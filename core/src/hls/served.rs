@@ -8,8 +8,9 @@ use bytes::Bytes;
 /// One served segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServedSegment {
-    /// Served sequence number: 0 for the first segment of the session, then one more
-    /// per segment, across reconnects and upstream renumbering.
+    /// Served sequence number: the configured first one (`first_seq`) for the first
+    /// segment of the session, then one more per segment, across reconnects and
+    /// upstream renumbering.
     pub seq: u64,
     /// `#EXTINF` duration, in µs, as upstream announced it.
     pub duration_us: u64,
@@ -104,16 +105,29 @@ fn find_segment(segments: &[ServedSegment], seq: u64) -> Option<&ServedSegment> 
 pub(crate) struct ServedBuffer {
     segments: VecDeque<ServedSegment>,
     bytes: usize,
+    /// The seq of the first segment served.
+    first_seq: u64,
     /// The seq of the next segment served.
     next_seq: u64,
-    /// Segments served with a discontinuity, held or not.
+    /// `first_seq` plus the segments served with a discontinuity, held or not.
     discontinuities: u64,
 }
 
 impl ServedBuffer {
+    /// An empty buffer whose first segment is numbered `first_seq`, and whose
+    /// discontinuity sequence starts there too.
+    pub(crate) fn starting_at(first_seq: u64) -> Self {
+        ServedBuffer {
+            first_seq,
+            next_seq: first_seq,
+            discontinuities: first_seq,
+            ..ServedBuffer::default()
+        }
+    }
+
     /// Segments served so far.
     pub(crate) fn served(&self) -> u64 {
-        self.next_seq
+        self.next_seq - self.first_seq
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -137,7 +151,7 @@ impl ServedBuffer {
         let seq = self.next_seq;
         self.next_seq += 1;
         // A discontinuity before the very first segment separates it from nothing.
-        let discontinuity = discontinuity && seq > 0;
+        let discontinuity = discontinuity && seq > self.first_seq;
         self.discontinuities += u64::from(discontinuity);
         self.bytes += bytes.len();
         self.segments.push_back(ServedSegment {

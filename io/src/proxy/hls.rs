@@ -42,8 +42,12 @@ impl<N: Net> Format<N> for HlsIo {
 
     fn media(&self, proxy: &Proxy<N>) -> HlsMedia {
         let config = &proxy.0.config;
+        let first_seq = acemux_core::hls::first_sequence(proxy.0.lifecycle.clock().now());
         HlsMedia::new(HlsMediaConfig {
-            hls: config.hls.clone(),
+            hls: acemux_core::hls::HlsConfig {
+                first_seq,
+                ..config.hls.clone()
+            },
             idle_timeout: config.hls_idle_timeout,
             first_playlist_timeout: config.channel.start_timeout,
             ..HlsMediaConfig::default()

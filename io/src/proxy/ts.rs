@@ -98,7 +98,10 @@ impl<N: Net> Format<N> for TsIo {
         let config = &proxy.0.config;
         let media = TsMedia::new(config.fanout.clone(), config.channel.start_timeout);
         match (&self.cut, config.cut_hls()) {
-            (Some(_), Some(cut)) => media.with_hls(cut),
+            (Some(_), Some(mut cut)) => {
+                cut.first_seq = acemux_core::hls::first_sequence(proxy.0.lifecycle.clock().now());
+                media.with_hls(cut)
+            }
             _ => media,
         }
     }

@@ -58,6 +58,7 @@ pub(super) fn config() -> impl Strategy<Value = HlsConfig> {
                 max_bytes,
             )| HlsConfig {
                 planted: crate::planted::Planted::NONE,
+                first_seq: 0,
                 poll_factor_permille: factor,
                 min_poll_interval: ms(min_poll),
                 max_poll_interval: ms(min_poll + 10_000),

@@ -227,3 +227,32 @@ fn render_of_a_live_session_has_no_endlist() {
          #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXTINF:2.000000,\n1.ts\n#EXTINF:2.000000,\n2.ts\n"
     );
 }
+
+#[test]
+fn a_session_numbered_from_a_first_sequence_continues_above_it() {
+    let first = crate::hls::first_sequence(Instant::from_micros(1_700_000_000_000_000));
+    assert_eq!(first, 17_000_000_000, "tenths of a second since the epoch");
+    let mut h = Harness::playing(
+        |c| {
+            c.window_segments = 2;
+            c.first_seq = first;
+        },
+        0,
+        1,
+    );
+    // Served seqs are upstream numbers plus `first` here.
+    let snapshots = grow(&mut h, 1, 5, |playlist| {
+        for (n, segment) in (playlist.media_sequence..).zip(&mut playlist.segments) {
+            segment.discontinuity = n == 0 || n == 3;
+        }
+    });
+    let last = snapshots.last().expect("grown");
+    assert_eq!(seqs(&last.segments), vec![first + 3, first + 4]);
+    assert_eq!(last.media_sequence, first + 3);
+    // The first segment separates from nothing: only upstream 3 counts, still listed.
+    assert!(!last.behind[0].discontinuity && last.behind[0].seq == first);
+    assert_eq!(last.discontinuity_sequence, first);
+    // A later start of the same channel numbers above everything this one served.
+    let later = crate::hls::first_sequence(Instant::from_micros(1_700_000_001_000_000));
+    assert!(later > first + 4);
+}
