@@ -51,6 +51,10 @@ pub struct Checker {
     /// Sessions whose repeated stop or orphaning was waived (once each).
     stops_waived: std::collections::BTreeSet<String>,
     orphans_waived: std::collections::BTreeSet<String>,
+    /// The host each player runs on, by player name.
+    player_hosts: BTreeMap<String, String>,
+    /// Unread bodies checked so far.
+    unread_checked: usize,
     /// Times a rule was waived because a fault explains it, by rule: every waiver is
     /// scoped to the fault's hosts and window, and counted in the run's summary.
     pub waivers: BTreeMap<&'static str, u64>,
@@ -77,7 +81,26 @@ impl Checker {
             down_hosts: std::collections::BTreeSet::new(),
             stops_waived: std::collections::BTreeSet::new(),
             orphans_waived: std::collections::BTreeSet::new(),
+            player_hosts: BTreeMap::new(),
+            unread_checked: 0,
         }
+    }
+
+    /// Player `player` runs on host `host`.
+    pub fn player_host(&mut self, player: &str, host: &str) {
+        self.player_hosts.insert(player.to_owned(), host.to_owned());
+    }
+
+    /// Whether a fault on `player`'s own link (held, cut or slow) was in effect at
+    /// `at`, or recovering: its answers may come late or not whole.
+    fn player_link_disturbed(&self, player: &str, at: Duration) -> bool {
+        self.player_hosts.get(player).is_some_and(|host| {
+            self.disturbed_by(Some(host), at, |key| {
+                key.starts_with("hold")
+                    || key.starts_with("partition")
+                    || key.starts_with("latency")
+            })
+        })
     }
 
     /// Whether a fault touching `host` (any host when `None`; the relay touches every
@@ -235,8 +258,12 @@ impl Checker {
         {
             let deadline = request.sent_at + request.bound;
             match request.answered_at {
-                // A request that met a crashed acemux may wait for its own timeout.
-                None if now > deadline && self.explained_by_a_crash(request.sent_at, now) => {
+                // A request that met a crashed acemux, or a held link, may wait for
+                // its own timeout.
+                None if now > deadline
+                    && (self.explained_by_a_crash(request.sent_at, now)
+                        || self.player_link_disturbed(&request.player, now)) =>
+                {
                     all_answered_so_far = false;
                 }
                 None if now > deadline => {
@@ -248,8 +275,10 @@ impl Checker {
                 None => all_answered_so_far = false,
                 Some(at) => {
                     // A request that met a crashed acemux (cut, refused, or answered
-                    // late by the restarted one) is excused, and counted.
-                    let excused = self.explained_by_a_crash(request.sent_at, at);
+                    // late by the restarted one), or whose own link a fault held or
+                    // cut, is excused, and counted.
+                    let excused = self.explained_by_a_crash(request.sent_at, at)
+                        || self.player_link_disturbed(&request.player, at);
                     if at > deadline && !excused {
                         return Err(format!(
                             "{} {}: answered after {:?}, bound {:?}",
@@ -281,6 +310,19 @@ impl Checker {
                 }
             }
         }
+        // Every body is read whole within its bound, unless a fault on the player's
+        // link or an acemux crash explains it.
+        let mut unread_excused = 0;
+        for (player, what, started, failed) in &record.unread_bodies[self.unread_checked..] {
+            if self.explained_by_a_crash(*started, *failed)
+                || self.player_link_disturbed(player, *failed)
+            {
+                unread_excused += 1;
+                continue;
+            }
+            return Err(format!("{player}: {what} (body started at {started:?})"));
+        }
+        self.unread_checked = record.unread_bodies.len();
         // Each TS viewer's bytes are a contiguous slice of the engine stream, up to
         // jumps to entry points when the upstream was replaced.
         let mut jumped = Vec::new();
@@ -339,6 +381,9 @@ impl Checker {
             }
         }
         drop(record);
+        for _ in 0..unread_excused {
+            self.waive("body cut or late across a fault on the player's link or a crash");
+        }
         for (id, resyncs) in jumped {
             let seen = self.viewer_resyncs.insert(id, resyncs).unwrap_or(0);
             for _ in seen..resyncs {

@@ -106,6 +106,9 @@ pub struct Observations {
     /// Each HLS player's progress, by player: once it had a playlist with segments,
     /// the newest segment it has seen listed and when that last moved on.
     pub hls_progress: BTreeMap<String, HlsProgress>,
+    /// Bodies a player could not read whole within its bound: player, what, when
+    /// the read started and when it gave up.
+    pub unread_bodies: Vec<(String, String, Duration, Duration)>,
     /// Streams an operator's `DELETE /streams/{id}` ended (answered `updated`).
     pub deleted_streams: Vec<String>,
     /// Hash of everything players received, with the time.
@@ -168,6 +171,19 @@ impl Observer {
         record.trace.add_text(&line);
     }
 
+    /// Records a body `player` could not read whole (started at `started`).
+    pub fn body_not_read(&self, player: &str, what: String, started: Duration) {
+        let mut record = self.lock();
+        let now = sim_now();
+        record.trace.add_text(&format!(
+            "{}ms {player} body not read: {what}",
+            now.as_millis()
+        ));
+        record
+            .unread_bodies
+            .push((player.to_owned(), what, started, now));
+    }
+
     /// Adds a problem found by a player.
     pub fn violation(&self, text: String) {
         let mut record = self.lock();
@@ -175,9 +191,8 @@ impl Observer {
         record.violations.push(text);
     }
 
-    /// HLS player `player` was served a playlist whose newest segment is `newest`
-    /// (`restarted`: acemux was started again, its sequences start afresh).
-    pub fn hls_newest(&self, player: &str, content_id: &str, newest: u64, restarted: bool) {
+    /// HLS player `player` was served a playlist whose newest segment is `newest`.
+    pub fn hls_newest(&self, player: &str, content_id: &str, newest: u64) {
         let now = sim_now();
         let mut record = self.lock();
         let progress = record
@@ -189,7 +204,7 @@ impl Observer {
                 advanced_at: now,
                 polling: true,
             });
-        if restarted || newest > progress.newest {
+        if newest > progress.newest {
             progress.newest = newest;
             progress.advanced_at = now;
         }

@@ -291,10 +291,13 @@ impl Operator<'_> {
     }
 
     async fn json_body(&self, status: u16, body: Incoming) -> Option<serde_json::Value> {
-        let Some(text) = read_all(body, self.player.bound).await else {
-            self.violation(format!("answer {status}: body not read"));
-            return None;
-        };
+        let text = read_all(
+            body,
+            self.player,
+            self.observer,
+            &format!("answer {status}"),
+        )
+        .await?;
         match serde_json::from_slice(&text) {
             Ok(json) => Some(json),
             Err(_) => {
@@ -331,16 +334,38 @@ fn percent_encode(text: &str) -> String {
 }
 
 /// Reads a whole (small) body within `bound`.
-async fn read_all(body: Incoming, bound: Duration) -> Option<Bytes> {
-    match tokio::time::timeout(bound, body.collect()).await {
+/// Reads a whole body within `player`'s bound; when it cannot (cut, or too slow), the
+/// observer records it for the checker, which excuses it only where a fault explains
+/// it.
+async fn read_all(
+    body: Incoming,
+    player: &Player,
+    observer: &Observer,
+    what: &str,
+) -> Option<Bytes> {
+    let started = sim_now();
+    match tokio::time::timeout(player.bound, body.collect()).await {
         Ok(Ok(collected)) => Some(collected.to_bytes()),
-        _ => None,
+        Ok(Err(error)) => {
+            observer.body_not_read(&player.name, format!("{what}: {error}"), started);
+            None
+        }
+        Err(_) => {
+            observer.body_not_read(
+                &player.name,
+                format!("{what}: not read within {:?}", player.bound),
+                started,
+            );
+            None
+        }
     }
 }
 
 /// An error answer must be JSON `{error, message}`.
 async fn check_error_body(player: &Player, observer: &Observer, status: u16, body: Incoming) {
-    let text = read_all(body, player.bound).await.unwrap_or_default();
+    let Some(text) = read_all(body, player, observer, &format!("answer {status}")).await else {
+        return;
+    };
     let json: Option<serde_json::Value> = serde_json::from_slice(&text).ok();
     let clear = json
         .as_ref()
@@ -455,31 +480,22 @@ async fn hls_poller(
     // The last segment fetched and where it left off in the engine stream: the next
     // one must continue it unless a discontinuity separates them.
     let mut previous: Option<(u64, SliceTracker)> = None;
-    // An acemux started again serves a new channel: its sequences start afresh.
-    let mut restarts_seen = observer.lock().acemux_restarts;
     while sim_now() < until {
         let path = format!("/ace/manifest.m3u8?id={content_id}&t={}", player.name);
         match get(player, client, observer, &path).await {
             Some((200, body)) => {
-                let Some(text) = read_all(body, player.bound).await else {
-                    observer.violation(format!("{}: playlist body not read", player.name));
+                let Some(text) = read_all(body, player, observer, "playlist").await else {
                     continue;
                 };
                 let text = String::from_utf8_lossy(&text).into_owned();
                 observer.lock().trace.add_text(&text);
                 let playlist = parse_playlist(&text);
                 let name = &player.name;
-                let restarts = observer.lock().acemux_restarts;
-                let restarted = restarts != restarts_seen;
+                // A channel started again (acemux restarted, or its engine stopped
+                // while this player stalled) numbers on above the old one: the
+                // sequences never go back for one URL.
                 if let Some(&(newest, _, _)) = playlist.segments.last() {
-                    observer.hls_newest(&player.name, content_id, newest, restarted);
-                }
-                if restarted {
-                    restarts_seen = restarts;
-                    last_media_sequence = 0;
-                    last_discontinuity_sequence = 0;
-                    fetched_up_to = None;
-                    previous = None;
+                    observer.hls_newest(&player.name, content_id, newest);
                 }
                 if playlist.media_sequence < last_media_sequence {
                     observer.violation(format!(
@@ -558,10 +574,7 @@ async fn fetch_segment(
         check_error_body(player, observer, status, body).await;
         return None;
     }
-    let Some(bytes) = read_all(body, player.bound).await else {
-        observer.violation(format!("{}: segment {seq} body not read", player.name));
-        return None;
-    };
+    let bytes = read_all(body, player, observer, &format!("segment {seq}")).await?;
     let mut tracker = SliceTracker::default();
     tracker.feed(MediaIndex::simulated(), &bytes);
     let check = &tracker.check;

@@ -489,6 +489,9 @@ impl<'a> World<'a> {
     pub fn players(&mut self, players: Vec<Player>) {
         self.player_hosts += 1;
         let name = format!("players{}", self.player_hosts);
+        for player in &players {
+            self.checker.player_host(&player.name, &name);
+        }
         let observer = self.observer.clone();
         self.sim.client(name, async move {
             let runs = players

@@ -34,6 +34,8 @@ enum Kind {
     AcemuxCrash,
     /// Slow link to the players.
     PlayerLatency,
+    /// The link to the players holds everything for a while (a stalled Wi-Fi).
+    PlayerStall,
     /// Slow or cut link to the event receiver.
     ReceiverLink,
     /// The event receiver answers errors.
@@ -45,13 +47,14 @@ enum Kind {
     StoreFaults,
 }
 
-const MENU: [Kind; 10] = [
+const MENU: [Kind; 11] = [
     Kind::EngineLatency,
     Kind::RelayStall,
     Kind::EnginePartition,
     Kind::EngineCrash,
     Kind::AcemuxCrash,
     Kind::PlayerLatency,
+    Kind::PlayerStall,
     Kind::ReceiverLink,
     Kind::ReceiverErrors,
     Kind::EngineKnob,
@@ -189,6 +192,11 @@ fn schedule(world: &mut World<'_>, kind: Kind, at: Duration, length: Duration) {
                 end,
                 Fault::Latency("acemux", host, Duration::from_millis(5)),
             );
+        }
+        Kind::PlayerStall => {
+            let host = format!("players{}", 1 + world.random_below(2));
+            world.at(at, Fault::Hold("acemux", host.clone()));
+            world.at(end, Fault::Release("acemux", host));
         }
         Kind::ReceiverLink => {
             if world.random_below(2) == 0 {
