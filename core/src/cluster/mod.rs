@@ -1,0 +1,810 @@
+//! Cluster mode: which instance owns a channel, through leases kept in Redis.
+//!
+//! One lease per channel, cluster-wide. A channel that wants an engine session first
+//! asks [`Leases`] for a [`Route`]: this instance takes the lease (set-if-absent with a
+//! time to live) and opens the session itself ([`Route::Own`]), or another instance
+//! holds it and the channel relays from that owner ([`Route::Relay`]), or Redis did not
+//! answer within [`LeaseConfig::wait_for_redis`] and the channel starts here without a
+//! lease ([`Route::Local`]; counted, and the lease is taken as soon as Redis answers).
+//!
+//! The machine decides every time bound: how long a Redis call may take, when a held
+//! lease is renewed (every [`LeaseConfig::renew_every`], a third of the time to live by
+//! default), how long a new channel waits for Redis, how soon a failed call is tried
+//! again. The driver performs the [`Command`]s (each a short sequence of Redis commands:
+//! `INCR`, `SET NX PX`, `GET`, `PEXPIRE`, `DEL`, `WATCH`/`MULTI`/`EXEC`) and reports
+//! each one's [`Reply`], within the command's timeout.
+//!
+//! Rules:
+//! - A lease carries a fencing number from a counter that only grows (`INCR`). The
+//!   machine remembers the highest number it has seen per channel, its own or another
+//!   owner's; a lease taken with a number not above it (the counter went back: Redis
+//!   restarted without persistence) is never acted on: it is released, the counter is
+//!   raised above the highest number seen, and the lease is taken again.
+//! - A renewal that finds another owner loses the lease: [`Output::Lost`], and the
+//!   driver stops the channel's engine session. A renewal that finds no lease at all
+//!   (it expired while Redis was unreachable, or Redis restarted) takes it again; if
+//!   another instance was faster, that is a loss too.
+//! - A channel that ended releases its lease (only if it still holds it).
+//! - Redis unreachable never stops a running channel: renewals are retried, and the
+//!   channel keeps serving. Ownership converges when Redis answers again.
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::{Duration, Instant};
+
+/// Lease timing and the bounds on Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// This instance's id, stored in the leases it holds.
+    pub instance: String,
+    /// How other instances reach this one (`http://host:port`).
+    pub advertise: String,
+    /// A lease's time to live: how long a dead owner's channels wait for a new owner.
+    pub ttl: Duration,
+    /// How often a held lease is renewed; well below `ttl`.
+    pub renew_every: Duration,
+    /// Longest time one Redis command sequence may take.
+    pub redis_timeout: Duration,
+    /// Longest time a new channel waits for Redis before it starts here without a
+    /// lease.
+    pub wait_for_redis: Duration,
+    /// Delay before a failed Redis call is tried again.
+    pub retry_after: Duration,
+}
+
+impl LeaseConfig {
+    /// The defaults for `instance` reachable at `advertise` with leases of `ttl`:
+    /// renewed every third of it, Redis calls bounded by a second (less for short
+    /// leases), a new channel waiting two seconds for Redis at most.
+    pub fn new(instance: String, advertise: String, ttl: Duration) -> Self {
+        let renew_every = ttl / 3;
+        LeaseConfig {
+            instance,
+            advertise,
+            ttl,
+            renew_every,
+            redis_timeout: Duration::from_secs(1).min(renew_every),
+            wait_for_redis: Duration::from_secs(2),
+            retry_after: Duration::from_millis(500).min(renew_every),
+        }
+    }
+}
+
+/// What a lease holds: its owner and fencing number. Stored in Redis as JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The owning instance's id.
+    pub instance: String,
+    /// Where other instances reach it.
+    pub advertise: String,
+    /// The lease's fencing number.
+    pub fencing: u64,
+}
+
+impl Holder {
+    /// The value stored in Redis.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A value read from Redis; `None` when it is not a lease.
+    pub fn decode(value: &str) -> Option<Holder> {
+        serde_json::from_str(value).ok()
+    }
+}
+
+/// Identifies a [`Leases::want`] call, echoed in its [`Output::Route`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TicketId(pub u64);
+
+/// Identifies a [`Command`], echoed in its [`Input::Reply`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpId(pub u64);
+
+/// Where a channel gets its media from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// This instance holds the lease: open the engine session here.
+    Own {
+        /// The lease's fencing number.
+        fencing: u64,
+    },
+    /// Another instance holds it: relay from it.
+    Relay(Holder),
+    /// Redis did not answer in time: start here without a lease (the lease is taken
+    /// when Redis answers; should another instance hold it then, the channel is lost).
+    Local,
+}
+
+/// A Redis command sequence for the driver to perform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `INCR` the channel's fencing counter to `n`, then `SET` the lease to this
+    /// instance with fencing `n` `NX PX ttl`; if it is set already, `GET` it.
+    /// Replies [`Reply::Acquired`] or [`Reply::Taken`].
+    Acquire {
+        /// The channel.
+        channel: String,
+        /// The lease's owner and address (the fencing number is the counter's).
+        instance: String,
+        /// Where other instances reach it.
+        advertise: String,
+        /// Time to live.
+        ttl: Duration,
+    },
+    /// `WATCH` the lease, `GET` it; if it is still `mine`, `MULTI PEXPIRE ttl EXEC`.
+    /// Replies [`Reply::Kept`] or [`Reply::Gone`].
+    Renew {
+        /// The channel.
+        channel: String,
+        /// The lease as this instance holds it.
+        mine: Holder,
+        /// Time to live.
+        ttl: Duration,
+    },
+    /// `WATCH` the lease, `GET` it; if it is still `mine`, `MULTI DEL EXEC`.
+    /// Replies [`Reply::Done`].
+    Release {
+        /// The channel.
+        channel: String,
+        /// The lease as this instance holds it.
+        mine: Holder,
+    },
+    /// `WATCH` the fencing counter, `GET` it; if it is below `at_least`,
+    /// `MULTI SET at_least EXEC`. Replies [`Reply::Done`].
+    RaiseFencing {
+        /// The channel.
+        channel: String,
+        /// The lowest value the counter may have afterwards.
+        at_least: u64,
+    },
+}
+
+/// What Redis answered to a [`Command`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The lease is this instance's, with this fencing number.
+    Acquired {
+        /// Its fencing number.
+        fencing: u64,
+    },
+    /// Another holder has the lease (or a value that is not a lease: `None`).
+    Taken(Option<Holder>),
+    /// The lease was renewed.
+    Kept,
+    /// The lease is no longer this instance's: another holder, or none.
+    Gone(Option<Holder>),
+    /// Done (a release or a raise).
+    Done,
+}
+
+/// What the driver reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The answer to [`Output::Redis`] `op`, or why there is none (the driver's
+    /// timeout included).
+    Reply {
+        /// The command.
+        op: OpId,
+        /// Redis's answer.
+        result: Result<Reply, String>,
+    },
+}
+
+/// Events for logs and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
+    /// This instance took the lease of `channel`.
+    Acquired {
+        /// The channel.
+        channel: String,
+        /// The fencing number.
+        fencing: u64,
+    },
+    /// A new channel starts without a lease: Redis did not answer in time.
+    LocalFallback {
+        /// The channel.
+        channel: String,
+    },
+    /// A Redis call failed.
+    RedisFailed {
+        /// The channel.
+        channel: String,
+        /// What was asked: `acquire`, `renew`, `release` or `raise`.
+        call: &'static str,
+        /// Why.
+        error: String,
+    },
+    /// A lease was taken with a fencing number not above one already seen; it is
+    /// given back and the counter raised.
+    StaleFencing {
+        /// The channel.
+        channel: String,
+        /// The number the counter gave.
+        got: u64,
+        /// The highest number seen for the channel.
+        highest: u64,
+    },
+    /// A held lease was gone from Redis (expired or Redis restarted); taking it again.
+    Expired {
+        /// The channel.
+        channel: String,
+    },
+}
+
+/// What the machine asks of the driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Perform `command` within `timeout`; answer with [`Input::Reply`].
+    Redis {
+        /// Echo it in the reply.
+        op: OpId,
+        /// What to do.
+        command: Command,
+        /// Longest time it may take; past it, reply with an error.
+        timeout: Duration,
+    },
+    /// The answer to a [`Leases::want`].
+    Route {
+        /// The call.
+        ticket: TicketId,
+        /// Where the channel gets its media.
+        route: Route,
+    },
+    /// Another instance owns `channel` now: stop its engine session here.
+    Lost {
+        /// The channel.
+        channel: String,
+        /// The new owner, if known.
+        owner: Option<Holder>,
+    },
+    /// For logs and metrics.
+    Notice(Notice),
+}
+
+/// A lease held, as `GET /cluster` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLease {
+    /// The channel.
+    pub channel: String,
+    /// Its fencing number.
+    pub fencing: u64,
+    /// When it expires unless renewed (as of the last confirmed renewal).
+    pub expires: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Taking the lease.
+    Acquire,
+    /// Giving back a lease taken with a stale fencing number.
+    ReleaseStale,
+    /// Raising the counter above the highest number seen.
+    Raise,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Taking the lease. `local`: the channel runs here already without one.
+    Acquiring {
+        step: Step,
+        stale: Option<Holder>,
+        waiters: Vec<TicketId>,
+        wait_until: Instant,
+        local: bool,
+        /// The channel ended meanwhile: give back whatever the reply brings.
+        finished: bool,
+    },
+    /// Holding it.
+    Held { mine: Holder, expires: Instant },
+}
+
+#[derive(Debug)]
+struct Entry {
+    state: State,
+    /// The command in flight for this channel.
+    op: Option<OpId>,
+    /// When the next command is sent (none in flight).
+    next: Option<Instant>,
+}
+
+/// The leases of one instance.
+#[derive(Debug)]
+pub struct Leases {
+    config: LeaseConfig,
+    channels: BTreeMap<String, Entry>,
+    /// The highest fencing number seen per channel.
+    highest: BTreeMap<String, u64>,
+    /// Commands in flight: their channel and when they were sent.
+    ops: BTreeMap<OpId, (String, Instant)>,
+    next_op: u64,
+    out: VecDeque<Output>,
+}
+
+impl Leases {
+    /// No leases yet.
+    pub fn new(config: LeaseConfig) -> Self {
+        Leases {
+            config,
+            channels: BTreeMap::new(),
+            highest: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            next_op: 1,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LeaseConfig {
+        &self.config
+    }
+
+    /// A channel wants an engine session: where should it get its media? Answered with
+    /// [`Output::Route`] for `ticket`, at once when the lease is held (or the channel
+    /// runs without one), else when Redis answers, by `wait_for_redis` at the latest.
+    pub fn want(&mut self, now: Instant, ticket: TicketId, channel: &str) {
+        if let Some(entry) = self.channels.get_mut(channel) {
+            match &mut entry.state {
+                State::Held { mine, .. } => {
+                    let fencing = mine.fencing;
+                    self.route(ticket, Route::Own { fencing });
+                }
+                State::Acquiring { local: true, .. } => self.route(ticket, Route::Local),
+                State::Acquiring {
+                    waiters, finished, ..
+                } => {
+                    // A successor of an ended channel wants what it was taking.
+                    *finished = false;
+                    waiters.push(ticket);
+                }
+            }
+            return;
+        }
+        self.channels.insert(
+            channel.to_owned(),
+            Entry {
+                state: State::Acquiring {
+                    step: Step::Acquire,
+                    stale: None,
+                    waiters: vec![ticket],
+                    wait_until: now + self.config.wait_for_redis,
+                    local: false,
+                    finished: false,
+                },
+                op: None,
+                next: Some(now),
+            },
+        );
+        self.send_due(now, channel);
+    }
+
+    /// The local channel ended: its lease is given back (if held).
+    pub fn finished(&mut self, now: Instant, channel: &str) {
+        let Some(entry) = self.channels.get_mut(channel) else {
+            return;
+        };
+        match &mut entry.state {
+            State::Held { mine, .. } => {
+                let mine = mine.clone();
+                self.channels.remove(channel);
+                let release = Command::Release {
+                    channel: channel.to_owned(),
+                    mine,
+                };
+                self.send(now, channel, release);
+            }
+            State::Acquiring {
+                finished, waiters, ..
+            } => {
+                if entry.op.is_some() || !waiters.is_empty() {
+                    *finished = true;
+                    waiters.clear();
+                    if entry.op.is_none() {
+                        self.channels.remove(channel);
+                    }
+                } else {
+                    self.channels.remove(channel);
+                }
+            }
+        }
+    }
+
+    /// Whether this instance holds `channel`'s lease now (a peer's request for it is
+    /// served here only then).
+    pub fn holds(&self, channel: &str) -> bool {
+        matches!(
+            self.channels.get(channel).map(|entry| &entry.state),
+            Some(State::Held { .. })
+        )
+    }
+
+    /// The leases held, by channel.
+    pub fn held(&self) -> Vec<HeldLease> {
+        self.channels
+            .iter()
+            .filter_map(|(channel, entry)| match &entry.state {
+                State::Held { mine, expires } => Some(HeldLease {
+                    channel: channel.clone(),
+                    fencing: mine.fencing,
+                    expires: *expires,
+                }),
+                State::Acquiring { .. } => None,
+            })
+            .collect()
+    }
+
+    /// The highest fencing number seen for `channel`.
+    pub fn highest_fencing(&self, channel: &str) -> Option<u64> {
+        self.highest.get(channel).copied()
+    }
+
+    /// Whether no Redis command is in flight (at shutdown: every release answered).
+    pub fn is_idle(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    fn route(&mut self, ticket: TicketId, route: Route) {
+        self.out.push_back(Output::Route { ticket, route });
+    }
+
+    fn notice(&mut self, notice: Notice) {
+        self.out.push_back(Output::Notice(notice));
+    }
+
+    fn seen(&mut self, channel: &str, fencing: u64) {
+        let highest = self.highest.entry(channel.to_owned()).or_insert(0);
+        *highest = (*highest).max(fencing);
+    }
+
+    /// Sends `command` for `channel`; returns its id.
+    fn send(&mut self, now: Instant, channel: &str, command: Command) -> OpId {
+        let op = OpId(self.next_op);
+        self.next_op += 1;
+        self.ops.insert(op, (channel.to_owned(), now));
+        self.out.push_back(Output::Redis {
+            op,
+            command,
+            timeout: self.config.redis_timeout,
+        });
+        op
+    }
+
+    /// Sends `channel`'s next command if it is due and none is in flight.
+    fn send_due(&mut self, now: Instant, channel: &str) {
+        let Some(entry) = self.channels.get(channel) else {
+            return;
+        };
+        if entry.op.is_some() || !entry.next.is_some_and(|next| next <= now) {
+            return;
+        }
+        let command = match &entry.state {
+            State::Held { mine, .. } => Command::Renew {
+                channel: channel.to_owned(),
+                mine: mine.clone(),
+                ttl: self.config.ttl,
+            },
+            State::Acquiring { step, stale, .. } => match step {
+                Step::Acquire => Command::Acquire {
+                    channel: channel.to_owned(),
+                    instance: self.config.instance.clone(),
+                    advertise: self.config.advertise.clone(),
+                    ttl: self.config.ttl,
+                },
+                Step::ReleaseStale => Command::Release {
+                    channel: channel.to_owned(),
+                    mine: stale.clone().unwrap_or_else(|| Holder {
+                        instance: self.config.instance.clone(),
+                        advertise: self.config.advertise.clone(),
+                        fencing: 0,
+                    }),
+                },
+                Step::Raise => Command::RaiseFencing {
+                    channel: channel.to_owned(),
+                    at_least: self.highest_fencing(channel).unwrap_or(0) + 1,
+                },
+            },
+        };
+        let op = self.send(now, channel, command);
+        if let Some(entry) = self.channels.get_mut(channel) {
+            entry.op = Some(op);
+            entry.next = None;
+        }
+    }
+
+    fn reply(&mut self, now: Instant, op: OpId, result: Result<Reply, String>) {
+        let Some((channel, sent)) = self.ops.remove(&op) else {
+            return;
+        };
+        let Some(entry) = self.channels.get_mut(&channel) else {
+            // A release, or the reply of a channel that ended meanwhile.
+            return;
+        };
+        if entry.op != Some(op) {
+            return;
+        }
+        entry.op = None;
+        match &entry.state {
+            State::Held { .. } => self.renewed(now, sent, &channel, result),
+            State::Acquiring { step, .. } => match step {
+                Step::Acquire => self.acquired(now, &channel, result),
+                Step::ReleaseStale => {
+                    if let Err(error) = result {
+                        self.failed(&channel, "release", error);
+                    }
+                    self.set_step(now, &channel, Step::Raise, Some(now));
+                }
+                Step::Raise => match result {
+                    Ok(_) => self.set_step(now, &channel, Step::Acquire, Some(now)),
+                    Err(error) => {
+                        self.failed(&channel, "raise", error);
+                        let retry = now + self.config.retry_after;
+                        self.set_step(now, &channel, Step::Raise, Some(retry));
+                    }
+                },
+            },
+        }
+        self.send_due(now, &channel);
+    }
+
+    fn set_step(&mut self, _now: Instant, channel: &str, new: Step, next: Option<Instant>) {
+        if let Some(entry) = self.channels.get_mut(channel) {
+            if let State::Acquiring { step, .. } = &mut entry.state {
+                *step = new;
+            }
+            entry.next = next;
+        }
+    }
+
+    fn failed(&mut self, channel: &str, call: &'static str, error: String) {
+        self.notice(Notice::RedisFailed {
+            channel: channel.to_owned(),
+            call,
+            error,
+        });
+    }
+
+    fn acquired(&mut self, now: Instant, channel: &str, result: Result<Reply, String>) {
+        let Some(Entry {
+            state:
+                State::Acquiring {
+                    waiters,
+                    local,
+                    finished,
+                    ..
+                },
+            ..
+        }) = self.channels.get_mut(channel)
+        else {
+            return;
+        };
+        let (local, finished) = (*local, *finished);
+        let waiters = std::mem::take(waiters);
+        match result {
+            Ok(Reply::Acquired { fencing }) => {
+                let highest = self.highest_fencing(channel).unwrap_or(0);
+                let mine = Holder {
+                    instance: self.config.instance.clone(),
+                    advertise: self.config.advertise.clone(),
+                    fencing,
+                };
+                if fencing <= highest {
+                    // Never act on a number older than one seen: give it back, raise
+                    // the counter, take the lease again. The waiters keep waiting.
+                    self.notice(Notice::StaleFencing {
+                        channel: channel.to_owned(),
+                        got: fencing,
+                        highest,
+                    });
+                    if let Some(entry) = self.channels.get_mut(channel) {
+                        if let State::Acquiring {
+                            step,
+                            stale,
+                            waiters: still,
+                            ..
+                        } = &mut entry.state
+                        {
+                            *step = Step::ReleaseStale;
+                            *stale = Some(mine);
+                            *still = waiters;
+                        }
+                        entry.next = Some(now);
+                    }
+                    return;
+                }
+                self.seen(channel, fencing);
+                if finished {
+                    self.channels.remove(channel);
+                    let release = Command::Release {
+                        channel: channel.to_owned(),
+                        mine,
+                    };
+                    self.send(now, channel, release);
+                    return;
+                }
+                self.notice(Notice::Acquired {
+                    channel: channel.to_owned(),
+                    fencing,
+                });
+                for ticket in waiters {
+                    self.route(ticket, Route::Own { fencing });
+                }
+                let expires = now + self.config.ttl;
+                if let Some(entry) = self.channels.get_mut(channel) {
+                    entry.state = State::Held { mine, expires };
+                    entry.next = Some(now + self.config.renew_every);
+                }
+            }
+            Ok(Reply::Taken(Some(holder))) if holder.instance != self.config.instance => {
+                self.seen(channel, holder.fencing);
+                self.channels.remove(channel);
+                if finished {
+                    return;
+                }
+                if local {
+                    self.out.push_back(Output::Lost {
+                        channel: channel.to_owned(),
+                        owner: Some(holder),
+                    });
+                    return;
+                }
+                for ticket in waiters {
+                    self.route(ticket, Route::Relay(holder.clone()));
+                }
+            }
+            other => {
+                // An error; a lease of this instance's own (given back just now, or
+                // left by an earlier life with the same id), or a value that is not a
+                // lease: both expire within the time to live. Tried again shortly; a
+                // new channel starts without a lease at `wait_for_redis`.
+                match other {
+                    Err(error) => self.failed(channel, "acquire", error),
+                    Ok(Reply::Taken(_)) => {}
+                    Ok(reply) => {
+                        self.failed(channel, "acquire", format!("unexpected reply {reply:?}"));
+                    }
+                }
+                if finished {
+                    self.channels.remove(channel);
+                    return;
+                }
+                if let Some(entry) = self.channels.get_mut(channel) {
+                    if let State::Acquiring { waiters: still, .. } = &mut entry.state {
+                        *still = waiters;
+                    }
+                    entry.next = Some(now + self.config.retry_after);
+                }
+            }
+        }
+    }
+
+    fn renewed(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        channel: &str,
+        result: Result<Reply, String>,
+    ) {
+        let Some(Entry {
+            state: State::Held { mine, expires },
+            next,
+            ..
+        }) = self.channels.get_mut(channel)
+        else {
+            return;
+        };
+        match result {
+            Ok(Reply::Kept) => {
+                *expires = sent + self.config.ttl;
+                *next = Some(now + self.config.renew_every);
+            }
+            Ok(Reply::Gone(Some(holder))) if holder != *mine => {
+                self.seen(channel, holder.fencing);
+                self.channels.remove(channel);
+                self.out.push_back(Output::Lost {
+                    channel: channel.to_owned(),
+                    owner: Some(holder),
+                });
+            }
+            Ok(Reply::Gone(_)) => {
+                // Expired (or Redis restarted): the channel runs here, take it again.
+                if let Some(entry) = self.channels.get_mut(channel) {
+                    entry.state = State::Acquiring {
+                        step: Step::Acquire,
+                        stale: None,
+                        waiters: Vec::new(),
+                        wait_until: now,
+                        local: true,
+                        finished: false,
+                    };
+                    entry.next = Some(now);
+                }
+                self.notice(Notice::Expired {
+                    channel: channel.to_owned(),
+                });
+            }
+            Ok(reply) => {
+                *next = Some(now + self.config.retry_after);
+                self.failed(channel, "renew", format!("unexpected reply {reply:?}"));
+            }
+            Err(error) => {
+                // Keep serving; try again soon.
+                *next = Some(now + self.config.retry_after);
+                self.failed(channel, "renew", error);
+            }
+        }
+    }
+}
+
+impl crate::machine::Machine for Leases {
+    type Input = Input;
+    type Output = Output;
+
+    fn handle_input(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Reply { op, result } => self.reply(now, op, result),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let channels: Vec<String> = self.channels.keys().cloned().collect();
+        for channel in channels {
+            let mut fallback = Vec::new();
+            if let Some(Entry {
+                state:
+                    State::Acquiring {
+                        waiters,
+                        wait_until,
+                        local,
+                        finished: false,
+                        ..
+                    },
+                ..
+            }) = self.channels.get_mut(&channel)
+            {
+                if !*local && *wait_until <= now {
+                    *local = true;
+                    fallback = std::mem::take(waiters);
+                }
+            }
+            if !fallback.is_empty() {
+                self.notice(Notice::LocalFallback {
+                    channel: channel.clone(),
+                });
+                for ticket in fallback {
+                    self.route(ticket, Route::Local);
+                }
+            }
+            self.send_due(now, &channel);
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.channels
+            .values()
+            .flat_map(|entry| {
+                let next = entry.next.filter(|_| entry.op.is_none());
+                let wait = match &entry.state {
+                    State::Acquiring {
+                        wait_until,
+                        local: false,
+                        finished: false,
+                        ..
+                    } => Some(*wait_until),
+                    _ => None,
+                };
+                [next, wait]
+            })
+            .flatten()
+            .min()
+    }
+}
