@@ -355,7 +355,15 @@ impl Leases {
                     let fencing = mine.fencing;
                     self.route(ticket, Route::Own { fencing });
                 }
-                State::Acquiring { local: true, .. } => self.route(ticket, Route::Local),
+                State::Acquiring {
+                    local: true,
+                    finished,
+                    ..
+                } => {
+                    // Runs here already (or its successor does): keep taking the lease.
+                    *finished = false;
+                    self.route(ticket, Route::Local);
+                }
                 State::Acquiring {
                     waiters, finished, ..
                 } => {
@@ -402,12 +410,10 @@ impl Leases {
             State::Acquiring {
                 finished, waiters, ..
             } => {
-                if entry.op.is_some() || !waiters.is_empty() {
+                if entry.op.is_some() {
+                    // The reply decides: a lease it brings is given back.
                     *finished = true;
                     waiters.clear();
-                    if entry.op.is_none() {
-                        self.channels.remove(channel);
-                    }
                 } else {
                     self.channels.remove(channel);
                 }
@@ -480,7 +486,7 @@ impl Leases {
         let Some(entry) = self.channels.get(channel) else {
             return;
         };
-        if entry.op.is_some() || !entry.next.is_some_and(|next| next <= now) {
+        if entry.op.is_some() || entry.next.is_none_or(|next| next > now) {
             return;
         }
         let command = match &entry.state {

@@ -475,6 +475,27 @@ fn a_channel_that_ends_while_taking_the_lease_gives_it_back() {
 }
 
 #[test]
+fn a_successor_of_a_local_channel_that_ended_keeps_taking_the_lease() {
+    let mut leases = machine();
+    leases.want(at(0), TicketId(1), "a");
+    let (op, _) = command(&drain(&mut leases));
+    leases.handle_timeout(at(2000));
+    assert_eq!(routes(&drain(&mut leases)), [(TicketId(1), Route::Local)]);
+    leases.finished(at(2001), "a");
+    leases.want(at(2002), TicketId(2), "a");
+    assert_eq!(routes(&drain(&mut leases)), [(TicketId(2), Route::Local)]);
+    leases.handle_input(
+        at(2003),
+        Input::Reply {
+            op,
+            result: Ok(Reply::Acquired { fencing: 1 }),
+        },
+    );
+    drain(&mut leases);
+    assert!(leases.holds("a"), "the running successor holds it");
+}
+
+#[test]
 fn this_instances_own_leftover_lease_is_waited_out_not_relayed() {
     let mut leases = machine();
     leases.want(at(0), TicketId(1), "a");
