@@ -27,6 +27,11 @@ struct Redis {
 
 impl Redis {
     async fn start(log: &Path) -> Redis {
+        Redis::start_on(free_port(), log).await
+    }
+
+    /// A redis-server on `port`, without persistence: a restart starts empty.
+    async fn start_on(port: u16, log: &Path) -> Redis {
         let found = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -37,7 +42,6 @@ impl Redis {
             "redis-server is not installed: the cluster tests need it \
              (scripts/test.sh installs it; on Debian: apt-get install redis-server)"
         );
-        let port = free_port();
         let log_file = std::fs::File::create(log).expect("redis log file");
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -107,23 +111,35 @@ impl Drop for Viewer {
 }
 
 async fn instance(dir: &Path, n: usize, redis: &Redis, engine: &Acemux) -> Acemux {
+    instance_with(dir, n, &redis.url(), engine, &["--cluster-lease-ttl", "3s"]).await
+}
+
+/// Instance `n` with its own database, clustered through `redis_url`, with `extra`
+/// flags.
+async fn instance_with(
+    dir: &Path,
+    n: usize,
+    redis_url: &str,
+    engine: &Acemux,
+    extra: &[&str],
+) -> Acemux {
     let port = free_port();
     let db = dir.join(format!("instance{n}.db"));
     let advertise = format!("http://127.0.0.1:{port}");
-    let args = [
+    let engine_addr = engine.addr.to_string();
+    let mut args = vec![
         "--db",
         db.to_str().expect("utf-8 path"),
         "--engine",
-        &engine.addr.to_string(),
+        &engine_addr,
         "--redis",
-        &redis.url(),
+        redis_url,
         "--advertise",
         &advertise,
         "--cluster-secret",
         SECRET,
-        "--cluster-lease-ttl",
-        "3s",
     ];
+    args.extend_from_slice(extra);
     Acemux::serve(port, &args, &dir.join(format!("instance{n}.log"))).await
 }
 
@@ -299,5 +315,146 @@ async fn viewers_spread_over_instances_share_one_engine_session_and_survive_the_
     assert!(
         new_owners[0] > first_fencing,
         "{new_owners:?} after {first_fencing}"
+    );
+}
+
+/// The fencing number of the one lease `acemux` holds, if it holds one.
+async fn held_fencing(client: &Client, acemux: &Acemux) -> Option<u64> {
+    let held = leases(client, acemux).await;
+    assert!(held.len() <= 1, "{held:?}");
+    held.first().and_then(|lease| lease["fencing"].as_u64())
+}
+
+#[tokio::test]
+async fn redis_trouble_never_disconnects_a_viewer_and_the_lease_comes_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = Acemux::emulate_engine(free_port(), &[], &dir.path().join("engine.log")).await;
+    let client = Client::new();
+    // Redis is not there yet.
+    let redis_port = free_port();
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let acemux = instance_with(
+        dir.path(),
+        0,
+        &redis_url,
+        &engine,
+        &["--cluster-lease-ttl", "3s", "--cluster-redis-wait", "1s"],
+    )
+    .await;
+    let viewer = Viewer::connect(acemux.addr).await;
+    let served = eventually(Duration::from_secs(15), || async { viewer.received() > 0 }).await;
+    assert!(
+        served,
+        "a new channel starts without Redis after the wait; log:\n{}",
+        acemux.log_text()
+    );
+    let fallbacks = "acemux_cluster_lease_events_total{event=\"local_fallback\"}";
+    assert_eq!(client.metric(&acemux.url(""), fallbacks).await, 1.0);
+    assert_eq!(
+        held_fencing(&client, &acemux).await,
+        None,
+        "no lease without Redis"
+    );
+
+    // Redis comes: the running channel takes its lease.
+    let redis = Redis::start_on(redis_port, &dir.path().join("redis1.log")).await;
+    let leased = eventually(Duration::from_secs(15), || async {
+        held_fencing(&client, &acemux).await.is_some()
+    })
+    .await;
+    assert!(
+        leased,
+        "the lease is taken once Redis answers; log:\n{}",
+        acemux.log_text()
+    );
+    let first = held_fencing(&client, &acemux).await.expect("fencing");
+
+    // Redis restarts without its data (the fencing counter starts again): the lease is
+    // taken again above every number seen, and the viewer never notices.
+    drop(redis);
+    let before = viewer.received();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _redis = Redis::start_on(redis_port, &dir.path().join("redis2.log")).await;
+    let (by, at) = (&client, &acemux);
+    let retaken = eventually(Duration::from_secs(20), move || async move {
+        held_fencing(by, at)
+            .await
+            .is_some_and(|fencing| fencing > first)
+    })
+    .await;
+    assert!(
+        retaken,
+        "the lease comes back with a fencing number above {first} (now {:?}); log:\n{}",
+        held_fencing(&client, &acemux).await,
+        acemux.log_text()
+    );
+    let stale = "acemux_cluster_lease_events_total{event=\"stale_fencing\"}";
+    assert!(client.metric(&acemux.url(""), stale).await >= 1.0);
+    assert!(
+        client
+            .metric(
+                &acemux.url(""),
+                "acemux_cluster_redis_failures_total{call=\"renew\"}"
+            )
+            .await
+            >= 1.0,
+        "the renewals while Redis was down failed and were counted"
+    );
+    let grew = eventually(Duration::from_secs(10), || async {
+        viewer.received() > before + 64 * 1024
+    })
+    .await;
+    assert!(grew, "the viewer kept receiving media");
+    assert!(
+        !viewer.task.is_finished(),
+        "the viewer was never disconnected"
+    );
+    let stats = channel_stats(&client, &engine).await;
+    assert_eq!(
+        stats["sessions_started"], 1,
+        "one session throughout: {stats}"
+    );
+}
+
+#[tokio::test]
+async fn a_clean_stop_gives_the_lease_back_at_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = Redis::start(&dir.path().join("redis.log")).await;
+    let engine = Acemux::emulate_engine(free_port(), &[], &dir.path().join("engine.log")).await;
+    let client = Client::new();
+    // A lease that would outlive the test: a takeover within it is the release's doing.
+    let ttl = ["--cluster-lease-ttl", "60s"];
+    let owner = instance_with(dir.path(), 0, &redis.url(), &engine, &ttl).await;
+    let first = Viewer::connect(owner.addr).await;
+    let served = eventually(Duration::from_secs(15), || async { first.received() > 0 }).await;
+    assert!(served, "log:\n{}", owner.log_text());
+    let other = instance_with(dir.path(), 1, &redis.url(), &engine, &ttl).await;
+    let relayed = Viewer::connect(other.addr).await;
+    let served = eventually(Duration::from_secs(15), || async { relayed.received() > 0 }).await;
+    assert!(served, "log:\n{}", other.log_text());
+    assert!(held_fencing(&client, &owner).await.is_some());
+    assert_eq!(
+        held_fencing(&client, &other).await,
+        None,
+        "the other relays"
+    );
+
+    let status = owner.terminate().await;
+    assert!(status.success(), "{status}");
+    let before = relayed.received();
+    let took_over = eventually(Duration::from_secs(20), || async {
+        held_fencing(&client, &other).await.is_some() && relayed.received() > before + 64 * 1024
+    })
+    .await;
+    assert!(
+        took_over,
+        "the other instance owns the channel well within the lease's 60 s; log:\n{}",
+        other.log_text()
+    );
+    let stats = channel_stats(&client, &engine).await;
+    assert_eq!(stats["sessions_started"], 2, "{stats}");
+    assert_eq!(
+        stats["active_sessions"], 1,
+        "the first owner stopped its session: {stats}"
     );
 }
