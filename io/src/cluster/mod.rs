@@ -413,3 +413,17 @@ impl<N: Net> Driver<N> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_from_seeds_are_stable_distinct_and_hide_the_seed() {
+        assert_eq!(instance_id_from_seed(7), instance_id_from_seed(7));
+        assert_ne!(instance_id_from_seed(7), instance_id_from_seed(8));
+        let id = instance_id_from_seed(0x1234);
+        assert!(id.starts_with("acemux-") && id.len() == 19, "{id}");
+        assert!(!id.contains("1234"), "{id}");
+    }
+}

@@ -58,7 +58,9 @@ pub async fn getstream(
     uri: http::Uri,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
-    if app.player.stream_mode == StreamMode::Hls {
+    // A peer instance's relay always gets the TS it relays.
+    let relay = headers.contains_key(crate::cluster::PEER_HEADER);
+    if app.player.stream_mode == StreamMode::Hls && !relay {
         // The same channel's playlist: the query is checked there.
         let location = format!("/ace/manifest.m3u8?{}", uri.query().unwrap_or_default());
         let location = HeaderValue::from_str(&location).map_err(|_| {

@@ -116,3 +116,30 @@ pub(super) fn ask_route(
         let _ = routes.send((route, exclude)).await;
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_is_reached_at_its_advertised_address_and_only_it_gets_the_secret() {
+        let target = RelayTarget::new("http://10.0.0.2:6880/", "s").expect("usable");
+        assert_eq!(
+            target.engine,
+            EngineAddr {
+                host: "10.0.0.2".into(),
+                port: 6880
+            }
+        );
+        assert_eq!(
+            target.header_for("http://10.0.0.2:6880/ace/getstream?content_id=a"),
+            Some((crate::cluster::PEER_HEADER, "s".to_owned()))
+        );
+        assert_eq!(target.header_for("http://10.0.0.2:68801/ace/r/x"), None);
+        assert_eq!(target.header_for("http://engine:6878/ace/r/x"), None);
+        let plain = RelayTarget::new("http://[::1]", "s").expect("usable");
+        assert_eq!(plain.engine.host, "::1");
+        assert_eq!(plain.engine.port, 80);
+        assert!(RelayTarget::new("not a url", "s").is_none());
+    }
+}
