@@ -439,6 +439,7 @@ async fn a_clean_stop_gives_the_lease_back_at_once() {
         "the other relays"
     );
 
+    let id = instance_id(&client, &owner).await;
     let status = owner.terminate().await;
     assert!(status.success(), "{status}");
     let before = relayed.received();
@@ -457,4 +458,16 @@ async fn a_clean_stop_gives_the_lease_back_at_once() {
         stats["active_sessions"], 1,
         "the first owner stopped its session: {stats}"
     );
+
+    // Restarted on its database, the first instance has the same id.
+    let again = instance_with(dir.path(), 0, &redis.url(), &engine, &ttl).await;
+    assert_eq!(instance_id(&client, &again).await, id);
+}
+
+async fn instance_id(client: &Client, acemux: &Acemux) -> String {
+    let (_, view) = client.get(&acemux.url("/cluster")).await.expect("/cluster");
+    view["instance_id"]
+        .as_str()
+        .expect("instance id")
+        .to_owned()
 }
