@@ -32,6 +32,11 @@ impl Redis {
 
     /// A redis-server on `port`, without persistence: a restart starts empty.
     async fn start_on(port: u16, log: &Path) -> Redis {
+        Redis::start_with(port, &[], log).await
+    }
+
+    /// A redis-server on `port` with `extra` arguments.
+    async fn start_with(port: u16, extra: &[&str], log: &Path) -> Redis {
         let found = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -46,6 +51,7 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(Stdio::null())
@@ -470,4 +476,51 @@ async fn instance_id(client: &Client, acemux: &Acemux) -> String {
         .as_str()
         .expect("instance id")
         .to_owned()
+}
+
+#[tokio::test]
+async fn the_redis_login_comes_from_the_url() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let _redis = Redis::start_with(
+        port,
+        &["--requirepass", "pa55word"],
+        &dir.path().join("redis.log"),
+    )
+    .await;
+    let engine = Acemux::emulate_engine(free_port(), &[], &dir.path().join("engine.log")).await;
+    let client = Client::new();
+    let fast = ["--cluster-redis-wait", "500ms"];
+    let good = format!("redis://default:pa55word@127.0.0.1:{port}");
+    let logged_in = instance_with(dir.path(), 0, &good, &engine, &fast).await;
+    let bad = format!("redis://default:n0t-the-pa55@127.0.0.1:{port}");
+    let refused = instance_with(dir.path(), 1, &bad, &engine, &fast).await;
+
+    let viewer = Viewer::connect(logged_in.addr).await;
+    let served = eventually(Duration::from_secs(15), || async { viewer.received() > 0 }).await;
+    assert!(served, "log:\n{}", logged_in.log_text());
+    assert!(
+        held_fencing(&client, &logged_in).await.is_some(),
+        "the lease is taken with the URL's password; log:\n{}",
+        logged_in.log_text()
+    );
+
+    // A wrong password is a Redis failure like any other: counted, logged, and the
+    // viewer is served all the same (here without a lease).
+    let other = Viewer::connect(refused.addr).await;
+    let served = eventually(Duration::from_secs(15), || async { other.received() > 0 }).await;
+    assert!(served, "log:\n{}", refused.log_text());
+    assert_eq!(held_fencing(&client, &refused).await, None);
+    let failures = client
+        .metric(
+            &refused.url(""),
+            "acemux_cluster_redis_failures_total{call=\"acquire\"}",
+        )
+        .await;
+    assert!(failures >= 1.0, "log:\n{}", refused.log_text());
+    let log = refused.log_text();
+    assert!(
+        !log.contains("n0t-the-pa55"),
+        "the password is not logged:\n{log}"
+    );
 }

@@ -37,7 +37,9 @@ impl RedisTarget {
             ConnectionAddr::Tcp(host, port) => Ok(RedisTarget {
                 host: host.clone(),
                 port: *port,
-                login: info.redis_settings().clone(),
+                // No `CLIENT SETINFO` on connecting: only the commands listed above
+                // (and `AUTH`, `SELECT` from the URL) ever reach the server.
+                login: info.redis_settings().clone().set_skip_set_lib_name(),
             }),
             _ => Err(format!(
                 "--redis {:?}: only redis://[user:pass@]host[:port][/db] is supported",
@@ -280,6 +282,7 @@ mod tests {
         assert_eq!(target.login.password(), Some("secret"));
         assert_eq!(target.login.username(), Some("user"));
         assert_eq!(target.login.db(), 2);
+        assert!(target.login.skip_set_lib_name());
         assert_eq!(
             RedisTarget::parse("redis://cache")
                 .expect("valid")
