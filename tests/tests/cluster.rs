@@ -275,6 +275,7 @@ async fn viewers_spread_over_instances_share_one_engine_session_and_survive_the_
 
     // The owner dies.
     let owner_addr = owner.addr;
+    let killed = std::time::Instant::now();
     owner.kill();
     let survivors: Vec<&(SocketAddr, Viewer)> = viewers
         .iter()
@@ -297,6 +298,12 @@ async fn viewers_spread_over_instances_share_one_engine_session_and_survive_the_
         resumed,
         "the survivors' viewers get media again after the lease expires; logs:\n{}",
         logs(&all)
+    );
+    // The gap: the lease's 3 s time to live, the relays' reconnect backoff, the new
+    // session's start, and 64 KiB of media.
+    eprintln!(
+        "failover: media again on every surviving viewer {:?} after the owner was killed",
+        killed.elapsed()
     );
 
     // One new engine session, on the new owner, with a higher fencing number.
@@ -523,4 +530,64 @@ async fn the_redis_login_comes_from_the_url() {
         !log.contains("n0t-the-pa55"),
         "the password is not logged:\n{log}"
     );
+}
+
+#[tokio::test]
+async fn two_instances_that_started_a_channel_without_redis_converge_to_one_owner() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = Acemux::emulate_engine(free_port(), &[], &dir.path().join("engine.log")).await;
+    let client = Client::new();
+    let redis_port = free_port();
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let flags = ["--cluster-lease-ttl", "3s", "--cluster-redis-wait", "500ms"];
+    let a = instance_with(dir.path(), 0, &redis_url, &engine, &flags).await;
+    let b = instance_with(dir.path(), 1, &redis_url, &engine, &flags).await;
+    let on_a = Viewer::connect(a.addr).await;
+    let on_b = Viewer::connect(b.addr).await;
+    let served = eventually(Duration::from_secs(15), || async {
+        on_a.received() > 0 && on_b.received() > 0
+    })
+    .await;
+    assert!(served, "logs:\n{}", logs(&[&a, &b]));
+    let stats = channel_stats(&client, &engine).await;
+    assert_eq!(
+        stats["active_sessions"], 2,
+        "without Redis each instance runs the channel: {stats}"
+    );
+
+    // Redis comes: one instance keeps the channel, the other stops its session.
+    let _redis = Redis::start_on(redis_port, &dir.path().join("redis.log")).await;
+    let converged = eventually(Duration::from_secs(20), || async {
+        let owners = usize::from(held_fencing(&client, &a).await.is_some())
+            + usize::from(held_fencing(&client, &b).await.is_some());
+        owners == 1 && channel_stats(&client, &engine).await["active_sessions"] == 1
+    })
+    .await;
+    assert!(
+        converged,
+        "one owner, one session: {}; logs:\n{}",
+        channel_stats(&client, &engine).await,
+        logs(&[&a, &b])
+    );
+    let (owner, loser, loser_viewer) = if held_fencing(&client, &a).await.is_some() {
+        (&a, &b, &on_b)
+    } else {
+        (&b, &a, &on_a)
+    };
+    let lost = "acemux_cluster_lease_events_total{event=\"lost\"}";
+    assert_eq!(client.metric(&loser.url(""), lost).await, 1.0);
+    assert_eq!(client.metric(&owner.url(""), lost).await, 0.0);
+    let closed = eventually(Duration::from_secs(10), || async {
+        loser_viewer.task.is_finished()
+    })
+    .await;
+    assert!(closed, "the stopped duplicate's viewer is closed");
+
+    // Its player comes back and is relayed from the owner: no new session.
+    let again = Viewer::connect(loser.addr).await;
+    let served = eventually(Duration::from_secs(15), || async { again.received() > 0 }).await;
+    assert!(served, "logs:\n{}", logs(&[&a, &b]));
+    let stats = channel_stats(&client, &engine).await;
+    assert_eq!(stats["sessions_started"], 2, "{stats}");
+    assert_eq!(stats["active_sessions"], 1, "{stats}");
 }
