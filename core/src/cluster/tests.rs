@@ -1,5 +1,6 @@
 use super::*;
 use crate::machine::Machine;
+use crate::time::Duration;
 
 const TTL: Duration = Duration::from_secs(9);
 
