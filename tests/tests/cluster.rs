@@ -272,6 +272,19 @@ async fn viewers_spread_over_instances_share_one_engine_session_and_survive_the_
         .await
         .expect("request");
     assert_eq!(status, StatusCode::FORBIDDEN, "{body:?}");
+    assert_eq!(body["error"], "not_a_peer", "{body:?}");
+    // An instance relays a channel only from its owner: a relaying instance refuses.
+    let (status, body) = client
+        .send(
+            hyper::Method::GET,
+            &instances[0].url(&format!("/ace/getstream?id={CHANNEL}")),
+            &[("x-acemux-peer", SECRET)],
+            None,
+        )
+        .await
+        .expect("request");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:?}");
+    assert_eq!(body["error"], "not_owner", "{body:?}");
 
     // The owner dies.
     let owner_addr = owner.addr;
@@ -590,4 +603,16 @@ async fn two_instances_that_started_a_channel_without_redis_converge_to_one_owne
     let stats = channel_stats(&client, &engine).await;
     assert_eq!(stats["sessions_started"], 2, "{stats}");
     assert_eq!(stats["active_sessions"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn without_redis_there_is_no_cluster_view() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let alone = Acemux::serve(free_port(), &[], &dir.path().join("alone.log")).await;
+    let (status, body) = Client::new()
+        .get(&alone.url("/cluster"))
+        .await
+        .expect("/cluster");
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"], "not_clustered", "{body}");
 }
