@@ -304,14 +304,14 @@ impl Leases {
                     if let Err(error) = result {
                         self.failed(&channel, "release", error);
                     }
-                    self.set_step(now, &channel, Step::Raise, Some(now));
+                    self.set_step(&channel, Step::Raise, Some(now));
                 }
                 Step::Raise => match result {
-                    Ok(_) => self.set_step(now, &channel, Step::Acquire, Some(now)),
+                    Ok(_) => self.set_step(&channel, Step::Acquire, Some(now)),
                     Err(error) => {
                         self.failed(&channel, "raise", error);
                         let retry = now + self.config.retry_after;
-                        self.set_step(now, &channel, Step::Raise, Some(retry));
+                        self.set_step(&channel, Step::Raise, Some(retry));
                     }
                 },
             },
@@ -319,7 +319,7 @@ impl Leases {
         self.send_due(now, &channel);
     }
 
-    fn set_step(&mut self, _now: Instant, channel: &str, new: Step, next: Option<Instant>) {
+    fn set_step(&mut self, channel: &str, new: Step, next: Option<Instant>) {
         if let Some(entry) = self.channels.get_mut(channel) {
             if let State::Acquiring { step, .. } = &mut entry.state {
                 *step = new;
