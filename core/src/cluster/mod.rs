@@ -29,6 +29,8 @@
 //!   channel keeps serving. Ownership converges when Redis answers again.
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 mod vocab;
 
@@ -299,7 +301,7 @@ impl Leases {
         match &entry.state {
             State::Held { .. } => self.renewed(now, sent, &channel, result),
             State::Acquiring { step, .. } => match step {
-                Step::Acquire => self.acquired(now, &channel, result),
+                Step::Acquire => self.acquired(now, sent, &channel, result),
                 Step::ReleaseStale => {
                     if let Err(error) = result {
                         self.failed(&channel, "release", error);
@@ -336,7 +338,13 @@ impl Leases {
         });
     }
 
-    fn acquired(&mut self, now: Instant, channel: &str, result: Result<Reply, String>) {
+    fn acquired(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        channel: &str,
+        result: Result<Reply, String>,
+    ) {
         let Some(Entry {
             state:
                 State::Acquiring {
@@ -401,7 +409,9 @@ impl Leases {
                 for ticket in waiters {
                     self.route(ticket, Route::Own { fencing });
                 }
-                let expires = now + self.config.ttl;
+                // Redis counts the time to live from when it set the key, at the
+                // latest now; this instance counts from when it asked.
+                let expires = sent + self.config.ttl;
                 if let Some(entry) = self.channels.get_mut(channel) {
                     entry.state = State::Held { mine, expires };
                     entry.next = Some(now + self.config.renew_every);
