@@ -133,7 +133,11 @@ impl<N: Net> RedisClient<N> {
         let (connection, driver) = MultiplexedConnection::new_with_config(
             &self.target.login,
             stream,
-            AsyncConnectionConfig::new(),
+            // No bound of the crate's own: each call is bounded as the lease machine
+            // decides (`perform`).
+            AsyncConnectionConfig::new()
+                .set_response_timeout(None)
+                .set_connection_timeout(None),
         )
         .await
         .map_err(|error| format!("Redis at {}: {error}", self.target.address()))?;
