@@ -75,6 +75,8 @@ struct Entry {
     op: Option<OpId>,
     /// When the next command is sent (none in flight).
     next: Option<Instant>,
+    /// Calls that failed in a row (each waits twice as long, up to `renew_every`).
+    failures: u32,
 }
 
 /// The leases of one instance.
@@ -150,6 +152,7 @@ impl Leases {
                 },
                 op: None,
                 next: Some(now),
+                failures: 0,
             },
         );
         self.send_due(now, channel);
@@ -298,6 +301,9 @@ impl Leases {
             return;
         }
         entry.op = None;
+        if result.is_ok() {
+            entry.failures = 0;
+        }
         match &entry.state {
             State::Held { .. } => self.renewed(now, sent, &channel, result),
             State::Acquiring { step, .. } => match step {
@@ -312,13 +318,30 @@ impl Leases {
                     Ok(_) => self.set_step(&channel, Step::Acquire, Some(now)),
                     Err(error) => {
                         self.failed(&channel, "raise", error);
-                        let retry = now + self.config.retry_after;
+                        let retry = self.backoff(&channel, now);
                         self.set_step(&channel, Step::Raise, Some(retry));
                     }
                 },
             },
         }
         self.send_due(now, &channel);
+    }
+
+    /// When `channel`'s next call goes after one more failure: `retry_after`, doubled
+    /// per failure in a row, at most `renew_every` (a Redis that is down is not
+    /// hammered; a held lease is still tried several times before it expires).
+    fn backoff(&mut self, channel: &str, now: Instant) -> Instant {
+        let longest = self.config.renew_every.max(self.config.retry_after);
+        let Some(entry) = self.channels.get_mut(channel) else {
+            return now + self.config.retry_after;
+        };
+        let doublings = entry.failures.min(16);
+        entry.failures = entry.failures.saturating_add(1);
+        now + self
+            .config
+            .retry_after
+            .saturating_mul(1 << doublings)
+            .min(longest)
     }
 
     fn set_step(&mut self, channel: &str, new: Step, next: Option<Instant>) {
@@ -450,11 +473,12 @@ impl Leases {
                     self.channels.remove(channel);
                     return;
                 }
+                let retry = self.backoff(channel, now);
                 if let Some(entry) = self.channels.get_mut(channel) {
                     if let State::Acquiring { waiters: still, .. } = &mut entry.state {
                         *still = waiters;
                     }
-                    entry.next = Some(now + self.config.retry_after);
+                    entry.next = Some(retry);
                 }
             }
         }
@@ -505,13 +529,16 @@ impl Leases {
                     channel: channel.to_owned(),
                 });
             }
-            Ok(reply) => {
-                *next = Some(now + self.config.retry_after);
-                self.failed(channel, "renew", format!("unexpected reply {reply:?}"));
-            }
-            Err(error) => {
+            other => {
                 // Keep serving; try again soon.
-                *next = Some(now + self.config.retry_after);
+                let retry = self.backoff(channel, now);
+                if let Some(entry) = self.channels.get_mut(channel) {
+                    entry.next = Some(retry);
+                }
+                let error = match other {
+                    Err(error) => error,
+                    Ok(reply) => format!("unexpected reply {reply:?}"),
+                };
                 self.failed(channel, "renew", error);
             }
         }

@@ -231,6 +231,51 @@ fn failed_renewals_keep_the_channel_and_are_retried() {
 }
 
 #[test]
+fn failed_calls_in_a_row_wait_twice_as_long_up_to_the_renewal_interval() {
+    let (mut leases, _) = holding(1);
+    let mut now = at(3005);
+    leases.handle_timeout(now);
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let (op, _) = command(&drain(&mut leases));
+        leases.handle_input(
+            now,
+            Input::Reply {
+                op,
+                result: Err("down".into()),
+            },
+        );
+        drain(&mut leases);
+        let next = leases.poll_timeout().expect("a retry");
+        waits.push(next - now);
+        now = next;
+        leases.handle_timeout(now);
+    }
+    let ms = Duration::from_millis;
+    assert_eq!(waits, [ms(500), ms(1000), ms(2000), ms(3000), ms(3000)]);
+    // An answer starts the count again.
+    let (op, _) = command(&drain(&mut leases));
+    leases.handle_input(
+        now,
+        Input::Reply {
+            op,
+            result: Ok(Reply::Kept),
+        },
+    );
+    leases.handle_timeout(now + TTL / 3);
+    let (op, _) = command(&drain(&mut leases));
+    let later = now + TTL / 3;
+    leases.handle_input(
+        later,
+        Input::Reply {
+            op,
+            result: Err("down".into()),
+        },
+    );
+    assert_eq!(leases.poll_timeout(), Some(later + ms(500)));
+}
+
+#[test]
 fn a_lease_gone_from_redis_is_taken_again_and_lost_if_another_was_faster() {
     let (mut leases, _) = holding(4);
     leases.handle_timeout(at(3005));
