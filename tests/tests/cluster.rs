@@ -616,3 +616,43 @@ async fn without_redis_there_is_no_cluster_view() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["error"], "not_clustered", "{body}");
 }
+
+#[tokio::test]
+async fn an_hls_player_on_a_relaying_instance_gets_segments_cut_from_the_relayed_stream() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = Redis::start(&dir.path().join("redis.log")).await;
+    let engine = Acemux::emulate_engine(free_port(), &[], &dir.path().join("engine.log")).await;
+    let client = Client::new();
+    let owner = instance(dir.path(), 0, &redis, &engine).await;
+    let viewer = Viewer::connect(owner.addr).await;
+    let served = eventually(Duration::from_secs(15), || async { viewer.received() > 0 }).await;
+    assert!(served, "log:\n{}", owner.log_text());
+    let relay = instance(dir.path(), 1, &redis, &engine).await;
+
+    let manifest = relay.url(&format!("/ace/manifest.m3u8?id={CHANNEL}"));
+    let (status, body) = client.get(&manifest).await.expect("playlist");
+    assert_eq!(status, StatusCode::OK, "{body}; log:\n{}", relay.log_text());
+    let playlist = body.as_str().expect("a playlist").to_owned();
+    let segment = playlist
+        .lines()
+        .find(|line| line.starts_with("/ace/hls/"))
+        .unwrap_or_else(|| panic!("no segment in {playlist}"));
+    let (status, bytes) = client.get(&relay.url(segment)).await.expect("segment");
+    assert_eq!(status, StatusCode::OK);
+    let bytes = bytes.as_str().map(str::len).unwrap_or_default();
+    assert!(
+        bytes >= 188,
+        "a segment of MPEG-TS packets, got {bytes} bytes"
+    );
+    let stats = channel_stats(&client, &engine).await;
+    assert_eq!(
+        stats["sessions_started"], 1,
+        "the HLS player costs no second session: {stats}"
+    );
+    assert!(
+        client
+            .metric(&relay.url(""), "acemux_cluster_relays_total")
+            .await
+            >= 1.0
+    );
+}
