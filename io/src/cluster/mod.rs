@@ -255,7 +255,8 @@ struct Driver<N: Net> {
     metrics: Arc<Metrics>,
     lost: mpsc::UnboundedSender<String>,
     cluster: Cluster,
-    tickets: BTreeMap<TicketId, oneshot::Sender<Route>>,
+    /// Route requests waiting for their answer, with their channel.
+    tickets: BTreeMap<TicketId, (String, oneshot::Sender<Route>)>,
     next_ticket: u64,
 }
 
@@ -281,11 +282,14 @@ impl<N: Net> Driver<N> {
                     Some(Msg::Want { channel, reply }) => {
                         let ticket = TicketId(self.next_ticket);
                         self.next_ticket += 1;
-                        self.tickets.insert(ticket, reply);
                         self.machine.want(self.clock.now(), ticket, &channel);
+                        self.tickets.insert(ticket, (channel, reply));
                     }
                     Some(Msg::Finished { channel }) => {
                         self.machine.finished(self.clock.now(), &channel);
+                        // Requests of the ended channel get no answer any more: their
+                        // askers see the driver's answer dropped.
+                        self.tickets.retain(|_, (asked_for, _)| *asked_for != channel);
                     }
                     Some(Msg::Shutdown { done }) => {
                         let bound = self.machine.config().redis_timeout * 2;
@@ -307,7 +311,7 @@ impl<N: Net> Driver<N> {
             let _ = done.send(());
         }
         // Nothing answers routes any more: waiting channels start here.
-        for (_, reply) in std::mem::take(&mut self.tickets) {
+        for (_, (_, reply)) in std::mem::take(&mut self.tickets) {
             let _ = reply.send(Route::Local);
         }
     }
@@ -335,7 +339,7 @@ impl<N: Net> Driver<N> {
                     });
                 }
                 Output::Route { ticket, route } => {
-                    if let Some(reply) = self.tickets.remove(&ticket) {
+                    if let Some((_, reply)) = self.tickets.remove(&ticket) {
                         let _ = reply.send(route);
                     }
                     changed = true;

@@ -88,8 +88,6 @@ pub(super) struct ChannelTask<N: Net, F: Format<N>> {
     stop_waiters: Vec<oneshot::Sender<()>>,
     /// Cluster mode: where the cluster answers the channel's route requests.
     routes: (mpsc::Sender<Routed>, mpsc::Receiver<Routed>),
-    /// Cluster mode: the channel took (or wanted) the lease, to be given back at its end.
-    leased: bool,
 }
 
 impl<N: Net, F: Format<N>> ChannelTask<N, F> {
@@ -130,7 +128,6 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
             applier: LifecycleApplier::spawn(shared.lifecycle.clone()),
             stop_waiters: Vec::new(),
             routes: mpsc::channel(1),
-            leased: false,
         }
     }
 
@@ -201,7 +198,6 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
         let now = self.env.proxy.0.lifecycle.clock().now();
         let picked = match route {
             Route::Own { .. } | Route::Local => {
-                self.leased = true;
                 self.env.relay = None;
                 self.env.proxy.pool().pick(now, &exclude)
             }
@@ -285,8 +281,13 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     let shared = &self.env.proxy.0;
                     shared.metrics.channels.dec();
                     shared.metrics.remove_channel(&self.env.labels);
-                    if let (Some(cluster), true) = (shared.cluster.get(), self.leased) {
-                        cluster.finished(&self.env.labels.channel);
+                    if let Some(cluster) = shared.cluster.get() {
+                        if super::relay::coordinated(&self.env.key) {
+                            // Gives back the lease it holds or is taking (also one a
+                            // route request still in flight brings); nothing for a
+                            // channel that relayed.
+                            cluster.finished(&self.env.labels.channel);
+                        }
                     }
                 }
                 Output::PickEngine { exclude } => match self.env.proxy.0.cluster.get() {
