@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 # Real clients in the tests: ffmpeg/ffprobe decode the proxied streams, VLC (cvlc,
 # run as nobody since VLC refuses root) plays the proxied HLS, and Chromium (driven by
 # node with puppeteer-core) plays it with hls.js from a page on another origin.
+# redis-server is the cluster tests' Redis.
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 apt_updated=""
@@ -17,6 +18,10 @@ apt_install() {
 if ! command -v ffprobe >/dev/null 2>&1 || ! command -v ffmpeg >/dev/null 2>&1 \
   || ! command -v cvlc >/dev/null 2>&1 || [ ! -x /usr/bin/chromium ]; then
   apt_install ffmpeg vlc-bin vlc-plugin-base chromium
+fi
+# Cluster mode's real-process tests start their own redis-server (no service needed).
+if ! command -v redis-server >/dev/null 2>&1; then
+  apt_install redis-server
 fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   apt_install nodejs npm

@@ -34,6 +34,7 @@
 
 pub mod channel;
 pub mod channel_list;
+pub mod cluster;
 pub mod fanout;
 /// Fuzz drivers and their checkers: test equipment, built for the core's own tests and
 /// with the `fuzzing` feature (which `fuzz/` turns on).

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
+use crate::cluster::{instance_id_from_seed, Cluster, ClusterOptions};
 use crate::engine::EngineClient;
 use crate::http::{router, AppInner, AppState, DirectStreams, PlayerRules, StreamMode};
 use crate::lifecycle::Lifecycle;
@@ -62,6 +63,8 @@ pub struct ServeOptions {
     pub engine_health_interval: Option<Duration>,
     /// Proxy bounds.
     pub proxy: ProxyConfig,
+    /// Cluster mode (`--redis`); `None`: this instance alone.
+    pub cluster: Option<ClusterOptions>,
 }
 
 impl Default for ServeOptions {
@@ -95,6 +98,7 @@ impl Default for ServeOptions {
             // Off here; `acemux serve` probes every 10 s by default.
             engine_health_interval: None,
             proxy: ProxyConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -119,6 +123,7 @@ pub struct Running {
     store: Arc<dyn EventStore>,
     metrics: Arc<Metrics>,
     streams: Option<Arc<dyn Streams>>,
+    cluster: Option<Cluster>,
 }
 
 impl Running {
@@ -140,6 +145,11 @@ impl Running {
             // Ends viewer bodies (so connections can finish), stops engine sessions and
             // records their `stream_ended` before the store closes.
             streams.stop_all().await;
+        }
+        if let Some(cluster) = &self.cluster {
+            // The stopped channels' leases are given back, so other instances take
+            // them over at once instead of after the lease time to live.
+            cluster.shutdown().await;
         }
         if let Err(error) = self.server.await {
             tracing::error!(%error, "server task failed");
@@ -212,6 +222,26 @@ pub async fn start<N: Net>(
     let mut workers = Vec::new();
     let client = http_client(net.clone());
     let leftovers = crate::leftovers::stage_leftovers(&lifecycle, options.proxy.planted).await;
+    let (cluster, lost) = match &options.cluster {
+        Some(cluster_options) => {
+            let instance = cluster_options
+                .instance
+                .clone()
+                .unwrap_or_else(|| instance_id_from_seed(restored.seed));
+            let (lost, lost_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (cluster, task) = Cluster::start(
+                net.clone(),
+                cluster_options,
+                instance,
+                lifecycle.clock(),
+                metrics.clone(),
+                lost,
+            );
+            workers.push(task);
+            (Some(cluster), Some(lost_rx))
+        }
+        None => (None, None),
+    };
     workers.push(tokio::spawn(crate::leftovers::end_leftovers(
         lifecycle.clone(),
         leftovers,
@@ -243,6 +273,23 @@ pub async fn start<N: Net>(
             metrics.clone(),
             pid_prefix,
         );
+        if let (Some(cluster), Some(mut lost)) = (cluster.clone(), lost) {
+            proxy.set_cluster(cluster);
+            let (proxy, mut stopped) = (proxy.clone(), stopped.clone());
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let channel = tokio::select! {
+                        biased;
+                        _ = stopped.wait_for(|stopped| *stopped) => None,
+                        channel = lost.recv() => channel,
+                    };
+                    match channel {
+                        Some(channel) => proxy.lease_lost(&channel).await,
+                        None => return,
+                    }
+                }
+            }));
+        }
         for url in &options.engine_lists {
             tracing::info!(list = %url, every = ?options.engine_list_interval, "polling engine list");
             workers.push(tokio::spawn(crate::discovery::poll_engine_list(
@@ -321,6 +368,7 @@ pub async fn start<N: Net>(
         public_url: options.public_url,
         playlists: options.playlists,
         webhooks: webhook_board,
+        cluster: cluster.clone(),
     });
     let direct = ts_viewers
         .then(|| DirectStreams::new(state.clone(), options.proxy.fanout.viewer_stall_timeout));
@@ -345,5 +393,6 @@ pub async fn start<N: Net>(
         store,
         metrics,
         streams,
+        cluster,
     })
 }

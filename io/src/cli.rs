@@ -194,6 +194,10 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub proxy: ProxyArgs,
+
+    /// Cluster mode.
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
 }
 
 /// Proxy options (engines, channels, viewers).
@@ -455,6 +459,7 @@ impl ServeArgs {
                 .engines_poll_interval
                 .max(Duration::from_millis(100)),
             proxy: self.proxy.config(),
+            cluster: self.cluster.options()?,
         })
     }
 }

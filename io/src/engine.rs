@@ -171,12 +171,24 @@ impl<N: Net> EngineClient<N> {
     }
 
     async fn get(&self, url: &str) -> Result<http::Response<Incoming>, String> {
+        self.get_with(url, None).await
+    }
+
+    /// A GET with one more `header` (a relayed playback's peer mark).
+    async fn get_with(
+        &self,
+        url: &str,
+        header: Option<(&'static str, String)>,
+    ) -> Result<http::Response<Incoming>, String> {
         let uri: Uri = url.parse().map_err(|_| format!("invalid URL {url:?}"))?;
-        let request = Request::get(uri)
-            .header(
-                http::header::USER_AGENT,
-                concat!("acemux/", env!("CARGO_PKG_VERSION")),
-            )
+        let mut request = Request::get(uri).header(
+            http::header::USER_AGENT,
+            concat!("acemux/", env!("CARGO_PKG_VERSION")),
+        );
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        let request = request
             .body(Full::new(Bytes::new()))
             .map_err(|error| error.to_string())?;
         self.client
@@ -279,8 +291,12 @@ impl<N: Net> EngineClient<N> {
 
     /// Opens a playback URL; the body streams the media. Bounded by the request timeout
     /// up to the response head.
-    pub async fn open_playback(&self, url: &str) -> Result<Incoming, String> {
-        let response = tokio::time::timeout(self.request_timeout, self.get(url))
+    pub async fn open_playback(
+        &self,
+        url: &str,
+        header: Option<(&'static str, String)>,
+    ) -> Result<Incoming, String> {
+        let response = tokio::time::timeout(self.request_timeout, self.get_with(url, header))
             .await
             .map_err(|_| format!("no answer within {:?}", self.request_timeout))??;
         match response.status() {

@@ -137,6 +137,20 @@ pub struct CutLabels {
     pub start: String,
 }
 
+/// Labels of cluster lease events.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseEventLabels {
+    /// `acquired`, `lost`, `local_fallback`, `stale_fencing` or `expired`.
+    pub event: String,
+}
+
+/// Labels of failed Redis calls.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedisCallLabels {
+    /// `acquire`, `renew`, `release` or `raise`.
+    pub call: String,
+}
+
 /// Labels of viewer drops.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
@@ -232,6 +246,14 @@ pub struct Metrics {
     /// Webhook deliveries given up after `--webhook-max-attempts` or beyond
     /// `--webhook-max-pending` (the event stays in the event log).
     pub webhook_given_up: Family<WebhookLabels, Counter>,
+    /// Cluster mode: channel leases this instance holds now.
+    pub cluster_leases: Gauge,
+    /// Cluster mode: lease events, by event.
+    pub cluster_lease_events: Family<LeaseEventLabels, Counter>,
+    /// Cluster mode: Redis calls that failed or timed out, by call.
+    pub cluster_redis_failures: Family<RedisCallLabels, Counter>,
+    /// Cluster mode: upstream connections opened to the owning instance of a channel.
+    pub cluster_relays: Counter,
     /// Refusals at configured bounds, logged once per bound and second.
     pub refusals: crate::refusals::RefusalLog,
 }
@@ -280,6 +302,10 @@ impl Metrics {
             hls_playlist_errors: Family::default(),
             hls_cut_segments: Family::default(),
             webhook_given_up: Family::default(),
+            cluster_leases: Gauge::default(),
+            cluster_lease_events: Family::default(),
+            cluster_redis_failures: Family::default(),
+            cluster_relays: Counter::default(),
             refusals: crate::refusals::RefusalLog::default(),
             registry: Registry::default(),
         };
@@ -393,6 +419,26 @@ impl Metrics {
             "viewer_drops",
             "Viewers dropped",
             metrics.viewer_drops.clone(),
+        );
+        registry.register(
+            "cluster_leases",
+            "Channel leases this instance holds",
+            metrics.cluster_leases.clone(),
+        );
+        registry.register(
+            "cluster_lease_events",
+            "Channel lease events",
+            metrics.cluster_lease_events.clone(),
+        );
+        registry.register(
+            "cluster_redis_failures",
+            "Redis calls that failed or timed out",
+            metrics.cluster_redis_failures.clone(),
+        );
+        registry.register(
+            "cluster_relays",
+            "Upstream connections opened to the owning instance of a channel",
+            metrics.cluster_relays.clone(),
         );
         registry.register(
             "engine_stops",

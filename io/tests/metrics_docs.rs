@@ -96,6 +96,20 @@ fn sampled() -> Metrics {
     metrics.engine_list_engines.get_or_create(&list).set(2);
     metrics.engine_list_failures.get_or_create(&list).inc();
     metrics.store_commit_errors.inc();
+    metrics.cluster_leases.set(1);
+    metrics
+        .cluster_lease_events
+        .get_or_create(&acemux::metrics::LeaseEventLabels {
+            event: "acquired".to_owned(),
+        })
+        .inc();
+    metrics
+        .cluster_redis_failures
+        .get_or_create(&acemux::metrics::RedisCallLabels {
+            call: "renew".to_owned(),
+        })
+        .inc();
+    metrics.cluster_relays.inc();
     metrics.channels.inc();
     metrics.channel_viewers.get_or_create(&channel).set(1);
     metrics.channel_bytes_in.get_or_create(&channel).inc_by(188);

@@ -44,6 +44,8 @@ pub struct StreamRequest {
     pub origin: Option<String>,
     /// The `User-Agent` header (for the viewer list).
     pub user_agent: Option<String>,
+    /// The peer mark of an instance's relay (`x-acemux-peer`).
+    pub peer: Option<String>,
 }
 
 /// What the start of a connection is.
@@ -91,6 +93,7 @@ pub fn sniff(buffer: &[u8]) -> Sniff {
                 http10: request.version == Some(0),
                 origin: header("origin"),
                 user_agent: header("user-agent"),
+                peer: header(crate::cluster::PEER_HEADER),
             })
         }
         // Malformed or too many headers: hyper answers it.
@@ -166,6 +169,7 @@ impl DirectStreams {
         let Params(params) = Params::from_uri(&uri)?;
         let key = channel_key(&params, StreamFormat::Ts, &self.app.player)?;
         let streams = proxy(&self.app)?;
+        super::stream::check_peer(&self.app, request.peer.as_deref(), &key)?;
         let client = Client::new(Some(peer.ip()), request.user_agent.as_deref());
         Ok(streams.join(key, None, client).await?)
     }
@@ -315,8 +319,14 @@ mod tests {
                 http10: false,
                 origin: None,
                 user_agent: Some("VLC".into()),
+                peer: None,
             })
         );
+        let relay = b"GET /ace/getstream?id=abc HTTP/1.1\r\nX-Acemux-Peer: s3cret\r\n\r\n";
+        assert!(matches!(
+            sniff(relay),
+            Sniff::Stream(StreamRequest { peer: Some(peer), .. }) if peer == "s3cret"
+        ));
         let web = b"GET /ace/getstream?id=abc HTTP/1.1\r\nOrigin: https://tv.example\r\n\r\n";
         assert!(matches!(
             sniff(web),

@@ -63,6 +63,8 @@ pub struct AppInner {
     pub public_url: Option<BaseUrl>,
     /// The channel list and the bound of the playlist routes.
     pub playlists: Playlists,
+    /// Cluster mode (`--redis`): this instance among the others.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl std::ops::Deref for AppState {
@@ -162,6 +164,7 @@ pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duratio
         )
         .route("/engines", get(read::engines))
         .route("/health", get(read::health))
+        .route("/cluster", get(stream::cluster))
         .route("/metrics", get(read::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -58,7 +58,9 @@ pub async fn getstream(
     uri: http::Uri,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
-    if app.player.stream_mode == StreamMode::Hls {
+    // A peer instance's relay always gets the TS it relays.
+    let relay = headers.contains_key(crate::cluster::PEER_HEADER);
+    if app.player.stream_mode == StreamMode::Hls && !relay {
         // The same channel's playlist: the query is checked there.
         let location = format!("/ace/manifest.m3u8?{}", uri.query().unwrap_or_default());
         let location = HeaderValue::from_str(&location).map_err(|_| {
@@ -68,6 +70,10 @@ pub async fn getstream(
     }
     let key = channel_key(&params, StreamFormat::Ts, &app.player)?;
     let streams = proxy(&app)?;
+    let peer_mark = headers
+        .get(crate::cluster::PEER_HEADER)
+        .map(|value| value.to_str().unwrap_or_default());
+    check_peer(&app, peer_mark, &key)?;
     let viewer = streams
         .join(
             key,
@@ -86,6 +92,51 @@ pub async fn getstream(
         HeaderValue::from_static(TS_CACHE_CONTROL),
     );
     Ok(response)
+}
+
+/// A request marked as a peer instance's relay (`x-acemux-peer: <cluster secret>`)
+/// is served only with the right secret (403 `not_a_peer`) and only while this
+/// instance owns the channel (503 `not_owner`): a relayed request is never relayed
+/// again. A request without the mark is a player's.
+pub(super) fn check_peer(
+    app: &AppState,
+    mark: Option<&str>,
+    key: &crate::proxy::ChannelKey,
+) -> Result<(), ApiError> {
+    let Some(mark) = mark else {
+        return Ok(());
+    };
+    let cluster = app.cluster.as_ref().filter(|cluster| cluster.is_peer(mark));
+    if cluster.is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_a_peer",
+            format!(
+                "the {} header does not carry this cluster's secret",
+                crate::cluster::PEER_HEADER
+            ),
+        ));
+    }
+    if !proxy(app)?.serves_peer(key) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_owner",
+            format!("this instance does not own channel {key} now"),
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /cluster`: this instance's id, address and leases (404 without `--redis`).
+pub async fn cluster(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let cluster = app.cluster.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_clustered",
+            "cluster mode is off (--redis)",
+        )
+    })?;
+    Ok(Json(cluster.view()).into_response())
 }
 
 pub(super) fn proxy(app: &AppState) -> Result<&Arc<dyn Streams>, ApiError> {

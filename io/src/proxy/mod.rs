@@ -4,6 +4,7 @@
 mod calls;
 mod hls;
 mod pump;
+mod relay;
 mod status;
 mod streams;
 mod ts;
@@ -166,6 +167,8 @@ struct Shared<N: Net> {
     stat_fetches: tokio::sync::Semaphore,
     /// The latest figures of each playing session acemux polls, by stream id.
     session_stats: Mutex<BTreeMap<String, EngineStats>>,
+    /// Cluster mode: where channels ask who owns them.
+    cluster: std::sync::OnceLock<crate::cluster::Cluster>,
 }
 
 /// The proxy's entry point, cheap to clone.
@@ -203,7 +206,45 @@ impl<N: Net> Proxy<N> {
             pid_prefix,
             stat_fetches: tokio::sync::Semaphore::new(MAX_STAT_FETCHES),
             session_stats: Mutex::new(BTreeMap::new()),
+            cluster: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Turns cluster mode on: from now on each new MPEG-TS channel asks `cluster` who
+    /// owns it before an engine is picked. Set once, before any viewer comes.
+    pub fn set_cluster(&self, cluster: crate::cluster::Cluster) {
+        let _ = self.0.cluster.set(cluster);
+    }
+
+    /// Cluster mode: whether a peer instance's relay of `key` is served here: only
+    /// while this instance holds the channel's lease (so a relayed request is never
+    /// relayed again).
+    pub fn serves_peer(&self, key: &ChannelKey) -> bool {
+        self.0
+            .cluster
+            .get()
+            .is_some_and(|cluster| relay::coordinated(key) && cluster.holds(&key.to_string()))
+    }
+
+    /// Cluster mode: another instance owns `channel` (as named in logs) now: the
+    /// channel here is stopped (its viewers reconnect and are relayed from the owner).
+    pub async fn lease_lost(&self, channel: &str) {
+        let mailbox = self
+            .channels()
+            .iter()
+            .find(|(key, _)| key.to_string() == channel)
+            .map(|(_, handle)| handle.mailbox.clone());
+        let Some(mailbox) = mailbox else {
+            return;
+        };
+        let (done, stopped) = oneshot::channel();
+        let stop = ChannelMsg::Stop {
+            reason: EndReason::from("lease_lost"),
+            done,
+        };
+        if mailbox.send(stop).await.is_ok() {
+            let _ = stopped.await;
+        }
     }
 
     fn channels(&self) -> MutexGuard<'_, BTreeMap<ChannelKey, ChannelHandle>> {

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use acemux_core::channel::{ComposedChannel, Input, Media, Output, RequestId};
+use acemux_core::cluster::Route;
+use acemux_core::lifecycle::EngineAddr;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
@@ -23,6 +25,9 @@ const COMPLETIONS: usize = 64;
 /// Mailbox messages taken at most before the outputs they caused are performed.
 const MESSAGE_BATCH: usize = 64;
 
+/// The cluster's answer to a route request, with the engines to avoid.
+pub(super) type Routed = (Route, Vec<EngineAddr>);
+
 /// What a channel task needs to perform outputs, whatever the format.
 pub(super) struct Env<N: Net, I> {
     pub(super) proxy: Proxy<N>,
@@ -33,6 +38,8 @@ pub(super) struct Env<N: Net, I> {
     pub(super) completions: mpsc::Sender<Input<I>>,
     /// What the status page shows of the channel.
     pub(super) status: Arc<ChannelStatus>,
+    /// Cluster mode: the instance the channel relays from now, if another owns it.
+    pub(super) relay: Option<super::relay::RelayTarget>,
 }
 
 /// The io side of a format: the connections and waiters behind the machine's ids.
@@ -79,6 +86,8 @@ pub(super) struct ChannelTask<N: Net, F: Format<N>> {
     stream_id: watch::Sender<Option<String>>,
     applier: LifecycleApplier,
     stop_waiters: Vec<oneshot::Sender<()>>,
+    /// Cluster mode: where the cluster answers the channel's route requests.
+    routes: (mpsc::Sender<Routed>, mpsc::Receiver<Routed>),
 }
 
 impl<N: Net, F: Format<N>> ChannelTask<N, F> {
@@ -109,6 +118,7 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                 key,
                 completions,
                 status,
+                relay: None,
             },
             format,
             machine,
@@ -117,6 +127,7 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
             stream_id,
             applier: LifecycleApplier::spawn(shared.lifecycle.clone()),
             stop_waiters: Vec::new(),
+            routes: mpsc::channel(1),
         }
     }
 
@@ -146,6 +157,7 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     self.completed(&input);
                     self.machine.handle_input(clock.now(), input);
                 }
+                Some((route, exclude)) = self.routes.1.recv() => self.routed(route, exclude),
                 message = inbox.recv(), if !retired => match message {
                     Some(message) => {
                         let now = clock.now();
@@ -178,6 +190,41 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
         }
         self.applier.finish().await;
         tracing::debug!(channel = %self.env.key, "channel task finished");
+    }
+
+    /// The cluster's answer to a route request: the pool picks an engine (the lease is
+    /// this instance's, or Redis is unreachable), or the owner is the channel's engine.
+    fn routed(&mut self, route: Route, exclude: Vec<EngineAddr>) {
+        let now = self.env.proxy.0.lifecycle.clock().now();
+        let picked = match route {
+            Route::Own { .. } | Route::Local => {
+                self.env.relay = None;
+                self.env.proxy.pool().pick(now, &exclude)
+            }
+            Route::Relay(owner) => {
+                let secret = self
+                    .env
+                    .proxy
+                    .0
+                    .cluster
+                    .get()
+                    .map(|cluster| cluster.secret().to_owned())
+                    .unwrap_or_default();
+                match super::relay::RelayTarget::new(&owner.advertise, &secret) {
+                    Some(target) => {
+                        let engine = target.engine.clone();
+                        self.env.relay = Some(target);
+                        Some(engine)
+                    }
+                    None => {
+                        tracing::warn!(channel = %self.env.key, owner = %owner.instance, advertise = %owner.advertise,
+                            "the channel's owner advertises an unusable address");
+                        None
+                    }
+                }
+            }
+        };
+        self.machine.handle_input(now, Input::EnginePicked(picked));
     }
 
     fn message(&mut self, now: acemux_core::Instant, message: ChannelMsg) {
@@ -234,20 +281,54 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     let shared = &self.env.proxy.0;
                     shared.metrics.channels.dec();
                     shared.metrics.remove_channel(&self.env.labels);
+                    if let Some(cluster) = shared.cluster.get() {
+                        if super::relay::coordinated(&self.env.key) {
+                            // Gives back the lease it holds or is taking (also one a
+                            // route request still in flight brings); nothing for a
+                            // channel that relayed.
+                            cluster.finished(&self.env.labels.channel);
+                        }
+                    }
                 }
-                Output::PickEngine { exclude } => {
-                    let now = self.env.proxy.0.lifecycle.clock().now();
-                    let picked = self.env.proxy.pool().pick(now, &exclude);
-                    self.machine.handle_input(now, Input::EnginePicked(picked));
-                }
+                Output::PickEngine { exclude } => match self.env.proxy.0.cluster.get() {
+                    Some(cluster) if super::relay::coordinated(&self.env.key) => {
+                        // Answered (within the cluster's wait bound) through `routes`.
+                        let routes = self.routes.0.clone();
+                        super::relay::ask_route(cluster.clone(), &self.env.key, exclude, routes);
+                    }
+                    _ => {
+                        let now = self.env.proxy.0.lifecycle.clock().now();
+                        let picked = self.env.proxy.pool().pick(now, &exclude);
+                        self.machine.handle_input(now, Input::EnginePicked(picked));
+                    }
+                },
                 Output::RequestSession { request, engine } => {
-                    let handle = super::calls::request_session(&self.env, request, engine);
+                    let handle = match &self.env.relay {
+                        Some(relay) if relay.engine == engine => {
+                            super::relay::relay_session(&self.env, request, relay)
+                        }
+                        _ => super::calls::request_session(&self.env, request, engine),
+                    };
                     self.requests.insert(request, handle);
                 }
                 Output::AbandonRequest { request } => {
                     if let Some(handle) = self.requests.remove(&request) {
                         handle.abort();
                     }
+                }
+                Output::StopSession {
+                    stop, command_url, ..
+                } if command_url == super::relay::RELAY_COMMAND => {
+                    // A relayed session: the owner stops its own.
+                    let completions = self.env.completions.clone();
+                    tokio::spawn(async move {
+                        let _ = completions
+                            .send(Input::StopAnswer {
+                                stop,
+                                result: Ok(()),
+                            })
+                            .await;
+                    });
                 }
                 Output::StopSession {
                     stop,
@@ -272,6 +353,10 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                         state.phase = "playing";
                         state.engine = Some(session.engine.clone());
                     });
+                    if super::relay::is_relayed(&session) {
+                        tracing::info!(channel = %self.env.key, owner = %session.engine, "relayed stream started");
+                        continue;
+                    }
                     let id = super::calls::stream_id(&self.env.key, &session);
                     tracing::info!(channel = %self.env.key, stream = %id, engine = %session.engine, "stream started");
                     self.stream_id.send_replace(Some(id));
@@ -280,6 +365,10 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                 Output::SessionEnded { session, reason } => {
                     if reason != acemux_core::lifecycle::EndReason::Idle {
                         self.env.status.update(|state| state.phase = "recovering");
+                    }
+                    if super::relay::is_relayed(&session) {
+                        tracing::info!(channel = %self.env.key, owner = %session.engine, %reason, "relayed stream ended");
+                        continue;
                     }
                     let id = super::calls::stream_id(&self.env.key, &session);
                     tracing::info!(channel = %self.env.key, stream = %id, %reason, "stream ended");

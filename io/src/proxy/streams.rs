@@ -23,6 +23,9 @@ pub trait Streams: Send + Sync + 'static {
         client: Client,
     ) -> BoxFuture<'static, Result<ViewerStream, JoinError>>;
 
+    /// See [`Proxy::serves_peer`].
+    fn serves_peer(&self, key: &ChannelKey) -> bool;
+
     /// See [`Proxy::stop_stream`].
     fn stop_stream(
         &self,
@@ -75,6 +78,10 @@ impl<N: Net> Streams for Proxy<N> {
     ) -> BoxFuture<'static, Result<ViewerStream, JoinError>> {
         let proxy = self.clone();
         Box::pin(async move { proxy.join(key, kill, client).await })
+    }
+
+    fn serves_peer(&self, key: &ChannelKey) -> bool {
+        Proxy::serves_peer(self, key)
     }
 
     fn stop_stream(

@@ -167,7 +167,8 @@ impl<N: Net> Format<N> for TsIo {
                 tracing::info!(channel = %env.key, %url, "opening playback");
                 let shared = env.proxy.0.clone();
                 let completions = env.completions.clone();
-                let reader = tokio::spawn(read_playback(shared, url, playback, completions));
+                let peer = env.relay.as_ref().and_then(|relay| relay.header_for(&url));
+                let reader = tokio::spawn(read_playback(shared, url, peer, playback, completions));
                 self.playbacks.insert(playback, reader.abort_handle());
             }
             TsOutput::ClosePlayback(playback) => {
@@ -305,6 +306,7 @@ impl<N: Net> Format<N> for TsIo {
 async fn read_playback<N: Net>(
     shared: std::sync::Arc<super::Shared<N>>,
     url: String,
+    peer: Option<(&'static str, String)>,
     playback: PlaybackId,
     completions: mpsc::Sender<Input<TsInput>>,
 ) {
@@ -312,7 +314,7 @@ async fn read_playback<N: Net>(
         let completions = completions.clone();
         async move { completions.send(Input::Media(event)).await.is_ok() }
     };
-    let mut body = match shared.engines.open_playback(&url).await {
+    let mut body = match shared.engines.open_playback(&url, peer).await {
         Ok(body) => body,
         Err(reason) => {
             send(TsInput::PlaybackFailed(playback, reason)).await;

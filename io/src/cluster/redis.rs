@@ -1,0 +1,299 @@
+//! The Redis side of cluster mode: each [`Command`] of the lease machine as a short
+//! sequence of Redis commands (`INCR`, `SET NX PX`, `GET`, `PEXPIRE`, `DEL`,
+//! `WATCH`/`MULTI`/`EXEC`; no scripts), over connections dialled through [`Net`].
+//!
+//! Each command runs on a connection of its own (taken from a small idle pool), so a
+//! `WATCH` never sees another command's writes on the same connection; a connection
+//! that failed, timed out or still watches a key is dropped instead of reused.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use acemux_core::cluster::{Command, Holder, Reply};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+
+use crate::net::Net;
+
+/// Idle connections kept for reuse.
+const MAX_IDLE: usize = 8;
+
+/// Where Redis is and how to log in (`redis://[user:pass@]host[:port][/db]`).
+#[derive(Clone, Debug)]
+pub struct RedisTarget {
+    host: String,
+    port: u16,
+    login: RedisConnectionInfo,
+}
+
+impl RedisTarget {
+    /// Parses `--redis`. Only `redis://` over TCP: neither TLS (`rediss://`) nor Unix
+    /// sockets, which the simulated network has no equivalent of.
+    pub fn parse(url: &str) -> Result<RedisTarget, String> {
+        let info = url
+            .into_connection_info()
+            .map_err(|error| format!("--redis {:?}: {error}", redact(url)))?;
+        match info.addr() {
+            ConnectionAddr::Tcp(host, port) => Ok(RedisTarget {
+                host: host.clone(),
+                port: *port,
+                // No `CLIENT SETINFO` on connecting: only the commands listed above
+                // (and `AUTH`, `SELECT` from the URL) ever reach the server.
+                login: info.redis_settings().clone().set_skip_set_lib_name(),
+            }),
+            _ => Err(format!(
+                "--redis {:?}: only redis://[user:pass@]host[:port][/db] is supported",
+                redact(url)
+            )),
+        }
+    }
+
+    /// `host:port`, for logs.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// `url` without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The lease key of `channel`.
+pub fn lease_key(channel: &str) -> String {
+    format!("acemux:lease:{channel}")
+}
+
+/// The fencing counter of `channel`.
+pub fn fencing_key(channel: &str) -> String {
+    format!("acemux:fencing:{channel}")
+}
+
+/// Performs lease commands on Redis.
+pub struct RedisClient<N: Net> {
+    net: N,
+    target: RedisTarget,
+    idle: Mutex<Vec<MultiplexedConnection>>,
+}
+
+impl<N: Net> RedisClient<N> {
+    /// A client of `target` over `net`; connects on first use.
+    pub fn new(net: N, target: RedisTarget) -> Self {
+        RedisClient {
+            net,
+            target,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Performs `command` within `timeout` (connecting included).
+    pub async fn perform(&self, command: &Command, timeout: Duration) -> Result<Reply, String> {
+        match tokio::time::timeout(timeout, self.perform_unbounded(command)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("Redis did not answer within {timeout:?}")),
+        }
+    }
+
+    async fn perform_unbounded(&self, command: &Command) -> Result<Reply, String> {
+        let mut connection = self.connection().await?;
+        let (reply, reusable) = run(&mut connection, command)
+            .await
+            .map_err(|error| format!("Redis: {error}"))?;
+        if reusable {
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push(connection);
+            }
+        }
+        Ok(reply)
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, String> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .pop();
+        if let Some(connection) = idle {
+            return Ok(connection);
+        }
+        let stream = self
+            .net
+            .connect(&self.target.host, self.target.port)
+            .await
+            .map_err(|error| format!("cannot reach Redis at {}: {error}", self.target.address()))?;
+        let (connection, driver) = MultiplexedConnection::new_with_config(
+            &self.target.login,
+            stream,
+            // No bound of the crate's own: each call is bounded as the lease machine
+            // decides (`perform`).
+            AsyncConnectionConfig::new()
+                .set_response_timeout(None)
+                .set_connection_timeout(None),
+        )
+        .await
+        .map_err(|error| format!("Redis at {}: {error}", self.target.address()))?;
+        // Ends when the last handle of the connection is dropped.
+        tokio::spawn(driver);
+        Ok(connection)
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Runs `command`; returns the reply and whether the connection is clean for reuse (no
+/// key left watched).
+async fn run(
+    connection: &mut MultiplexedConnection,
+    command: &Command,
+) -> redis::RedisResult<(Reply, bool)> {
+    match command {
+        Command::Acquire {
+            channel,
+            instance,
+            advertise,
+            ttl,
+        } => {
+            let fencing: u64 = redis::cmd("INCR")
+                .arg(fencing_key(channel))
+                .query_async(connection)
+                .await?;
+            let holder = Holder {
+                instance: instance.clone(),
+                advertise: advertise.clone(),
+                fencing,
+            };
+            let key = lease_key(channel);
+            let set: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(holder.encode())
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(*ttl))
+                .query_async(connection)
+                .await?;
+            if set.is_some() {
+                return Ok((Reply::Acquired { fencing }, true));
+            }
+            let value: Option<String> = redis::cmd("GET").arg(&key).query_async(connection).await?;
+            Ok((
+                Reply::Taken(value.as_deref().and_then(Holder::decode)),
+                true,
+            ))
+        }
+        Command::Renew { channel, mine, ttl } => {
+            let key = lease_key(channel);
+            let current = watch_get(connection, &key).await?;
+            let holder = current.as_deref().and_then(Holder::decode);
+            if holder.as_ref() != Some(mine) {
+                return Ok((Reply::Gone(holder), false));
+            }
+            let done: Option<(i64,)> = redis::pipe()
+                .atomic()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(millis(*ttl))
+                .query_async(connection)
+                .await?;
+            match done {
+                Some((1,)) => Ok((Reply::Kept, true)),
+                // Expired between the read and the transaction.
+                Some(_) => Ok((Reply::Gone(None), true)),
+                None => Err(changed("lease")),
+            }
+        }
+        Command::Release { channel, mine } => {
+            let key = lease_key(channel);
+            let current = watch_get(connection, &key).await?;
+            if current.as_deref().and_then(Holder::decode).as_ref() != Some(mine) {
+                return Ok((Reply::Done, false));
+            }
+            let done: Option<(i64,)> = redis::pipe()
+                .atomic()
+                .cmd("DEL")
+                .arg(&key)
+                .query_async(connection)
+                .await?;
+            match done {
+                Some(_) => Ok((Reply::Done, true)),
+                None => Err(changed("lease")),
+            }
+        }
+        Command::RaiseFencing { channel, at_least } => {
+            let key = fencing_key(channel);
+            let current = watch_get(connection, &key).await?;
+            let value = current
+                .and_then(|value| value.parse::<u64>().ok())
+                .unwrap_or(0);
+            if value >= *at_least {
+                return Ok((Reply::Done, false));
+            }
+            let done: Option<(String,)> = redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(&key)
+                .arg(*at_least)
+                .query_async(connection)
+                .await?;
+            match done {
+                Some(_) => Ok((Reply::Done, true)),
+                None => Err(changed("fencing counter")),
+            }
+        }
+    }
+}
+
+/// `WATCH key` then `GET key`.
+async fn watch_get(
+    connection: &mut MultiplexedConnection,
+    key: &str,
+) -> redis::RedisResult<Option<String>> {
+    redis::cmd("WATCH")
+        .arg(key)
+        .query_async::<()>(connection)
+        .await?;
+    redis::cmd("GET").arg(key).query_async(connection).await
+}
+
+fn changed(what: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "transaction aborted",
+        format!("the {what} changed meanwhile"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_with_logins_parse_and_other_schemes_are_refused() {
+        let target = RedisTarget::parse("redis://user:secret@cache:6390/2").expect("valid");
+        assert_eq!(target.address(), "cache:6390");
+        assert_eq!(target.login.password(), Some("secret"));
+        assert_eq!(target.login.username(), Some("user"));
+        assert_eq!(target.login.db(), 2);
+        assert!(target.login.skip_set_lib_name());
+        assert_eq!(
+            RedisTarget::parse("redis://cache")
+                .expect("valid")
+                .address(),
+            "cache:6379"
+        );
+        let error = RedisTarget::parse("http://user:secret@cache").expect_err("not redis");
+        assert!(!error.contains("secret"), "{error}");
+    }
+}
