@@ -27,6 +27,13 @@ fn compose() -> Value {
     serde_norway::from_str(&repo_file("deploy/compose.yaml")).expect("compose.yaml is YAML")
 }
 
+/// The cluster override, as `docker compose -f compose.yaml -f compose.cluster.yaml`
+/// layers it.
+fn cluster_compose() -> Value {
+    serde_norway::from_str(&repo_file("deploy/compose.cluster.yaml"))
+        .expect("compose.cluster.yaml is YAML")
+}
+
 fn text(value: &Value) -> &str {
     value
         .as_str()
@@ -220,6 +227,87 @@ fn interpolated(text: &str) -> BTreeSet<String> {
 }
 
 #[test]
+fn the_cluster_compose_runs_two_instances_sharing_one_redis() {
+    let base = compose();
+    let cluster = cluster_compose();
+    let services = &cluster["services"];
+    let redis = &services["redis"];
+    assert!(text(&redis["image"]).starts_with("redis:"), "{redis:?}");
+    let known = acemux_cmd::variables();
+    let secret = env(&services["acemux"], "ACEMUX_CLUSTER_SECRET");
+    assert!(secret.starts_with("${ACEMUX_CLUSTER_SECRET:?"), "{secret}");
+    let mut advertised = BTreeSet::new();
+    for name in ["acemux", "acemux-2"] {
+        let instance = &services[name];
+        for (variable, _) in environment(instance) {
+            assert!(
+                known.iter().any(|known| known == variable),
+                "compose.cluster.yaml sets {variable} on {name}, which acemux does not read"
+            );
+        }
+        assert!(depends_on(instance).contains(&"redis"), "{name}");
+        assert_eq!(
+            env(instance, "ACEMUX_REDIS"),
+            "redis://redis:6379",
+            "{name}"
+        );
+        assert_eq!(env(instance, "ACEMUX_CLUSTER_SECRET"), secret, "{name}");
+        // Each instance is reached by the others at its own service name and port.
+        assert_eq!(
+            env(instance, "ACEMUX_ADVERTISE"),
+            format!("http://{name}:{ACEMUX_PORT}")
+        );
+        advertised.insert(env(instance, "ACEMUX_ADVERTISE"));
+    }
+    assert_eq!(advertised.len(), 2);
+
+    // The second instance is compose.yaml's acemux but for its address, host port
+    // and volume.
+    let first = &base["services"]["acemux"];
+    let second = &services["acemux-2"];
+    for field in ["image", "restart", "ulimits", "healthcheck"] {
+        assert_eq!(first[field], second[field], "acemux-2's {field}");
+    }
+    for (variable, value) in environment(first) {
+        assert_eq!(env(second, variable), value, "acemux-2's {variable}");
+    }
+    for service in depends_on(first) {
+        assert!(
+            depends_on(second).contains(&service),
+            "acemux-2 after {service}"
+        );
+    }
+    let ports: Vec<u16> = strings(&second["ports"])
+        .into_iter()
+        .map(container_port)
+        .collect();
+    assert_eq!(ports, [ACEMUX_PORT]);
+    assert_ne!(
+        strings(&first["ports"]),
+        strings(&second["ports"]),
+        "two host ports"
+    );
+    let volume = strings(&second["volumes"]);
+    assert_eq!(volume, ["acemux-2-data:/data"], "a database of its own");
+    assert!(cluster["volumes"]
+        .as_mapping()
+        .is_some_and(|volumes| volumes.keys().any(|key| text(key) == "acemux-2-data")));
+
+    // The flags the instances get parse as acemux's own.
+    let args = [
+        "acemux",
+        "serve",
+        "--redis",
+        "redis://redis:6379",
+        "--advertise",
+        "http://acemux-2:6880",
+        "--cluster-secret",
+        "s3cret",
+    ];
+    Cli::try_parse_from(args).expect("acemux parses the cluster flags");
+}
+
+#[test]
 fn env_example_defines_exactly_what_compose_reads() {
     let example = repo_file("deploy/.env.example");
     let defined: BTreeSet<String> = example
@@ -233,8 +321,12 @@ fn env_example_defines_exactly_what_compose_reads() {
             name.to_owned()
         })
         .collect();
-    let used = interpolated(&repo_file("deploy/compose.yaml"));
-    assert_eq!(defined, used, ".env.example against compose.yaml's ${{…}}");
+    let mut used = interpolated(&repo_file("deploy/compose.yaml"));
+    used.extend(interpolated(&repo_file("deploy/compose.cluster.yaml")));
+    assert_eq!(
+        defined, used,
+        ".env.example against the ${{…}} of compose.yaml and compose.cluster.yaml"
+    );
     for required in [
         "VPN_SERVICE_PROVIDER",
         "ACEMUX_API_KEY",
