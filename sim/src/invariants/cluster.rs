@@ -21,8 +21,10 @@ impl Checker {
             return false;
         }
         self.disturbed_by(None, at, |key| {
-            key.split(|c: char| !c.is_ascii_alphanumeric())
-                .any(|part| self.cluster_hosts.iter().any(|host| host == part))
+            (key.starts_with("partition") || key.starts_with("crash"))
+                && key
+                    .split(|c: char| !c.is_ascii_alphanumeric())
+                    .any(|part| self.cluster_hosts.iter().any(|host| host == part))
         }) || self.any_acemux_down(at)
     }
 
