@@ -32,11 +32,15 @@ pub enum Bug {
     /// On start, the restored streams come back as they started: an end recorded
     /// before the restart is forgotten, so the restarted process ends them again.
     EndsForgottenOnRestart,
+    /// Cluster mode: the renewal of a channel's lease is never scheduled once the lease
+    /// is taken, so the lease expires while its channel runs and another instance takes
+    /// the channel and opens a second engine session of it.
+    LeaseNotRenewed,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::StopSentTwice,
         Bug::LateSessionLeftRunning,
         Bug::ChannelWaitsForSlowestViewer,
@@ -44,6 +48,7 @@ impl Bug {
         Bug::LeftoversForgotten,
         Bug::CommitAcknowledgedEarly,
         Bug::EndsForgottenOnRestart,
+        Bug::LeaseNotRenewed,
     ];
 
     /// A stable name, for runners and reports.
@@ -56,6 +61,7 @@ impl Bug {
             Bug::LeftoversForgotten => "leftovers_forgotten",
             Bug::CommitAcknowledgedEarly => "commit_acknowledged_early",
             Bug::EndsForgottenOnRestart => "ends_forgotten_on_restart",
+            Bug::LeaseNotRenewed => "lease_not_renewed",
         }
     }
 

@@ -236,6 +236,7 @@ pub async fn start<N: Net>(
                 lifecycle.clock(),
                 metrics.clone(),
                 lost,
+                options.proxy.planted,
             );
             workers.push(task);
             (Some(cluster), Some(lost_rx))

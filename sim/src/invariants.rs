@@ -2,16 +2,18 @@
 //! heal-then-converge phase must reach.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use acemux::metrics::Metrics;
 use acemux::store::{EventQuery, EventStore, MemoryStore};
 use acemux_core::lifecycle::EventKind;
 use futures::FutureExt;
 
+mod cluster;
+mod delivery;
+
+use crate::instances::Instance;
 use crate::observe::Observer;
-use crate::world::{EngineHandle, Rules, WorldConfig};
+use crate::world::{EngineHandle, Rules};
 
 /// How often the engine-side checks run (they copy every engine's counters).
 const ENGINE_CHECK_EVERY: Duration = Duration::from_millis(100);
@@ -21,12 +23,15 @@ const ENGINE_CHECK_EVERY: Duration = Duration::from_millis(100);
 struct StreamSeen {
     content_id: String,
     ended_at: Option<Duration>,
+    /// The instance whose store recorded it (its owner).
+    instance: usize,
 }
 
 /// Checks the invariants; remembers what it needs between steps.
 pub struct Checker {
     rules: Rules,
-    last_seq: u64,
+    /// The last event checked, per instance.
+    last_seq: Vec<u64>,
     streams: BTreeMap<String, StreamSeen>,
     event_lines: Vec<String>,
     next_engine_check: Duration,
@@ -37,8 +42,18 @@ pub struct Checker {
     active_faults: std::collections::BTreeSet<String>,
     /// The media-gap rule applies again from here (the last fault's end + recovery).
     quiet_from: Duration,
-    /// When acemux itself was down: from its crash to its restart (open while down).
-    acemux_down: Vec<(Duration, Option<Duration>)>,
+    /// When an acemux instance was down: its host, its crash and its restart (open
+    /// while down).
+    acemux_down: Vec<(String, Duration, Option<Duration>)>,
+    /// The instance each player asks (its host), by player name.
+    player_targets: BTreeMap<String, String>,
+    /// A cluster world's instance hosts and the Redis host (empty for one instance).
+    cluster_hosts: Vec<String>,
+    /// Since when more than one engine session of a content has run across the
+    /// engines (cluster worlds), by content.
+    duplicated_since: BTreeMap<String, Duration>,
+    /// Duplicates across engines waived, once each (content and since when).
+    duplicates_waived: std::collections::BTreeSet<(String, Duration)>,
     /// Every fault window: its key (naming the hosts it touches), start, and end (open
     /// while in effect; a crash is a window of no length).
     fault_log: Vec<(String, Duration, Option<Duration>)>,
@@ -65,7 +80,7 @@ impl Checker {
     pub fn new(rules: Rules) -> Self {
         Checker {
             rules,
-            last_seq: 0,
+            last_seq: Vec::new(),
             streams: BTreeMap::new(),
             event_lines: Vec::new(),
             next_engine_check: Duration::ZERO,
@@ -74,6 +89,10 @@ impl Checker {
             active_faults: std::collections::BTreeSet::new(),
             quiet_from: Duration::ZERO,
             acemux_down: Vec::new(),
+            player_targets: BTreeMap::new(),
+            cluster_hosts: Vec::new(),
+            duplicated_since: BTreeMap::new(),
+            duplicates_waived: std::collections::BTreeSet::new(),
             fault_log: Vec::new(),
             viewer_resyncs: BTreeMap::new(),
             waivers: BTreeMap::new(),
@@ -89,6 +108,20 @@ impl Checker {
     /// Player `player` runs on host `host`.
     pub fn player_host(&mut self, player: &str, host: &str) {
         self.player_hosts.insert(player.to_owned(), host.to_owned());
+    }
+
+    /// Player `player` asks the instance on host `host`.
+    pub fn player_target(&mut self, player: &str, host: &str) {
+        self.player_targets
+            .insert(player.to_owned(), host.to_owned());
+    }
+
+    /// Whether an acemux instance was down at `at`, or restarted less than the
+    /// recovery time before it.
+    fn any_acemux_down(&self, at: Duration) -> bool {
+        self.acemux_down
+            .iter()
+            .any(|(_, down, up)| *down <= at && at <= up.unwrap_or(at) + self.rules.recovery)
     }
 
     /// Whether a fault on `player`'s own link (held, cut or slow) was in effect at
@@ -138,11 +171,16 @@ impl Checker {
         *self.waivers.entry(rule).or_default() += 1;
     }
 
-    /// acemux crashed (`down`) or was started again at `now`.
-    pub fn acemux_down(&mut self, now: Duration, down: bool) {
+    /// The acemux instance on `host` crashed (`down`) or was started again at `now`.
+    pub fn acemux_down(&mut self, host: &str, now: Duration, down: bool) {
         if down {
-            self.acemux_down.push((now, None));
-        } else if let Some((_, end @ None)) = self.acemux_down.last_mut() {
+            self.acemux_down.push((host.to_owned(), now, None));
+        } else if let Some((_, _, end @ None)) = self
+            .acemux_down
+            .iter_mut()
+            .rev()
+            .find(|(crashed, _, _)| crashed == host)
+        {
             *end = Some(now);
         }
     }
@@ -156,20 +194,23 @@ impl Checker {
             .filter(|request| {
                 request.answered_at.is_some_and(|at| {
                     (request.failure.is_some() || at > request.sent_at + request.bound)
-                        && self.explained_by_a_crash(request.sent_at, at)
+                        && self.explained_by_a_crash(&request.player, request.sent_at, at)
                 })
             })
             .count()
     }
 
-    /// Whether a request sent at `sent` that failed at `failed` (no status) overlapped
-    /// a time acemux was down: its connection died with the process, or it reached no
-    /// listener. Only such failures are excused.
-    fn explained_by_a_crash(&self, sent: Duration, failed: Duration) -> bool {
+    /// Whether a request of `player` sent at `sent` that failed at `failed` (no
+    /// status) overlapped a time the instance it asked was down: its connection died
+    /// with the process, or it reached no listener. Only such failures are excused.
+    fn explained_by_a_crash(&self, player: &str, sent: Duration, failed: Duration) -> bool {
         const SETTLE: Duration = Duration::from_secs(1);
-        self.acemux_down
-            .iter()
-            .any(|&(down, up)| sent <= up.map_or(failed, |up| up + SETTLE) && failed >= down)
+        let target = self.player_targets.get(player).map(String::as_str);
+        self.acemux_down.iter().any(|(host, down, up)| {
+            target.is_none_or(|target| target == host)
+                && sent <= up.map_or(failed, |up| up + SETTLE)
+                && failed >= *down
+        })
     }
 
     /// A fault starts (`active`) or ends at `now`; `key` names it. The media-gap rule
@@ -215,7 +256,7 @@ impl Checker {
 
     /// Events checked so far.
     pub fn events_seen(&self) -> u64 {
-        self.last_seq
+        self.last_seq.iter().sum()
     }
 
     /// One line per event checked, in order.
@@ -228,14 +269,16 @@ impl Checker {
         &mut self,
         now: Duration,
         observer: &Observer,
-        store: &MemoryStore,
+        instances: &[Instance],
         engines: &[EngineHandle],
     ) -> Result<(), String> {
         self.check_players(now, observer)?;
-        // An answer waits for its commit, so the watermark it waits on never runs
-        // ahead of an event that is not durable.
-        store.watermark_is_durable()?;
-        self.check_events(now, store)?;
+        for (index, instance) in instances.iter().enumerate() {
+            // An answer waits for its commit, so the watermark it waits on never runs
+            // ahead of an event that is not durable.
+            instance.store.watermark_is_durable()?;
+            self.check_events(now, index, instances)?;
+        }
         if now >= self.next_engine_check {
             self.next_engine_check = now + ENGINE_CHECK_EVERY;
             self.check_engines(now, engines)?;
@@ -261,7 +304,7 @@ impl Checker {
                 // A request that met a crashed acemux, or a held link, may wait for
                 // its own timeout.
                 None if now > deadline
-                    && (self.explained_by_a_crash(request.sent_at, now)
+                    && (self.explained_by_a_crash(&request.player, request.sent_at, now)
                         || self.player_link_disturbed(&request.player, now)) =>
                 {
                     all_answered_so_far = false;
@@ -277,7 +320,7 @@ impl Checker {
                     // A request that met a crashed acemux (cut, refused, or answered
                     // late by the restarted one), or whose own link a fault held or
                     // cut, is excused, and counted.
-                    let excused = self.explained_by_a_crash(request.sent_at, at)
+                    let excused = self.explained_by_a_crash(&request.player, request.sent_at, at)
                         || self.player_link_disturbed(&request.player, at);
                     if at > deadline && !excused {
                         return Err(format!(
@@ -314,7 +357,7 @@ impl Checker {
         // link or an acemux crash explains it.
         let mut unread_excused = 0;
         for (player, what, started, failed) in &record.unread_bodies[self.unread_checked..] {
-            if self.explained_by_a_crash(*started, *failed)
+            if self.explained_by_a_crash(player, *started, *failed)
                 || self.player_link_disturbed(player, *failed)
             {
                 unread_excused += 1;
@@ -393,9 +436,27 @@ impl Checker {
         Ok(())
     }
 
-    fn check_events(&mut self, now: Duration, store: &MemoryStore) -> Result<(), String> {
+    /// The new events of instance `index`'s store: each stream started once across
+    /// every store (a session's events are recorded by its owner only), ended at most
+    /// once, and no second stream of a content while one is active in that store.
+    fn check_events(
+        &mut self,
+        now: Duration,
+        index: usize,
+        instances: &[Instance],
+    ) -> Result<(), String> {
+        if self.last_seq.len() <= index {
+            self.last_seq.resize(index + 1, 0);
+        }
+        let store = &instances[index].store;
+        // One instance's lines are as they always were; a cluster's name their store.
+        let prefix = if instances.len() > 1 {
+            format!("{} ", instances[index].host)
+        } else {
+            String::new()
+        };
         let query = EventQuery {
-            after: self.last_seq,
+            after: self.last_seq[index],
             limit: 1000,
             stream_id: None,
         };
@@ -405,16 +466,16 @@ impl Checker {
             None => return Err("the memory store did not answer at once".into()),
         };
         for event in events {
-            if event.seq != self.last_seq + 1 {
+            if event.seq != self.last_seq[index] + 1 {
                 return Err(format!(
-                    "event sequence jumped from {} to {}",
-                    self.last_seq, event.seq
+                    "{prefix}event sequence jumped from {} to {}",
+                    self.last_seq[index], event.seq
                 ));
             }
-            self.last_seq = event.seq;
+            self.last_seq[index] = event.seq;
             let id = event.stream.id.clone();
             self.event_lines.push(format!(
-                "{} {} {} {} {:?}",
+                "{prefix}{} {} {} {} {:?}",
                 event.seq,
                 event.event_id,
                 event.kind.as_str(),
@@ -423,18 +484,29 @@ impl Checker {
             ));
             match event.kind {
                 EventKind::StreamStarted => {
-                    if self.streams.contains_key(&id) {
-                        return Err(format!("stream_started twice for {id}"));
+                    if let Some(seen) = self.streams.get(&id) {
+                        return Err(if seen.instance == index {
+                            format!("{prefix}stream_started twice for {id}")
+                        } else {
+                            format!(
+                                "stream_started for {id} recorded by {} and {}",
+                                instances[seen.instance].host, instances[index].host
+                            )
+                        });
                     }
                     let content_id = event.stream.stream.key.clone();
                     let active_same_content = self
                         .streams
                         .values()
-                        .filter(|s| s.content_id == content_id && s.ended_at.is_none())
+                        .filter(|s| {
+                            s.content_id == content_id
+                                && s.ended_at.is_none()
+                                && s.instance == index
+                        })
                         .count();
                     if active_same_content > 0 {
                         return Err(format!(
-                            "a second stream of {content_id} started while one is active ({id})"
+                            "{prefix}a second stream of {content_id} started while one is active ({id})"
                         ));
                     }
                     self.streams.insert(
@@ -442,13 +514,23 @@ impl Checker {
                         StreamSeen {
                             content_id,
                             ended_at: None,
+                            instance: index,
                         },
                     );
                 }
                 EventKind::StreamEnded => match self.streams.get_mut(&id) {
-                    None => return Err(format!("stream_ended for {id} without stream_started")),
+                    Some(seen) if seen.instance != index => {
+                        return Err(format!(
+                            "{prefix}stream_ended for {id}, whose stream_started another instance recorded"
+                        ))
+                    }
+                    None => {
+                        return Err(format!(
+                            "{prefix}stream_ended for {id} without stream_started"
+                        ))
+                    }
                     Some(seen) if seen.ended_at.is_some() => {
-                        return Err(format!("stream_ended twice for {id}"))
+                        return Err(format!("{prefix}stream_ended twice for {id}"))
                     }
                     Some(seen) => seen.ended_at = Some(now),
                 },
@@ -460,6 +542,8 @@ impl Checker {
     fn check_engines(&mut self, now: Duration, engines: &[EngineHandle]) -> Result<(), String> {
         let mut running = BTreeMap::new();
         let mut repeated_stops = Vec::new();
+        // The engines running a session of each content (one entry per session).
+        let mut across: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for engine in engines {
             // A crashed engine's sessions died with it.
             if self.down_hosts.contains(&engine.name) {
@@ -495,17 +579,21 @@ impl Checker {
                 // runs two sessions of one content for long (a replaced session ends
                 // within the stop bound, like any other).
                 for (content_id, count) in playing {
+                    across
+                        .entry(content_id.to_owned())
+                        .or_default()
+                        .extend(std::iter::repeat_n(engine.name.clone(), count));
                     if count > 1 {
                         let since = *self
                             .doubled_since
                             .entry(format!("{}|{content_id}", engine.name))
                             .or_insert(now);
-                        // Explained by a fault on the engine's path (a stop delayed) or an
-                        // acemux crash (a grant lost with the process that asked).
+                        // Explained by a fault on the engine's path (a stop delayed), an
+                        // acemux crash (a grant lost with the process that asked), or a
+                        // cluster fault (two instances each took the channel).
                         let explained = self.disturbed(Some(&engine.name), now)
-                            || self.acemux_down.iter().any(|&(down, up)| {
-                                down <= now && now <= up.unwrap_or(now) + self.rules.recovery
-                            });
+                            || self.any_acemux_down(now)
+                            || self.cluster_disturbed(now);
                         if now > since + self.rules.stop_bound && !explained {
                             return Err(format!(
                                 "{} runs {count} sessions of {content_id} for {:?}",
@@ -520,6 +608,7 @@ impl Checker {
                 }
             }
         }
+        self.check_one_owner(now, &across)?;
         // A stop sent again is only explained by a fault on that engine's path: the
         // first one's answer was lost, so acemux could not know it arrived.
         for (engine, stream_id, stops) in repeated_stops {
@@ -557,9 +646,8 @@ impl Checker {
                     // acemux crash (the restarted one stops it again), is late, not
                     // lost: the clean state after healing still requires it.
                     let delayed = self.disturbed(Some(engine), now)
-                        || self.acemux_down.iter().any(|&(down, up)| {
-                            down <= now && now <= up.unwrap_or(now) + self.rules.recovery
-                        });
+                        || self.any_acemux_down(now)
+                        || self.cluster_disturbed(now);
                     if !excused && !delayed {
                         return Err(format!(
                             "{engine} session {stream_id} still runs {:?} after its stream_ended",
@@ -590,8 +678,8 @@ impl Checker {
                         // process that asked, and the new one cannot know the session.
                         // (Granted before the crash but not yet recorded, or around the
                         // restart.)
-                        let answer_lost_in_crash = self.acemux_down.iter().any(|&(down, up)| {
-                            down <= now && since <= up.unwrap_or(now) + self.rules.recovery
+                        let answer_lost_in_crash = self.acemux_down.iter().any(|(_, down, up)| {
+                            *down <= now && since <= up.unwrap_or(now) + self.rules.recovery
                         });
                         if !excused && !answer_lost_in_crash {
                             return Err(format!(
@@ -614,9 +702,8 @@ impl Checker {
     pub fn clean_state(
         &self,
         observer: &Observer,
-        store: &MemoryStore,
+        instances: &[Instance],
         engines: &[EngineHandle],
-        metrics: &Arc<Mutex<Option<Arc<Metrics>>>>,
     ) -> Result<(), String> {
         {
             let record = observer.lock();
@@ -627,20 +714,27 @@ impl Checker {
         if let Some((id, _)) = self.streams.iter().find(|(_, s)| s.ended_at.is_none()) {
             return Err(format!("stream {id} still active"));
         }
-        for webhook in store_webhooks(store) {
-            let pending = store.pending_count(webhook.clone()).now_or_never();
-            match pending {
-                Some(Ok(0)) => {}
-                Some(Ok(pending)) => {
-                    return Err(format!("{pending} events still pending for {webhook}"))
+        for instance in instances {
+            let store = &instance.store;
+            for webhook in store_webhooks(store) {
+                let pending = store.pending_count(webhook.clone()).now_or_never();
+                match pending {
+                    Some(Ok(0)) => {}
+                    Some(Ok(pending)) => {
+                        return Err(format!("{pending} events still pending for {webhook}"))
+                    }
+                    other => return Err(format!("pending count for {webhook}: {other:?}")),
                 }
-                other => return Err(format!("pending count for {webhook}: {other:?}")),
             }
-        }
-        let metrics = metrics.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(metrics) = metrics {
-            if metrics.channels.get() != 0 {
-                return Err(format!("{} channels still running", metrics.channels.get()));
+            let metrics = instance
+                .metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(metrics) = metrics {
+                if metrics.channels.get() != 0 {
+                    return Err(format!("{} channels still running", metrics.channels.get()));
+                }
             }
         }
         for engine in engines {
@@ -659,134 +753,6 @@ impl Checker {
                         }
                     }
                 }
-            }
-        }
-        Ok(())
-    }
-
-    /// After convergence: events delivered to the receiver are exactly the store's,
-    /// each received with one body; every session stopped once.
-    pub fn final_checks(
-        &mut self,
-        observer: &Observer,
-        store: &MemoryStore,
-        config: &WorldConfig,
-        metrics: &Arc<Mutex<Option<Arc<Metrics>>>>,
-    ) -> Result<(), String> {
-        let events = store
-            .events(EventQuery {
-                after: 0,
-                limit: 100_000,
-                stream_id: None,
-            })
-            .now_or_never()
-            .and_then(Result::ok)
-            .ok_or("the event log cannot be read")?;
-        if config.receiver_webhook {
-            let record = observer.lock();
-            let mut received: BTreeMap<&str, &str> = BTreeMap::new();
-            for event in &record.received {
-                if let Some(previous) = received.insert(&event.idempotency_key, &event.body) {
-                    if previous != event.body {
-                        return Err(format!(
-                            "event {} received twice with different bodies",
-                            event.idempotency_key
-                        ));
-                    }
-                }
-            }
-            let rejected: std::collections::BTreeSet<&str> =
-                record.rejected.iter().map(String::as_str).collect();
-            // Given up by acemux (an outbox over --webhook-max-pending, or attempts
-            // exhausted), as the store recorded it: the event stays in the log.
-            let receiver_hook = crate::world::receiver_webhook_url();
-            let closed = store.rejected(&receiver_hook);
-            let given_up: std::collections::BTreeSet<&str> = events
-                .iter()
-                .filter(|event| {
-                    closed.contains(&event.seq) && !rejected.contains(event.event_id.as_str())
-                })
-                .map(|event| event.event_id.as_str())
-                .collect();
-            if !given_up.is_empty() {
-                // Only a bound explains giving up: the outbox's, or the attempts'.
-                if config.delivery.max_pending == 0 && config.delivery.max_attempts == 0 {
-                    return Err(format!(
-                        "{} deliveries given up with no outbox or attempt bound",
-                        given_up.len()
-                    ));
-                }
-                // Counted by the running process (a restarted one counts afresh).
-                let counted = metrics
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .as_ref()
-                    .map_or(0, |metrics| {
-                        metrics
-                            .webhook_given_up
-                            .get_or_create(&acemux::metrics::WebhookLabels {
-                                webhook: receiver_hook.clone(),
-                            })
-                            .get()
-                    });
-                if self.acemux_down.is_empty() && counted != given_up.len() as u64 {
-                    return Err(format!(
-                        "{} deliveries given up, acemux_webhook_given_up_total says {counted}",
-                        given_up.len()
-                    ));
-                }
-                for _ in &given_up {
-                    self.waive("delivery given up at the outbox or attempt bound");
-                }
-            }
-            // Refused for good and also accepted: the refusal (or the acceptance) did not
-            // reach acemux, only explained by a fault on the receiver's link or an acemux
-            // crash.
-            let receiver_faults = !self.acemux_down.is_empty()
-                || self
-                    .fault_log
-                    .iter()
-                    .any(|(key, _, _)| key.contains("receiver"));
-            for event in &events {
-                if given_up.contains(event.event_id.as_str()) {
-                    continue;
-                }
-                if rejected.contains(event.event_id.as_str()) {
-                    if received.contains_key(event.event_id.as_str()) {
-                        if !receiver_faults {
-                            return Err(format!(
-                                "event {} was sent again after the receiver refused it for good",
-                                event.event_id
-                            ));
-                        }
-                        *self
-                            .waivers
-                            .entry("event accepted and refused across a receiver fault")
-                            .or_default() += 1;
-                    }
-                    continue;
-                }
-                if !received.contains_key(event.event_id.as_str()) {
-                    return Err(format!(
-                        "event {} ({} {}) never reached the receiver",
-                        event.event_id,
-                        event.kind.as_str(),
-                        event.stream.id
-                    ));
-                }
-            }
-            let answered: std::collections::BTreeSet<&str> = received
-                .keys()
-                .copied()
-                .chain(rejected)
-                .chain(given_up)
-                .collect();
-            if answered.len() != events.len() {
-                return Err(format!(
-                    "the receiver accepted or refused {} distinct events, the log holds {}",
-                    answered.len(),
-                    events.len()
-                ));
             }
         }
         Ok(())

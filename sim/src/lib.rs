@@ -9,6 +9,7 @@
 //! its seed and the command that replays it.
 
 pub mod hosts;
+pub mod instances;
 pub mod invariants;
 pub mod media_index;
 pub mod naive;

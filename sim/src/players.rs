@@ -13,7 +13,7 @@ use crate::media_index::{MediaIndex, SliceTracker};
 use crate::net::TurmoilNet;
 use crate::observe::{sim_now, Observer};
 
-/// acemux's address in every simulation.
+/// acemux's address in a world of one instance (the default target of players).
 pub const ACEMUX: &str = "acemux:6880";
 
 /// What one player does.
@@ -81,6 +81,9 @@ pub struct Player {
     pub plan: Plan,
     /// Every request must have its status within this.
     pub bound: Duration,
+    /// The acemux instance it asks (`host:port`): [`ACEMUX`] unless a cluster world
+    /// spreads players over its instances.
+    pub target: String,
 }
 
 /// Runs `player` to its end.
@@ -155,7 +158,7 @@ async fn get(
     observer: &Observer,
     path: &str,
 ) -> Option<(u16, Incoming)> {
-    let request = Request::get(format!("http://{ACEMUX}{path}"))
+    let request = Request::get(format!("http://{}{path}", player.target))
         .body(Full::new(Bytes::new()))
         .expect("a valid request");
     send(player, client, observer, request).await
@@ -244,7 +247,8 @@ impl Operator<'_> {
     async fn delete(&self, stream_id: &str) {
         // The simulated acemux serves without an API key (the world sets none).
         let request = Request::delete(format!(
-            "http://{ACEMUX}/streams/{}",
+            "http://{}/streams/{}",
+            self.player.target,
             percent_encode(stream_id)
         ))
         .body(Full::new(Bytes::new()))
@@ -567,7 +571,9 @@ async fn fetch_segment(
     seq: u64,
     uri: &str,
 ) -> Option<Bytes> {
-    let path = uri.strip_prefix(&format!("http://{ACEMUX}")).unwrap_or(uri);
+    let path = uri
+        .strip_prefix(&format!("http://{}", player.target))
+        .unwrap_or(uri);
     let (status, body) = get(player, client, observer, path).await?;
     if status != 200 {
         // A segment that slid out of the window between playlist and fetch is a 404.

@@ -9,16 +9,17 @@ use std::time::{Duration, UNIX_EPOCH};
 use acemux::metrics::Metrics;
 use acemux::net::Net;
 use acemux::proxy::ProxyConfig;
-use acemux::server::ServerLimits;
 use acemux::store::{EventStore, MemoryStore, StoreFaults};
-use acemux::webhook::{DeliveryPolicy, WebhookTarget};
+use acemux::webhook::DeliveryPolicy;
 use acemux::ServeOptions;
-use acemux_core::lifecycle::{EngineAddr, RegistryConfig};
 use acemux_core::planted::Bug;
 use acemux_core::rng::SeededRng;
 use acemux_testkit::emulator::{Emulator, EmulatorConfig, Faults};
 
 use crate::hosts::{orchestrator, receiver};
+use crate::instances::{
+    instance_hosts, serve_options, spawn_acemux, spawn_redis, ClusterSetup, Instance,
+};
 use crate::invariants::Checker;
 use crate::net::TurmoilNet;
 use crate::observe::Observer;
@@ -38,7 +39,7 @@ pub const GLUETUN_BASE_PORT: u16 = 19000;
 /// The receiver's port.
 pub const RECEIVER_PORT: u16 = 8080;
 /// The wall-clock origin every simulated acemux uses (2023-11-14).
-const CLOCK_ORIGIN_UNIX_MICROS: u64 = 1_700_000_000_000_000;
+pub(crate) const CLOCK_ORIGIN_UNIX_MICROS: u64 = 1_700_000_000_000_000;
 
 /// How a world is built.
 #[derive(Clone, Debug)]
@@ -67,6 +68,9 @@ pub struct WorldConfig {
     /// `orchestrator` serves this body at `/engines` (changed with
     /// [`World::set_orchestrator_list`]), polled every 2 s.
     pub orchestrator_list: Option<String>,
+    /// Several instances sharing channels through Redis (hosts `acemux1`..`acemuxN`
+    /// and `redis`) instead of one host `acemux`.
+    pub cluster: Option<ClusterSetup>,
 }
 
 /// What the invariants tolerate in a scenario.
@@ -140,6 +144,7 @@ impl WorldConfig {
             engine_faults: BTreeMap::new(),
             rules: Rules::default(),
             orchestrator_list: None,
+            cluster: None,
         }
     }
 }
@@ -165,9 +170,11 @@ pub enum Fault {
     ClearEngineFaults(String, String),
     /// The event receiver answers this status to every event (200: healthy).
     ReceiverStatus(u16),
-    /// An engine host crashes (all its tasks and sockets gone).
+    /// A host crashes (all its tasks and sockets gone): an engine, an acemux instance
+    /// or the Redis host.
     Crash(String),
-    /// A crashed engine host starts again, as a new engine.
+    /// A crashed host starts again (an engine as a new engine, acemux on its store,
+    /// Redis empty).
     Restart(String),
     /// acemux's event store becomes slow or failing (the default: healthy again).
     Store(StoreFaults),
@@ -250,13 +257,17 @@ pub struct World<'a> {
     pub config: WorldConfig,
     /// What players and the receiver saw.
     pub observer: Observer,
-    /// acemux's event store.
+    /// acemux's event store (the first instance's, in a cluster world).
     pub store: Arc<MemoryStore>,
+    /// Every acemux instance: `acemux` alone, or `acemux1`..`acemuxN`.
+    pub instances: Vec<Instance>,
+    /// What the simulated Redis holds, in a cluster world.
+    pub redis: Option<crate::redis::RedisView>,
     /// The engines.
     pub engines: Vec<EngineHandle>,
     /// The relay's switches.
     pub relay: Arc<RelayControl>,
-    /// acemux's metrics, once it runs.
+    /// acemux's metrics, once it runs (the first instance's, in a cluster world).
     pub metrics: Arc<Mutex<Option<Arc<Metrics>>>>,
     /// The workload's random numbers (turmoil has its own, from the same seed).
     pub rng: SeededRng,
@@ -377,72 +388,37 @@ impl<'a> World<'a> {
         if config.receiver_webhook {
             webhooks.push(receiver_webhook_url());
         }
-        let store = MemoryStore::new(webhooks.clone());
-        store.plant(config.proxy.planted);
-        let metrics = Arc::new(Mutex::new(None));
-        let options = ServeOptions {
-            webhooks: webhooks
-                .iter()
-                .map(|url| WebhookTarget::parse(url).expect("the simulation's webhook URLs parse"))
-                .collect(),
-            delivery: config.delivery.clone(),
-            server: ServerLimits {
-                max_connections: 4096,
-                shutdown_timeout: Duration::from_secs(5),
-                ..ServerLimits::default()
-            },
-            registry: RegistryConfig {
-                seed: rng.next_u64(),
-                ..RegistryConfig::default()
-            },
-            clock_origin_unix_micros: CLOCK_ORIGIN_UNIX_MICROS,
-            engines: if config.orchestrator_list.is_some() {
-                Vec::new()
-            } else {
-                (0..config.engines)
-                    .map(|index| EngineAddr {
-                        host: "gluetun".into(),
-                        port: GLUETUN_BASE_PORT + index as u16,
-                    })
-                    .collect()
-            },
-            engine_lists: config
-                .orchestrator_list
-                .iter()
-                .map(|_| format!("http://orchestrator:{ORCHESTRATOR_PORT}/engines"))
-                .collect(),
-            engine_list_interval: Duration::from_secs(2),
-            proxy: config.proxy.clone(),
-            ..ServeOptions::default()
-        };
-        {
-            let store = store.clone();
-            let metrics = metrics.clone();
-            sim.host("acemux", move || {
-                let store = store.clone();
-                let mut options = options.clone();
-                // The wall clock keeps running across a restart, as a real one does.
-                options.clock_origin_unix_micros = CLOCK_ORIGIN_UNIX_MICROS
-                    + u64::try_from(crate::observe::sim_now().as_micros()).unwrap_or(u64::MAX);
-                let metrics = metrics.clone();
-                async move {
-                    let listener = TurmoilNet
-                        .bind(
-                            SocketAddr::from(([0, 0, 0, 0], ACEMUX_PORT)),
-                            acemux::net::DEFAULT_BACKLOG,
-                        )
-                        .await?;
-                    let store: Arc<dyn EventStore> = store;
-                    let running = acemux::start(TurmoilNet, listener, store, options).await?;
-                    *metrics.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.metrics());
-                    std::future::pending::<()>().await;
-                    drop(running);
-                    Ok(())
-                }
+        let redis = config.cluster.as_ref().map(|_| spawn_redis(&mut sim));
+        let mut instances = Vec::new();
+        for host in instance_hosts(config.cluster.as_ref()) {
+            let store = MemoryStore::new(webhooks.clone());
+            store.plant(config.proxy.planted);
+            let metrics = Arc::new(Mutex::new(None));
+            let options = serve_options(&config, &webhooks, rng.next_u64());
+            spawn_acemux(
+                &mut sim,
+                &host,
+                store.clone(),
+                metrics.clone(),
+                options,
+                config.cluster.as_ref(),
+                CLOCK_ORIGIN_UNIX_MICROS,
+            );
+            instances.push(Instance {
+                host,
+                store,
+                metrics,
             });
         }
+        let store = instances[0].store.clone();
+        let metrics = instances[0].metrics.clone();
 
         let mut checker = Checker::new(config.rules.clone());
+        if config.cluster.is_some() {
+            let mut hosts: Vec<String> = instances.iter().map(|i| i.host.clone()).collect();
+            hosts.push(crate::instances::REDIS_HOST.to_owned());
+            checker.cluster(hosts);
+        }
         // Emulator faults set from the start are faults for the whole run, on every
         // engine: a window open until healing.
         let engine_names: Vec<String> = engines.iter().map(|e| e.name.clone()).collect();
@@ -458,6 +434,8 @@ impl<'a> World<'a> {
             config,
             observer,
             store,
+            instances,
+            redis,
             engines,
             relay,
             metrics,
@@ -491,6 +469,8 @@ impl<'a> World<'a> {
         let name = format!("players{}", self.player_hosts);
         for player in &players {
             self.checker.player_host(&player.name, &name);
+            self.checker
+                .player_target(&player.name, crate::instances::target_host(&player.target));
         }
         let observer = self.observer.clone();
         self.sim.client(name, async move {
@@ -574,7 +554,7 @@ impl<'a> World<'a> {
         let now = self.elapsed();
         let checked = self
             .checker
-            .check_step(now, &self.observer, &self.store, &self.engines);
+            .check_step(now, &self.observer, &self.instances, &self.engines);
         checked.map_err(|message| self.fail(message))
     }
 
@@ -622,9 +602,9 @@ impl<'a> World<'a> {
                     .fault_window(now, format!("crash {host}"), false);
                 self.checker
                     .host_down(host, matches!(fault, Fault::Crash(_)));
-                if host == "acemux" {
+                if self.instance(host).is_some() {
                     let down = matches!(fault, Fault::Crash(_));
-                    self.checker.acemux_down(now, down);
+                    self.checker.acemux_down(host, now, down);
                     if !down {
                         self.observer.lock().acemux_restarts += 1;
                     }
@@ -658,24 +638,29 @@ impl<'a> World<'a> {
             Fault::Crash(host) => {
                 let sim = &mut self.sim;
                 self.trace_layer.unhashed(|| sim.crash(host.as_str()));
-                if host == "acemux" {
-                    self.lose_uncommitted();
-                }
+                self.lose_uncommitted(&host);
             }
             Fault::Restart(host) => {
                 let sim = &mut self.sim;
                 self.trace_layer.unhashed(|| sim.bounce(host.as_str()));
-                if host == "acemux" {
-                    // A restart of a running process kills it first.
-                    self.lose_uncommitted();
-                }
+                // A restart of a running process kills it first.
+                self.lose_uncommitted(&host);
             }
         }
     }
 
-    /// What the store had not acknowledged dies with the acemux process.
-    fn lose_uncommitted(&mut self) {
-        let lost = self.store.lose_uncommitted();
+    /// The acemux instance on host `host`.
+    fn instance(&self, host: &str) -> Option<&Instance> {
+        self.instances.iter().find(|instance| instance.host == host)
+    }
+
+    /// What the store of acemux instance `host` had not acknowledged dies with its
+    /// process (nothing if `host` is not an instance).
+    fn lose_uncommitted(&mut self, host: &str) {
+        let Some(instance) = self.instance(host) else {
+            return;
+        };
+        let lost = instance.store.lose_uncommitted();
         for _ in 0..lost {
             self.checker
                 .waive("unacknowledged event lost with a crashed acemux");
@@ -700,10 +685,16 @@ impl<'a> World<'a> {
                 self.checker.host_down(name, false);
             }
         }
-        self.sim.repair("acemux", "gluetun");
-        self.sim.release("acemux", "gluetun");
-        self.sim
-            .set_link_latency("acemux", "gluetun", Duration::from_millis(5));
+        let hosts: Vec<String> = self.instances.iter().map(|i| i.host.clone()).collect();
+        for host in &hosts {
+            self.sim.repair(host.as_str(), "gluetun");
+            self.sim.release(host.as_str(), "gluetun");
+            self.sim
+                .set_link_latency(host.as_str(), "gluetun", Duration::from_millis(5));
+        }
+        if self.config.cluster.is_some() {
+            self.heal_cluster(&hosts);
+        }
         self.receiver_status
             .store(200, std::sync::atomic::Ordering::SeqCst);
         self.store.set_faults(StoreFaults::default());
@@ -721,9 +712,9 @@ impl<'a> World<'a> {
         }
         let deadline = self.elapsed() + budget;
         loop {
-            let clean =
-                self.checker
-                    .clean_state(&self.observer, &self.store, &self.engines, &self.metrics);
+            let clean = self
+                .checker
+                .clean_state(&self.observer, &self.instances, &self.engines);
             match clean {
                 Ok(()) => break,
                 Err(reason) if self.elapsed() >= deadline => {
@@ -739,9 +730,34 @@ impl<'a> World<'a> {
             }
         }
         self.checker
-            .final_checks(&self.observer, &self.store, &self.config, &self.metrics)
+            .final_checks(&self.observer, &self.instances, &self.config)
             .map_err(|message| self.fail(message))?;
         Ok(self.outcome())
+    }
+
+    /// A cluster world's links between instances and to Redis repaired, crashed
+    /// instances and Redis started again (Redis empty, as a restart leaves it).
+    fn heal_cluster(&mut self, hosts: &[String]) {
+        let mut peers: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        peers.push(crate::instances::REDIS_HOST);
+        for (index, a) in peers.iter().enumerate() {
+            for b in &peers[index + 1..] {
+                self.sim.repair(*a, *b);
+                self.sim.release(*a, *b);
+            }
+        }
+        let now = self.elapsed();
+        for host in peers {
+            if !self.sim.is_host_running(host) {
+                let sim = &mut self.sim;
+                self.trace_layer.unhashed(|| sim.bounce(host));
+                self.checker.host_down(host, false);
+                if self.instance(host).is_some() {
+                    self.checker.acemux_down(host, now, false);
+                    self.observer.lock().acemux_restarts += 1;
+                }
+            }
+        }
     }
 
     /// The running emulator of engine host `name`.

@@ -40,6 +40,7 @@ fn every_scenario_is_pinned_below() {
         "mixed_players",
         "acemux_restart",
         "swarm",
+        "cluster",
     ];
     let listed: Vec<&str> = SCENARIOS.iter().map(|(name, _)| *name).collect();
     assert_eq!(listed, pinned, "a scenario without a determinism test");
@@ -79,6 +80,12 @@ fn slow_viewers_replays() {
 #[test]
 fn engine_death_failover_replays() {
     replays("engine_death_failover", 41);
+}
+
+#[test]
+fn cluster_replays() {
+    // Every seed crashes an instance, splits the cluster and restarts Redis.
+    replays("cluster", 61);
 }
 
 #[test]

@@ -47,6 +47,11 @@ const CASES: &[(Bug, &str, &[&str])] = &[
         "acemux_restart",
         &["stream_ended twice"],
     ),
+    (
+        Bug::LeaseNotRenewed,
+        "cluster",
+        &["engine sessions of", "runs 2 sessions of"],
+    ),
 ];
 
 #[test]

@@ -101,6 +101,7 @@ fn a_broken_bound_fails_the_run_with_its_replay_command() {
             every: Duration::from_secs(1),
         },
         bound: Duration::from_micros(1),
+        target: acemux_sim::players::ACEMUX.into(),
     }]);
     let failure = world
         .run_until(Duration::from_secs(10))
@@ -128,6 +129,11 @@ fn mixed_players() {
 #[test]
 fn acemux_restart() {
     pinned(scenarios::acemux_restart, &[1, 2]);
+}
+
+#[test]
+fn cluster() {
+    pinned(scenarios::cluster, &[1, 2]);
 }
 
 #[test]

@@ -435,9 +435,14 @@ impl Leases {
                 // Redis counts the time to live from when it set the key, at the
                 // latest now; this instance counts from when it asked.
                 let expires = sent + self.config.ttl;
+                let renew_at = (!self
+                    .config
+                    .planted
+                    .has(crate::planted::Bug::LeaseNotRenewed))
+                .then(|| now + self.config.renew_every);
                 if let Some(entry) = self.channels.get_mut(channel) {
                     entry.state = State::Held { mine, expires };
-                    entry.next = Some(now + self.config.renew_every);
+                    entry.next = renew_at;
                 }
             }
             Ok(Reply::Taken(Some(holder))) if holder.instance != self.config.instance => {

@@ -23,6 +23,8 @@ pub struct LeaseConfig {
     pub wait_for_redis: Duration,
     /// Delay before a failed Redis call is tried again.
     pub retry_after: Duration,
+    /// Bugs planted by the simulation's self-test; none otherwise.
+    pub planted: crate::planted::Planted,
 }
 
 impl LeaseConfig {
@@ -39,6 +41,7 @@ impl LeaseConfig {
             redis_timeout: Duration::from_secs(1).min(renew_every),
             wait_for_redis: Duration::from_secs(2),
             retry_after: Duration::from_millis(500).min(renew_every),
+            planted: crate::planted::Planted::NONE,
         }
     }
 }

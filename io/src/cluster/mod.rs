@@ -122,7 +122,8 @@ pub struct LeaseView {
 
 impl Cluster {
     /// Starts the driver: leases for instance `instance` in `options.redis`, over
-    /// `net`. Channels whose lease is lost are sent to `lost`.
+    /// `net`. Channels whose lease is lost are sent to `lost`. `planted`: the
+    /// simulation's self-test only.
     pub fn start<N: Net>(
         net: N,
         options: &ClusterOptions,
@@ -130,6 +131,7 @@ impl Cluster {
         clock: Clock,
         metrics: Arc<Metrics>,
         lost: mpsc::UnboundedSender<String>,
+        planted: acemux_core::planted::Planted,
     ) -> (Cluster, JoinHandle<()>) {
         let mut config = LeaseConfig::new(
             instance.clone(),
@@ -138,6 +140,7 @@ impl Cluster {
         );
         config.redis_timeout = options.redis_timeout;
         config.wait_for_redis = options.redis_wait;
+        config.planted = planted;
         let (messages, inbox) = mpsc::unbounded_channel();
         let cluster = Cluster(Arc::new(Inner {
             messages,

@@ -92,6 +92,7 @@ fn operator(world: &mut World<'_>, channels: &[&str], bound: Duration) -> Player
             until: secs(80),
         },
         bound,
+        target: crate::players::ACEMUX.into(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! returns the failure with its replay command.
 
 mod churn;
+mod cluster;
 mod failover;
 mod mixed;
 mod orchestrator;
@@ -17,6 +18,7 @@ use crate::players::{Plan, Player};
 use crate::world::{Failure, Outcome};
 
 pub use churn::viewer_churn;
+pub use cluster::cluster;
 pub use failover::engine_death_failover;
 pub use mixed::mixed_players;
 pub use orchestrator::orchestrator_churn;
@@ -40,6 +42,7 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
     ("mixed_players", mixed_players),
     ("acemux_restart", acemux_restart),
     ("swarm", swarm),
+    ("cluster", cluster),
 ];
 
 /// The scenario named `name`.
@@ -68,6 +71,7 @@ pub(crate) fn ts_reader(
             watch,
         },
         bound,
+        target: crate::players::ACEMUX.into(),
     }
 }
 
@@ -92,6 +96,7 @@ pub(crate) fn hls_poller(
             window_segments,
         },
         bound,
+        target: crate::players::ACEMUX.into(),
     }
 }
 
@@ -106,6 +111,7 @@ pub(crate) fn health_probe(name: &str, watch: Duration, bound: Duration) -> Play
             every: Duration::from_secs(1),
         },
         bound,
+        target: crate::players::ACEMUX.into(),
     }
 }
 

@@ -45,6 +45,7 @@ pub fn slow_viewers(seed: u64) -> Result<Outcome, Failure> {
                 drop_within: stall_timeout + secs(5),
             },
             bound: start_bound,
+            target: crate::players::ACEMUX.into(),
         });
     }
     world.players(stallers);
