@@ -664,8 +664,16 @@ impl Checker {
                         .unregistered_since
                         .entry(stream_id.clone())
                         .or_insert(now);
+                    // Granted around an acemux crash: the answer died with the
+                    // process that asked, and the new one cannot know the session.
+                    // (Granted before the crash but not yet recorded, or around the
+                    // restart.)
+                    let answer_lost_in_crash = self.acemux_down.iter().any(|(_, down, up)| {
+                        *down <= now && since <= up.unwrap_or(now) + self.rules.recovery
+                    });
                     // A slow or failing store records the session late, not never: the
-                    // bound runs from when the store was healthy again.
+                    // bound runs from when the store was healthy again (unless the
+                    // process that could record it is gone).
                     let store_healthy_from = self
                         .fault_log
                         .iter()
@@ -673,14 +681,12 @@ impl Checker {
                         .map(|(_, _, end)| end.unwrap_or(now))
                         .max()
                         .unwrap_or(Duration::ZERO);
-                    if now > since.max(store_healthy_from) + self.rules.stop_bound * 2 {
-                        // Granted around an acemux crash: the answer died with the
-                        // process that asked, and the new one cannot know the session.
-                        // (Granted before the crash but not yet recorded, or around the
-                        // restart.)
-                        let answer_lost_in_crash = self.acemux_down.iter().any(|(_, down, up)| {
-                            *down <= now && since <= up.unwrap_or(now) + self.rules.recovery
-                        });
+                    let bound_from = if answer_lost_in_crash {
+                        since
+                    } else {
+                        since.max(store_healthy_from)
+                    };
+                    if now > bound_from + self.rules.stop_bound * 2 {
                         if !excused && !answer_lost_in_crash {
                             return Err(format!(
                                 "{engine} session {stream_id} runs unrecorded for {:?}",
