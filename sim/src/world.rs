@@ -303,11 +303,11 @@ impl<'a> World<'a> {
         let mut sim = turmoil::Builder::new()
             .rng_seed(rng.next_u64())
             .simulation_duration(Duration::from_secs(24 * 3600))
-            // 20 ms steps: every timeout and fault window of the scenarios is hundreds of
+            // 30 ms steps: every timeout and fault window of the scenarios is hundreds of
             // milliseconds or more, and a step costs about the same whatever its length
-            // (each host's runtime is entered once per step), so runs are about eight
+            // (each host's runtime is entered once per step), so runs are about ten
             // times faster than at 1 ms; message latencies (1–10 ms) land on the next step.
-            .tick_duration(Duration::from_millis(20))
+            .tick_duration(Duration::from_millis(30))
             .epoch(UNIX_EPOCH + Duration::from_micros(CLOCK_ORIGIN_UNIX_MICROS))
             .min_message_latency(Duration::from_millis(1))
             .max_message_latency(Duration::from_millis(10))
