@@ -40,8 +40,8 @@ struct Args {
     #[arg(long)]
     quiet: bool,
     /// Plant this bug in every run, to see the simulation catch it (its self-test;
-    /// names: stop_sent_twice, late_session_left_running,
-    /// channel_waits_for_slowest_viewer, hls_segment_skipped, leftovers_forgotten).
+    /// the names are those of `acemux_core::planted::Bug`, listed by docs/simulation.md
+    /// and by an unknown name).
     #[arg(long, value_name = "BUG")]
     plant: Option<String>,
 }
