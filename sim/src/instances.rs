@@ -74,6 +74,28 @@ pub struct Instance {
     pub metrics: Arc<Mutex<Option<Arc<Metrics>>>>,
 }
 
+impl Instance {
+    /// Its whole event log so far (the in-memory store answers at once); empty if it
+    /// cannot be read.
+    pub fn events(&self) -> Vec<acemux_core::lifecycle::Event> {
+        all_events(&self.store)
+    }
+}
+
+/// The whole event log of `store` so far; empty if it cannot be read.
+pub fn all_events(store: &MemoryStore) -> Vec<acemux_core::lifecycle::Event> {
+    use futures::FutureExt as _;
+    store
+        .events(acemux::store::EventQuery {
+            after: 0,
+            limit: 1_000_000,
+            stream_id: None,
+        })
+        .now_or_never()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
 /// The instance hosts of a world: `acemux` alone, or `acemux1`..`acemuxN`.
 pub fn instance_hosts(cluster: Option<&ClusterSetup>) -> Vec<String> {
     match cluster {

@@ -96,7 +96,8 @@ pub fn cluster(seed: u64) -> Result<Outcome, Failure> {
         .instances
         .iter()
         .map(|instance| {
-            instance_events(instance)
+            instance
+                .events()
                 .iter()
                 .filter(|event| event.kind == acemux_core::lifecycle::EventKind::StreamStarted)
                 .count()
@@ -110,20 +111,4 @@ pub fn cluster(seed: u64) -> Result<Outcome, Failure> {
         world.excused_requests()
     ));
     Ok(outcome)
-}
-
-/// Instance `instance`'s whole event log.
-fn instance_events(instance: &crate::instances::Instance) -> Vec<acemux_core::lifecycle::Event> {
-    use acemux::store::EventStore as _;
-    use futures::FutureExt as _;
-    instance
-        .store
-        .events(acemux::store::EventQuery {
-            after: 0,
-            limit: 1_000_000,
-            stream_id: None,
-        })
-        .now_or_never()
-        .and_then(Result::ok)
-        .unwrap_or_default()
 }
