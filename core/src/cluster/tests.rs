@@ -45,6 +45,11 @@ fn command(outputs: &[Output]) -> (OpId, Command) {
     commands[0].clone()
 }
 
+/// Answers Redis command `op` with `result` at `now`.
+fn reply(leases: &mut Leases, now: Instant, op: OpId, result: Result<Reply, String>) {
+    leases.handle_input(now, Input::Reply { op, result });
+}
+
 fn routes(outputs: &[Output]) -> Vec<(TicketId, Route)> {
     outputs
         .iter()
@@ -60,13 +65,7 @@ fn holding(fencing: u64) -> (Leases, Vec<Output>) {
     let mut leases = machine();
     leases.want(at(0), TicketId(1), "a");
     let (op, _) = command(&drain(&mut leases));
-    leases.handle_input(
-        at(5),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Acquired { fencing }),
-        },
-    );
+    reply(&mut leases, at(5), op, Ok(Reply::Acquired { fencing }));
     let outputs = drain(&mut leases);
     (leases, outputs)
 }
@@ -90,13 +89,7 @@ fn a_new_channel_takes_the_lease_before_its_session() {
     assert!(
         matches!(outputs[0], Output::Redis { timeout, .. } if timeout == Duration::from_secs(1))
     );
-    leases.handle_input(
-        at(5),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Acquired { fencing: 7 }),
-        },
-    );
+    reply(&mut leases, at(5), op, Ok(Reply::Acquired { fencing: 7 }));
     let outputs = drain(&mut leases);
     assert_eq!(routes(&outputs), [(TicketId(1), Route::Own { fencing: 7 })]);
     assert!(leases.holds("a"));
@@ -126,13 +119,7 @@ fn a_channel_held_elsewhere_is_relayed_from_its_owner() {
     let mut leases = machine();
     leases.want(at(0), TicketId(1), "a");
     let (op, _) = command(&drain(&mut leases));
-    leases.handle_input(
-        at(2),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Taken(Some(other(3)))),
-        },
-    );
+    reply(&mut leases, at(2), op, Ok(Reply::Taken(Some(other(3)))));
     let outputs = drain(&mut leases);
     assert_eq!(routes(&outputs), [(TicketId(1), Route::Relay(other(3)))]);
     assert!(!leases.holds("a"));
@@ -161,13 +148,7 @@ fn a_held_lease_is_renewed_every_third_of_its_ttl() {
         }
     );
     assert_eq!(leases.poll_timeout(), None, "one call in flight at a time");
-    leases.handle_input(
-        at(3010),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Kept),
-        },
-    );
+    reply(&mut leases, at(3010), op, Ok(Reply::Kept));
     assert_eq!(
         leases.held()[0].expires,
         at(3005) + TTL,
@@ -181,13 +162,7 @@ fn a_renewal_that_finds_another_owner_loses_the_channel() {
     let (mut leases, _) = holding(1);
     leases.handle_timeout(at(3005));
     let (op, _) = command(&drain(&mut leases));
-    leases.handle_input(
-        at(3006),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Gone(Some(other(2)))),
-        },
-    );
+    reply(&mut leases, at(3006), op, Ok(Reply::Gone(Some(other(2)))));
     let outputs = drain(&mut leases);
     assert_eq!(
         outputs,
@@ -208,13 +183,7 @@ fn failed_renewals_keep_the_channel_and_are_retried() {
     let (mut leases, _) = holding(1);
     leases.handle_timeout(at(3005));
     let (op, _) = command(&drain(&mut leases));
-    leases.handle_input(
-        at(4005),
-        Input::Reply {
-            op,
-            result: Err("timed out".into()),
-        },
-    );
+    reply(&mut leases, at(4005), op, Err("timed out".into()));
     let outputs = drain(&mut leases);
     assert!(matches!(
         &outputs[..],
@@ -238,13 +207,7 @@ fn failed_calls_in_a_row_wait_twice_as_long_up_to_the_renewal_interval() {
     let mut waits = Vec::new();
     for _ in 0..5 {
         let (op, _) = command(&drain(&mut leases));
-        leases.handle_input(
-            now,
-            Input::Reply {
-                op,
-                result: Err("down".into()),
-            },
-        );
+        reply(&mut leases, now, op, Err("down".into()));
         drain(&mut leases);
         let next = leases.poll_timeout().expect("a retry");
         waits.push(next - now);
@@ -255,23 +218,11 @@ fn failed_calls_in_a_row_wait_twice_as_long_up_to_the_renewal_interval() {
     assert_eq!(waits, [ms(500), ms(1000), ms(2000), ms(3000), ms(3000)]);
     // An answer starts the count again.
     let (op, _) = command(&drain(&mut leases));
-    leases.handle_input(
-        now,
-        Input::Reply {
-            op,
-            result: Ok(Reply::Kept),
-        },
-    );
+    reply(&mut leases, now, op, Ok(Reply::Kept));
     leases.handle_timeout(now + TTL / 3);
     let (op, _) = command(&drain(&mut leases));
     let later = now + TTL / 3;
-    leases.handle_input(
-        later,
-        Input::Reply {
-            op,
-            result: Err("down".into()),
-        },
-    );
+    reply(&mut leases, later, op, Err("down".into()));
     assert_eq!(leases.poll_timeout(), Some(later + ms(500)));
 }
 
@@ -280,13 +231,7 @@ fn a_lease_gone_from_redis_is_taken_again_and_lost_if_another_was_faster() {
     let (mut leases, _) = holding(4);
     leases.handle_timeout(at(3005));
     let (op, _) = command(&drain(&mut leases));
-    leases.handle_input(
-        at(3006),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Gone(None)),
-        },
-    );
+    reply(&mut leases, at(3006), op, Ok(Reply::Gone(None)));
     let outputs = drain(&mut leases);
     assert!(outputs.contains(&Output::Notice(Notice::Expired {
         channel: "a".into()
@@ -296,13 +241,7 @@ fn a_lease_gone_from_redis_is_taken_again_and_lost_if_another_was_faster() {
     // Asked meanwhile (a reconnect): the channel runs here, so it stays here.
     leases.want(at(3007), TicketId(9), "a");
     assert_eq!(routes(&drain(&mut leases)), [(TicketId(9), Route::Local)]);
-    leases.handle_input(
-        at(3008),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Taken(Some(other(5)))),
-        },
-    );
+    reply(&mut leases, at(3008), op, Ok(Reply::Taken(Some(other(5)))));
     assert_eq!(
         drain(&mut leases),
         [Output::Lost {
@@ -317,13 +256,7 @@ fn unreachable_redis_starts_a_new_channel_locally_after_the_bounded_wait() {
     let mut leases = machine();
     leases.want(at(0), TicketId(1), "a");
     let (op, _) = command(&drain(&mut leases));
-    leases.handle_input(
-        at(1000),
-        Input::Reply {
-            op,
-            result: Err("refused".into()),
-        },
-    );
+    reply(&mut leases, at(1000), op, Err("refused".into()));
     drain(&mut leases);
     // Retried after 500 ms; still failing.
     assert_eq!(leases.poll_timeout(), Some(at(1500)));
@@ -350,12 +283,11 @@ fn unreachable_redis_starts_a_new_channel_locally_after_the_bounded_wait() {
     );
     assert!(!leases.holds("a"));
     // Redis answers later: the lease is taken for the channel running here.
-    leases.handle_input(
+    reply(
+        &mut leases,
         at(2100),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Acquired { fencing: 1 }),
-        },
+        op,
+        Ok(Reply::Acquired { fencing: 1 }),
     );
     let outputs = drain(&mut leases);
     assert!(routes(&outputs).is_empty(), "nobody waits any more");
@@ -369,13 +301,7 @@ fn a_local_channel_whose_lease_another_took_meanwhile_is_lost() {
     let (op, _) = command(&drain(&mut leases));
     leases.handle_timeout(at(2000));
     assert_eq!(routes(&drain(&mut leases)), [(TicketId(1), Route::Local)]);
-    leases.handle_input(
-        at(2100),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Taken(Some(other(8)))),
-        },
-    );
+    reply(&mut leases, at(2100), op, Ok(Reply::Taken(Some(other(8)))));
     assert_eq!(
         drain(&mut leases),
         [Output::Lost {
@@ -392,24 +318,12 @@ fn a_fencing_number_not_above_the_highest_seen_is_never_acted_on() {
     // Seen: another owner with 12.
     leases.want(at(0), TicketId(1), "a");
     let (op, _) = command(&drain(&mut leases));
-    leases.handle_input(
-        at(1),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Taken(Some(other(12)))),
-        },
-    );
+    reply(&mut leases, at(1), op, Ok(Reply::Taken(Some(other(12)))));
     drain(&mut leases);
     // Redis restarts without its data: the counter starts again at 1.
     leases.want(at(100), TicketId(2), "a");
     let (op, _) = command(&drain(&mut leases));
-    leases.handle_input(
-        at(101),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Acquired { fencing: 1 }),
-        },
-    );
+    reply(&mut leases, at(101), op, Ok(Reply::Acquired { fencing: 1 }));
     let outputs = drain(&mut leases);
     assert!(routes(&outputs).is_empty(), "not acted on");
     assert!(outputs.contains(&Output::Notice(Notice::StaleFencing {
@@ -426,13 +340,7 @@ fn a_fencing_number_not_above_the_highest_seen_is_never_acted_on() {
         }
     );
     assert!(!leases.holds("a"));
-    leases.handle_input(
-        at(102),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Done),
-        },
-    );
+    reply(&mut leases, at(102), op, Ok(Reply::Done));
     let (op, cmd) = command(&drain(&mut leases));
     assert_eq!(
         cmd,
@@ -441,21 +349,14 @@ fn a_fencing_number_not_above_the_highest_seen_is_never_acted_on() {
             at_least: 13
         }
     );
-    leases.handle_input(
-        at(103),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Done),
-        },
-    );
+    reply(&mut leases, at(103), op, Ok(Reply::Done));
     let (op, cmd) = command(&drain(&mut leases));
     assert!(matches!(cmd, Command::Acquire { .. }));
-    leases.handle_input(
+    reply(
+        &mut leases,
         at(104),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Acquired { fencing: 13 }),
-        },
+        op,
+        Ok(Reply::Acquired { fencing: 13 }),
     );
     assert_eq!(
         routes(&drain(&mut leases)),
@@ -479,13 +380,7 @@ fn a_clean_stop_releases_the_lease() {
     );
     assert!(!leases.holds("a"));
     assert!(!leases.is_idle(), "the release is in flight");
-    leases.handle_input(
-        at(101),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Done),
-        },
-    );
+    reply(&mut leases, at(101), op, Ok(Reply::Done));
     assert!(leases.is_idle());
     assert_eq!(leases.poll_timeout(), None);
 }
@@ -501,13 +396,7 @@ fn a_channel_that_ends_while_taking_the_lease_gives_it_back() {
         None,
         "no fallback for an ended channel"
     );
-    leases.handle_input(
-        at(2),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Acquired { fencing: 2 }),
-        },
-    );
+    reply(&mut leases, at(2), op, Ok(Reply::Acquired { fencing: 2 }));
     let outputs = drain(&mut leases);
     assert!(routes(&outputs).is_empty());
     let (_, cmd) = command(&outputs);
@@ -531,12 +420,11 @@ fn a_successor_of_a_local_channel_that_ended_keeps_taking_the_lease() {
     leases.finished(at(2001), "a");
     leases.want(at(2002), TicketId(2), "a");
     assert_eq!(routes(&drain(&mut leases)), [(TicketId(2), Route::Local)]);
-    leases.handle_input(
+    reply(
+        &mut leases,
         at(2003),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Acquired { fencing: 1 }),
-        },
+        op,
+        Ok(Reply::Acquired { fencing: 1 }),
     );
     drain(&mut leases);
     assert!(leases.holds("a"), "the running successor holds it");
@@ -547,13 +435,7 @@ fn this_instances_own_leftover_lease_is_waited_out_not_relayed() {
     let mut leases = machine();
     leases.want(at(0), TicketId(1), "a");
     let (op, _) = command(&drain(&mut leases));
-    leases.handle_input(
-        at(1),
-        Input::Reply {
-            op,
-            result: Ok(Reply::Taken(Some(mine(5)))),
-        },
-    );
+    reply(&mut leases, at(1), op, Ok(Reply::Taken(Some(mine(5)))));
     let outputs = drain(&mut leases);
     assert!(routes(&outputs).is_empty(), "never relayed to itself");
     assert_eq!(leases.poll_timeout(), Some(at(501)));
@@ -562,13 +444,7 @@ fn this_instances_own_leftover_lease_is_waited_out_not_relayed() {
 #[test]
 fn replies_of_unknown_or_replaced_calls_are_ignored() {
     let (mut leases, _) = holding(1);
-    leases.handle_input(
-        at(10),
-        Input::Reply {
-            op: OpId(99),
-            result: Ok(Reply::Gone(None)),
-        },
-    );
+    reply(&mut leases, at(10), OpId(99), Ok(Reply::Gone(None)));
     assert!(drain(&mut leases).is_empty());
     assert!(leases.holds("a"));
 }
