@@ -1,12 +1,10 @@
 //! The hosts a world runs besides acemux, the engines and the players: the event
 //! receiver and the orchestrator's engine list.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use acemux::metrics::Metrics;
-use acemux::net::Net;
 use acemux::server::ServerLimits;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -61,12 +59,7 @@ pub(crate) async fn receiver(
 
 /// Serves `router` on `port` of the current host, for the whole run.
 async fn serve_forever(router: Router, port: u16, max_connections: usize) -> turmoil::Result {
-    let listener = TurmoilNet
-        .bind(
-            SocketAddr::from(([0, 0, 0, 0], port)),
-            acemux::net::DEFAULT_BACKLOG,
-        )
-        .await?;
+    let listener = TurmoilNet::listen(port).await?;
     acemux::server::serve(
         listener,
         router,

@@ -2,14 +2,12 @@
 //! `acemux1`..`acemuxN` sharing channels through a simulated Redis (host `redis`),
 //! each with its own event store and metrics.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use acemux::cluster::redis::RedisTarget;
 use acemux::cluster::ClusterOptions;
 use acemux::metrics::Metrics;
-use acemux::net::Net;
 use acemux::store::{EventStore, MemoryStore};
 use acemux::ServeOptions;
 
@@ -139,12 +137,7 @@ pub(crate) fn spawn_acemux(
             + u64::try_from(crate::observe::sim_now().as_micros()).unwrap_or(u64::MAX);
         let metrics = metrics.clone();
         async move {
-            let listener = TurmoilNet
-                .bind(
-                    SocketAddr::from(([0, 0, 0, 0], ACEMUX_PORT)),
-                    acemux::net::DEFAULT_BACKLOG,
-                )
-                .await?;
+            let listener = TurmoilNet::listen(ACEMUX_PORT).await?;
             let store: Arc<dyn EventStore> = store;
             let running = acemux::start(TurmoilNet, listener, store, options).await?;
             *metrics.lock().unwrap_or_else(|p| p.into_inner()) = Some(running.metrics());

@@ -4,11 +4,10 @@
 //! `stream_started` to the same server with a 5 s timeout.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use acemux::net::{http_client, HttpClient, Net, NetListener};
+use acemux::net::{http_client, HttpClient, NetListener};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -57,12 +56,7 @@ fn log(shared: &Shared, line: String) {
 /// Runs the model: accepts a connection, serves its one request to the end, then
 /// accepts the next, as one worker with a blocked event loop does.
 pub async fn naive_orchestrator(shared: Shared, engine: (String, u16)) -> turmoil::Result {
-    let listener = TurmoilNet
-        .bind(
-            SocketAddr::from(([0, 0, 0, 0], NAIVE_PORT)),
-            acemux::net::DEFAULT_BACKLOG,
-        )
-        .await?;
+    let listener = TurmoilNet::listen(NAIVE_PORT).await?;
     let client = http_client(TurmoilNet);
     loop {
         let (stream, _) = listener.accept().await?;

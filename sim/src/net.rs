@@ -9,6 +9,18 @@ use acemux::net::{Net, NetListener};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TurmoilNet;
 
+impl TurmoilNet {
+    /// Listens on `port` of every address of this host.
+    pub async fn listen(port: u16) -> io::Result<TurmoilListener> {
+        TurmoilNet
+            .bind(
+                SocketAddr::from(([0, 0, 0, 0], port)),
+                acemux::net::DEFAULT_BACKLOG,
+            )
+            .await
+    }
+}
+
 /// A listening socket of the simulated network.
 pub struct TurmoilListener(turmoil::net::TcpListener);
 

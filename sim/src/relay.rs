@@ -3,7 +3,6 @@
 //! turmoil's link controls; a stall (the relay stops forwarding, connections stay
 //! open) is switched here by the scenario's fault schedule.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,8 +68,7 @@ pub struct Route {
 pub async fn run_relay(routes: Vec<Route>, control: Arc<RelayControl>) -> turmoil::Result {
     let mut accept_loops = Vec::new();
     for route in routes {
-        let addr = SocketAddr::from(([0, 0, 0, 0], route.listen_port));
-        let listener = TurmoilNet.bind(addr, acemux::net::DEFAULT_BACKLOG).await?;
+        let listener = TurmoilNet::listen(route.listen_port).await?;
         let control = control.clone();
         accept_loops.push(tokio::spawn(async move {
             loop {

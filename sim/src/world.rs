@@ -2,12 +2,10 @@
 //! receiver and players, all running the real code over turmoil, from one seed.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use acemux::metrics::Metrics;
-use acemux::net::Net;
 use acemux::proxy::ProxyConfig;
 use acemux::store::MemoryStore;
 use acemux::webhook::DeliveryPolicy;
@@ -311,12 +309,7 @@ impl<'a> World<'a> {
                 ran.push(emulator.clone());
                 drop(ran);
                 async move {
-                    let listener = TurmoilNet
-                        .bind(
-                            SocketAddr::from(([0, 0, 0, 0], ENGINE_PORT)),
-                            acemux::net::DEFAULT_BACKLOG,
-                        )
-                        .await?;
+                    let listener = TurmoilNet::listen(ENGINE_PORT).await?;
                     emulator.serve(listener, std::future::pending()).await;
                     Ok(())
                 }

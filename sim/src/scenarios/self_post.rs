@@ -55,12 +55,7 @@ pub fn naive_model_deadlocks(seed: u64) -> NaiveSymptoms {
         .build();
     sim.host("engine1", || async {
         let emulator = acemux_testkit::emulator::Emulator::new(Default::default());
-        let listener = acemux::net::Net::bind(
-            &TurmoilNet,
-            std::net::SocketAddr::from(([0, 0, 0, 0], ENGINE_PORT)),
-            acemux::net::DEFAULT_BACKLOG,
-        )
-        .await?;
+        let listener = TurmoilNet::listen(ENGINE_PORT).await?;
         emulator.serve(listener, std::future::pending()).await;
         Ok(())
     });
