@@ -119,12 +119,8 @@ impl Lifecycle {
     /// Ends the stream `stream_id` for `reason` (an end by id, as `stream_ended` with a
     /// `stream_id`); whether this ended it (false: it had already ended).
     pub async fn end_stream(&self, stream_id: &str, reason: EndReason) -> Result<bool, ApplyError> {
-        let ended = StreamEnded {
-            container_id: None,
-            stream_id: Some(stream_id.to_owned()),
-            reason: Some(reason),
-        };
-        Ok(self.apply(Input::Ended(ended), None).await?.outcome.updated)
+        let staged = self.stage_end(stream_id, reason).await?;
+        Ok(self.confirm(staged).await?.updated)
     }
 
     /// Stages the end of the stream `stream_id` for `reason` (see [`Lifecycle::stage`]).
