@@ -183,7 +183,8 @@ impl Viewers {
     /// Ids of the ready viewers that are not waiting for a clean start, in id order.
     pub(super) fn ready_ids(&mut self) -> Vec<ViewerId> {
         let by_id = &self.by_id;
-        self.ready.sort_unstable();
+        // Readys arrive about in id order: the stable sort finds the runs.
+        self.ready.sort();
         self.ready.dedup();
         self.ready
             .retain(|id| by_id.get(id).is_some_and(Viewer::deliverable));
