@@ -229,16 +229,30 @@ pub async fn start<N: Net>(
                 .clone()
                 .unwrap_or_else(|| instance_id_from_seed(restored.seed));
             let (lost, lost_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (orphans, orphans_rx) = tokio::sync::mpsc::unbounded_channel();
             let (cluster, task) = Cluster::start(
                 net.clone(),
                 cluster_options,
                 instance,
                 lifecycle.clock(),
                 metrics.clone(),
-                lost,
+                crate::cluster::ClusterSinks { lost, orphans },
+                options.proxy.max_streams_per_engine,
                 options.proxy.planted,
             );
             workers.push(task);
+            workers.push(tokio::spawn(crate::cluster::orphans::handle_orphans(
+                lifecycle.clone(),
+                orphans_rx,
+                EngineClient::new(client.clone(), options.proxy.engine_request_timeout),
+                acemux_core::channel::EngineCallConfig {
+                    request_timeout: options.proxy.engine_request_timeout,
+                    planted: options.proxy.planted,
+                    ..Default::default()
+                },
+                metrics.clone(),
+                stopped.clone(),
+            )));
             (Some(cluster), Some(lost_rx))
         }
         None => (None, None),
@@ -285,7 +299,7 @@ pub async fn start<N: Net>(
                         channel = lost.recv() => channel,
                     };
                     match channel {
-                        Some(channel) => proxy.lease_lost(&channel).await,
+                        Some((channel, act)) => proxy.lease_lost(&channel, act).await,
                         None => return,
                     }
                 }

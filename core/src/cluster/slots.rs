@@ -79,7 +79,10 @@ enum Op {
     Record(ReservationId),
     Keep(ReservationId),
     Release(ReservationId),
-    Claim { channel: String, lost: bool },
+    Claim {
+        channel: String,
+        lost: bool,
+    },
 }
 
 /// A release or an orphan claim: retried until confirmed or the record expired.

@@ -123,7 +123,9 @@ fn redis_silent_opens_without_a_slot_and_reserves_at_the_next_renewal() {
     slots.reserve(at(0), 7, "c", 5, vec![engine(1), engine(2)]);
     let (op, _) = command(&drain(&mut slots));
     slots.reply(at(1000), op, Err("timeout".into()));
-    let (_, on) = reserved(&drain(&mut slots)).flatten().expect("opened anyway");
+    let (_, on) = reserved(&drain(&mut slots))
+        .flatten()
+        .expect("opened anyway");
     assert_eq!(on, engine(1));
     assert_eq!(slots.held()[0].slot, None);
     let due = slots.poll_timeout().expect("renewal");
@@ -227,7 +229,9 @@ fn a_new_owner_claims_an_older_record_once_and_is_asked_to_stop_it() {
     assert_eq!(
         outputs
             .iter()
-            .filter(|output| matches!(output, SlotOutput::Orphan(found) if *found == record("dead", 4)))
+            .filter(
+                |output| matches!(output, SlotOutput::Orphan(found) if *found == record("dead", 4))
+            )
             .count(),
         1
     );

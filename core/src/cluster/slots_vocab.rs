@@ -106,6 +106,22 @@ impl SessionRecord {
         serde_json::from_str(value).ok()
     }
 
+    /// Whether this record may be written where `found` is: nothing there, an older
+    /// owner's, or this very record not yet ended (never over a newer owner's, nor over
+    /// its own once ended).
+    pub fn may_replace(&self, found: Option<&SessionRecord>) -> bool {
+        match found {
+            None => true,
+            Some(found) => {
+                found.fencing < self.fencing
+                    || (found.instance == self.instance
+                        && found.fencing == self.fencing
+                        && found.stream_id == self.stream_id
+                        && !found.ended)
+            }
+        }
+    }
+
     /// The same record, marked ended.
     pub fn ended(&self) -> SessionRecord {
         SessionRecord {
@@ -287,8 +303,10 @@ pub enum SlotNotice {
     },
 }
 
-/// What the machine asks of the driver.
+/// What the machine asks of the driver. (Outputs are drained as they come, never
+/// stored in bulk: the size of a command is no concern.)
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
 pub enum SlotOutput {
     /// Perform `command` within `timeout`; answer with [`Slots::reply`](super::Slots::reply).
     Redis {

@@ -50,7 +50,7 @@ pub enum Input {
     /// stream known here is ended as by [`Input::Ended`].
     EndedElsewhere {
         /// The stream as its start recorded it.
-        started: StreamStarted,
+        started: Box<StreamStarted>,
         /// When it started.
         started_at: Instant,
         /// Why it ended.
@@ -195,7 +195,7 @@ impl Registry {
                 started,
                 started_at,
                 reason,
-            } => self.end_elsewhere(now, started, started_at, reason),
+            } => self.end_elsewhere(now, *started, started_at, reason),
         }?;
         self.trim_ended(Some(now));
         Ok(outcome)

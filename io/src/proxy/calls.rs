@@ -267,6 +267,20 @@ enum Job {
 /// must still be numbered before the `stream_started` of the channel that replaces it.
 /// At most two changes per engine session, and sessions are bounded by the channel's
 /// retry rules, so its queue stays small.
+/// The `stream_started` of `session` of the channel `key`.
+pub(super) fn stream_started(key: &ChannelKey, session: EngineSession) -> StreamStarted {
+    StreamStarted {
+        container_id: None,
+        engine: session.engine,
+        stream: StreamKey {
+            key_type: key.key_type,
+            key: key.key.clone(),
+        },
+        session: session.session,
+        labels: [("source".to_owned(), "acemux".to_owned())].into(),
+    }
+}
+
 pub(super) struct LifecycleApplier {
     jobs: mpsc::UnboundedSender<Job>,
     task: JoinHandle<()>,
@@ -307,16 +321,7 @@ impl LifecycleApplier {
     }
 
     pub(super) fn started(&self, key: &ChannelKey, session: EngineSession) {
-        let started = StreamStarted {
-            container_id: None,
-            engine: session.engine,
-            stream: StreamKey {
-                key_type: key.key_type,
-                key: key.key.clone(),
-            },
-            session: session.session,
-            labels: [("source".to_owned(), "acemux".to_owned())].into(),
-        };
+        let started = stream_started(key, session);
         let _ = self
             .jobs
             .send(Job::Apply(lifecycle::Input::Started(started)));

@@ -757,7 +757,7 @@ fn an_end_of_a_stream_started_elsewhere_is_one_ended_event_and_repeats_change_no
     let start = start("c", "s1", None);
     let id = start.stream_id();
     let input = Input::EndedElsewhere {
-        started: start.clone(),
+        started: Box::new(start.clone()),
         started_at: secs(1),
         reason: EndReason::OwnerLost,
     };
@@ -774,7 +774,12 @@ fn an_end_of_a_stream_started_elsewhere_is_one_ended_event_and_repeats_change_no
     let again = registry.handle_input(secs(6), input).unwrap();
     assert!(!again.updated);
     assert!(drain(&mut registry).is_empty());
-    refuse_start(&mut registry, secs(7), start, LifecycleError::AlreadyEnded { id });
+    refuse_start(
+        &mut registry,
+        secs(7),
+        start,
+        LifecycleError::AlreadyEnded { id },
+    );
 
     // A stream started here is ended as any end by id.
     let here = start_here(&mut registry);
@@ -782,7 +787,7 @@ fn an_end_of_a_stream_started_elsewhere_is_one_ended_event_and_repeats_change_no
         .handle_input(
             secs(9),
             Input::EndedElsewhere {
-                started: here,
+                started: Box::new(here),
                 started_at: secs(0),
                 reason: EndReason::OwnerLost,
             },
