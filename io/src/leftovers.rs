@@ -37,7 +37,14 @@ pub struct Leftovers {
 /// Finds what a previous run left and numbers the ends of its streams, before anything
 /// is served: a channel started by the first request after the restart must come after
 /// them in the log, however slow the store is to commit them.
-pub async fn stage_leftovers(lifecycle: &Lifecycle, planted: Planted) -> Leftovers {
+///
+/// In cluster mode (`cluster`), a stream whose channel another instance took over (and
+/// whose end it recorded, `owner_lost`) is left alone: neither ended nor stopped here.
+pub async fn stage_leftovers<N: Net>(
+    lifecycle: &Lifecycle,
+    planted: Planted,
+    cluster: Option<&crate::cluster::LeftoverCheck<N>>,
+) -> Leftovers {
     if planted.has(Bug::LeftoversForgotten) {
         return Leftovers::default();
     }
@@ -61,6 +68,12 @@ pub async fn stage_leftovers(lifecycle: &Lifecycle, planted: Planted) -> Leftove
     }
     let mut ends = Vec::with_capacity(found.to_end.len());
     for stream in found.to_end {
+        if let Some(cluster) = cluster {
+            if !cluster.acts(stream).await {
+                tracing::info!(stream = %stream.id, "another instance took this stream's channel over and recorded its end (owner_lost): leaving it alone");
+                continue;
+            }
+        }
         let staged = lifecycle.stage_end(&stream.id, EndReason::Restarted).await;
         ends.push((stream.clone(), staged));
     }

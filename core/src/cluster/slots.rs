@@ -541,14 +541,10 @@ impl Slots {
         result: Result<SlotReply, String>,
     ) {
         if lost {
-            let act = match result {
-                Ok(SlotReply::Claimed(_)) => true,
-                Ok(SlotReply::NotClaimed(found)) => found.is_none(),
-                other => {
-                    self.failed("claim", unexpected(other));
-                    true
-                }
-            };
+            let act = ClaimRule::owner_acts(&result);
+            if let Err(error) = result {
+                self.failed("claim", error);
+            }
             if !act {
                 // A newer owner handles the session: nothing of it is given back here.
                 let ids: Vec<ReservationId> = self

@@ -338,3 +338,26 @@ fn a_record_found_ended_is_not_written_again_and_values_round_trip() {
     assert_eq!(SessionRecord::decode("{}"), None);
     assert_eq!(SlotValue::decode("nope"), None);
 }
+
+#[test]
+fn a_restarted_instance_acts_on_what_it_left_only_if_nobody_took_it_over() {
+    let rule = ClaimRule::Left {
+        instance: "me".into(),
+        stream_id: record("me", 5).stream_id,
+    };
+    assert!(rule.allows(&record("me", 5)));
+    assert!(!rule.allows(&record("me", 5).ended()), "ended already");
+    assert!(!rule.allows(&record("me", 6)), "another stream of its");
+    assert!(!rule.allows(&record("newer", 5)));
+    assert!(ClaimRule::owner_acts(&Ok(SlotReply::Claimed(record(
+        "me", 5
+    )))));
+    assert!(ClaimRule::owner_acts(&Ok(SlotReply::NotClaimed(None))));
+    assert!(ClaimRule::owner_acts(&Err("down".into())));
+    assert!(!ClaimRule::owner_acts(&Ok(SlotReply::NotClaimed(Some(
+        record("me", 5).ended()
+    )))));
+    assert!(!ClaimRule::owner_acts(&Ok(SlotReply::NotClaimed(Some(
+        record("newer", 9)
+    )))));
+}

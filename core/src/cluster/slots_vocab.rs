@@ -151,6 +151,14 @@ pub enum ClaimRule {
         /// The record as this instance wrote it.
         record: SessionRecord,
     },
+    /// This instance's record of stream `stream_id`, not ended: a stream an earlier
+    /// run of this instance left started (found at start).
+    Left {
+        /// This instance's id.
+        instance: String,
+        /// The stream.
+        stream_id: String,
+    },
 }
 
 impl ClaimRule {
@@ -164,6 +172,21 @@ impl ClaimRule {
                 found.fencing < *below && except.as_ref() != Some(found)
             }
             ClaimRule::Mine { record } => found == record,
+            ClaimRule::Left {
+                instance,
+                stream_id,
+            } => found.instance == *instance && found.stream_id == *stream_id,
+        }
+    }
+
+    /// Whether the claimer of a [`ClaimRule::Left`] or [`ClaimRule::Mine`] claim that got
+    /// `reply` still stops the session and records its end: when it claimed the record,
+    /// when there is none (it expired, or Redis does not answer: as a single instance
+    /// does), but never when another record is there (a newer owner claimed it).
+    pub fn owner_acts(reply: &Result<SlotReply, String>) -> bool {
+        match reply {
+            Ok(SlotReply::Claimed(_)) | Ok(SlotReply::NotClaimed(None)) | Err(_) => true,
+            Ok(_) => false,
         }
     }
 }

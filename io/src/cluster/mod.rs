@@ -35,6 +35,58 @@ use crate::clock::Clock;
 use crate::metrics::{LeaseEventLabels, Metrics, RedisCallLabels, SlotEventLabels};
 use crate::net::Net;
 
+/// The label of a `stream_started` in cluster mode that names the stream's channel
+/// (the key of its session record).
+pub const CHANNEL_LABEL: &str = "cluster_channel";
+
+/// At start, in cluster mode: whether this instance still ends a stream an earlier run
+/// of it left started and stops its session. Not when the channel's session record
+/// says a newer owner took it over (and ended it, `owner_lost`); the record is claimed
+/// otherwise, so that no owner acts on it after this.
+pub struct LeftoverCheck<N: Net> {
+    redis: RedisClient<N>,
+    instance: String,
+    timeout: Duration,
+    record_ttl: Duration,
+}
+
+impl<N: Net> LeftoverCheck<N> {
+    /// For instance `instance` in `options.redis`, over `net`.
+    pub fn new(net: N, options: &ClusterOptions, instance: String) -> Self {
+        let lease = LeaseConfig::new(
+            instance.clone(),
+            options.advertise.clone(),
+            options.lease_ttl,
+        );
+        LeftoverCheck {
+            redis: RedisClient::new(net, options.redis.clone()),
+            instance,
+            timeout: options.redis_timeout,
+            record_ttl: SlotsConfig::new(&lease, 0).record_ttl,
+        }
+    }
+
+    /// Whether this instance ends `stream` and stops its session.
+    pub async fn acts(&self, stream: &acemux_core::lifecycle::StreamState) -> bool {
+        let Some(channel) = stream.labels.get(CHANNEL_LABEL) else {
+            return true;
+        };
+        let claim = acemux_core::cluster::SlotCommand::Claim {
+            channel: channel.clone(),
+            rule: acemux_core::cluster::ClaimRule::Left {
+                instance: self.instance.clone(),
+                stream_id: stream.id.clone(),
+            },
+            record_ttl: self.record_ttl,
+        };
+        let reply = self.redis.perform_slot(&claim, self.timeout).await;
+        if let Err(error) = &reply {
+            tracing::warn!(stream = %stream.id, %error, "Redis did not say whether another instance took over a stream left from before the restart; ending it here");
+        }
+        acemux_core::cluster::ClaimRule::owner_acts(&reply)
+    }
+}
+
 /// The header that marks a request as an instance's relay of a channel, carrying the
 /// cluster secret.
 pub const PEER_HEADER: &str = "x-acemux-peer";

@@ -310,8 +310,22 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
         self.env.proxy.0.cluster.get()
     }
 
+    /// The `stream_started` of `session`.
+    fn stream_started(
+        &self,
+        session: &acemux_core::channel::EngineSession,
+    ) -> acemux_core::lifecycle::StreamStarted {
+        let clustered =
+            self.env.proxy.0.cluster.get().is_some() && super::relay::coordinated(&self.env.key);
+        super::calls::stream_started(&self.env.key, session.clone(), clustered)
+    }
+
     /// A session started on a reserved engine: its record goes to Redis.
-    fn reserved_session_started(&mut self, session: &acemux_core::channel::EngineSession) {
+    fn reserved_session_started(
+        &mut self,
+        session: &acemux_core::channel::EngineSession,
+        started: acemux_core::lifecycle::StreamStarted,
+    ) {
         let Some(cluster) = self.env.proxy.0.cluster.get() else {
             return;
         };
@@ -332,7 +346,7 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
             engine: session.engine.clone(),
             command_url: session.session.command_url.clone(),
             stream_id: super::calls::stream_id(&self.env.key, session),
-            started: super::calls::stream_started(&self.env.key, session.clone()),
+            started,
             started_at: self.env.proxy.0.lifecycle.clock().now(),
             ended: false,
         };
@@ -496,11 +510,12 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                         tracing::info!(channel = %self.env.key, owner = %session.engine, "relayed stream started");
                         continue;
                     }
-                    self.reserved_session_started(&session);
+                    let started = self.stream_started(&session);
+                    self.reserved_session_started(&session, started.clone());
                     let id = super::calls::stream_id(&self.env.key, &session);
                     tracing::info!(channel = %self.env.key, stream = %id, engine = %session.engine, "stream started");
                     self.stream_id.send_replace(Some(id));
-                    self.applier.started(&self.env.key, session);
+                    self.applier.started(started);
                 }
                 Output::SessionEnded { session, reason } => {
                     if reason != acemux_core::lifecycle::EndReason::Idle {
