@@ -203,6 +203,7 @@ pub async fn start<N: Net>(
         last_event_seq = restored.last_seq,
         "restored lifecycle state"
     );
+    let restored_seed = restored.seed;
     let registry = Registry::restore(registry_config, restored.streams, restored.last_seq);
     let metrics = Arc::new(Metrics::new());
     let clock = Clock::new(options.clock_origin_unix_micros);
@@ -221,27 +222,56 @@ pub async fn start<N: Net>(
     let (stop, stopped) = watch::channel(false);
     let mut workers = Vec::new();
     let client = http_client(net.clone());
-    let leftovers = crate::leftovers::stage_leftovers(&lifecycle, options.proxy.planted).await;
-    let (cluster, lost) = match &options.cluster {
-        Some(cluster_options) => {
-            let instance = cluster_options
-                .instance
-                .clone()
-                .unwrap_or_else(|| instance_id_from_seed(restored.seed));
+    let instance = options.cluster.as_ref().map(|cluster_options| {
+        cluster_options
+            .instance
+            .clone()
+            .unwrap_or_else(|| instance_id_from_seed(restored_seed))
+    });
+    let leftover_check =
+        options
+            .cluster
+            .as_ref()
+            .zip(instance.clone())
+            .map(|(cluster_options, instance)| {
+                crate::cluster::LeftoverCheck::new(net.clone(), cluster_options, instance)
+            });
+    let leftovers = crate::leftovers::stage_leftovers(
+        &lifecycle,
+        options.proxy.planted,
+        leftover_check.as_ref(),
+    )
+    .await;
+    let (cluster, lost) = match (&options.cluster, instance) {
+        (Some(cluster_options), Some(instance)) => {
             let (lost, lost_rx) = tokio::sync::mpsc::unbounded_channel();
+            let (orphans, orphans_rx) = tokio::sync::mpsc::unbounded_channel();
             let (cluster, task) = Cluster::start(
                 net.clone(),
                 cluster_options,
                 instance,
                 lifecycle.clock(),
                 metrics.clone(),
-                lost,
+                crate::cluster::ClusterSinks { lost, orphans },
+                options.proxy.max_streams_per_engine,
                 options.proxy.planted,
             );
             workers.push(task);
+            workers.push(tokio::spawn(crate::cluster::orphans::handle_orphans(
+                lifecycle.clone(),
+                orphans_rx,
+                EngineClient::new(client.clone(), options.proxy.engine_request_timeout),
+                acemux_core::channel::EngineCallConfig {
+                    request_timeout: options.proxy.engine_request_timeout,
+                    planted: options.proxy.planted,
+                    ..Default::default()
+                },
+                metrics.clone(),
+                stopped.clone(),
+            )));
             (Some(cluster), Some(lost_rx))
         }
-        None => (None, None),
+        _ => (None, None),
     };
     workers.push(tokio::spawn(crate::leftovers::end_leftovers(
         lifecycle.clone(),
@@ -285,7 +315,7 @@ pub async fn start<N: Net>(
                         channel = lost.recv() => channel,
                     };
                     match channel {
-                        Some(channel) => proxy.lease_lost(&channel).await,
+                        Some((channel, act)) => proxy.lease_lost(&channel, act).await,
                         None => return,
                     }
                 }

@@ -37,7 +37,14 @@ pub struct Leftovers {
 /// Finds what a previous run left and numbers the ends of its streams, before anything
 /// is served: a channel started by the first request after the restart must come after
 /// them in the log, however slow the store is to commit them.
-pub async fn stage_leftovers(lifecycle: &Lifecycle, planted: Planted) -> Leftovers {
+///
+/// In cluster mode (`cluster`), a stream whose channel another instance took over (and
+/// whose end it recorded, `owner_lost`) is left alone: neither ended nor stopped here.
+pub async fn stage_leftovers<N: Net>(
+    lifecycle: &Lifecycle,
+    planted: Planted,
+    cluster: Option<&crate::cluster::LeftoverCheck<N>>,
+) -> Leftovers {
     if planted.has(Bug::LeftoversForgotten) {
         return Leftovers::default();
     }
@@ -61,6 +68,12 @@ pub async fn stage_leftovers(lifecycle: &Lifecycle, planted: Planted) -> Leftove
     }
     let mut ends = Vec::with_capacity(found.to_end.len());
     for stream in found.to_end {
+        if let Some(cluster) = cluster {
+            if !cluster.acts(stream).await {
+                tracing::info!(stream = %stream.id, "another instance took this stream's channel over and recorded its end (owner_lost): leaving it alone");
+                continue;
+            }
+        }
         let staged = lifecycle.stage_end(&stream.id, EndReason::Restarted).await;
         ends.push((stream.clone(), staged));
     }
@@ -102,16 +115,46 @@ pub async fn end_leftovers<N: Net>(
         to_stop.push(stream);
     }
     to_stop.extend(stop_again);
+    let sessions = to_stop
+        .iter()
+        .map(|stream| (stream.engine.clone(), stream.session.command_url.clone()))
+        .collect();
+    stop_sessions(
+        &clock,
+        sessions,
+        &engines,
+        config,
+        &metrics,
+        &mut stopped,
+        "left from before the restart",
+    )
+    .await;
+    tracing::info!("sessions left from before the restart are handled");
+}
+
+/// Stops each `(engine, command URL)` session, retried like every stop (the core's
+/// [`LeftoverStops`]); returns once each is confirmed or given up (or at shutdown),
+/// with how many were given up. `what` says in logs whose sessions they are.
+pub async fn stop_sessions<N: Net>(
+    clock: &crate::clock::Clock,
+    sessions: Vec<(acemux_core::lifecycle::EngineAddr, String)>,
+    engines: &EngineClient<N>,
+    config: EngineCallConfig,
+    metrics: &Metrics,
+    stopped: &mut watch::Receiver<bool>,
+    what: &'static str,
+) -> usize {
     let mut stops = LeftoverStops::new(config);
-    for stream in &to_stop {
+    for (engine, command_url) in sessions {
         stops.handle_input(
             clock.now(),
             LeftoverInput::Stop {
-                engine: stream.engine.clone(),
-                command_url: stream.session.command_url.clone(),
+                engine,
+                command_url,
             },
         );
     }
+    let mut given_up = 0;
     let (answers, mut answered) = mpsc::unbounded_channel();
     loop {
         while let Some(output) = stops.poll_output() {
@@ -125,7 +168,7 @@ pub async fn end_leftovers<N: Net>(
                     if attempt == 1 {
                         metrics.engine_stops.inc();
                     }
-                    tracing::info!(%engine, attempt, "stopping an engine session left from before the restart");
+                    tracing::info!(%engine, attempt, what, "stopping an engine session");
                     let (engines, answers) = (engines.clone(), answers.clone());
                     tokio::spawn(async move {
                         let result = engines.stop(&command_url).await;
@@ -139,22 +182,22 @@ pub async fn end_leftovers<N: Net>(
                     retry_in,
                 }) => match retry_in {
                     Some(retry_in) => {
-                        tracing::warn!(%engine, %error, attempt, ?retry_in, "engine did not confirm the stop of a leftover session")
+                        tracing::warn!(%engine, %error, attempt, ?retry_in, what, "engine did not confirm the stop of a session")
                     }
                     None => {
-                        tracing::warn!(%engine, %error, attempt, "engine did not confirm the stop of a leftover session; giving up")
+                        given_up += 1;
+                        tracing::warn!(%engine, %error, attempt, what, "engine did not confirm the stop of a session; giving up")
                     }
                 },
-                other => tracing::debug!(?other, "leftover stops"),
+                other => tracing::debug!(?other, "session stops"),
             }
         }
         if stops.is_done() {
-            tracing::info!("sessions left from before the restart are handled");
-            return;
+            return given_up;
         }
         tokio::select! {
             biased;
-            _ = stopped.wait_for(|stopped| *stopped) => return,
+            _ = stopped.wait_for(|stopped| *stopped) => return given_up,
             Some(answer) = answered.recv() => stops.handle_input(clock.now(), answer),
             () = clock.sleep_until_earliest([stops.poll_timeout()]) => stops.handle_timeout(clock.now()),
         }

@@ -144,10 +144,19 @@ pub struct LeaseEventLabels {
     pub event: String,
 }
 
+/// Labels of cluster engine slot events.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SlotEventLabels {
+    /// `reserved`, `full`, `unreserved`, `superseded`, `orphan_claimed`,
+    /// `orphan_stopped`, `orphan_stop_failed` or `lost_handled_elsewhere`.
+    pub event: String,
+}
+
 /// Labels of failed Redis calls.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RedisCallLabels {
-    /// `acquire`, `renew`, `release` or `raise`.
+    /// `acquire`, `renew`, `release` or `raise`; for engine slots `slot_reserve`,
+    /// `slot_record`, `slot_keep`, `slot_release` or `slot_claim`.
     pub call: String,
 }
 
@@ -254,6 +263,10 @@ pub struct Metrics {
     pub cluster_redis_failures: Family<RedisCallLabels, Counter>,
     /// Cluster mode: upstream connections opened to the owning instance of a channel.
     pub cluster_relays: Counter,
+    /// Cluster mode: engine slots this instance holds now.
+    pub cluster_engine_slots: Gauge,
+    /// Cluster mode: engine slot and session record events, by event.
+    pub cluster_slot_events: Family<SlotEventLabels, Counter>,
     /// Refusals at configured bounds, logged once per bound and second.
     pub refusals: crate::refusals::RefusalLog,
 }
@@ -306,6 +319,8 @@ impl Metrics {
             cluster_lease_events: Family::default(),
             cluster_redis_failures: Family::default(),
             cluster_relays: Counter::default(),
+            cluster_engine_slots: Gauge::default(),
+            cluster_slot_events: Family::default(),
             refusals: crate::refusals::RefusalLog::default(),
             registry: Registry::default(),
         };
@@ -439,6 +454,16 @@ impl Metrics {
             "cluster_relays",
             "Upstream connections opened to the owning instance of a channel",
             metrics.cluster_relays.clone(),
+        );
+        registry.register(
+            "cluster_engine_slots",
+            "Engine slots this instance holds cluster-wide",
+            metrics.cluster_engine_slots.clone(),
+        );
+        registry.register(
+            "cluster_slot_events",
+            "Engine slot and session record events",
+            metrics.cluster_slot_events.clone(),
         );
         registry.register(
             "engine_stops",

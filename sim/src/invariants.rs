@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use acemux::store::{EventQuery, EventStore, MemoryStore};
-use acemux_core::lifecycle::EventKind;
+use acemux_core::lifecycle::{EndReason, EventKind};
 use futures::FutureExt;
 
 mod cluster;
@@ -66,6 +66,8 @@ pub struct Checker {
     /// Sessions whose repeated stop or orphaning was waived (once each).
     stops_waived: std::collections::BTreeSet<String>,
     orphans_waived: std::collections::BTreeSet<String>,
+    /// A cluster's engine cap and its windows over it.
+    caps: cluster::CapSeen,
     /// The host each player runs on, by player name.
     player_hosts: BTreeMap<String, String>,
     /// Unread bodies checked so far.
@@ -100,6 +102,7 @@ impl Checker {
             down_hosts: std::collections::BTreeSet::new(),
             stops_waived: std::collections::BTreeSet::new(),
             orphans_waived: std::collections::BTreeSet::new(),
+            caps: cluster::CapSeen::default(),
             player_hosts: BTreeMap::new(),
             unread_checked: 0,
         }
@@ -519,6 +522,15 @@ impl Checker {
                     );
                 }
                 EventKind::StreamEnded => match self.streams.get_mut(&id) {
+                    // A dead owner's stream, ended by the instance that took it over.
+                    Some(seen)
+                        if seen.instance != index
+                            && event.stream.end_reason == Some(EndReason::OwnerLost)
+                            && seen.ended_at.is_none() =>
+                    {
+                        seen.ended_at = Some(now);
+                        self.caps.owner_lost_ends += 1;
+                    }
                     Some(seen) if seen.instance != index => {
                         return Err(format!(
                             "{prefix}stream_ended for {id}, whose stream_started another instance recorded"
@@ -609,6 +621,7 @@ impl Checker {
             }
         }
         self.check_one_owner(now, &across)?;
+        self.check_engine_cap(now, &running)?;
         // A stop sent again is only explained by a fault on that engine's path: the
         // first one's answer was lost, so acemux could not know it arrived.
         for (engine, stream_id, stops) in repeated_stops {

@@ -384,6 +384,7 @@ impl<'a> World<'a> {
             let mut hosts: Vec<String> = instances.iter().map(|i| i.host.clone()).collect();
             hosts.push(crate::instances::REDIS_HOST.to_owned());
             checker.cluster(hosts);
+            checker.engine_cap(config.proxy.max_streams_per_engine);
         }
         // Emulator faults set from the start are faults for the whole run, on every
         // engine: a window open until healing.
@@ -518,6 +519,11 @@ impl<'a> World<'a> {
     /// Requests that failed while acemux was down (excused by the crash).
     pub fn excused_requests(&self) -> usize {
         self.checker.excused_requests(&self.observer)
+    }
+
+    /// Streams a dead owner left that another instance ended (`owner_lost`).
+    pub fn owner_lost_ends(&self) -> u64 {
+        self.checker.owner_lost_ends()
     }
 
     /// The hash and summary of the run so far.

@@ -154,21 +154,29 @@ impl EnginePool {
     /// excluded one (a retry on the same engine beats no engine). Ties go to the lowest
     /// address.
     pub fn pick(&self, now: Instant, exclude: &[EngineAddr]) -> Option<EngineAddr> {
+        self.candidates(now, exclude).into_iter().next()
+    }
+
+    /// Every engine that could take a new session, best first in [`pick`](Self::pick)'s
+    /// order: usable engines not in `exclude` by load, then the excluded ones by load.
+    /// Cluster mode tries them in turn for a slot free cluster-wide.
+    pub fn candidates(&self, now: Instant, exclude: &[EngineAddr]) -> Vec<EngineAddr> {
         let usable = self.engines.values().filter(|load| {
             load.is_offered()
                 && load.health.usable()
                 && load.sessions < self.max_sessions_per_engine
                 && load.resting_until.is_none_or(|until| until <= now)
         });
-        let (fresh, excluded): (Vec<&EngineLoad>, Vec<&EngineLoad>) =
+        let (mut fresh, mut excluded): (Vec<&EngineLoad>, Vec<&EngineLoad>) =
             usable.partition(|load| !exclude.contains(&load.engine));
-        let least = |loads: Vec<&EngineLoad>| {
-            loads
-                .into_iter()
-                .min_by_key(|load| (load.sessions, load.consecutive_failures))
-                .map(|load| load.engine.clone())
-        };
-        least(fresh).or_else(|| least(excluded))
+        // Stable: ties keep the address order.
+        fresh.sort_by_key(|load| (load.sessions, load.consecutive_failures));
+        excluded.sort_by_key(|load| (load.sessions, load.consecutive_failures));
+        fresh
+            .into_iter()
+            .chain(excluded)
+            .map(|load| load.engine.clone())
+            .collect()
     }
 
     /// A session was opened on `engine`.

@@ -30,6 +30,10 @@
 
 #[cfg(test)]
 mod props;
+mod slots;
+#[cfg(test)]
+mod slots_tests;
+mod slots_vocab;
 #[cfg(test)]
 mod tests;
 mod vocab;
@@ -38,6 +42,11 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::time::Instant;
 
+pub use slots::Slots;
+pub use slots_vocab::{
+    ClaimRule, HeldSlot, ReservationId, SessionRecord, SlotCommand, SlotNotice, SlotOutput,
+    SlotReply, SlotValue, SlotsConfig,
+};
 pub use vocab::{
     Command, HeldLease, Holder, Input, LeaseConfig, Notice, OpId, Output, Reply, Route, TicketId,
 };

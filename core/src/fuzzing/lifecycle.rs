@@ -154,10 +154,11 @@ impl Checker {
         let invalid = match &input {
             Input::Started(started) => started.validate().err(),
             Input::Ended(ended) => ended.validate().err(),
+            Input::EndedElsewhere { started, .. } => started.validate().err(),
         };
         let kind = match input {
             Input::Started(_) => EventKind::StreamStarted,
-            Input::Ended(_) => EventKind::StreamEnded,
+            Input::Ended(_) | Input::EndedElsewhere { .. } => EventKind::StreamEnded,
         };
         let answer = self.registry.handle_input(self.now, input);
         let events = self.drain();

@@ -33,6 +33,9 @@ pub enum EndReason {
     Restarted,
     /// Nothing can reach the channel any more.
     Unreachable,
+    /// Cluster mode: the instance that owned the channel stopped answering; the
+    /// instance that took the channel over stopped its session.
+    OwnerLost,
     /// A reason given by someone else, as written.
     Other(String),
 }
@@ -51,6 +54,7 @@ impl EndReason {
             EndReason::Shutdown => "shutdown",
             EndReason::Restarted => "restarted",
             EndReason::Unreachable => "unreachable",
+            EndReason::OwnerLost => "owner_lost",
             EndReason::Other(text) => text,
         }
     }
@@ -69,6 +73,7 @@ impl EndReason {
             "shutdown" => EndReason::Shutdown,
             "restarted" => EndReason::Restarted,
             "unreachable" => EndReason::Unreachable,
+            "owner_lost" => EndReason::OwnerLost,
             other => EndReason::Other(other.to_owned()),
         }
     }
@@ -124,6 +129,7 @@ mod tests {
             EndReason::Shutdown,
             EndReason::Restarted,
             EndReason::Unreachable,
+            EndReason::OwnerLost,
         ] {
             assert_eq!(EndReason::from_text(reason.as_str()), reason);
         }

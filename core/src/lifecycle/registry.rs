@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::model::{EngineAddr, StreamEnded, StreamStarted, StreamState, StreamStatus};
-use super::LifecycleError;
+use super::{EndReason, LifecycleError};
 use crate::rng::derived_uuid;
 use crate::time::{Duration, Instant};
 
@@ -44,6 +44,18 @@ pub enum Input {
     Started(StreamStarted),
     /// A stream ended.
     Ended(StreamEnded),
+    /// A stream another instance started ended (cluster mode: its owner died and this
+    /// instance stopped its session). Its `stream_started` is in that instance's log;
+    /// here only its `stream_ended` is recorded, built from what the start carried. A
+    /// stream known here is ended as by [`Input::Ended`].
+    EndedElsewhere {
+        /// The stream as its start recorded it.
+        started: Box<StreamStarted>,
+        /// When it started.
+        started_at: Instant,
+        /// Why it ended.
+        reason: EndReason,
+    },
 }
 
 /// The kind of a lifecycle event.
@@ -179,6 +191,11 @@ impl Registry {
         let outcome = match input {
             Input::Started(started) => self.start(now, started),
             Input::Ended(ended) => self.end(now, ended),
+            Input::EndedElsewhere {
+                started,
+                started_at,
+                reason,
+            } => self.end_elsewhere(now, *started, started_at, reason),
         }?;
         self.trim_ended(Some(now));
         Ok(outcome)
@@ -303,6 +320,46 @@ impl Registry {
             engine.active_streams = engine.active_streams.saturating_sub(1);
             engine.last_seen = now;
         }
+        self.ended_order.push_back(id);
+        self.emit(seq, EventKind::StreamEnded, &stream, now);
+        Ok(Outcome {
+            stream,
+            updated: true,
+        })
+    }
+
+    fn end_elsewhere(
+        &mut self,
+        now: Instant,
+        started: StreamStarted,
+        started_at: Instant,
+        reason: EndReason,
+    ) -> Result<Outcome, LifecycleError> {
+        started.validate()?;
+        let id = started.stream_id();
+        if self.streams.contains_key(&id) {
+            let ended = StreamEnded {
+                container_id: None,
+                stream_id: Some(id),
+                reason: Some(reason),
+            };
+            return self.end(now, ended);
+        }
+        let seq = self.last_seq + 1;
+        let stream = StreamState {
+            id: id.clone(),
+            status: StreamStatus::Ended,
+            container_id: started.container_id,
+            engine: started.engine,
+            stream: started.stream,
+            session: started.session,
+            labels: started.labels,
+            started_at: started_at.min(now),
+            ended_at: Some(now),
+            end_reason: Some(reason),
+            last_event_seq: seq,
+        };
+        self.streams.insert(id.clone(), stream.clone());
         self.ended_order.push_back(id);
         self.emit(seq, EventKind::StreamEnded, &stream, now);
         Ok(Outcome {

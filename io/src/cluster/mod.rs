@@ -9,15 +9,19 @@
 //! the machine's wait bound.
 
 mod args;
+pub mod orphans;
 pub mod redis;
+pub mod slot_redis;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use acemux_core::cluster::{
-    HeldLease, Input, LeaseConfig, Leases, Notice, Output, Route, TicketId,
+    HeldLease, HeldSlot, Input, LeaseConfig, Leases, Notice, Output, ReservationId, Route,
+    SessionRecord, SlotNotice, SlotOutput, Slots, SlotsConfig, TicketId,
 };
+use acemux_core::lifecycle::EngineAddr;
 use acemux_core::machine::Machine as _;
 use serde::Serialize;
 use subtle::ConstantTimeEq as _;
@@ -28,8 +32,60 @@ pub use args::ClusterArgs;
 
 use self::redis::{RedisClient, RedisTarget};
 use crate::clock::Clock;
-use crate::metrics::{LeaseEventLabels, Metrics, RedisCallLabels};
+use crate::metrics::{LeaseEventLabels, Metrics, RedisCallLabels, SlotEventLabels};
 use crate::net::Net;
+
+/// The label of a `stream_started` in cluster mode that names the stream's channel
+/// (the key of its session record).
+pub const CHANNEL_LABEL: &str = "cluster_channel";
+
+/// At start, in cluster mode: whether this instance still ends a stream an earlier run
+/// of it left started and stops its session. Not when the channel's session record
+/// says a newer owner took it over (and ended it, `owner_lost`); the record is claimed
+/// otherwise, so that no owner acts on it after this.
+pub struct LeftoverCheck<N: Net> {
+    redis: RedisClient<N>,
+    instance: String,
+    timeout: Duration,
+    record_ttl: Duration,
+}
+
+impl<N: Net> LeftoverCheck<N> {
+    /// For instance `instance` in `options.redis`, over `net`.
+    pub fn new(net: N, options: &ClusterOptions, instance: String) -> Self {
+        let lease = LeaseConfig::new(
+            instance.clone(),
+            options.advertise.clone(),
+            options.lease_ttl,
+        );
+        LeftoverCheck {
+            redis: RedisClient::new(net, options.redis.clone()),
+            instance,
+            timeout: options.redis_timeout,
+            record_ttl: SlotsConfig::new(&lease, 0).record_ttl,
+        }
+    }
+
+    /// Whether this instance ends `stream` and stops its session.
+    pub async fn acts(&self, stream: &acemux_core::lifecycle::StreamState) -> bool {
+        let Some(channel) = stream.labels.get(CHANNEL_LABEL) else {
+            return true;
+        };
+        let claim = acemux_core::cluster::SlotCommand::Claim {
+            channel: channel.clone(),
+            rule: acemux_core::cluster::ClaimRule::Left {
+                instance: self.instance.clone(),
+                stream_id: stream.id.clone(),
+            },
+            record_ttl: self.record_ttl,
+        };
+        let reply = self.redis.perform_slot(&claim, self.timeout).await;
+        if let Err(error) = &reply {
+            tracing::warn!(stream = %stream.id, %error, "Redis did not say whether another instance took over a stream left from before the restart; ending it here");
+        }
+        acemux_core::cluster::ClaimRule::owner_acts(&reply)
+    }
+}
 
 /// The header that marks a request as an instance's relay of a channel, carrying the
 /// cluster secret.
@@ -73,6 +129,19 @@ enum Msg {
     Finished {
         channel: String,
     },
+    Reserve {
+        channel: String,
+        fencing: u64,
+        candidates: Vec<EngineAddr>,
+        reply: oneshot::Sender<Option<(ReservationId, EngineAddr)>>,
+    },
+    Started {
+        id: ReservationId,
+        record: Box<SessionRecord>,
+    },
+    Stopped {
+        id: ReservationId,
+    },
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -81,6 +150,7 @@ enum Msg {
 struct Inner {
     messages: mpsc::UnboundedSender<Msg>,
     held: Mutex<Vec<HeldLease>>,
+    slots: Mutex<Vec<HeldSlot>>,
     instance: String,
     advertise: String,
     secret: String,
@@ -107,6 +177,34 @@ pub struct ClusterView {
     pub advertise: String,
     /// The channel leases it holds.
     pub leases: Vec<LeaseView>,
+    /// The engine slots it holds (cluster-wide engine capacity).
+    pub reservations: Vec<ReservationView>,
+}
+
+/// An engine slot in [`ClusterView`].
+#[derive(Clone, Debug, Serialize)]
+pub struct ReservationView {
+    /// The channel.
+    pub channel: String,
+    /// The engine (`host:port`).
+    pub engine: String,
+    /// The slot number; `null` while the session runs without one (Redis unreachable,
+    /// or the slot expired and the engine is full).
+    pub slot: Option<usize>,
+    /// The channel's lease fencing number (0: started without a lease).
+    pub fencing: u64,
+    /// The session's stream id, once it started.
+    pub stream_id: Option<String>,
+}
+
+/// Where the driver sends what the proxy and the lifecycle act on.
+#[derive(Clone, Debug)]
+pub struct ClusterSinks {
+    /// Channels whose lease another instance took, with whether this instance still
+    /// stops their session and records its end (`false`: a newer owner does).
+    pub lost: mpsc::UnboundedSender<(String, bool)>,
+    /// Sessions of dead owners this instance claimed: stop each, record its end.
+    pub orphans: mpsc::UnboundedSender<SessionRecord>,
 }
 
 /// A lease in [`ClusterView`].
@@ -122,15 +220,17 @@ pub struct LeaseView {
 
 impl Cluster {
     /// Starts the driver: leases for instance `instance` in `options.redis`, over
-    /// `net`. Channels whose lease is lost are sent to `lost`. `planted`: the
-    /// simulation's self-test only.
+    /// `net`, and engine slots of `max_per_engine` per engine. What the proxy acts on
+    /// goes to `sinks`. `planted`: the simulation's self-test only.
+    #[allow(clippy::too_many_arguments)]
     pub fn start<N: Net>(
         net: N,
         options: &ClusterOptions,
         instance: String,
         clock: Clock,
         metrics: Arc<Metrics>,
-        lost: mpsc::UnboundedSender<String>,
+        sinks: ClusterSinks,
+        max_per_engine: usize,
         planted: acemux_core::planted::Planted,
     ) -> (Cluster, JoinHandle<()>) {
         let mut config = LeaseConfig::new(
@@ -141,10 +241,12 @@ impl Cluster {
         config.redis_timeout = options.redis_timeout;
         config.wait_for_redis = options.redis_wait;
         config.planted = planted;
+        let slots = SlotsConfig::new(&config, max_per_engine);
         let (messages, inbox) = mpsc::unbounded_channel();
         let cluster = Cluster(Arc::new(Inner {
             messages,
             held: Mutex::new(Vec::new()),
+            slots: Mutex::new(Vec::new()),
             instance,
             advertise: options.advertise.clone(),
             secret: options.secret.clone(),
@@ -158,12 +260,15 @@ impl Cluster {
         );
         let driver = Driver {
             machine: Leases::new(config),
+            slots: Slots::new(slots),
             redis: Arc::new(RedisClient::new(net, options.redis.clone())),
             clock,
             metrics,
-            lost,
+            sinks,
             cluster: cluster.clone(),
             tickets: BTreeMap::new(),
+            reservations: BTreeMap::new(),
+            deferred: Vec::new(),
             next_ticket: 1,
         };
         let task = tokio::spawn(driver.run(inbox));
@@ -199,6 +304,47 @@ impl Cluster {
         let _ = self.0.messages.send(Msg::Finished {
             channel: channel.to_owned(),
         });
+    }
+
+    /// A slot for `channel` (lease fencing number `fencing`, 0 without a lease) on the
+    /// first of `candidates` (best first) that has one free cluster-wide: the engine and
+    /// the reservation, or `None` when every candidate is full. Without the driver
+    /// (shutting down): the best candidate, unreserved.
+    pub async fn reserve(
+        &self,
+        channel: &str,
+        fencing: u64,
+        candidates: Vec<EngineAddr>,
+    ) -> Option<(Option<ReservationId>, EngineAddr)> {
+        let first = candidates.first().cloned();
+        let (reply, answer) = oneshot::channel();
+        let reserve = Msg::Reserve {
+            channel: channel.to_owned(),
+            fencing,
+            candidates,
+            reply,
+        };
+        if self.0.messages.send(reserve).is_err() {
+            return first.map(|engine| (None, engine));
+        }
+        match answer.await {
+            Ok(reserved) => reserved.map(|(id, engine)| (Some(id), engine)),
+            Err(_) => first.map(|engine| (None, engine)),
+        }
+    }
+
+    /// The session of reservation `id` started: recorded in Redis.
+    pub fn session_started(&self, id: ReservationId, record: SessionRecord) {
+        let _ = self.0.messages.send(Msg::Started {
+            id,
+            record: Box::new(record),
+        });
+    }
+
+    /// The session of reservation `id` was stopped (or never opened): its slot is given
+    /// back and its record marked ended.
+    pub fn session_stopped(&self, id: ReservationId) {
+        let _ = self.0.messages.send(Msg::Stopped { id });
     }
 
     /// Whether this instance holds `channel`'s lease now.
@@ -238,6 +384,20 @@ impl Cluster {
                     expires: crate::clock::rfc3339(lease.expires),
                 })
                 .collect(),
+            reservations: self
+                .0
+                .slots
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .iter()
+                .map(|slot| ReservationView {
+                    channel: slot.channel.clone(),
+                    engine: slot.engine.to_string(),
+                    slot: slot.slot,
+                    fencing: slot.fencing,
+                    stream_id: slot.stream_id.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -251,35 +411,55 @@ impl Cluster {
     }
 }
 
+type Replies<T> = mpsc::UnboundedSender<(acemux_core::cluster::OpId, Result<T, String>)>;
+
 struct Driver<N: Net> {
     machine: Leases,
+    slots: Slots,
     redis: Arc<RedisClient<N>>,
     clock: Clock,
     metrics: Arc<Metrics>,
-    lost: mpsc::UnboundedSender<String>,
+    sinks: ClusterSinks,
     cluster: Cluster,
     /// Route requests waiting for their answer, with their channel.
     tickets: BTreeMap<TicketId, (String, oneshot::Sender<Route>)>,
+    /// Slot requests waiting for their answer.
+    reservations: BTreeMap<u64, oneshot::Sender<Option<(ReservationId, EngineAddr)>>>,
+    /// Ended channels whose lease is given back once their record's release is
+    /// confirmed.
+    deferred: Vec<String>,
     next_ticket: u64,
 }
 
 impl<N: Net> Driver<N> {
     async fn run(mut self, mut inbox: mpsc::UnboundedReceiver<Msg>) {
         let (replies_tx, mut replies) = mpsc::unbounded_channel();
+        let (slot_replies_tx, mut slot_replies) = mpsc::unbounded_channel();
         let mut shutdown: Option<(oneshot::Sender<()>, acemux_core::Instant)> = None;
         loop {
+            // Lease outputs feed the slots (a loss, a lease taken) and the slots' release
+            // lets a lease go: performed until both are quiet for this turn.
             self.perform(&replies_tx);
-            if shutdown.is_some() && self.machine.is_idle() {
+            self.perform_slots(&slot_replies_tx);
+            self.finish_deferred();
+            self.perform(&replies_tx);
+            self.perform_slots(&slot_replies_tx);
+            if shutdown.is_some() && self.machine.is_idle() && self.slots.is_idle() {
                 break;
             }
             let deadline = shutdown.as_ref().map(|(_, at)| *at);
-            let sleep = self
-                .clock
-                .sleep_until_earliest([self.machine.poll_timeout(), deadline]);
+            let sleep = self.clock.sleep_until_earliest([
+                self.machine.poll_timeout(),
+                self.slots.poll_timeout().filter(|_| shutdown.is_none()),
+                deadline,
+            ]);
             tokio::select! {
                 biased;
                 Some((op, result)) = replies.recv() => {
                     self.machine.handle_input(self.clock.now(), Input::Reply { op, result });
+                }
+                Some((op, result)) = slot_replies.recv() => {
+                    self.slots.reply(self.clock.now(), op, result);
                 }
                 message = inbox.recv(), if shutdown.is_none() => match message {
                     Some(Msg::Want { channel, reply }) => {
@@ -289,11 +469,22 @@ impl<N: Net> Driver<N> {
                         self.tickets.insert(ticket, (channel, reply));
                     }
                     Some(Msg::Finished { channel }) => {
-                        self.machine.finished(self.clock.now(), &channel);
                         // Requests of the ended channel get no answer any more: their
                         // askers see the driver's answer dropped.
                         self.tickets.retain(|_, (asked_for, _)| *asked_for != channel);
+                        // Its lease goes after its record is marked ended.
+                        self.deferred.push(channel);
                     }
+                    Some(Msg::Reserve { channel, fencing, candidates, reply }) => {
+                        let ticket = self.next_ticket;
+                        self.next_ticket += 1;
+                        self.reservations.insert(ticket, reply);
+                        self.slots.reserve(self.clock.now(), ticket, &channel, fencing, candidates);
+                    }
+                    Some(Msg::Started { id, record }) => {
+                        self.slots.started(self.clock.now(), id, *record);
+                    }
+                    Some(Msg::Stopped { id }) => self.slots.stopped(self.clock.now(), id),
                     Some(Msg::Shutdown { done }) => {
                         let bound = self.machine.config().redis_timeout * 2;
                         shutdown = Some((done, self.clock.now() + bound));
@@ -307,6 +498,9 @@ impl<N: Net> Driver<N> {
                         break;
                     }
                     self.machine.handle_timeout(now);
+                    if shutdown.is_none() {
+                        self.slots.handle_timeout(now);
+                    }
                 }
             }
         }
@@ -319,13 +513,119 @@ impl<N: Net> Driver<N> {
         }
     }
 
-    fn perform(
-        &mut self,
-        replies: &mpsc::UnboundedSender<(
-            acemux_core::cluster::OpId,
-            Result<acemux_core::cluster::Reply, String>,
-        )>,
-    ) {
+    /// Gives back the leases of ended channels whose records are released.
+    fn finish_deferred(&mut self) {
+        let now = self.clock.now();
+        let (ready, waiting): (Vec<String>, Vec<String>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|channel| !self.slots.busy(channel));
+        self.deferred = waiting;
+        for channel in ready {
+            self.machine.finished(now, &channel);
+        }
+    }
+
+    fn perform_slots(&mut self, replies: &Replies<acemux_core::cluster::SlotReply>) {
+        while let Some(output) = self.slots.poll_output() {
+            match output {
+                SlotOutput::Redis {
+                    op,
+                    command,
+                    timeout,
+                } => {
+                    let redis = self.redis.clone();
+                    let replies = replies.clone();
+                    tokio::spawn(async move {
+                        let result = redis.perform_slot(&command, timeout).await;
+                        let _ = replies.send((op, result));
+                    });
+                }
+                SlotOutput::Reserved { ticket, reserved } => {
+                    if let Some(reply) = self.reservations.remove(&ticket) {
+                        if let Err(Some((id, _))) = reply.send(reserved) {
+                            // The channel is gone: nothing opens on the slot.
+                            self.slots.stopped(self.clock.now(), id);
+                        }
+                    }
+                }
+                SlotOutput::Orphan(record) => {
+                    tracing::warn!(instance = %record.instance, fencing = record.fencing, engine = %record.engine, stream = %record.stream_id,
+                        "took over a channel whose owner left its engine session: stopping it and recording its end (owner_lost)");
+                    self.slot_event("orphan_claimed");
+                    let _ = self.sinks.orphans.send(record);
+                }
+                SlotOutput::LostDecided { channel, act } => {
+                    if !act {
+                        tracing::warn!(%channel, "a newer owner has taken over this channel's session: leaving its stop and its end to it");
+                        self.slot_event("lost_handled_elsewhere");
+                    }
+                    let _ = self.sinks.lost.send((channel, act));
+                }
+                SlotOutput::Notice(notice) => self.slot_notice(notice),
+            }
+        }
+        let held = self.slots.held();
+        self.metrics.cluster_engine_slots.set(
+            i64::try_from(held.iter().filter(|slot| slot.slot.is_some()).count())
+                .unwrap_or(i64::MAX),
+        );
+        *self
+            .cluster
+            .0
+            .slots
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = held;
+    }
+
+    fn slot_event(&self, event: &str) {
+        self.metrics
+            .cluster_slot_events
+            .get_or_create(&SlotEventLabels {
+                event: event.to_owned(),
+            })
+            .inc();
+    }
+
+    fn slot_notice(&self, notice: SlotNotice) {
+        match notice {
+            SlotNotice::Reserved {
+                channel,
+                engine,
+                slot,
+            } => {
+                tracing::debug!(%channel, %engine, slot, "engine slot reserved");
+                self.slot_event("reserved");
+            }
+            SlotNotice::Full { channel, engine } => {
+                tracing::info!(%channel, %engine, "engine full cluster-wide (--max-streams-per-engine)");
+                self.slot_event("full");
+            }
+            SlotNotice::Unreserved { channel, engine } => {
+                tracing::warn!(%channel, %engine, "engine session runs without a cluster-wide slot; reserving it again at the next renewal");
+                self.slot_event("unreserved");
+            }
+            SlotNotice::Superseded {
+                channel,
+                instance,
+                fencing,
+            } => {
+                tracing::warn!(%channel, %instance, fencing, "a newer owner's session record is in Redis; not writing this one");
+                self.slot_event("superseded");
+            }
+            SlotNotice::RedisFailed { call, error } => {
+                tracing::warn!(call, %error, "Redis call for engine slots failed");
+                self.metrics
+                    .cluster_redis_failures
+                    .get_or_create(&RedisCallLabels {
+                        call: format!("slot_{call}"),
+                    })
+                    .inc();
+            }
+            other => tracing::debug!(?other, "engine slot notice"),
+        }
+    }
+
+    fn perform(&mut self, replies: &Replies<acemux_core::cluster::Reply>) {
         let mut changed = false;
         while let Some(output) = self.machine.poll_output() {
             match output {
@@ -351,10 +651,15 @@ impl<N: Net> Driver<N> {
                     let owner = owner.map(|owner| owner.instance).unwrap_or_default();
                     tracing::warn!(%channel, %owner, "another instance owns the channel now; stopping it here");
                     self.event("lost");
-                    let _ = self.lost.send(channel);
+                    // Stopped once the session record says who stops its session.
+                    self.slots.lost(self.clock.now(), &channel);
                     changed = true;
                 }
                 Output::Notice(notice) => {
+                    if let Notice::Acquired { channel, fencing } = &notice {
+                        // A dead owner's session of the channel is claimed, once.
+                        self.slots.acquired(self.clock.now(), channel, *fencing);
+                    }
                     self.notice(notice);
                     changed = true;
                 }

@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use acemux_core::cluster::{Command, Holder, Reply};
+use acemux_core::cluster::{Command, Holder, Reply, SlotCommand, SlotReply};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
@@ -93,17 +93,35 @@ impl<N: Net> RedisClient<N> {
 
     /// Performs `command` within `timeout` (connecting included).
     pub async fn perform(&self, command: &Command, timeout: Duration) -> Result<Reply, String> {
-        match tokio::time::timeout(timeout, self.perform_unbounded(command)).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("Redis did not answer within {timeout:?}")),
-        }
+        bounded(timeout, async {
+            let mut connection = self.connection().await?;
+            let result = run(&mut connection, command).await;
+            self.done(connection, result)
+        })
+        .await
     }
 
-    async fn perform_unbounded(&self, command: &Command) -> Result<Reply, String> {
-        let mut connection = self.connection().await?;
-        let (reply, reusable) = run(&mut connection, command)
-            .await
-            .map_err(|error| format!("Redis: {error}"))?;
+    /// Performs the slot machine's `command` within `timeout` (connecting included).
+    pub async fn perform_slot(
+        &self,
+        command: &SlotCommand,
+        timeout: Duration,
+    ) -> Result<SlotReply, String> {
+        bounded(timeout, async {
+            let mut connection = self.connection().await?;
+            let result = super::slot_redis::run(&mut connection, command).await;
+            self.done(connection, result)
+        })
+        .await
+    }
+
+    /// Keeps `connection` for reuse if `result` says it is clean; the reply.
+    fn done<T>(
+        &self,
+        connection: MultiplexedConnection,
+        result: redis::RedisResult<(T, bool)>,
+    ) -> Result<T, String> {
+        let (reply, reusable) = result.map_err(|error| format!("Redis: {error}"))?;
         if reusable {
             let mut idle = self
                 .idle
@@ -147,7 +165,18 @@ impl<N: Net> RedisClient<N> {
     }
 }
 
-fn millis(duration: Duration) -> u64 {
+/// `call`, or an error past `timeout`.
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("Redis did not answer within {timeout:?}")),
+    }
+}
+
+pub(super) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
         .max(1)
@@ -256,7 +285,7 @@ async fn run(
 }
 
 /// `WATCH key` then `GET key`.
-async fn watch_get(
+pub(super) async fn watch_get(
     connection: &mut MultiplexedConnection,
     key: &str,
 ) -> redis::RedisResult<Option<String>> {
@@ -267,7 +296,7 @@ async fn watch_get(
     redis::cmd("GET").arg(key).query_async(connection).await
 }
 
-fn changed(what: &str) -> redis::RedisError {
+pub(super) fn changed(what: &str) -> redis::RedisError {
     redis::RedisError::from((
         redis::ErrorKind::Client,
         "transaction aborted",

@@ -267,6 +267,30 @@ enum Job {
 /// must still be numbered before the `stream_started` of the channel that replaces it.
 /// At most two changes per engine session, and sessions are bounded by the channel's
 /// retry rules, so its queue stays small.
+/// The `stream_started` of `session` of the channel `key`; in cluster mode (`cluster`)
+/// labelled with the channel's name, which names its session record in Redis.
+pub(super) fn stream_started(
+    key: &ChannelKey,
+    session: EngineSession,
+    cluster: bool,
+) -> StreamStarted {
+    let mut labels: std::collections::BTreeMap<String, String> =
+        [("source".to_owned(), "acemux".to_owned())].into();
+    if cluster {
+        labels.insert(crate::cluster::CHANNEL_LABEL.to_owned(), key.to_string());
+    }
+    StreamStarted {
+        container_id: None,
+        engine: session.engine,
+        stream: StreamKey {
+            key_type: key.key_type,
+            key: key.key.clone(),
+        },
+        session: session.session,
+        labels,
+    }
+}
+
 pub(super) struct LifecycleApplier {
     jobs: mpsc::UnboundedSender<Job>,
     task: JoinHandle<()>,
@@ -306,17 +330,7 @@ impl LifecycleApplier {
         LifecycleApplier { jobs, task }
     }
 
-    pub(super) fn started(&self, key: &ChannelKey, session: EngineSession) {
-        let started = StreamStarted {
-            container_id: None,
-            engine: session.engine,
-            stream: StreamKey {
-                key_type: key.key_type,
-                key: key.key.clone(),
-            },
-            session: session.session,
-            labels: [("source".to_owned(), "acemux".to_owned())].into(),
-        };
+    pub(super) fn started(&self, started: StreamStarted) {
         let _ = self
             .jobs
             .send(Job::Apply(lifecycle::Input::Started(started)));

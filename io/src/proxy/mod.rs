@@ -136,9 +136,12 @@ enum ChannelMsg {
     /// An HLS player waits for the first playlist.
     WaitReady { reply: oneshot::Sender<WaitAnswer> },
     /// Stop the channel; `done` is answered once its `stream_ended` is applied.
+    /// `disowned` (cluster mode): a newer owner stops its engine session and records
+    /// its end; neither happens here.
     Stop {
         reason: EndReason,
         done: oneshot::Sender<()>,
+        disowned: bool,
     },
 }
 
@@ -228,7 +231,9 @@ impl<N: Net> Proxy<N> {
 
     /// Cluster mode: another instance owns `channel` (as named in logs) now: the
     /// channel here is stopped (its viewers reconnect and are relayed from the owner).
-    pub async fn lease_lost(&self, channel: &str) {
+    /// `act`: this instance stops its engine session and records its end; otherwise
+    /// the newer owner has claimed both.
+    pub async fn lease_lost(&self, channel: &str, act: bool) {
         let mailbox = self
             .channels()
             .iter()
@@ -241,6 +246,7 @@ impl<N: Net> Proxy<N> {
         let stop = ChannelMsg::Stop {
             reason: EndReason::from("lease_lost"),
             done,
+            disowned: !act,
         };
         if mailbox.send(stop).await.is_ok() {
             let _ = stopped.await;
@@ -641,7 +647,11 @@ impl<N: Net> Proxy<N> {
         if let Some(mailbox) = mailbox {
             let (done, stopped) = oneshot::channel();
             if mailbox
-                .send(ChannelMsg::Stop { reason, done })
+                .send(ChannelMsg::Stop {
+                    reason,
+                    done,
+                    disowned: false,
+                })
                 .await
                 .is_ok()
             {
@@ -701,6 +711,7 @@ impl<N: Net> Proxy<N> {
             let stop = ChannelMsg::Stop {
                 reason: EndReason::Shutdown,
                 done,
+                disowned: false,
             };
             if mailbox.send(stop).await.is_ok() {
                 waits.push(stopped);

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use acemux_core::channel::{ComposedChannel, Input, Media, Output, RequestId};
-use acemux_core::cluster::Route;
+use acemux_core::cluster::{ReservationId, Route, SessionRecord};
 use acemux_core::lifecycle::EngineAddr;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
@@ -27,6 +27,17 @@ const MESSAGE_BATCH: usize = 64;
 
 /// The cluster's answer to a route request, with the engines to avoid.
 pub(super) type Routed = (Route, Vec<EngineAddr>);
+
+/// The engine picked with a slot reserved cluster-wide (none: every candidate full).
+pub(super) type Picked = Option<(Option<ReservationId>, EngineAddr)>;
+
+/// An engine slot this channel holds.
+struct Reservation {
+    id: ReservationId,
+    engine: EngineAddr,
+    /// The session opened on it, once it started.
+    command_url: Option<String>,
+}
 
 /// What a channel task needs to perform outputs, whatever the format.
 pub(super) struct Env<N: Net, I> {
@@ -88,6 +99,12 @@ pub(super) struct ChannelTask<N: Net, F: Format<N>> {
     stop_waiters: Vec<oneshot::Sender<()>>,
     /// Cluster mode: where the cluster answers the channel's route requests.
     routes: (mpsc::Sender<Routed>, mpsc::Receiver<Routed>),
+    /// Cluster mode: where the cluster answers the channel's slot requests.
+    picks: (mpsc::Sender<Picked>, mpsc::Receiver<Picked>),
+    /// Cluster mode: the engine slots the channel holds.
+    reservations: Vec<Reservation>,
+    /// Cluster mode: a newer owner stops the session and records its end.
+    disowned: bool,
 }
 
 impl<N: Net, F: Format<N>> ChannelTask<N, F> {
@@ -128,6 +145,9 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
             applier: LifecycleApplier::spawn(shared.lifecycle.clone()),
             stop_waiters: Vec::new(),
             routes: mpsc::channel(1),
+            picks: mpsc::channel(1),
+            reservations: Vec::new(),
+            disowned: false,
         }
     }
 
@@ -158,6 +178,7 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     self.machine.handle_input(clock.now(), input);
                 }
                 Some((route, exclude)) = self.routes.1.recv() => self.routed(route, exclude),
+                Some(picked) = self.picks.1.recv() => self.picked(picked),
                 message = inbox.recv(), if !retired => match message {
                     Some(message) => {
                         let now = clock.now();
@@ -188,6 +209,7 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
         for (_, request) in std::mem::take(&mut self.requests) {
             request.abort();
         }
+        self.release_reservations(|_| true);
         self.applier.finish().await;
         tracing::debug!(channel = %self.env.key, "channel task finished");
     }
@@ -199,7 +221,29 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
         let picked = match route {
             Route::Own { .. } | Route::Local => {
                 self.env.relay = None;
-                self.env.proxy.pool().pick(now, &exclude)
+                let fencing = match route {
+                    Route::Own { fencing } => fencing,
+                    _ => 0,
+                };
+                let candidates = self.env.proxy.pool().candidates(now, &exclude);
+                match self.env.proxy.0.cluster.get() {
+                    Some(cluster) if !candidates.is_empty() => {
+                        // Answered through `picks` once a slot is reserved cluster-wide.
+                        let (cluster, picks) = (cluster.clone(), self.picks.0.clone());
+                        let channel = self.env.labels.channel.clone();
+                        tokio::spawn(async move {
+                            let picked = cluster.reserve(&channel, fencing, candidates).await;
+                            if let Err(mpsc::error::SendError(Some((Some(id), _)))) =
+                                picks.send(picked).await
+                            {
+                                // The channel is gone: nothing opens on the slot.
+                                cluster.session_stopped(id);
+                            }
+                        });
+                        return;
+                    }
+                    _ => candidates.into_iter().next(),
+                }
             }
             Route::Relay(owner) => {
                 let secret = self
@@ -227,9 +271,96 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
         self.machine.handle_input(now, Input::EnginePicked(picked));
     }
 
+    /// The engine picked with a cluster-wide slot (or none free anywhere: the
+    /// capacity answer, as when this instance's engines are full).
+    fn picked(&mut self, picked: Picked) {
+        let now = self.env.proxy.0.lifecycle.clock().now();
+        let engine = picked.map(|(id, engine)| {
+            if let Some(id) = id {
+                self.reservations.push(Reservation {
+                    id,
+                    engine: engine.clone(),
+                    command_url: None,
+                });
+            }
+            engine
+        });
+        self.machine.handle_input(now, Input::EnginePicked(engine));
+    }
+
+    /// Gives back the slots `which` selects.
+    fn release_reservations(&mut self, which: impl Fn(&Reservation) -> bool) {
+        let Some(cluster) = self.env.proxy.0.cluster.get() else {
+            return;
+        };
+        self.reservations.retain(|reservation| {
+            if which(reservation) {
+                cluster.session_stopped(reservation.id);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Gives back the slots of sessions that never opened (a new pick replaces them);
+    /// the cluster, if any.
+    fn release_unopened(&mut self) -> Option<&crate::cluster::Cluster> {
+        self.release_reservations(|reservation| reservation.command_url.is_none());
+        self.env.proxy.0.cluster.get()
+    }
+
+    /// The `stream_started` of `session`.
+    fn stream_started(
+        &self,
+        session: &acemux_core::channel::EngineSession,
+    ) -> acemux_core::lifecycle::StreamStarted {
+        let clustered =
+            self.env.proxy.0.cluster.get().is_some() && super::relay::coordinated(&self.env.key);
+        super::calls::stream_started(&self.env.key, session.clone(), clustered)
+    }
+
+    /// A session started on a reserved engine: its record goes to Redis.
+    fn reserved_session_started(
+        &mut self,
+        session: &acemux_core::channel::EngineSession,
+        started: acemux_core::lifecycle::StreamStarted,
+    ) {
+        let Some(cluster) = self.env.proxy.0.cluster.get() else {
+            return;
+        };
+        let Some(reservation) = self.reservations.iter_mut().find(|reservation| {
+            reservation.engine == session.engine && reservation.command_url.is_none()
+        }) else {
+            return;
+        };
+        reservation.command_url = Some(session.session.command_url.clone());
+        let record = SessionRecord {
+            instance: cluster.instance().to_owned(),
+            fencing: cluster
+                .view()
+                .leases
+                .iter()
+                .find(|lease| lease.channel == self.env.labels.channel)
+                .map_or(0, |lease| lease.fencing),
+            engine: session.engine.clone(),
+            command_url: session.session.command_url.clone(),
+            stream_id: super::calls::stream_id(&self.env.key, session),
+            started,
+            started_at: self.env.proxy.0.lifecycle.clock().now(),
+            ended: false,
+        };
+        cluster.session_started(reservation.id, record);
+    }
+
     fn message(&mut self, now: acemux_core::Instant, message: ChannelMsg) {
         match message {
-            ChannelMsg::Stop { reason, done } => {
+            ChannelMsg::Stop {
+                reason,
+                done,
+                disowned,
+            } => {
+                self.disowned |= disowned;
                 self.stop_waiters.push(done);
                 let input = if reason == acemux_core::lifecycle::EndReason::Shutdown {
                     Input::Shutdown
@@ -281,6 +412,9 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     let shared = &self.env.proxy.0;
                     shared.metrics.channels.dec();
                     shared.metrics.remove_channel(&self.env.labels);
+                    // Slots (and records) go before the lease.
+                    self.release_reservations(|_| true);
+                    let shared = &self.env.proxy.0;
                     if let Some(cluster) = shared.cluster.get() {
                         if super::relay::coordinated(&self.env.key) {
                             // Gives back the lease it holds or is taking (also one a
@@ -290,11 +424,11 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                         }
                     }
                 }
-                Output::PickEngine { exclude } => match self.env.proxy.0.cluster.get() {
+                Output::PickEngine { exclude } => match self.release_unopened().cloned() {
                     Some(cluster) if super::relay::coordinated(&self.env.key) => {
                         // Answered (within the cluster's wait bound) through `routes`.
                         let routes = self.routes.0.clone();
-                        super::relay::ask_route(cluster.clone(), &self.env.key, exclude, routes);
+                        super::relay::ask_route(cluster, &self.env.key, exclude, routes);
                     }
                     _ => {
                         let now = self.env.proxy.0.lifecycle.clock().now();
@@ -335,7 +469,26 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     attempt,
                     engine,
                     command_url,
-                } => super::calls::stop_session(&self.env, stop, attempt, engine, command_url),
+                } => {
+                    self.release_reservations(|reservation| {
+                        reservation.command_url.as_deref() == Some(command_url.as_str())
+                    });
+                    if self.disowned {
+                        // A newer owner claimed the session: it stops it.
+                        tracing::info!(channel = %self.env.key, %engine, "not stopping the engine session: the channel's new owner does");
+                        let completions = self.env.completions.clone();
+                        tokio::spawn(async move {
+                            let _ = completions
+                                .send(Input::StopAnswer {
+                                    stop,
+                                    result: Ok(()),
+                                })
+                                .await;
+                        });
+                    } else {
+                        super::calls::stop_session(&self.env, stop, attempt, engine, command_url);
+                    }
+                }
                 Output::Pool(change) => {
                     let now = self.env.proxy.0.lifecycle.clock().now();
                     super::calls::pool_change(&self.env.proxy, now, change);
@@ -357,10 +510,12 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                         tracing::info!(channel = %self.env.key, owner = %session.engine, "relayed stream started");
                         continue;
                     }
+                    let started = self.stream_started(&session);
+                    self.reserved_session_started(&session, started.clone());
                     let id = super::calls::stream_id(&self.env.key, &session);
                     tracing::info!(channel = %self.env.key, stream = %id, engine = %session.engine, "stream started");
                     self.stream_id.send_replace(Some(id));
-                    self.applier.started(&self.env.key, session);
+                    self.applier.started(started);
                 }
                 Output::SessionEnded { session, reason } => {
                     if reason != acemux_core::lifecycle::EndReason::Idle {
@@ -371,9 +526,14 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                         continue;
                     }
                     let id = super::calls::stream_id(&self.env.key, &session);
-                    tracing::info!(channel = %self.env.key, stream = %id, %reason, "stream ended");
                     super::calls::publish_stats(&self.env, &id, None);
                     self.stream_id.send_replace(None);
+                    if self.disowned {
+                        // Its end is recorded once, by the owner that claimed it.
+                        tracing::info!(channel = %self.env.key, stream = %id, "stream ended here; the channel's new owner records its end (owner_lost)");
+                        continue;
+                    }
+                    tracing::info!(channel = %self.env.key, stream = %id, %reason, "stream ended");
                     self.applier.ended(id, reason);
                 }
                 Output::Notice(notice) => super::calls::notice(&self.env, notice),

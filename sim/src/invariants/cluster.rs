@@ -6,7 +6,74 @@ use std::time::Duration;
 
 use super::Checker;
 
+/// A cluster's engine cap, and what was seen of it.
+#[derive(Debug, Default)]
+pub(super) struct CapSeen {
+    /// `--max-streams-per-engine`, when the world is a cluster.
+    cap: Option<usize>,
+    /// Since when an engine has run more sessions than the cap, by engine.
+    over_since: BTreeMap<String, Duration>,
+    /// Windows over the cap waived, once each (engine and since when).
+    waived: std::collections::BTreeSet<(String, Duration)>,
+    /// Streams ended `owner_lost` by an instance other than their starter.
+    pub(super) owner_lost_ends: u64,
+}
+
 impl Checker {
+    /// The cluster's engines take at most `cap` sessions each, cluster-wide.
+    pub fn engine_cap(&mut self, cap: usize) {
+        self.caps.cap = Some(cap);
+    }
+
+    /// Streams a dead owner left that another instance ended (`owner_lost`).
+    pub fn owner_lost_ends(&self) -> u64 {
+        self.caps.owner_lost_ends
+    }
+
+    /// The engine cap holds across the cluster: no engine runs more sessions than
+    /// `--max-streams-per-engine` for longer than the stop bound, outside a cluster
+    /// fault's window (a partition or crash lets a slot expire while its session runs,
+    /// and an instance down leaves its session until the next owner stops it); such a
+    /// window is counted once.
+    pub(super) fn check_engine_cap(
+        &mut self,
+        now: Duration,
+        running: &BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let Some(cap) = self.caps.cap.filter(|_| !self.cluster_hosts.is_empty()) else {
+            return Ok(());
+        };
+        let mut per_engine: BTreeMap<&str, usize> = BTreeMap::new();
+        for (session, engine) in running {
+            if !self.orphans_waived.contains(session) {
+                *per_engine.entry(engine.as_str()).or_default() += 1;
+            }
+        }
+        self.caps
+            .over_since
+            .retain(|engine, _| per_engine.get(engine.as_str()).is_some_and(|n| *n > cap));
+        for (engine, count) in per_engine {
+            if count <= cap {
+                continue;
+            }
+            let since = *self.caps.over_since.entry(engine.to_owned()).or_insert(now);
+            if now <= since + self.rules.stop_bound {
+                continue;
+            }
+            let explained = self.cluster_disturbed(now) || self.disturbed(Some(engine), now);
+            if !explained {
+                return Err(format!(
+                    "{engine} runs {count} sessions, over the cluster-wide cap of {cap}, for {:?}, no cluster fault explains it",
+                    now - since
+                ));
+            }
+            if self.caps.waived.insert((engine.to_owned(), since)) {
+                self.waive("engine over the cluster-wide cap across a cluster fault");
+            }
+        }
+        Ok(())
+    }
+
     /// The world is a cluster of these hosts (instances and Redis): faults on them
     /// explain more than one engine session of a content for a while.
     pub fn cluster(&mut self, hosts: Vec<String>) {

@@ -4,7 +4,10 @@
 //! lengths: an instance crashes and starts again, two instances cannot reach each
 //! other, an instance cannot reach Redis, Redis restarts (empty). One engine session
 //! per channel across the engines outside those faults' windows, every session
-//! stopped, events paired in each instance's store and recorded by the owner only,
+//! stopped exactly once (those a dead owner left included: the instance that takes the
+//! channel over stops them and records their end, `owner_lost`), every stream's
+//! `stream_started` paired with one `stream_ended` across the instances' stores, the
+//! engine cap (`--max-streams-per-engine`) held cluster-wide outside those windows,
 //! viewers on every instance served.
 
 use std::time::Duration;
@@ -23,6 +26,9 @@ const CONTENTS: [&str; 3] = ["cluster-a", "cluster-b", "cluster-c"];
 pub fn cluster(seed: u64) -> Result<Outcome, Failure> {
     let mut config = WorldConfig::new("cluster", seed, 2);
     config.cluster = Some(ClusterSetup::new(INSTANCES.len()));
+    // Two engines of two sessions each for three channels: the cap binds cluster-wide
+    // (one instance alone would open at most three) and leaves one slot for a takeover.
+    config.proxy.max_streams_per_engine = 2;
     let start_bound = config.proxy.channel.start_timeout + secs(5);
     let mut world = World::build(config);
     let target = |instance: usize| format!("{}:{ACEMUX_PORT}", INSTANCES[instance]);
@@ -105,7 +111,8 @@ pub fn cluster(seed: u64) -> Result<Outcome, Failure> {
         .collect();
     let mut outcome = world.heal_then_converge(secs(90))?;
     outcome.summary.push_str(&format!(
-        ", streams started per instance {started:?}, {crashed} down {down_for:?} from {crash_at:?}, {}-{} cut {split_for:?} from {split_at:?}, {cut}-redis cut {cut_for:?} from {cut_at:?}, redis down {redis_down:?} from {redis_at:?} ({redis_commands} commands since), {} requests excused",
+        ", streams started per instance {started:?}, {} ended owner_lost, {crashed} down {down_for:?} from {crash_at:?}, {}-{} cut {split_for:?} from {split_at:?}, {cut}-redis cut {cut_for:?} from {cut_at:?}, redis down {redis_down:?} from {redis_at:?} ({redis_commands} commands since), {} requests excused",
+        world.owner_lost_ends(),
         INSTANCES[a],
         INSTANCES[b],
         world.excused_requests()

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::lifecycle::{
-    EventKind, RegistryConfig, StreamStatus, MAX_ID_BYTES, MAX_LABELS, MAX_TEXT_BYTES,
+    EndReason, EventKind, RegistryConfig, StreamStatus, MAX_ID_BYTES, MAX_LABELS, MAX_TEXT_BYTES,
 };
 use crate::rng::derived_uuid;
 use crate::time::Duration;
@@ -749,4 +749,58 @@ fn end_body_fields_are_all_optional() {
     assert_eq!(full, expected);
     let only_container: StreamEnded = serde_json::from_str(r#"{"container_id":"c1"}"#).unwrap();
     assert_eq!(only_container, end_container("c1"));
+}
+
+#[test]
+fn an_end_of_a_stream_started_elsewhere_is_one_ended_event_and_repeats_change_nothing() {
+    let mut registry = registry();
+    let start = start("c", "s1", None);
+    let id = start.stream_id();
+    let input = Input::EndedElsewhere {
+        started: Box::new(start.clone()),
+        started_at: secs(1),
+        reason: EndReason::OwnerLost,
+    };
+    let outcome = registry.handle_input(secs(5), input.clone()).unwrap();
+    assert!(outcome.updated);
+    assert_eq!(outcome.stream.status, StreamStatus::Ended);
+    assert_eq!(outcome.stream.started_at, secs(1));
+    assert_eq!(outcome.stream.end_reason, Some(EndReason::OwnerLost));
+    assert_eq!(registry.active_streams(), 0);
+    assert_eq!(
+        kinds(&drain(&mut registry)),
+        vec![(1, EventKind::StreamEnded, id.as_str())]
+    );
+    let again = registry.handle_input(secs(6), input).unwrap();
+    assert!(!again.updated);
+    assert!(drain(&mut registry).is_empty());
+    refuse_start(
+        &mut registry,
+        secs(7),
+        start,
+        LifecycleError::AlreadyEnded { id },
+    );
+
+    // A stream started here is ended as any end by id.
+    let here = start_here(&mut registry);
+    let outcome = registry
+        .handle_input(
+            secs(9),
+            Input::EndedElsewhere {
+                started: Box::new(here),
+                started_at: secs(0),
+                reason: EndReason::OwnerLost,
+            },
+        )
+        .unwrap();
+    assert!(outcome.updated);
+    assert_eq!(outcome.stream.started_at, secs(8));
+    assert_eq!(registry.active_streams(), 0);
+}
+
+fn start_here(registry: &mut Registry) -> StreamStarted {
+    let here = start("d", "s2", None);
+    started(registry, secs(8), here.clone());
+    drain(registry);
+    here
 }

@@ -1,0 +1,693 @@
+//! Engine slots shared cluster-wide, and the records of the owners' engine sessions.
+//!
+//! `--max-streams-per-engine` holds across the cluster: each engine has that many slot
+//! keys in Redis, and an engine session is opened only on an engine one of whose slots
+//! this instance reserved (set-if-absent, time to live the lease's). A held slot is
+//! renewed with the leases; it is given back (only while it is still this instance's)
+//! when the session is stopped; a dead instance's slots come back when they expire.
+//!
+//! Each owner also records its channel's running session (engine, stop URL, the stream
+//! as its `stream_started` recorded it) in the channel's session record, which lives
+//! three times as long as a lease. Rules, all decided here:
+//! - An instance that takes a channel's lease claims any record of an older fencing
+//!   number that is not ended (a dead owner's session): the claim marks it ended in one
+//!   `WATCH`/`MULTI` transaction, so exactly one instance claims it, and the claimer
+//!   stops that session on its engine and records its `stream_ended` (`owner_lost`).
+//! - An owner that stops its session marks its record ended (only if it is still its
+//!   own), before its lease is given back ([`Slots::busy`]).
+//! - An instance that finds it lost a channel ([`Slots::lost`]) stops the session and
+//!   records its end only if its record is still its own and not ended (it claims it,
+//!   as above); otherwise a newer owner has handled (or will handle) it, and it does
+//!   neither. A record is never written over a newer owner's, nor over its own once
+//!   ended.
+//! - Redis unreachable never blocks a viewer: a reservation that gets no answer opens
+//!   the session without a slot (reserved again at each renewal); so does a slot that
+//!   expired during a partition and finds the engine full (the cap is exceeded until the
+//!   sessions end or a slot frees).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::slots_vocab::{
+    ClaimRule, HeldSlot, ReservationId, SessionRecord, SlotCommand, SlotNotice, SlotOutput,
+    SlotReply, SlotValue, SlotsConfig,
+};
+use super::vocab::OpId;
+use crate::lifecycle::EngineAddr;
+use crate::time::Instant;
+
+#[derive(Debug)]
+struct Held {
+    channel: String,
+    fencing: u64,
+    engine: EngineAddr,
+    /// The slot number; `None`: running without one.
+    slot: Option<usize>,
+    value: SlotValue,
+    record: Option<SessionRecord>,
+    /// The record is in Redis (as far as the last answer said).
+    written: bool,
+    /// A newer owner's record was found: this one is never written again.
+    superseded: bool,
+    next: Instant,
+    op: Option<OpId>,
+}
+
+impl Held {
+    fn slot(&self) -> Option<(EngineAddr, usize, SlotValue)> {
+        self.slot
+            .map(|slot| (self.engine.clone(), slot, self.value.clone()))
+    }
+
+    fn record(&self) -> Option<(String, SessionRecord)> {
+        self.record
+            .clone()
+            .filter(|_| self.written && !self.superseded)
+            .map(|record| (self.channel.clone(), record))
+    }
+}
+
+#[derive(Debug)]
+enum Op {
+    Reserve {
+        ticket: u64,
+        id: ReservationId,
+        rest: VecDeque<EngineAddr>,
+        first: EngineAddr,
+        value: SlotValue,
+    },
+    Rereserve(ReservationId),
+    Record(ReservationId),
+    Keep(ReservationId),
+    Release(ReservationId),
+    Claim {
+        channel: String,
+        lost: bool,
+    },
+}
+
+/// A release or an orphan claim: retried until confirmed or the record expired.
+#[derive(Debug)]
+struct Retried {
+    command: SlotCommand,
+    until: Instant,
+    next: Option<Instant>,
+}
+
+/// The engine slots and session records of one instance.
+#[derive(Debug)]
+pub struct Slots {
+    config: SlotsConfig,
+    held: BTreeMap<ReservationId, Held>,
+    ops: BTreeMap<OpId, Op>,
+    /// Releases not yet confirmed, by reservation.
+    releasing: BTreeMap<ReservationId, (String, Retried)>,
+    /// Orphan claims not yet answered, by channel.
+    claiming: BTreeMap<String, Retried>,
+    next_id: u64,
+    next_op: u64,
+    out: VecDeque<SlotOutput>,
+}
+
+impl Slots {
+    /// No slots yet.
+    pub fn new(config: SlotsConfig) -> Self {
+        Slots {
+            config,
+            held: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            releasing: BTreeMap::new(),
+            claiming: BTreeMap::new(),
+            next_id: 1,
+            next_op: 1,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SlotsConfig {
+        &self.config
+    }
+
+    /// `channel` (fencing number `fencing`, 0 without a lease) wants an engine session
+    /// on one of `candidates` (best first): a slot is reserved on the first that has one
+    /// free. Answered with [`SlotOutput::Reserved`] for `ticket`.
+    pub fn reserve(
+        &mut self,
+        now: Instant,
+        ticket: u64,
+        channel: &str,
+        fencing: u64,
+        candidates: Vec<EngineAddr>,
+    ) {
+        let mut rest: VecDeque<EngineAddr> = candidates.into();
+        let Some(first) = rest.pop_front() else {
+            self.out.push_back(SlotOutput::Reserved {
+                ticket,
+                reserved: None,
+            });
+            return;
+        };
+        let id = ReservationId(self.next_id);
+        self.next_id += 1;
+        let value = SlotValue {
+            instance: self.config.instance.clone(),
+            channel: channel.to_owned(),
+            fencing,
+            engine: first.clone(),
+            reservation: id.0,
+        };
+        let command = self.reserve_command(&first, &value);
+        self.send(
+            now,
+            command,
+            Op::Reserve {
+                ticket,
+                id,
+                rest,
+                first,
+                value,
+            },
+        );
+    }
+
+    /// The session of reservation `id` started: its record is written.
+    pub fn started(&mut self, now: Instant, id: ReservationId, record: SessionRecord) {
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        held.record = Some(record);
+        held.written = false;
+        if held.op.is_none() {
+            held.next = now;
+            self.send_due(now, id);
+        }
+    }
+
+    /// The session of reservation `id` was stopped (or never opened): its slot is given
+    /// back and its record marked ended, both only while they are still this
+    /// instance's.
+    pub fn stopped(&mut self, now: Instant, id: ReservationId) {
+        let Some(held) = self.held.remove(&id) else {
+            return;
+        };
+        let command = SlotCommand::Release {
+            slot: held.slot(),
+            record: held.record(),
+            record_ttl: self.config.record_ttl,
+        };
+        let retried = Retried {
+            command,
+            until: now + self.config.record_ttl,
+            next: Some(now),
+        };
+        self.releasing.insert(id, (held.channel, retried));
+        self.send_release(now, id);
+    }
+
+    /// Whether a release of `channel`'s record is unconfirmed: the channel's lease is
+    /// given back only after it (else a new owner could claim a session that ended).
+    pub fn busy(&self, channel: &str) -> bool {
+        self.releasing.values().any(|(of, _)| of == channel)
+    }
+
+    /// This instance took `channel`'s lease with `fencing`: a dead owner's session
+    /// record (older fencing, not ended) is claimed, and [`SlotOutput::Orphan`] asks
+    /// that its session be stopped and its end recorded.
+    pub fn acquired(&mut self, now: Instant, channel: &str, fencing: u64) {
+        let except = self
+            .held
+            .values()
+            .filter(|held| held.channel == channel)
+            .find_map(|held| held.record.clone());
+        let command = SlotCommand::Claim {
+            channel: channel.to_owned(),
+            rule: ClaimRule::Older {
+                below: fencing,
+                except,
+            },
+            record_ttl: self.config.record_ttl,
+        };
+        self.claiming.insert(
+            channel.to_owned(),
+            Retried {
+                command,
+                until: now + self.config.record_ttl,
+                next: Some(now),
+            },
+        );
+        self.send_claim(now, channel);
+    }
+
+    /// Another instance owns `channel` now: answered with [`SlotOutput::LostDecided`]:
+    /// act (stop the session, record its end) only if this instance's record is still
+    /// its own and not ended; without a record (none written, or Redis does not answer)
+    /// it acts, as a single instance does.
+    pub fn lost(&mut self, now: Instant, channel: &str) {
+        self.claiming.remove(channel);
+        let record = self
+            .held
+            .values()
+            .filter(|held| held.channel == channel)
+            .find_map(|held| held.record.clone().filter(|_| held.written));
+        let Some(record) = record else {
+            self.out.push_back(SlotOutput::LostDecided {
+                channel: channel.to_owned(),
+                act: true,
+            });
+            return;
+        };
+        let command = SlotCommand::Claim {
+            channel: channel.to_owned(),
+            rule: ClaimRule::Mine { record },
+            record_ttl: self.config.record_ttl,
+        };
+        self.send(
+            now,
+            command,
+            Op::Claim {
+                channel: channel.to_owned(),
+                lost: true,
+            },
+        );
+    }
+
+    /// The slots held, by reservation.
+    pub fn held(&self) -> Vec<HeldSlot> {
+        self.held
+            .values()
+            .map(|held| HeldSlot {
+                channel: held.channel.clone(),
+                engine: held.engine.clone(),
+                slot: held.slot,
+                fencing: held.fencing,
+                stream_id: held.record.as_ref().map(|record| record.stream_id.clone()),
+            })
+            .collect()
+    }
+
+    /// Whether no Redis command is in flight.
+    pub fn is_idle(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The next output.
+    pub fn poll_output(&mut self) -> Option<SlotOutput> {
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let held = self
+            .held
+            .values()
+            .filter(|held| held.op.is_none())
+            .map(|held| held.next);
+        let retried = self
+            .releasing
+            .values()
+            .map(|(_, retried)| retried)
+            .chain(self.claiming.values())
+            .filter_map(|retried| retried.next);
+        held.chain(retried).min()
+    }
+
+    /// Renewals and retries due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ids: Vec<ReservationId> = self.held.keys().copied().collect();
+        for id in ids {
+            self.send_due(now, id);
+        }
+        let releases: Vec<ReservationId> = self.releasing.keys().copied().collect();
+        for id in releases {
+            self.send_release(now, id);
+        }
+        let claims: Vec<String> = self.claiming.keys().cloned().collect();
+        for channel in claims {
+            self.send_claim(now, &channel);
+        }
+    }
+
+    /// The answer to [`SlotOutput::Redis`] `op`, or why there is none.
+    pub fn reply(&mut self, now: Instant, op: OpId, result: Result<SlotReply, String>) {
+        let Some(op) = self.ops.remove(&op) else {
+            return;
+        };
+        match op {
+            Op::Reserve {
+                ticket,
+                id,
+                rest,
+                first,
+                value,
+            } => self.reserved(now, ticket, id, rest, first, value, result),
+            Op::Rereserve(id) => {
+                let Some(held) = self.held.get_mut(&id) else {
+                    return;
+                };
+                held.op = None;
+                held.next = now + self.config.renew_every;
+                match result {
+                    Ok(SlotReply::Reserved { slot }) => {
+                        held.slot = Some(slot);
+                        let notice = SlotNotice::Reserved {
+                            channel: held.channel.clone(),
+                            engine: held.engine.clone(),
+                            slot,
+                        };
+                        self.notice(notice);
+                    }
+                    Ok(_) => {
+                        let notice = SlotNotice::Unreserved {
+                            channel: held.channel.clone(),
+                            engine: held.engine.clone(),
+                        };
+                        self.notice(notice);
+                    }
+                    Err(error) => self.failed("reserve", error),
+                }
+            }
+            Op::Record(id) => {
+                let Some(held) = self.held.get_mut(&id) else {
+                    return;
+                };
+                held.op = None;
+                match result {
+                    Ok(SlotReply::Done) => {
+                        held.written = true;
+                        held.next = now + self.config.renew_every;
+                    }
+                    Ok(SlotReply::Superseded(newer)) => {
+                        held.superseded = true;
+                        held.next = now + self.config.renew_every;
+                        let notice = SlotNotice::Superseded {
+                            channel: held.channel.clone(),
+                            instance: newer.instance,
+                            fencing: newer.fencing,
+                        };
+                        self.notice(notice);
+                    }
+                    other => {
+                        held.next = now + self.config.retry_after;
+                        self.failed("record", unexpected(other));
+                    }
+                }
+            }
+            Op::Keep(id) => {
+                let Some(held) = self.held.get_mut(&id) else {
+                    return;
+                };
+                held.op = None;
+                held.next = now + self.config.renew_every;
+                match result {
+                    Ok(SlotReply::Kept { slot, record }) => {
+                        if !slot && held.slot.is_some() {
+                            // Expired (a partition): reserved again at once.
+                            held.slot = None;
+                            held.next = now;
+                        }
+                        if !record && held.written {
+                            // Gone, ended by a claimer, or another's: written again only
+                            // if nobody newer holds it (the record command checks).
+                            held.written = false;
+                            held.next = now;
+                        }
+                    }
+                    other => {
+                        held.next = now + self.config.retry_after;
+                        self.failed("keep", unexpected(other));
+                    }
+                }
+                self.send_due(now, id);
+            }
+            Op::Release(id) => {
+                let Some((_, retried)) = self.releasing.get_mut(&id) else {
+                    return;
+                };
+                match result {
+                    Ok(_) => {
+                        self.releasing.remove(&id);
+                    }
+                    Err(error) => {
+                        retried.next =
+                            Some(now + self.config.retry_after).filter(|at| *at < retried.until);
+                        if retried.next.is_none() {
+                            self.releasing.remove(&id);
+                        }
+                        self.failed("release", error);
+                    }
+                }
+            }
+            Op::Claim { channel, lost } => self.claimed(now, &channel, lost, result),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reserved(
+        &mut self,
+        now: Instant,
+        ticket: u64,
+        id: ReservationId,
+        mut rest: VecDeque<EngineAddr>,
+        first: EngineAddr,
+        value: SlotValue,
+        result: Result<SlotReply, String>,
+    ) {
+        let slot = match result {
+            Ok(SlotReply::Reserved { slot }) => {
+                self.notice(SlotNotice::Reserved {
+                    channel: value.channel.clone(),
+                    engine: value.engine.clone(),
+                    slot,
+                });
+                Some(slot)
+            }
+            Ok(SlotReply::Full) => {
+                self.notice(SlotNotice::Full {
+                    channel: value.channel.clone(),
+                    engine: value.engine.clone(),
+                });
+                match rest.pop_front() {
+                    Some(next) => {
+                        let value = SlotValue {
+                            engine: next.clone(),
+                            ..value
+                        };
+                        let command = self.reserve_command(&next, &value);
+                        self.send(
+                            now,
+                            command,
+                            Op::Reserve {
+                                ticket,
+                                id,
+                                rest,
+                                first,
+                                value,
+                            },
+                        );
+                    }
+                    None => self.out.push_back(SlotOutput::Reserved {
+                        ticket,
+                        reserved: None,
+                    }),
+                }
+                return;
+            }
+            other => {
+                // Redis does not answer: the session opens on the best candidate without
+                // a slot, reserved at the next renewal.
+                self.failed("reserve", unexpected(other));
+                self.notice(SlotNotice::Unreserved {
+                    channel: value.channel.clone(),
+                    engine: first.clone(),
+                });
+                None
+            }
+        };
+        let engine = if slot.is_some() {
+            value.engine.clone()
+        } else {
+            first
+        };
+        let value = SlotValue {
+            engine: engine.clone(),
+            ..value
+        };
+        self.held.insert(
+            id,
+            Held {
+                channel: value.channel.clone(),
+                fencing: value.fencing,
+                engine: engine.clone(),
+                slot,
+                value,
+                record: None,
+                written: false,
+                superseded: false,
+                next: now + self.config.renew_every,
+                op: None,
+            },
+        );
+        self.out.push_back(SlotOutput::Reserved {
+            ticket,
+            reserved: Some((id, engine)),
+        });
+    }
+
+    fn claimed(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        lost: bool,
+        result: Result<SlotReply, String>,
+    ) {
+        if lost {
+            let act = ClaimRule::owner_acts(&result);
+            if let Err(error) = result {
+                self.failed("claim", error);
+            }
+            if !act {
+                // A newer owner handles the session: nothing of it is given back here.
+                let ids: Vec<ReservationId> = self
+                    .held
+                    .iter()
+                    .filter(|(_, held)| held.channel == channel)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    if let Some(held) = self.held.get_mut(&id) {
+                        held.superseded = true;
+                    }
+                }
+            }
+            self.out.push_back(SlotOutput::LostDecided {
+                channel: channel.to_owned(),
+                act,
+            });
+            return;
+        }
+        let Some(retried) = self.claiming.get_mut(channel) else {
+            return;
+        };
+        match result {
+            Ok(SlotReply::Claimed(record)) => {
+                self.claiming.remove(channel);
+                self.out.push_back(SlotOutput::Orphan(record));
+            }
+            Ok(_) => {
+                self.claiming.remove(channel);
+            }
+            Err(error) => {
+                retried.next = Some(now + self.config.retry_after).filter(|at| *at < retried.until);
+                if retried.next.is_none() {
+                    self.claiming.remove(channel);
+                }
+                self.failed("claim", error);
+            }
+        }
+    }
+
+    fn reserve_command(&self, engine: &EngineAddr, value: &SlotValue) -> SlotCommand {
+        SlotCommand::Reserve {
+            engine: engine.clone(),
+            slots: self.config.max_per_engine,
+            value: value.clone(),
+            ttl: self.config.ttl,
+        }
+    }
+
+    fn send(&mut self, _now: Instant, command: SlotCommand, op: Op) -> OpId {
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        self.ops.insert(id, op);
+        self.out.push_back(SlotOutput::Redis {
+            op: id,
+            command,
+            timeout: self.config.redis_timeout,
+        });
+        id
+    }
+
+    fn send_due(&mut self, now: Instant, id: ReservationId) {
+        let Some(held) = self.held.get(&id) else {
+            return;
+        };
+        if held.op.is_some() || held.next > now {
+            return;
+        }
+        let (command, op) = if held.slot.is_none() {
+            (
+                self.reserve_command(&held.engine.clone(), &held.value.clone()),
+                Op::Rereserve(id),
+            )
+        } else if let Some(record) = held
+            .record
+            .clone()
+            .filter(|_| !held.written && !held.superseded)
+        {
+            let command = SlotCommand::Record {
+                channel: held.channel.clone(),
+                record,
+                ttl: self.config.record_ttl,
+            };
+            (command, Op::Record(id))
+        } else {
+            let command = SlotCommand::Keep {
+                slot: held.slot(),
+                record: held.record(),
+                ttl: self.config.ttl,
+                record_ttl: self.config.record_ttl,
+            };
+            (command, Op::Keep(id))
+        };
+        let op = self.send(now, command, op);
+        if let Some(held) = self.held.get_mut(&id) {
+            held.op = Some(op);
+        }
+    }
+
+    fn send_release(&mut self, now: Instant, id: ReservationId) {
+        let Some((_, retried)) = self.releasing.get_mut(&id) else {
+            return;
+        };
+        if retried.next.is_none_or(|next| next > now) {
+            return;
+        }
+        retried.next = None;
+        let command = retried.command.clone();
+        self.send(now, command, Op::Release(id));
+    }
+
+    fn send_claim(&mut self, now: Instant, channel: &str) {
+        let Some(retried) = self.claiming.get_mut(channel) else {
+            return;
+        };
+        if retried.next.is_none_or(|next| next > now) {
+            return;
+        }
+        retried.next = None;
+        let command = retried.command.clone();
+        self.send(
+            now,
+            command,
+            Op::Claim {
+                channel: channel.to_owned(),
+                lost: false,
+            },
+        );
+    }
+
+    fn notice(&mut self, notice: SlotNotice) {
+        self.out.push_back(SlotOutput::Notice(notice));
+    }
+
+    fn failed(&mut self, call: &'static str, error: String) {
+        self.notice(SlotNotice::RedisFailed { call, error });
+    }
+}
+
+fn unexpected(result: Result<SlotReply, String>) -> String {
+    match result {
+        Err(error) => error,
+        Ok(reply) => format!("unexpected reply {reply:?}"),
+    }
+}

@@ -1,0 +1,380 @@
+//! The vocabulary of the engine slot machine ([`Slots`](super::Slots)): its
+//! configuration, the values it keeps in Redis, what it asks of the driver and what
+//! the driver reports.
+
+use serde::{Deserialize, Serialize};
+
+use super::vocab::{LeaseConfig, OpId};
+use crate::lifecycle::{EngineAddr, StreamStarted};
+use crate::time::{Duration, Instant};
+
+/// Timing of engine slots and session records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotsConfig {
+    /// This instance's id, stored in its slots and records.
+    pub instance: String,
+    /// `--max-streams-per-engine`: the slots of each engine, cluster-wide.
+    pub max_per_engine: usize,
+    /// A slot's time to live (the lease's): a dead instance's slots come back then.
+    pub ttl: Duration,
+    /// How often held slots and records are renewed (with the leases).
+    pub renew_every: Duration,
+    /// A session record's time to live: longer than a lease's, so that the instance
+    /// that takes a dead owner's channel still finds the record of its session.
+    pub record_ttl: Duration,
+    /// Longest time one Redis command sequence may take.
+    pub redis_timeout: Duration,
+    /// Delay before a failed call is tried again.
+    pub retry_after: Duration,
+}
+
+impl SlotsConfig {
+    /// The timing of `lease` (slots live as long as leases and are renewed with them;
+    /// records live three times as long), `max_per_engine` slots per engine.
+    pub fn new(lease: &LeaseConfig, max_per_engine: usize) -> Self {
+        SlotsConfig {
+            instance: lease.instance.clone(),
+            max_per_engine,
+            ttl: lease.ttl,
+            renew_every: lease.renew_every,
+            record_ttl: lease.ttl * 3,
+            redis_timeout: lease.redis_timeout,
+            retry_after: lease.retry_after,
+        }
+    }
+}
+
+/// What a slot key holds: who reserved it, for what. Stored as JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotValue {
+    /// The reserving instance.
+    pub instance: String,
+    /// The channel, as acemux names it in its logs.
+    pub channel: String,
+    /// The channel's lease fencing number (0: taken without a lease).
+    pub fencing: u64,
+    /// The engine (its address, as the pool names it).
+    pub engine: EngineAddr,
+    /// Tells reservations of one channel apart.
+    pub reservation: u64,
+}
+
+impl SlotValue {
+    /// The value stored in Redis.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A value read from Redis; `None` when it is not a slot.
+    pub fn decode(value: &str) -> Option<SlotValue> {
+        serde_json::from_str(value).ok()
+    }
+}
+
+/// What a channel's session record holds: the owner's engine session, with what it
+/// takes to stop it and to record its end. Stored as JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The owning instance.
+    pub instance: String,
+    /// The lease fencing number it runs under.
+    pub fencing: u64,
+    /// The engine.
+    pub engine: EngineAddr,
+    /// The session's command URL (its stop).
+    pub command_url: String,
+    /// The stream's lifecycle id.
+    pub stream_id: String,
+    /// The stream as its `stream_started` recorded it (in the owner's database).
+    pub started: StreamStarted,
+    /// When it started.
+    pub started_at: Instant,
+    /// The session was stopped and its end recorded (by its owner, or by the instance
+    /// that took the channel over): nobody acts on it again.
+    #[serde(default)]
+    pub ended: bool,
+}
+
+impl SessionRecord {
+    /// The value stored in Redis.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A value read from Redis; `None` when it is not a record.
+    pub fn decode(value: &str) -> Option<SessionRecord> {
+        serde_json::from_str(value).ok()
+    }
+
+    /// Whether this record may be written where `found` is: nothing there, an older
+    /// owner's, or this very record not yet ended (never over a newer owner's, nor over
+    /// its own once ended).
+    pub fn may_replace(&self, found: Option<&SessionRecord>) -> bool {
+        match found {
+            None => true,
+            Some(found) => {
+                found.fencing < self.fencing
+                    || (found.instance == self.instance
+                        && found.fencing == self.fencing
+                        && found.stream_id == self.stream_id
+                        && !found.ended)
+            }
+        }
+    }
+
+    /// The same record, marked ended.
+    pub fn ended(&self) -> SessionRecord {
+        SessionRecord {
+            ended: true,
+            ..self.clone()
+        }
+    }
+}
+
+/// Identifies a reservation of this instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReservationId(pub u64);
+
+/// Which record a [`SlotCommand::Claim`] may take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimRule {
+    /// A record not ended, of a fencing number below `below`, and not `except` (this
+    /// instance's own running session): a dead owner's session.
+    Older {
+        /// The claimer's fencing number.
+        below: u64,
+        /// This instance's record of the channel, if it runs a session of it now.
+        except: Option<SessionRecord>,
+    },
+    /// Exactly `record`, not ended: this instance's own, nobody took it over.
+    Mine {
+        /// The record as this instance wrote it.
+        record: SessionRecord,
+    },
+    /// This instance's record of stream `stream_id`, not ended: a stream an earlier
+    /// run of this instance left started (found at start).
+    Left {
+        /// This instance's id.
+        instance: String,
+        /// The stream.
+        stream_id: String,
+    },
+}
+
+impl ClaimRule {
+    /// Whether `found` may be claimed under this rule.
+    pub fn allows(&self, found: &SessionRecord) -> bool {
+        if found.ended {
+            return false;
+        }
+        match self {
+            ClaimRule::Older { below, except } => {
+                found.fencing < *below && except.as_ref() != Some(found)
+            }
+            ClaimRule::Mine { record } => found == record,
+            ClaimRule::Left {
+                instance,
+                stream_id,
+            } => found.instance == *instance && found.stream_id == *stream_id,
+        }
+    }
+
+    /// Whether the claimer of a [`ClaimRule::Left`] or [`ClaimRule::Mine`] claim that got
+    /// `reply` still stops the session and records its end: when it claimed the record,
+    /// when there is none (it expired, or Redis does not answer: as a single instance
+    /// does), but never when another record is there (a newer owner claimed it).
+    pub fn owner_acts(reply: &Result<SlotReply, String>) -> bool {
+        match reply {
+            Ok(SlotReply::Claimed(_)) | Ok(SlotReply::NotClaimed(None)) | Err(_) => true,
+            Ok(_) => false,
+        }
+    }
+}
+
+/// A Redis command sequence for the driver to perform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotCommand {
+    /// For `n` in `0..slots`: `SET acemux:engine:{engine}:slot:{n} value NX PX ttl`,
+    /// until one is set. Replies [`SlotReply::Reserved`] or [`SlotReply::Full`].
+    Reserve {
+        /// The engine.
+        engine: EngineAddr,
+        /// How many slots it has.
+        slots: usize,
+        /// The value.
+        value: SlotValue,
+        /// Time to live.
+        ttl: Duration,
+    },
+    /// `WATCH` the channel's record, `GET` it; unless it is a newer owner's (a higher
+    /// fencing number), `MULTI SET record PX ttl EXEC`. Replies [`SlotReply::Done`] or
+    /// [`SlotReply::Superseded`].
+    Record {
+        /// The channel.
+        channel: String,
+        /// The record.
+        record: SessionRecord,
+        /// Time to live.
+        ttl: Duration,
+    },
+    /// `WATCH` the slot and the record, `GET` both; `MULTI`, `PEXPIRE` each that still
+    /// holds what this instance wrote, `EXEC`. Replies [`SlotReply::Kept`].
+    Keep {
+        /// The slot, if one is held: engine, number and value.
+        slot: Option<(EngineAddr, usize, SlotValue)>,
+        /// The record, if one was written: channel and record.
+        record: Option<(String, SessionRecord)>,
+        /// The slot's time to live.
+        ttl: Duration,
+        /// The record's.
+        record_ttl: Duration,
+    },
+    /// `WATCH` the slot and the record, `GET` both; `MULTI`, `DEL` the slot if it is
+    /// still this instance's, `SET` the record marked ended `PX record_ttl` if it is
+    /// still this instance's and not ended, `EXEC`. Replies [`SlotReply::Done`].
+    Release {
+        /// The slot, if one is held.
+        slot: Option<(EngineAddr, usize, SlotValue)>,
+        /// The record, if one was written.
+        record: Option<(String, SessionRecord)>,
+        /// The ended record's time to live.
+        record_ttl: Duration,
+    },
+    /// `WATCH` the channel's record, `GET` it; if `rule` allows it, `MULTI SET` it
+    /// marked ended `PX record_ttl EXEC`. Replies [`SlotReply::Claimed`] or
+    /// [`SlotReply::NotClaimed`].
+    Claim {
+        /// The channel.
+        channel: String,
+        /// Which record may be taken.
+        rule: ClaimRule,
+        /// The ended record's time to live.
+        record_ttl: Duration,
+    },
+}
+
+/// What Redis answered to a [`SlotCommand`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotReply {
+    /// Slot `slot` is this instance's.
+    Reserved {
+        /// Its number.
+        slot: usize,
+    },
+    /// Every slot of the engine is taken.
+    Full,
+    /// Done.
+    Done,
+    /// A newer owner's record is there; this one was not written.
+    Superseded(SessionRecord),
+    /// What [`SlotCommand::Keep`] found still this instance's (and renewed).
+    Kept {
+        /// The slot.
+        slot: bool,
+        /// The record.
+        record: bool,
+    },
+    /// The record was this one, and is marked ended now: act on it, once.
+    Claimed(SessionRecord),
+    /// Not claimed: the record found (ended, another's, or none).
+    NotClaimed(Option<SessionRecord>),
+}
+
+/// Events for logs and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlotNotice {
+    /// A slot was reserved.
+    Reserved {
+        /// The channel.
+        channel: String,
+        /// The engine.
+        engine: EngineAddr,
+        /// The slot number.
+        slot: usize,
+    },
+    /// An engine's slots are all taken cluster-wide.
+    Full {
+        /// The channel.
+        channel: String,
+        /// The engine.
+        engine: EngineAddr,
+    },
+    /// A session runs without a slot: Redis did not answer, or the slot expired (a
+    /// partition) and the engine is full now. Reserved again at the next renewal.
+    Unreserved {
+        /// The channel.
+        channel: String,
+        /// The engine.
+        engine: EngineAddr,
+    },
+    /// A newer owner's session record was found where this instance wrote its own.
+    Superseded {
+        /// The channel.
+        channel: String,
+        /// The newer owner.
+        instance: String,
+        /// Its fencing number.
+        fencing: u64,
+    },
+    /// A Redis call failed.
+    RedisFailed {
+        /// What was asked: `reserve`, `record`, `keep`, `release` or `claim`.
+        call: &'static str,
+        /// Why.
+        error: String,
+    },
+}
+
+/// What the machine asks of the driver. (Outputs are drained as they come, never
+/// stored in bulk: the size of a command is no concern.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)]
+pub enum SlotOutput {
+    /// Perform `command` within `timeout`; answer with [`Slots::reply`](super::Slots::reply).
+    Redis {
+        /// Echo it in the reply.
+        op: OpId,
+        /// What to do.
+        command: SlotCommand,
+        /// Longest time it may take.
+        timeout: Duration,
+    },
+    /// The answer to a [`Slots::reserve`](super::Slots::reserve): the engine to open the
+    /// session on and its reservation, or none (every candidate is full cluster-wide).
+    Reserved {
+        /// The caller's ticket.
+        ticket: u64,
+        /// The engine and the reservation to report the session's start and stop to.
+        reserved: Option<(ReservationId, EngineAddr)>,
+    },
+    /// A dead (or returned) owner's session, claimed by this instance: stop it on its
+    /// engine and record its end (`owner_lost`), once.
+    Orphan(SessionRecord),
+    /// The answer to [`Slots::lost`](super::Slots::lost): whether this instance still
+    /// stops the channel's session and records its end (`act`), or a newer owner has
+    /// (or will).
+    LostDecided {
+        /// The channel.
+        channel: String,
+        /// Stop and record here.
+        act: bool,
+    },
+    /// For logs and metrics.
+    Notice(SlotNotice),
+}
+
+/// A slot this instance holds, as `GET /cluster` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldSlot {
+    /// The channel.
+    pub channel: String,
+    /// The engine.
+    pub engine: EngineAddr,
+    /// The slot number; `None` while the session runs without one.
+    pub slot: Option<usize>,
+    /// The channel's fencing number.
+    pub fencing: u64,
+    /// The session's stream id, once it started.
+    pub stream_id: Option<String>,
+}

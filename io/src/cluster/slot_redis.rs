@@ -1,0 +1,201 @@
+//! The engine slot machine's commands ([`SlotCommand`]) as short sequences of Redis
+//! commands (`SET NX PX`, `GET`, `PEXPIRE`, `DEL`, `WATCH`/`MULTI`/`EXEC`; no scripts).
+//! Keys: `acemux:engine:{engine}:slot:{n}` (a reserved slot of an engine, `n` below
+//! `--max-streams-per-engine`) and `acemux:session:{channel}` (the owner's session
+//! record).
+
+use acemux_core::cluster::{SessionRecord, SlotCommand, SlotReply, SlotValue};
+use acemux_core::lifecycle::EngineAddr;
+use redis::aio::MultiplexedConnection;
+
+use super::redis::{changed, millis, watch_get};
+
+/// The key of slot `n` of `engine`.
+pub fn slot_key(engine: &EngineAddr, n: usize) -> String {
+    format!("acemux:engine:{engine}:slot:{n}")
+}
+
+/// The key of `channel`'s session record.
+pub fn session_key(channel: &str) -> String {
+    format!("acemux:session:{channel}")
+}
+
+/// Runs `command`; returns the reply and whether the connection is clean for reuse (no
+/// key left watched).
+pub(super) async fn run(
+    connection: &mut MultiplexedConnection,
+    command: &SlotCommand,
+) -> redis::RedisResult<(SlotReply, bool)> {
+    match command {
+        SlotCommand::Reserve {
+            engine,
+            slots,
+            value,
+            ttl,
+        } => {
+            let encoded = value.encode();
+            for n in 0..*slots {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(slot_key(engine, n))
+                    .arg(&encoded)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(*ttl))
+                    .query_async(connection)
+                    .await?;
+                if set.is_some() {
+                    return Ok((SlotReply::Reserved { slot: n }, true));
+                }
+            }
+            Ok((SlotReply::Full, true))
+        }
+        SlotCommand::Record {
+            channel,
+            record,
+            ttl,
+        } => {
+            let key = session_key(channel);
+            let found = watch_get(connection, &key).await?;
+            let found = found.as_deref().and_then(SessionRecord::decode);
+            if !record.may_replace(found.as_ref()) {
+                return Ok((
+                    SlotReply::Superseded(found.unwrap_or_else(|| record.clone())),
+                    false,
+                ));
+            }
+            let done: Option<(String,)> = redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(&key)
+                .arg(record.encode())
+                .arg("PX")
+                .arg(millis(*ttl))
+                .query_async(connection)
+                .await?;
+            match done {
+                Some(_) => Ok((SlotReply::Done, true)),
+                None => Err(changed("session record")),
+            }
+        }
+        SlotCommand::Keep {
+            slot,
+            record,
+            ttl,
+            record_ttl,
+        } => {
+            let (slot_ours, record_ours) = watch_both(connection, slot, record).await?;
+            if !slot_ours && !record_ours {
+                return Ok((
+                    SlotReply::Kept {
+                        slot: false,
+                        record: false,
+                    },
+                    false,
+                ));
+            }
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            if let (true, Some((engine, n, _))) = (slot_ours, slot) {
+                pipe.cmd("PEXPIRE")
+                    .arg(slot_key(engine, *n))
+                    .arg(millis(*ttl));
+            }
+            if let (true, Some((channel, _))) = (record_ours, record) {
+                pipe.cmd("PEXPIRE")
+                    .arg(session_key(channel))
+                    .arg(millis(*record_ttl));
+            }
+            let done: Option<Vec<i64>> = pipe.query_async(connection).await?;
+            match done {
+                Some(done) => {
+                    // An expiry between the read and the transaction answers 0.
+                    let mut kept = done.into_iter();
+                    let slot = slot_ours && kept.next() == Some(1);
+                    let record = record_ours && kept.next() == Some(1);
+                    Ok((SlotReply::Kept { slot, record }, true))
+                }
+                None => Err(changed("slot or session record")),
+            }
+        }
+        SlotCommand::Release {
+            slot,
+            record,
+            record_ttl,
+        } => {
+            let (slot_ours, record_ours) = watch_both(connection, slot, record).await?;
+            if !slot_ours && !record_ours {
+                return Ok((SlotReply::Done, false));
+            }
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            if let (true, Some((engine, n, _))) = (slot_ours, slot) {
+                pipe.cmd("DEL").arg(slot_key(engine, *n));
+            }
+            if let (true, Some((channel, record))) = (record_ours, record) {
+                pipe.cmd("SET")
+                    .arg(session_key(channel))
+                    .arg(record.ended().encode())
+                    .arg("PX")
+                    .arg(millis(*record_ttl));
+            }
+            let done: Option<redis::Value> = pipe.query_async(connection).await?;
+            match done {
+                Some(_) => Ok((SlotReply::Done, true)),
+                None => Err(changed("slot or session record")),
+            }
+        }
+        SlotCommand::Claim {
+            channel,
+            rule,
+            record_ttl,
+        } => {
+            let key = session_key(channel);
+            let found = watch_get(connection, &key).await?;
+            let found = found.as_deref().and_then(SessionRecord::decode);
+            let found = match found {
+                Some(found) if rule.allows(&found) => found,
+                other => return Ok((SlotReply::NotClaimed(other), false)),
+            };
+            let done: Option<(String,)> = redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(&key)
+                .arg(found.ended().encode())
+                .arg("PX")
+                .arg(millis(*record_ttl))
+                .query_async(connection)
+                .await?;
+            match done {
+                Some(_) => Ok((SlotReply::Claimed(found), true)),
+                None => Err(changed("session record")),
+            }
+        }
+    }
+}
+
+/// `WATCH`es the slot and the record that are given, `GET`s them: whether each still
+/// holds what this instance wrote (the record: not ended).
+async fn watch_both(
+    connection: &mut MultiplexedConnection,
+    slot: &Option<(EngineAddr, usize, SlotValue)>,
+    record: &Option<(String, SessionRecord)>,
+) -> redis::RedisResult<(bool, bool)> {
+    let slot_ours = match slot {
+        Some((engine, n, value)) => {
+            let found = watch_get(connection, &slot_key(engine, *n)).await?;
+            found.as_deref().and_then(SlotValue::decode).as_ref() == Some(value)
+        }
+        None => false,
+    };
+    let record_ours = match record {
+        Some((channel, record)) => {
+            let found = watch_get(connection, &session_key(channel)).await?;
+            found
+                .as_deref()
+                .and_then(SessionRecord::decode)
+                .is_some_and(|found| found == *record && !found.ended)
+        }
+        None => false,
+    };
+    Ok((slot_ours, record_ours))
+}
