@@ -5,13 +5,11 @@
 //! again. redis-server must be installed (`scripts/test.sh` installs it).
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use acemux_tests::cluster::{channel_stats, instance, instance_with, logs, Redis, CHANNEL};
+use acemux_tests::cluster::{channel_stats, instance, instance_with, logs, Redis, CHANNEL, SECRET};
 use acemux_tests::{eventually, free_port, Acemux, Client};
 use hyper::StatusCode;
 use serde_json::Value;
@@ -507,7 +505,7 @@ async fn without_redis_there_is_no_cluster_view() {
 }
 
 #[tokio::test]
-async fn an_hls_player_on_a_relaying_instance_gets_segments_cut_from_the_relayed_stream() {
+async fn an_hls_player_on_another_instance_gets_the_owners_segments_of_the_ts_channel() {
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = Redis::start(&dir.path().join("redis.log")).await;
     let engine = Acemux::emulate_engine(free_port(), &[], &dir.path().join("engine.log")).await;
