@@ -26,6 +26,16 @@ pub enum Asker {
     Peer,
 }
 
+/// Where a player's HLS request is served.
+enum Served {
+    /// By another instance, which owns the channel: its answer.
+    Relayed(RelayReply),
+    /// Here. `routed`: the cluster was just asked and said so (the lease is this
+    /// instance's now, or is being taken), so the channel must run here, or the lease
+    /// be given back.
+    Here { routed: bool },
+}
+
 impl<N: Net> Proxy<N> {
     pub(super) fn relays(
         &self,
@@ -67,14 +77,14 @@ impl<N: Net> Proxy<N> {
             Asker::Player => format!("t={}", crate::engine::percent_encode(&token)),
             Asker::Peer => String::new(),
         };
-        if let Some(reply) = self.ask_owner(&key, RelayAsk::Playlist, asker).await? {
+        if let Served::Relayed(reply) = self.ask_owner(&key, RelayAsk::Playlist, asker).await? {
             let text = reply.map_err(|failure| relay_error(&key, failure))?;
             let text = String::from_utf8_lossy(&text);
             return Ok(for_player(&text, &pair));
         }
         let ready = {
             let mut channels = self.channels();
-            let handle = self.channel_locked(&mut channels, &key)?;
+            let handle = self.channel_or_release(&mut channels, &key)?;
             self.hls_player(&handle.status, &token, client);
             // Presence only: a full mailbox loses one sighting of a player who keeps
             // asking.
@@ -114,25 +124,28 @@ impl<N: Net> Proxy<N> {
         asker: Asker,
     ) -> Result<Option<Bytes>, JoinError> {
         let key = self.hls_channel_key(key);
-        if let Some(reply) = self.ask_owner(&key, RelayAsk::Segment(seq), asker).await? {
-            return match reply {
-                Ok(bytes) => Ok(Some(bytes)),
-                Err(RelayFailure::Fetch(acemux_core::channel::FetchError::Status {
-                    status: 404,
-                    ..
-                })) => Ok(None),
-                Err(failure) => Err(relay_error(&key, failure)),
-            };
-        }
+        let routed = match self.ask_owner(&key, RelayAsk::Segment(seq), asker).await? {
+            Served::Here { routed } => routed,
+            Served::Relayed(reply) => {
+                return match reply {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(RelayFailure::Fetch(acemux_core::channel::FetchError::Status {
+                        status: 404,
+                        ..
+                    })) => Ok(None),
+                    Err(failure) => Err(relay_error(&key, failure)),
+                }
+            }
+        };
         let found = {
             let mut channels = self.channels();
             let found = channels
                 .get(&key)
                 .map(|handle| (handle.id, handle.snapshot.clone()));
-            if found.is_none() && asker == Asker::Player && self.owns_here(&key) {
+            if found.is_none() && routed {
                 // This instance has just become the owner (the last one went): the
                 // channel starts for the player, whose next playlist names its segments.
-                let handle = self.channel_locked(&mut channels, &key)?;
+                let handle = self.channel_or_release(&mut channels, &key)?;
                 let _ = handle.mailbox.try_send(ChannelMsg::Seen {
                     token: token.clone(),
                 });
@@ -145,17 +158,26 @@ impl<N: Net> Proxy<N> {
         Ok(self.hls_segment(id, seq, token, client))
     }
 
-    /// Cluster mode: whether this instance holds `key`'s lease.
-    fn owns_here(&self, key: &ChannelKey) -> bool {
-        self.0
-            .cluster
-            .get()
-            .is_some_and(|cluster| cluster.holds(&key.to_string()))
+    /// `key`'s channel in the (locked) directory, started if needed; one that cannot
+    /// start gives back the lease the cluster may have given it.
+    fn channel_or_release<'a>(
+        &self,
+        channels: &'a mut std::collections::BTreeMap<ChannelKey, super::ChannelHandle>,
+        key: &ChannelKey,
+    ) -> Result<&'a super::ChannelHandle, JoinError> {
+        let exists = channels.contains_key(key);
+        let handle = self.channel_locked(channels, key);
+        if handle.is_err() && !exists {
+            if let Some(cluster) = self.0.cluster.get() {
+                cluster.finished(&key.to_string());
+            }
+        }
+        handle
     }
 
     /// Cluster mode, a player's request for `key`'s HLS: when another instance owns
     /// the channel, `ask` goes to this instance's relay of it (started if needed) and
-    /// its answer is returned; `None` when the channel is served here (owned here, no
+    /// its answer is returned; otherwise the channel is served here (owned here, no
     /// cluster, a peer's request, or Redis unreachable). A relay that ended (its owner
     /// went) is replaced once, after asking the cluster again.
     async fn ask_owner(
@@ -163,24 +185,25 @@ impl<N: Net> Proxy<N> {
         key: &ChannelKey,
         ask: RelayAsk,
         asker: Asker,
-    ) -> Result<Option<RelayReply>, JoinError> {
+    ) -> Result<Served, JoinError> {
+        let here = Served::Here { routed: false };
         let Some(cluster) = self.0.cluster.get() else {
-            return Ok(None);
+            return Ok(here);
         };
         if asker == Asker::Peer {
-            return Ok(None);
+            return Ok(here);
         }
         let channel = key.to_string();
         for _ in 0..2 {
             if cluster.holds(&channel) {
-                return Ok(None);
+                return Ok(here);
             }
             let asked = self.relays().get(key).map(|handle| handle.ask(ask));
             let answer = match asked {
                 Some(Some(answer)) => answer,
                 Some(None) => return Err(relay_busy(key)),
                 None => match cluster.route(&channel).await {
-                    Route::Own { .. } | Route::Local => return Ok(None),
+                    Route::Own { .. } | Route::Local => return Ok(Served::Here { routed: true }),
                     Route::Relay(owner) => {
                         let Some(target) = RelayTarget::new(&owner.advertise, cluster.secret())
                         else {
@@ -199,7 +222,7 @@ impl<N: Net> Proxy<N> {
             match answer.await {
                 // The relay ended (its owner went, or it was idle): ask again.
                 Ok(Err(RelayFailure::Ended)) | Err(_) => continue,
-                Ok(reply) => return Ok(Some(reply)),
+                Ok(reply) => return Ok(Served::Relayed(reply)),
             }
         }
         Err(JoinError::Ended)
