@@ -160,6 +160,15 @@ pub struct RedisCallLabels {
     pub call: String,
 }
 
+/// Labels of HLS fetches from a channel's owning instance.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HlsRelayFetchLabels {
+    /// `playlist` or `segment`.
+    pub kind: &'static str,
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
 /// Labels of viewer drops.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
@@ -267,6 +276,9 @@ pub struct Metrics {
     pub cluster_engine_slots: Gauge,
     /// Cluster mode: engine slot and session record events, by event.
     pub cluster_slot_events: Family<SlotEventLabels, Counter>,
+    /// Cluster mode: HLS playlist and segment fetches from the owning instance of a
+    /// channel, by kind and result.
+    pub cluster_hls_relay_fetches: Family<HlsRelayFetchLabels, Counter>,
     /// Refusals at configured bounds, logged once per bound and second.
     pub refusals: crate::refusals::RefusalLog,
 }
@@ -321,6 +333,7 @@ impl Metrics {
             cluster_relays: Counter::default(),
             cluster_engine_slots: Gauge::default(),
             cluster_slot_events: Family::default(),
+            cluster_hls_relay_fetches: Family::default(),
             refusals: crate::refusals::RefusalLog::default(),
             registry: Registry::default(),
         };
@@ -464,6 +477,11 @@ impl Metrics {
             "cluster_slot_events",
             "Engine slot and session record events",
             metrics.cluster_slot_events.clone(),
+        );
+        registry.register(
+            "cluster_hls_relay_fetches",
+            "HLS playlist and segment fetches from the owning instance of a channel",
+            metrics.cluster_hls_relay_fetches.clone(),
         );
         registry.register(
             "engine_stops",

@@ -7,13 +7,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use acemux_tests::cluster::*;
 use acemux_tests::{eventually, free_port, Acemux, Client};
 use hyper::StatusCode;
 
-mod cluster_rig;
 mod cluster_sessions;
-
-use cluster_rig::*;
 
 #[tokio::test]
 async fn viewers_spread_over_instances_share_one_engine_session_and_survive_the_owners_death() {
@@ -460,7 +458,7 @@ async fn without_redis_there_is_no_cluster_view() {
 }
 
 #[tokio::test]
-async fn an_hls_player_on_a_relaying_instance_gets_segments_cut_from_the_relayed_stream() {
+async fn an_hls_player_on_another_instance_gets_the_owners_segments_of_the_ts_channel() {
     let dir = tempfile::tempdir().expect("temp dir");
     let redis = Redis::start(&dir.path().join("redis.log")).await;
     let engine = Acemux::emulate_engine(free_port(), &[], &dir.path().join("engine.log")).await;

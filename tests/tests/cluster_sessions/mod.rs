@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
+use acemux_tests::cluster::*;
 use acemux_tests::{eventually, free_port, Acemux, Client};
 use hyper::StatusCode;
 use serde_json::Value;
-
-use super::cluster_rig::*;
 
 const OTHER: &str = "c1a57e4000000000000000000000000000000002";
 

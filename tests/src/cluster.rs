@@ -1,5 +1,5 @@
-//! What the cluster tests share: a real redis-server, TS viewers, clustered instances
-//! and what the emulator and `GET /cluster` show.
+//! Cluster mode's test rig: a real redis-server, acemux instances clustered through it
+//! over one engine emulator, and what the tests read from them.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,12 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use acemux_tests::{eventually, free_port, loopback, Acemux, Client};
 use hyper::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::{eventually, free_port, loopback, Acemux, Client};
+
+/// The channel every cluster test plays.
 pub const CHANNEL: &str = "c1a57e4000000000000000000000000000000001";
+/// The cluster secret of every test instance.
 pub const SECRET: &str = "cluster-test-secret";
 
 /// A redis-server on a free loopback port, killed on drop.
@@ -75,49 +78,7 @@ impl Drop for Redis {
     }
 }
 
-/// A TS viewer that counts the bytes it received.
-pub struct Viewer {
-    bytes: Arc<AtomicU64>,
-    pub task: tokio::task::JoinHandle<()>,
-}
-
-impl Viewer {
-    pub async fn connect(addr: SocketAddr) -> Viewer {
-        Viewer::connect_to(addr, CHANNEL).await
-    }
-
-    /// A viewer of the content `id`.
-    pub async fn connect_to(addr: SocketAddr, id: &str) -> Viewer {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let request = format!(
-            "GET /ace/getstream?id={id} HTTP/1.1\r\nhost: acemux\r\nuser-agent: test\r\n\r\n"
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("send request");
-        let bytes = Arc::new(AtomicU64::new(0));
-        let counted = bytes.clone();
-        let task = tokio::spawn(async move {
-            let mut buf = vec![0; 64 * 1024];
-            while let Ok(n @ 1..) = stream.read(&mut buf).await {
-                counted.fetch_add(n as u64, Ordering::SeqCst);
-            }
-        });
-        Viewer { bytes, task }
-    }
-
-    pub fn received(&self) -> u64 {
-        self.bytes.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Viewer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
+/// Instance `n` with its own database, clustered through `redis`, with a 3 s lease.
 pub async fn instance(dir: &Path, n: usize, redis: &Redis, engine: &Acemux) -> Acemux {
     instance_with(dir, n, &redis.url(), engine, &["--cluster-lease-ttl", "3s"]).await
 }
@@ -161,16 +122,60 @@ pub async fn channel_stats(client: &Client, engine: &Acemux) -> Value {
     stats["contents"][CHANNEL].clone()
 }
 
-/// The leases `GET /cluster` shows on `acemux`.
-pub async fn leases(client: &Client, acemux: &Acemux) -> Vec<Value> {
-    let (status, view) = client.get(&acemux.url("/cluster")).await.expect("/cluster");
-    assert_eq!(status, StatusCode::OK, "{view}");
-    view["leases"].as_array().cloned().unwrap_or_default()
-}
-
+/// The logs of `instances`, each under its address.
 pub fn logs(instances: &[&Acemux]) -> String {
     instances
         .iter()
         .map(|acemux| format!("--- {}\n{}", acemux.addr, acemux.log_text()))
         .collect()
+}
+
+/// A TS viewer that counts the bytes it received.
+pub struct Viewer {
+    bytes: Arc<AtomicU64>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Viewer {
+    pub async fn connect(addr: SocketAddr) -> Viewer {
+        Viewer::connect_to(addr, CHANNEL).await
+    }
+
+    /// A viewer of the content `id`.
+    pub async fn connect_to(addr: SocketAddr, id: &str) -> Viewer {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "GET /ace/getstream?id={id} HTTP/1.1\r\nhost: acemux\r\nuser-agent: test\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send request");
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counted = bytes.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0; 64 * 1024];
+            while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                counted.fetch_add(n as u64, Ordering::SeqCst);
+            }
+        });
+        Viewer { bytes, task }
+    }
+
+    pub fn received(&self) -> u64 {
+        self.bytes.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The leases `GET /cluster` shows on `acemux`.
+pub async fn leases(client: &Client, acemux: &Acemux) -> Vec<Value> {
+    let (status, view) = client.get(&acemux.url("/cluster")).await.expect("/cluster");
+    assert_eq!(status, StatusCode::OK, "{view}");
+    view["leases"].as_array().cloned().unwrap_or_default()
 }
