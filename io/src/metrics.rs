@@ -151,6 +151,13 @@ pub struct RedisCallLabels {
     pub call: String,
 }
 
+/// Labels of cluster directory reads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectoryReadLabels {
+    /// `ok`, `stale` or `unavailable`.
+    pub result: String,
+}
+
 /// Labels of viewer drops.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
@@ -254,6 +261,8 @@ pub struct Metrics {
     pub cluster_redis_failures: Family<RedisCallLabels, Counter>,
     /// Cluster mode: upstream connections opened to the owning instance of a channel.
     pub cluster_relays: Counter,
+    /// Cluster mode: directory reads (`GET /streams`, `GET /cluster`), by result.
+    pub cluster_directory_reads: Family<DirectoryReadLabels, Counter>,
     /// Refusals at configured bounds, logged once per bound and second.
     pub refusals: crate::refusals::RefusalLog,
 }
@@ -306,6 +315,7 @@ impl Metrics {
             cluster_lease_events: Family::default(),
             cluster_redis_failures: Family::default(),
             cluster_relays: Counter::default(),
+            cluster_directory_reads: Family::default(),
             refusals: crate::refusals::RefusalLog::default(),
             registry: Registry::default(),
         };
@@ -439,6 +449,11 @@ impl Metrics {
             "cluster_relays",
             "Upstream connections opened to the owning instance of a channel",
             metrics.cluster_relays.clone(),
+        );
+        registry.register(
+            "cluster_directory_reads",
+            "Cluster directory reads, by result",
+            metrics.cluster_directory_reads.clone(),
         );
         registry.register(
             "engine_stops",

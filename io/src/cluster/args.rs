@@ -47,6 +47,13 @@ pub struct ClusterArgs {
     /// once Redis answers.
     #[arg(long, env = "ACEMUX_CLUSTER_REDIS_WAIT", default_value = "2s", value_parser = duration)]
     pub cluster_redis_wait: Duration,
+
+    /// How often this instance publishes its record (its id, address and channels) in
+    /// the cluster's directory, which `GET /streams` and `GET /cluster` on every
+    /// instance read; a record lives three intervals, so a dead instance's channels
+    /// leave the directory within three intervals.
+    #[arg(long, env = "ACEMUX_CLUSTER_PUBLISH_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub cluster_publish_interval: Duration,
 }
 
 impl ClusterArgs {
@@ -77,6 +84,9 @@ impl ClusterArgs {
         if self.cluster_lease_ttl < Duration::from_millis(300) {
             return Err("--cluster-lease-ttl must be at least 300ms".into());
         }
+        if self.cluster_publish_interval < Duration::from_millis(100) {
+            return Err("--cluster-publish-interval must be at least 100ms".into());
+        }
         if self.cluster_redis_timeout.is_zero() {
             return Err("--cluster-redis-timeout must be above 0".into());
         }
@@ -88,6 +98,7 @@ impl ClusterArgs {
             lease_ttl: self.cluster_lease_ttl,
             redis_timeout: self.cluster_redis_timeout.min(self.cluster_lease_ttl / 3),
             redis_wait: self.cluster_redis_wait,
+            publish_every: self.cluster_publish_interval,
         }))
     }
 }

@@ -74,6 +74,11 @@ pub fn fencing_key(channel: &str) -> String {
     format!("acemux:fencing:{channel}")
 }
 
+/// A command sequence on one connection: its reply, and whether the connection is
+/// clean for reuse.
+pub(crate) type SequenceFuture<'c, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = redis::RedisResult<(T, bool)>> + Send + 'c>>;
+
 /// Performs lease commands on Redis.
 pub struct RedisClient<N: Net> {
     net: N,
@@ -105,15 +110,45 @@ impl<N: Net> RedisClient<N> {
             .await
             .map_err(|error| format!("Redis: {error}"))?;
         if reusable {
-            let mut idle = self
-                .idle
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            if idle.len() < MAX_IDLE {
-                idle.push(connection);
-            }
+            self.reuse(connection);
         }
         Ok(reply)
+    }
+
+    /// Runs `sequence` on a connection of its own within `timeout` (connecting
+    /// included); the connection is kept for reuse when the sequence says it is clean.
+    pub(crate) async fn with_connection<T, F>(
+        &self,
+        timeout: Duration,
+        sequence: F,
+    ) -> Result<T, String>
+    where
+        F: for<'c> FnOnce(&'c mut MultiplexedConnection) -> SequenceFuture<'c, T>,
+    {
+        let call = async {
+            let mut connection = self.connection().await?;
+            let (reply, reusable) = sequence(&mut connection)
+                .await
+                .map_err(|error| format!("Redis: {error}"))?;
+            if reusable {
+                self.reuse(connection);
+            }
+            Ok(reply)
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("Redis did not answer within {timeout:?}")),
+        }
+    }
+
+    fn reuse(&self, connection: MultiplexedConnection) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(connection);
+        }
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, String> {
