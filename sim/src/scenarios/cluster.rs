@@ -120,7 +120,7 @@ pub fn cluster(seed: u64) -> Result<Outcome, Failure> {
 
 /// The cluster's directory in Redis lists every instance, and each instance's record
 /// names only streams that instance started.
-fn check_directory(world: &World) -> Result<(), String> {
+fn check_directory(world: &World<'_>) -> Result<(), String> {
     use acemux_core::cluster::directory::{decode_list, InstanceRecord};
     let keys: std::collections::BTreeMap<String, String> = world
         .redis
