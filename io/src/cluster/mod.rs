@@ -11,6 +11,7 @@
 mod args;
 pub mod directory;
 pub mod redis;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
