@@ -83,6 +83,10 @@ enum Op {
         channel: String,
         lost: bool,
     },
+    Ending {
+        ticket: u64,
+        id: ReservationId,
+    },
 }
 
 /// A release or an orphan claim: retried until confirmed or the record expired.
@@ -236,6 +240,30 @@ impl Slots {
             },
         );
         self.send_claim(now, channel);
+    }
+
+    /// The session of reservation `id` ends here (its channel stops it): answered with
+    /// [`SlotOutput::EndDecided`] for `ticket`: this instance stops it and records its
+    /// end only if its record is still its own and not ended (marked ended now), or
+    /// there is none; never once a newer owner claimed it (that owner did both).
+    pub fn ending(&mut self, now: Instant, ticket: u64, id: ReservationId) {
+        let record = self.held.get(&id).and_then(|held| {
+            held.record
+                .clone()
+                .filter(|_| held.written && !held.superseded)
+                .map(|record| (held.channel.clone(), record))
+        });
+        let Some((channel, record)) = record else {
+            self.out
+                .push_back(SlotOutput::EndDecided { ticket, act: true });
+            return;
+        };
+        let command = SlotCommand::Claim {
+            channel,
+            rule: ClaimRule::Mine { record },
+            record_ttl: self.config.record_ttl,
+        };
+        self.send(now, command, Op::Ending { ticket, id });
     }
 
     /// Another instance owns `channel` now: answered with [`SlotOutput::LostDecided`]:
@@ -438,6 +466,17 @@ impl Slots {
                 }
             }
             Op::Claim { channel, lost } => self.claimed(now, &channel, lost, result),
+            Op::Ending { ticket, id } => {
+                let act = ClaimRule::owner_acts(&result);
+                if let Err(error) = result {
+                    self.failed("claim", error);
+                }
+                if let Some(held) = self.held.get_mut(&id) {
+                    // Marked ended (or another's): never written nor renewed again.
+                    held.superseded = true;
+                }
+                self.out.push_back(SlotOutput::EndDecided { ticket, act });
+            }
         }
     }
 

@@ -361,3 +361,60 @@ fn a_restarted_instance_acts_on_what_it_left_only_if_nobody_took_it_over() {
         record("newer", 9)
     )))));
 }
+
+#[test]
+fn an_owner_ends_its_session_only_while_its_record_is_its_own() {
+    let mut slots = machine();
+    let id = holding(&mut slots);
+    // Nothing recorded: acts at once.
+    slots.ending(at(1), 3, id);
+    assert_eq!(
+        drain(&mut slots),
+        vec![SlotOutput::EndDecided {
+            ticket: 3,
+            act: true
+        }]
+    );
+    slots.started(at(2), id, record("me", 5));
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(at(3), op, Ok(SlotReply::Done));
+    slots.ending(at(4), 4, id);
+    let (op, claim) = command(&drain(&mut slots));
+    assert!(matches!(
+        claim,
+        SlotCommand::Claim {
+            rule: ClaimRule::Mine { .. },
+            ..
+        }
+    ));
+    // A newer owner claimed it while this instance was cut off.
+    slots.reply(
+        at(5),
+        op,
+        Ok(SlotReply::NotClaimed(Some(record("newer", 9)))),
+    );
+    assert!(drain(&mut slots).contains(&SlotOutput::EndDecided {
+        ticket: 4,
+        act: false
+    }));
+    slots.stopped(at(6), id);
+    let (_, release) = command(&drain(&mut slots));
+    assert!(matches!(release, SlotCommand::Release { record: None, .. }));
+}
+
+#[test]
+fn a_record_waits_for_the_claim_of_an_older_live_one_and_never_replaces_a_newer() {
+    let mine = record("me", 5);
+    assert_eq!(mine.replaces(None), Replace::Write);
+    assert_eq!(mine.replaces(Some(&record("dead", 4))), Replace::Wait);
+    assert_eq!(
+        mine.replaces(Some(&record("dead", 4).ended())),
+        Replace::Write
+    );
+    assert_eq!(mine.replaces(Some(&record("newer", 9))), Replace::Never);
+    assert_eq!(mine.replaces(Some(&mine.clone())), Replace::Write);
+    assert_eq!(mine.replaces(Some(&mine.ended())), Replace::Never);
+    let mut earlier = record("me", 5);
+    earlier.stream_id = "earlier".into();
+    assert_eq!(mine.replaces(Some(&earlier.ended())), Replace::Write);
+}

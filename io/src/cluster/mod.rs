@@ -142,6 +142,10 @@ enum Msg {
     Stopped {
         id: ReservationId,
     },
+    Ending {
+        id: ReservationId,
+        reply: oneshot::Sender<bool>,
+    },
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -268,6 +272,7 @@ impl Cluster {
             cluster: cluster.clone(),
             tickets: BTreeMap::new(),
             reservations: BTreeMap::new(),
+            endings: BTreeMap::new(),
             deferred: Vec::new(),
             next_ticket: 1,
         };
@@ -345,6 +350,17 @@ impl Cluster {
     /// back and its record marked ended.
     pub fn session_stopped(&self, id: ReservationId) {
         let _ = self.0.messages.send(Msg::Stopped { id });
+    }
+
+    /// The session of reservation `id` ends here: whether this instance stops it and
+    /// records its end (its record is still its own; it is marked ended now), or a
+    /// newer owner claimed both. Without the driver (shutting down): it does.
+    pub async fn session_ending(&self, id: ReservationId) -> bool {
+        let (reply, answer) = oneshot::channel();
+        if self.0.messages.send(Msg::Ending { id, reply }).is_err() {
+            return true;
+        }
+        answer.await.unwrap_or(true)
     }
 
     /// Whether this instance holds `channel`'s lease now.
@@ -425,6 +441,8 @@ struct Driver<N: Net> {
     tickets: BTreeMap<TicketId, (String, oneshot::Sender<Route>)>,
     /// Slot requests waiting for their answer.
     reservations: BTreeMap<u64, oneshot::Sender<Option<(ReservationId, EngineAddr)>>>,
+    /// Questions of ending sessions waiting for their answer.
+    endings: BTreeMap<u64, oneshot::Sender<bool>>,
     /// Ended channels whose lease is given back once their record's release is
     /// confirmed.
     deferred: Vec<String>,
@@ -485,6 +503,12 @@ impl<N: Net> Driver<N> {
                         self.slots.started(self.clock.now(), id, *record);
                     }
                     Some(Msg::Stopped { id }) => self.slots.stopped(self.clock.now(), id),
+                    Some(Msg::Ending { id, reply }) => {
+                        let ticket = self.next_ticket;
+                        self.next_ticket += 1;
+                        self.endings.insert(ticket, reply);
+                        self.slots.ending(self.clock.now(), ticket, id);
+                    }
                     Some(Msg::Shutdown { done }) => {
                         let bound = self.machine.config().redis_timeout * 2;
                         shutdown = Some((done, self.clock.now() + bound));
@@ -553,6 +577,11 @@ impl<N: Net> Driver<N> {
                         "took over a channel whose owner left its engine session: stopping it and recording its end (owner_lost)");
                     self.slot_event("orphan_claimed");
                     let _ = self.sinks.orphans.send(record);
+                }
+                SlotOutput::EndDecided { ticket, act } => {
+                    if let Some(reply) = self.endings.remove(&ticket) {
+                        let _ = reply.send(act);
+                    }
                 }
                 SlotOutput::LostDecided { channel, act } => {
                     if !act {
