@@ -194,9 +194,14 @@ impl Slots {
         let Some(held) = self.held.remove(&id) else {
             return;
         };
+        // A record whose end is being decided is the decision's to mark.
+        let deciding = self
+            .ops
+            .values()
+            .any(|op| matches!(op, Op::Ending { id: of, .. } if *of == id));
         let command = SlotCommand::Release {
             slot: held.slot(),
-            record: held.record(),
+            record: held.record().filter(|_| !deciding),
             record_ttl: self.config.record_ttl,
         };
         let retried = Retried {
@@ -611,6 +616,16 @@ impl Slots {
             Ok(SlotReply::Claimed(record)) => {
                 self.claiming.remove(channel);
                 self.out.push_back(SlotOutput::Orphan(record));
+            }
+            Ok(SlotReply::NotClaimed(Some(found)))
+                if self
+                    .config
+                    .planted
+                    .has(crate::planted::Bug::OrphanEndedUnguarded)
+                    && found.instance != self.config.instance =>
+            {
+                self.claiming.remove(channel);
+                self.out.push_back(SlotOutput::Orphan(found));
             }
             Ok(_) => {
                 self.claiming.remove(channel);

@@ -418,3 +418,29 @@ fn a_record_waits_for_the_claim_of_an_older_live_one_and_never_replaces_a_newer(
     earlier.stream_id = "earlier".into();
     assert_eq!(mine.replaces(Some(&earlier.ended())), Replace::Write);
 }
+
+#[test]
+fn a_stop_while_the_end_is_decided_leaves_the_record_to_the_decision() {
+    let mut slots = machine();
+    let id = holding(&mut slots);
+    slots.started(at(2), id, record("me", 5));
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(at(3), op, Ok(SlotReply::Done));
+    slots.ending(at(4), 4, id);
+    let (claim, _) = command(&drain(&mut slots));
+    slots.stopped(at(4), id);
+    let (_, release) = command(&drain(&mut slots));
+    assert!(matches!(
+        release,
+        SlotCommand::Release {
+            slot: Some(_),
+            record: None,
+            ..
+        }
+    ));
+    slots.reply(at(5), claim, Ok(SlotReply::Claimed(record("me", 5))));
+    assert!(drain(&mut slots).contains(&SlotOutput::EndDecided {
+        ticket: 4,
+        act: true
+    }));
+}

@@ -26,6 +26,8 @@ pub struct SlotsConfig {
     pub redis_timeout: Duration,
     /// Delay before a failed call is tried again.
     pub retry_after: Duration,
+    /// Bugs planted by the simulation's self-test; none otherwise.
+    pub planted: crate::planted::Planted,
 }
 
 impl SlotsConfig {
@@ -40,6 +42,7 @@ impl SlotsConfig {
             record_ttl: lease.ttl * 3,
             redis_timeout: lease.redis_timeout,
             retry_after: lease.retry_after,
+            planted: lease.planted,
         }
     }
 }

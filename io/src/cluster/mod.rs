@@ -354,13 +354,18 @@ impl Cluster {
 
     /// The session of reservation `id` ends here: whether this instance stops it and
     /// records its end (its record is still its own; it is marked ended now), or a
-    /// newer owner claimed both. Without the driver (shutting down): it does.
-    pub async fn session_ending(&self, id: ReservationId) -> bool {
+    /// newer owner claimed both. Asked at once (before anything later about the same
+    /// reservation); answered through the future. Without the driver (shutting down):
+    /// it does.
+    pub fn session_ending(&self, id: ReservationId) -> impl std::future::Future<Output = bool> {
         let (reply, answer) = oneshot::channel();
-        if self.0.messages.send(Msg::Ending { id, reply }).is_err() {
-            return true;
+        let sent = self.0.messages.send(Msg::Ending { id, reply }).is_ok();
+        async move {
+            if !sent {
+                return true;
+            }
+            answer.await.unwrap_or(true)
         }
-        answer.await.unwrap_or(true)
     }
 
     /// Whether this instance holds `channel`'s lease now.

@@ -48,14 +48,11 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
         let (Some(cluster), Some(id)) = (self.env.proxy.0.cluster.get(), reservation) else {
             return Some(true);
         };
-        let (cluster, decided, url) = (
-            cluster.clone(),
-            self.decided.0.clone(),
-            command_url.to_owned(),
-        );
+        // Asked now: before the slot is given back.
+        let answer = cluster.session_ending(id);
+        let (decided, url) = (self.decided.0.clone(), command_url.to_owned());
         tokio::spawn(async move {
-            let act = cluster.session_ending(id).await;
-            let _ = decided.send((url, act));
+            let _ = decided.send((url, answer.await));
         });
         self.decisions.insert(
             command_url.to_owned(),
