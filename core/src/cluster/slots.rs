@@ -83,10 +83,20 @@ enum Op {
         channel: String,
         lost: bool,
     },
-    Ending {
-        ticket: u64,
-        id: ReservationId,
-    },
+    Ending(Ending),
+}
+
+/// A question of [`Slots::ending`].
+#[derive(Clone, Debug)]
+struct Ending {
+    ticket: u64,
+    id: ReservationId,
+    command: SlotCommand,
+    /// This instance's lease, as confirmed, still covers the record: nobody else can
+    /// have claimed it, so an unanswered question acts.
+    covered: bool,
+    /// Asked again until then while Redis does not answer; past it, acts.
+    until: Instant,
 }
 
 /// A release or an orphan claim: retried until confirmed or the record expired.
@@ -107,6 +117,8 @@ pub struct Slots {
     releasing: BTreeMap<ReservationId, (String, Retried)>,
     /// Orphan claims not yet answered, by channel.
     claiming: BTreeMap<String, Retried>,
+    /// Questions of [`Slots::ending`] to ask again, and when.
+    asking: Vec<(Instant, Ending)>,
     next_id: u64,
     next_op: u64,
     out: VecDeque<SlotOutput>,
@@ -121,6 +133,7 @@ impl Slots {
             ops: BTreeMap::new(),
             releasing: BTreeMap::new(),
             claiming: BTreeMap::new(),
+            asking: Vec::new(),
             next_id: 1,
             next_op: 1,
             out: VecDeque::new(),
@@ -198,7 +211,8 @@ impl Slots {
         let deciding = self
             .ops
             .values()
-            .any(|op| matches!(op, Op::Ending { id: of, .. } if *of == id));
+            .any(|op| matches!(op, Op::Ending(ending) if ending.id == id))
+            || self.asking.iter().any(|(_, ending)| ending.id == id);
         let command = SlotCommand::Release {
             slot: held.slot(),
             record: held.record().filter(|_| !deciding),
@@ -251,7 +265,19 @@ impl Slots {
     /// [`SlotOutput::EndDecided`] for `ticket`: this instance stops it and records its
     /// end only if its record is still its own and not ended (marked ended now), or
     /// there is none; never once a newer owner claimed it (that owner did both).
-    pub fn ending(&mut self, now: Instant, ticket: u64, id: ReservationId) {
+    ///
+    /// `lease`: the fencing number of the channel's lease this instance holds and when
+    /// it expires as last confirmed. A lease of the record's number not expired means
+    /// nobody else can have taken the channel over: if Redis does not answer, it acts.
+    /// Otherwise the question is asked again (every `retry_after`) until Redis answers,
+    /// for a record's time to live at most (then it acts).
+    pub fn ending(
+        &mut self,
+        now: Instant,
+        ticket: u64,
+        id: ReservationId,
+        lease: Option<(u64, Instant)>,
+    ) {
         let record = self.held.get(&id).and_then(|held| {
             held.record
                 .clone()
@@ -263,12 +289,21 @@ impl Slots {
                 .push_back(SlotOutput::EndDecided { ticket, act: true });
             return;
         };
+        let covered =
+            lease.is_some_and(|(fencing, expires)| fencing == record.fencing && expires > now);
         let command = SlotCommand::Claim {
             channel,
             rule: ClaimRule::Mine { record },
             record_ttl: self.config.record_ttl,
         };
-        self.send(now, command, Op::Ending { ticket, id });
+        let ending = Ending {
+            ticket,
+            id,
+            command: command.clone(),
+            covered,
+            until: now + self.config.record_ttl,
+        };
+        self.send(now, command, Op::Ending(ending));
     }
 
     /// Another instance owns `channel` now: answered with [`SlotOutput::LostDecided`]:
@@ -302,6 +337,11 @@ impl Slots {
                 lost: true,
             },
         );
+    }
+
+    /// The channel of reservation `id`, while it is held.
+    pub fn channel_of(&self, id: ReservationId) -> Option<String> {
+        self.held.get(&id).map(|held| held.channel.clone())
     }
 
     /// The slots held, by reservation.
@@ -341,7 +381,8 @@ impl Slots {
             .map(|(_, retried)| retried)
             .chain(self.claiming.values())
             .filter_map(|retried| retried.next);
-        held.chain(retried).min()
+        let asking = self.asking.iter().map(|(at, _)| *at);
+        held.chain(retried).chain(asking).min()
     }
 
     /// Renewals and retries due at `now`.
@@ -357,6 +398,14 @@ impl Slots {
         let claims: Vec<String> = self.claiming.keys().cloned().collect();
         for channel in claims {
             self.send_claim(now, &channel);
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.asking)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.asking = later;
+        for (_, ending) in due {
+            let command = ending.command.clone();
+            self.send(now, command, Op::Ending(ending));
         }
     }
 
@@ -471,16 +520,24 @@ impl Slots {
                 }
             }
             Op::Claim { channel, lost } => self.claimed(now, &channel, lost, result),
-            Op::Ending { ticket, id } => {
-                let act = ClaimRule::owner_acts(&result);
-                if let Err(error) = result {
-                    self.failed("claim", error);
+            Op::Ending(ending) => {
+                if let Err(error) = &result {
+                    self.failed("claim", error.clone());
+                    if !ending.covered && now < ending.until {
+                        // Not known whether a newer owner claimed it: asked again.
+                        self.asking.push((now + self.config.retry_after, ending));
+                        return;
+                    }
                 }
-                if let Some(held) = self.held.get_mut(&id) {
+                let act = ClaimRule::owner_acts(&result);
+                if let Some(held) = self.held.get_mut(&ending.id) {
                     // Marked ended (or another's): never written nor renewed again.
                     held.superseded = true;
                 }
-                self.out.push_back(SlotOutput::EndDecided { ticket, act });
+                self.out.push_back(SlotOutput::EndDecided {
+                    ticket: ending.ticket,
+                    act,
+                });
             }
         }
     }

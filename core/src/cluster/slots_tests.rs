@@ -367,7 +367,7 @@ fn an_owner_ends_its_session_only_while_its_record_is_its_own() {
     let mut slots = machine();
     let id = holding(&mut slots);
     // Nothing recorded: acts at once.
-    slots.ending(at(1), 3, id);
+    slots.ending(at(1), 3, id, None);
     assert_eq!(
         drain(&mut slots),
         vec![SlotOutput::EndDecided {
@@ -378,7 +378,7 @@ fn an_owner_ends_its_session_only_while_its_record_is_its_own() {
     slots.started(at(2), id, record("me", 5));
     let (op, _) = command(&drain(&mut slots));
     slots.reply(at(3), op, Ok(SlotReply::Done));
-    slots.ending(at(4), 4, id);
+    slots.ending(at(4), 4, id, None);
     let (op, claim) = command(&drain(&mut slots));
     assert!(matches!(
         claim,
@@ -426,7 +426,7 @@ fn a_stop_while_the_end_is_decided_leaves_the_record_to_the_decision() {
     slots.started(at(2), id, record("me", 5));
     let (op, _) = command(&drain(&mut slots));
     slots.reply(at(3), op, Ok(SlotReply::Done));
-    slots.ending(at(4), 4, id);
+    slots.ending(at(4), 4, id, None);
     let (claim, _) = command(&drain(&mut slots));
     slots.stopped(at(4), id);
     let (_, release) = command(&drain(&mut slots));
@@ -442,5 +442,45 @@ fn a_stop_while_the_end_is_decided_leaves_the_record_to_the_decision() {
     assert!(drain(&mut slots).contains(&SlotOutput::EndDecided {
         ticket: 4,
         act: true
+    }));
+}
+
+#[test]
+fn an_owner_cut_off_from_redis_ends_at_once_only_under_its_own_lease() {
+    let mut slots = machine();
+    let id = holding(&mut slots);
+    slots.started(at(2), id, record("me", 5));
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(at(3), op, Ok(SlotReply::Done));
+    // Its lease (the record's number) is confirmed until later: nobody can have
+    // claimed the record.
+    slots.ending(at(4), 4, id, Some((5, at(9000))));
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(at(5), op, Err("down".into()));
+    assert!(drain(&mut slots).contains(&SlotOutput::EndDecided {
+        ticket: 4,
+        act: true
+    }));
+
+    // Its lease may have expired: asked again until Redis answers.
+    let mut slots = machine();
+    let id = holding(&mut slots);
+    slots.started(at(2), id, record("me", 5));
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(at(3), op, Ok(SlotReply::Done));
+    slots.ending(at(4), 4, id, Some((5, at(4))));
+    let (op, claim) = command(&drain(&mut slots));
+    slots.reply(at(5), op, Err("down".into()));
+    assert!(!drain(&mut slots)
+        .iter()
+        .any(|output| matches!(output, SlotOutput::EndDecided { .. })));
+    let due = slots.poll_timeout().expect("asked again");
+    slots.handle_timeout(due);
+    let (op, again) = command(&drain(&mut slots));
+    assert_eq!(again, claim);
+    slots.reply(due, op, Ok(SlotReply::NotClaimed(Some(record("newer", 9)))));
+    assert!(drain(&mut slots).contains(&SlotOutput::EndDecided {
+        ticket: 4,
+        act: false
     }));
 }

@@ -512,7 +512,15 @@ impl<N: Net> Driver<N> {
                         let ticket = self.next_ticket;
                         self.next_ticket += 1;
                         self.endings.insert(ticket, reply);
-                        self.slots.ending(self.clock.now(), ticket, id);
+                        let now = self.clock.now();
+                        let lease = self.slots.channel_of(id).and_then(|channel| {
+                            self.machine
+                                .held()
+                                .into_iter()
+                                .find(|lease| lease.channel == channel)
+                                .map(|lease| (lease.fencing, lease.expires))
+                        });
+                        self.slots.ending(now, ticket, id, lease);
                     }
                     Some(Msg::Shutdown { done }) => {
                         let bound = self.machine.config().redis_timeout * 2;
