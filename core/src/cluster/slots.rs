@@ -92,8 +92,7 @@ struct Ending {
     ticket: u64,
     id: ReservationId,
     command: SlotCommand,
-    /// This instance's lease, as confirmed, still covers the record: nobody else can
-    /// have claimed it, so an unanswered question acts.
+    /// This instance's lease, as confirmed, still covers the record (for logs).
     covered: bool,
     /// Asked again until then while Redis does not answer; past it, acts.
     until: Instant,
@@ -267,10 +266,10 @@ impl Slots {
     /// there is none; never once a newer owner claimed it (that owner did both).
     ///
     /// `lease`: the fencing number of the channel's lease this instance holds and when
-    /// it expires as last confirmed. A lease of the record's number not expired means
-    /// nobody else can have taken the channel over: if Redis does not answer, it acts.
-    /// Otherwise the question is asked again (every `retry_after`) until Redis answers,
-    /// for a record's time to live at most (then it acts).
+    /// it expires as last confirmed. While Redis does not answer the question is asked
+    /// again (every `retry_after`), for a record's time to live at most (then it acts):
+    /// even under its own lease, the record must be marked ended before acting, or an
+    /// owner taking the channel after the lease lapsed would claim it too.
     pub fn ending(
         &mut self,
         now: Instant,
@@ -523,7 +522,9 @@ impl Slots {
             Op::Ending(ending) => {
                 if let Err(error) = &result {
                     self.failed("claim", error.clone());
-                    if !ending.covered && now < ending.until {
+                    // Even under its own lease: the record must be marked ended before
+                    // the lease can lapse, or a later owner would claim it too.
+                    if now < ending.until {
                         // Not known whether a newer owner claimed it: asked again.
                         self.asking.push((now + self.config.retry_after, ending));
                         return;
@@ -533,6 +534,12 @@ impl Slots {
                 if let Some(held) = self.held.get_mut(&ending.id) {
                     // Marked ended (or another's): never written nor renewed again.
                     held.superseded = true;
+                }
+                if ending.covered && result.is_err() {
+                    self.failed(
+                        "claim",
+                        "acting on an unmarked record under this instance's own lease".into(),
+                    );
                 }
                 self.out.push_back(SlotOutput::EndDecided {
                     ticket: ending.ticket,

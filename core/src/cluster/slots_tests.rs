@@ -446,17 +446,23 @@ fn a_stop_while_the_end_is_decided_leaves_the_record_to_the_decision() {
 }
 
 #[test]
-fn an_owner_cut_off_from_redis_ends_at_once_only_under_its_own_lease() {
+fn an_owner_cut_off_from_redis_waits_for_it_to_end_its_session() {
     let mut slots = machine();
     let id = holding(&mut slots);
     slots.started(at(2), id, record("me", 5));
     let (op, _) = command(&drain(&mut slots));
     slots.reply(at(3), op, Ok(SlotReply::Done));
-    // Its lease (the record's number) is confirmed until later: nobody can have
-    // claimed the record.
+    // Even under its own lease, it waits for Redis: the record must be marked ended.
     slots.ending(at(4), 4, id, Some((5, at(9000))));
     let (op, _) = command(&drain(&mut slots));
     slots.reply(at(5), op, Err("down".into()));
+    assert!(!drain(&mut slots)
+        .iter()
+        .any(|output| matches!(output, SlotOutput::EndDecided { .. })));
+    let due = slots.poll_timeout().expect("asked again");
+    slots.handle_timeout(due);
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(due, op, Ok(SlotReply::Claimed(record("me", 5))));
     assert!(drain(&mut slots).contains(&SlotOutput::EndDecided {
         ticket: 4,
         act: true
