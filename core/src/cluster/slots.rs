@@ -83,7 +83,7 @@ enum Op {
         channel: String,
         lost: bool,
     },
-    Ending(Ending),
+    Ending(Box<Ending>),
 }
 
 /// A question of [`Slots::ending`].
@@ -117,7 +117,7 @@ pub struct Slots {
     /// Orphan claims not yet answered, by channel.
     claiming: BTreeMap<String, Retried>,
     /// Questions of [`Slots::ending`] to ask again, and when.
-    asking: Vec<(Instant, Ending)>,
+    asking: Vec<(Instant, Box<Ending>)>,
     next_id: u64,
     next_op: u64,
     out: VecDeque<SlotOutput>,
@@ -302,7 +302,7 @@ impl Slots {
             covered,
             until: now + self.config.record_ttl,
         };
-        self.send(now, command, Op::Ending(ending));
+        self.send(now, command, Op::Ending(Box::new(ending)));
     }
 
     /// Another instance owns `channel` now: answered with [`SlotOutput::LostDecided`]:

@@ -110,10 +110,7 @@ pub(super) struct ChannelTask<N: Net, F: Format<N>> {
     /// Cluster mode: whether this instance stops each owned session and records its end.
     decisions: ends::Decisions,
     /// Where those answers come.
-    decided: (
-        mpsc::UnboundedSender<(String, bool)>,
-        mpsc::UnboundedReceiver<(String, bool)>,
-    ),
+    decided: ends::Answers,
 }
 
 impl<N: Net, F: Format<N>> ChannelTask<N, F> {

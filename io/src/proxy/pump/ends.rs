@@ -25,6 +25,12 @@ pub(in crate::proxy) enum Decision {
     Made(bool),
 }
 
+/// Where the answers come, by command URL.
+pub(in crate::proxy) type Answers = (
+    tokio::sync::mpsc::UnboundedSender<(String, bool)>,
+    tokio::sync::mpsc::UnboundedReceiver<(String, bool)>,
+);
+
 /// The decisions of one channel.
 pub(in crate::proxy) type Decisions = BTreeMap<String, Decision>;
 
