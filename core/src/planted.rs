@@ -36,11 +36,16 @@ pub enum Bug {
     /// is taken, so the lease expires while its channel runs and another instance takes
     /// the channel and opens a second engine session of it.
     LeaseNotRenewed,
+    /// Cluster mode: the instance that takes a channel over acts on the session record
+    /// of an older fencing number without the claim's guard: a record another instance
+    /// already handled (its owner ended it, or another claimer did) is stopped and
+    /// ended (`owner_lost`) again.
+    OrphanEndedUnguarded,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::StopSentTwice,
         Bug::LateSessionLeftRunning,
         Bug::ChannelWaitsForSlowestViewer,
@@ -49,6 +54,7 @@ impl Bug {
         Bug::CommitAcknowledgedEarly,
         Bug::EndsForgottenOnRestart,
         Bug::LeaseNotRenewed,
+        Bug::OrphanEndedUnguarded,
     ];
 
     /// A stable name, for runners and reports.
@@ -62,6 +68,7 @@ impl Bug {
             Bug::CommitAcknowledgedEarly => "commit_acknowledged_early",
             Bug::EndsForgottenOnRestart => "ends_forgotten_on_restart",
             Bug::LeaseNotRenewed => "lease_not_renewed",
+            Bug::OrphanEndedUnguarded => "orphan_ended_unguarded",
         }
     }
 

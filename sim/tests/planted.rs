@@ -52,6 +52,15 @@ const CASES: &[(Bug, &str, &[&str])] = &[
         "cluster",
         &["engine sessions of", "runs 2 sessions of"],
     ),
+    (
+        Bug::OrphanEndedUnguarded,
+        "cluster",
+        &[
+            "stream_ended twice",
+            "whose stream_started another instance recorded",
+            "was told to stop",
+        ],
+    ),
 ];
 
 #[test]

@@ -45,8 +45,8 @@ use crate::time::Instant;
 
 pub use slots::Slots;
 pub use slots_vocab::{
-    ClaimRule, HeldSlot, ReservationId, SessionRecord, SlotCommand, SlotNotice, SlotOutput,
-    SlotReply, SlotValue, SlotsConfig,
+    ClaimRule, HeldSlot, Replace, ReservationId, SessionRecord, SlotCommand, SlotNotice,
+    SlotOutput, SlotReply, SlotValue, SlotsConfig,
 };
 pub use vocab::{
     Command, HeldLease, Holder, Input, LeaseConfig, Notice, OpId, Output, Reply, Route, TicketId,

@@ -83,6 +83,19 @@ enum Op {
         channel: String,
         lost: bool,
     },
+    Ending(Box<Ending>),
+}
+
+/// A question of [`Slots::ending`].
+#[derive(Clone, Debug)]
+struct Ending {
+    ticket: u64,
+    id: ReservationId,
+    command: SlotCommand,
+    /// This instance's lease, as confirmed, still covers the record (for logs).
+    covered: bool,
+    /// Asked again until then while Redis does not answer; past it, acts.
+    until: Instant,
 }
 
 /// A release or an orphan claim: retried until confirmed or the record expired.
@@ -103,6 +116,8 @@ pub struct Slots {
     releasing: BTreeMap<ReservationId, (String, Retried)>,
     /// Orphan claims not yet answered, by channel.
     claiming: BTreeMap<String, Retried>,
+    /// Questions of [`Slots::ending`] to ask again, and when.
+    asking: Vec<(Instant, Box<Ending>)>,
     next_id: u64,
     next_op: u64,
     out: VecDeque<SlotOutput>,
@@ -117,6 +132,7 @@ impl Slots {
             ops: BTreeMap::new(),
             releasing: BTreeMap::new(),
             claiming: BTreeMap::new(),
+            asking: Vec::new(),
             next_id: 1,
             next_op: 1,
             out: VecDeque::new(),
@@ -190,9 +206,15 @@ impl Slots {
         let Some(held) = self.held.remove(&id) else {
             return;
         };
+        // A record whose end is being decided is the decision's to mark.
+        let deciding = self
+            .ops
+            .values()
+            .any(|op| matches!(op, Op::Ending(ending) if ending.id == id))
+            || self.asking.iter().any(|(_, ending)| ending.id == id);
         let command = SlotCommand::Release {
             slot: held.slot(),
-            record: held.record(),
+            record: held.record().filter(|_| !deciding),
             record_ttl: self.config.record_ttl,
         };
         let retried = Retried {
@@ -238,6 +260,51 @@ impl Slots {
         self.send_claim(now, channel);
     }
 
+    /// The session of reservation `id` ends here (its channel stops it): answered with
+    /// [`SlotOutput::EndDecided`] for `ticket`: this instance stops it and records its
+    /// end only if its record is still its own and not ended (marked ended now), or
+    /// there is none; never once a newer owner claimed it (that owner did both).
+    ///
+    /// `lease`: the fencing number of the channel's lease this instance holds and when
+    /// it expires as last confirmed. While Redis does not answer the question is asked
+    /// again (every `retry_after`), for a record's time to live at most (then it acts):
+    /// even under its own lease, the record must be marked ended before acting, or an
+    /// owner taking the channel after the lease lapsed would claim it too.
+    pub fn ending(
+        &mut self,
+        now: Instant,
+        ticket: u64,
+        id: ReservationId,
+        lease: Option<(u64, Instant)>,
+    ) {
+        let record = self.held.get(&id).and_then(|held| {
+            held.record
+                .clone()
+                .filter(|_| held.written && !held.superseded)
+                .map(|record| (held.channel.clone(), record))
+        });
+        let Some((channel, record)) = record else {
+            self.out
+                .push_back(SlotOutput::EndDecided { ticket, act: true });
+            return;
+        };
+        let covered =
+            lease.is_some_and(|(fencing, expires)| fencing == record.fencing && expires > now);
+        let command = SlotCommand::Claim {
+            channel,
+            rule: ClaimRule::Mine { record },
+            record_ttl: self.config.record_ttl,
+        };
+        let ending = Ending {
+            ticket,
+            id,
+            command: command.clone(),
+            covered,
+            until: now + self.config.record_ttl,
+        };
+        self.send(now, command, Op::Ending(Box::new(ending)));
+    }
+
     /// Another instance owns `channel` now: answered with [`SlotOutput::LostDecided`]:
     /// act (stop the session, record its end) only if this instance's record is still
     /// its own and not ended; without a record (none written, or Redis does not answer)
@@ -269,6 +336,11 @@ impl Slots {
                 lost: true,
             },
         );
+    }
+
+    /// The channel of reservation `id`, while it is held.
+    pub fn channel_of(&self, id: ReservationId) -> Option<String> {
+        self.held.get(&id).map(|held| held.channel.clone())
     }
 
     /// The slots held, by reservation.
@@ -308,7 +380,8 @@ impl Slots {
             .map(|(_, retried)| retried)
             .chain(self.claiming.values())
             .filter_map(|retried| retried.next);
-        held.chain(retried).min()
+        let asking = self.asking.iter().map(|(at, _)| *at);
+        held.chain(retried).chain(asking).min()
     }
 
     /// Renewals and retries due at `now`.
@@ -324,6 +397,14 @@ impl Slots {
         let claims: Vec<String> = self.claiming.keys().cloned().collect();
         for channel in claims {
             self.send_claim(now, &channel);
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.asking)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        self.asking = later;
+        for (_, ending) in due {
+            let command = ending.command.clone();
+            self.send(now, command, Op::Ending(ending));
         }
     }
 
@@ -438,6 +519,33 @@ impl Slots {
                 }
             }
             Op::Claim { channel, lost } => self.claimed(now, &channel, lost, result),
+            Op::Ending(ending) => {
+                if let Err(error) = &result {
+                    self.failed("claim", error.clone());
+                    // Even under its own lease: the record must be marked ended before
+                    // the lease can lapse, or a later owner would claim it too.
+                    if now < ending.until {
+                        // Not known whether a newer owner claimed it: asked again.
+                        self.asking.push((now + self.config.retry_after, ending));
+                        return;
+                    }
+                }
+                let act = ClaimRule::owner_acts(&result);
+                if let Some(held) = self.held.get_mut(&ending.id) {
+                    // Marked ended (or another's): never written nor renewed again.
+                    held.superseded = true;
+                }
+                if ending.covered && result.is_err() {
+                    self.failed(
+                        "claim",
+                        "acting on an unmarked record under this instance's own lease".into(),
+                    );
+                }
+                self.out.push_back(SlotOutput::EndDecided {
+                    ticket: ending.ticket,
+                    act,
+                });
+            }
         }
     }
 
@@ -572,6 +680,16 @@ impl Slots {
             Ok(SlotReply::Claimed(record)) => {
                 self.claiming.remove(channel);
                 self.out.push_back(SlotOutput::Orphan(record));
+            }
+            Ok(SlotReply::NotClaimed(Some(found)))
+                if self
+                    .config
+                    .planted
+                    .has(crate::planted::Bug::OrphanEndedUnguarded)
+                    && found.instance != self.config.instance =>
+            {
+                self.claiming.remove(channel);
+                self.out.push_back(SlotOutput::Orphan(found));
             }
             Ok(_) => {
                 self.claiming.remove(channel);

@@ -361,3 +361,132 @@ fn a_restarted_instance_acts_on_what_it_left_only_if_nobody_took_it_over() {
         record("newer", 9)
     )))));
 }
+
+#[test]
+fn an_owner_ends_its_session_only_while_its_record_is_its_own() {
+    let mut slots = machine();
+    let id = holding(&mut slots);
+    // Nothing recorded: acts at once.
+    slots.ending(at(1), 3, id, None);
+    assert_eq!(
+        drain(&mut slots),
+        vec![SlotOutput::EndDecided {
+            ticket: 3,
+            act: true
+        }]
+    );
+    slots.started(at(2), id, record("me", 5));
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(at(3), op, Ok(SlotReply::Done));
+    slots.ending(at(4), 4, id, None);
+    let (op, claim) = command(&drain(&mut slots));
+    assert!(matches!(
+        claim,
+        SlotCommand::Claim {
+            rule: ClaimRule::Mine { .. },
+            ..
+        }
+    ));
+    // A newer owner claimed it while this instance was cut off.
+    slots.reply(
+        at(5),
+        op,
+        Ok(SlotReply::NotClaimed(Some(record("newer", 9)))),
+    );
+    assert!(drain(&mut slots).contains(&SlotOutput::EndDecided {
+        ticket: 4,
+        act: false
+    }));
+    slots.stopped(at(6), id);
+    let (_, release) = command(&drain(&mut slots));
+    assert!(matches!(release, SlotCommand::Release { record: None, .. }));
+}
+
+#[test]
+fn a_record_waits_for_the_claim_of_an_older_live_one_and_never_replaces_a_newer() {
+    let mine = record("me", 5);
+    assert_eq!(mine.replaces(None), Replace::Write);
+    assert_eq!(mine.replaces(Some(&record("dead", 4))), Replace::Wait);
+    assert_eq!(
+        mine.replaces(Some(&record("dead", 4).ended())),
+        Replace::Write
+    );
+    assert_eq!(mine.replaces(Some(&record("newer", 9))), Replace::Never);
+    assert_eq!(mine.replaces(Some(&mine.clone())), Replace::Write);
+    assert_eq!(mine.replaces(Some(&mine.ended())), Replace::Never);
+    let mut earlier = record("me", 5);
+    earlier.stream_id = "earlier".into();
+    assert_eq!(mine.replaces(Some(&earlier.ended())), Replace::Write);
+}
+
+#[test]
+fn a_stop_while_the_end_is_decided_leaves_the_record_to_the_decision() {
+    let mut slots = machine();
+    let id = holding(&mut slots);
+    slots.started(at(2), id, record("me", 5));
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(at(3), op, Ok(SlotReply::Done));
+    slots.ending(at(4), 4, id, None);
+    let (claim, _) = command(&drain(&mut slots));
+    slots.stopped(at(4), id);
+    let (_, release) = command(&drain(&mut slots));
+    assert!(matches!(
+        release,
+        SlotCommand::Release {
+            slot: Some(_),
+            record: None,
+            ..
+        }
+    ));
+    slots.reply(at(5), claim, Ok(SlotReply::Claimed(record("me", 5))));
+    assert!(drain(&mut slots).contains(&SlotOutput::EndDecided {
+        ticket: 4,
+        act: true
+    }));
+}
+
+#[test]
+fn an_owner_cut_off_from_redis_waits_for_it_to_end_its_session() {
+    let mut slots = machine();
+    let id = holding(&mut slots);
+    slots.started(at(2), id, record("me", 5));
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(at(3), op, Ok(SlotReply::Done));
+    // Even under its own lease, it waits for Redis: the record must be marked ended.
+    slots.ending(at(4), 4, id, Some((5, at(9000))));
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(at(5), op, Err("down".into()));
+    assert!(!drain(&mut slots)
+        .iter()
+        .any(|output| matches!(output, SlotOutput::EndDecided { .. })));
+    let due = slots.poll_timeout().expect("asked again");
+    slots.handle_timeout(due);
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(due, op, Ok(SlotReply::Claimed(record("me", 5))));
+    assert!(drain(&mut slots).contains(&SlotOutput::EndDecided {
+        ticket: 4,
+        act: true
+    }));
+
+    // Its lease may have expired: asked again until Redis answers.
+    let mut slots = machine();
+    let id = holding(&mut slots);
+    slots.started(at(2), id, record("me", 5));
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(at(3), op, Ok(SlotReply::Done));
+    slots.ending(at(4), 4, id, Some((5, at(4))));
+    let (op, claim) = command(&drain(&mut slots));
+    slots.reply(at(5), op, Err("down".into()));
+    assert!(!drain(&mut slots)
+        .iter()
+        .any(|output| matches!(output, SlotOutput::EndDecided { .. })));
+    let due = slots.poll_timeout().expect("asked again");
+    slots.handle_timeout(due);
+    let (op, again) = command(&drain(&mut slots));
+    assert_eq!(again, claim);
+    slots.reply(due, op, Ok(SlotReply::NotClaimed(Some(record("newer", 9)))));
+    assert!(drain(&mut slots).contains(&SlotOutput::EndDecided {
+        ticket: 4,
+        act: false
+    }));
+}

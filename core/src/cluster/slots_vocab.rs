@@ -26,6 +26,8 @@ pub struct SlotsConfig {
     pub redis_timeout: Duration,
     /// Delay before a failed call is tried again.
     pub retry_after: Duration,
+    /// Bugs planted by the simulation's self-test; none otherwise.
+    pub planted: crate::planted::Planted,
 }
 
 impl SlotsConfig {
@@ -40,6 +42,7 @@ impl SlotsConfig {
             record_ttl: lease.ttl * 3,
             redis_timeout: lease.redis_timeout,
             retry_after: lease.retry_after,
+            planted: lease.planted,
         }
     }
 }
@@ -106,19 +109,31 @@ impl SessionRecord {
         serde_json::from_str(value).ok()
     }
 
-    /// Whether this record may be written where `found` is: nothing there, an older
-    /// owner's, or this very record not yet ended (never over a newer owner's, nor over
-    /// its own once ended).
-    pub fn may_replace(&self, found: Option<&SessionRecord>) -> bool {
-        match found {
-            None => true,
-            Some(found) => {
-                found.fencing < self.fencing
-                    || (found.instance == self.instance
-                        && found.fencing == self.fencing
-                        && found.stream_id == self.stream_id
-                        && !found.ended)
-            }
+    /// What writing this record where `found` is does: write it (nothing there, an
+    /// ended record of an older owner, or this very record not yet ended); wait (an
+    /// older owner's session not claimed yet: the claim comes first, so that its
+    /// session is not forgotten); or never (a newer owner's record, or this one ended).
+    pub fn replaces(&self, found: Option<&SessionRecord>) -> Replace {
+        let Some(found) = found else {
+            return Replace::Write;
+        };
+        let same = found.instance == self.instance
+            && found.fencing == self.fencing
+            && found.stream_id == self.stream_id;
+        if same {
+            return if found.ended {
+                Replace::Never
+            } else {
+                Replace::Write
+            };
+        }
+        if found.fencing > self.fencing || (found.fencing == self.fencing && !found.ended) {
+            return Replace::Never;
+        }
+        if found.ended {
+            Replace::Write
+        } else {
+            Replace::Wait
         }
     }
 
@@ -129,6 +144,17 @@ impl SessionRecord {
             ..self.clone()
         }
     }
+}
+
+/// What [`SessionRecord::replaces`] decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replace {
+    /// Write it.
+    Write,
+    /// Not yet: an older owner's session is not claimed.
+    Wait,
+    /// Never: a newer owner's, or this record ended.
+    Never,
 }
 
 /// Identifies a reservation of this instance.
@@ -351,6 +377,15 @@ pub enum SlotOutput {
     /// A dead (or returned) owner's session, claimed by this instance: stop it on its
     /// engine and record its end (`owner_lost`), once.
     Orphan(SessionRecord),
+    /// The answer to [`Slots::ending`](super::Slots::ending) for `ticket`: whether this
+    /// instance stops the session and records its end (`act`), or a newer owner has
+    /// claimed both.
+    EndDecided {
+        /// The caller's ticket.
+        ticket: u64,
+        /// Stop and record here.
+        act: bool,
+    },
     /// The answer to [`Slots::lost`](super::Slots::lost): whether this instance still
     /// stops the channel's session and records its end (`act`), or a newer owner has
     /// (or will).

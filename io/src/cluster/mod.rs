@@ -146,6 +146,10 @@ enum Msg {
     Stopped {
         id: ReservationId,
     },
+    Ending {
+        id: ReservationId,
+        reply: oneshot::Sender<bool>,
+    },
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -272,6 +276,7 @@ impl Cluster {
             cluster: cluster.clone(),
             tickets: BTreeMap::new(),
             reservations: BTreeMap::new(),
+            endings: BTreeMap::new(),
             deferred: Vec::new(),
             next_ticket: 1,
         };
@@ -349,6 +354,22 @@ impl Cluster {
     /// back and its record marked ended.
     pub fn session_stopped(&self, id: ReservationId) {
         let _ = self.0.messages.send(Msg::Stopped { id });
+    }
+
+    /// The session of reservation `id` ends here: whether this instance stops it and
+    /// records its end (its record is still its own; it is marked ended now), or a
+    /// newer owner claimed both. Asked at once (before anything later about the same
+    /// reservation); answered through the future. Without the driver (shutting down):
+    /// it does.
+    pub fn session_ending(&self, id: ReservationId) -> impl std::future::Future<Output = bool> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.0.messages.send(Msg::Ending { id, reply }).is_ok();
+        async move {
+            if !sent {
+                return true;
+            }
+            answer.await.unwrap_or(true)
+        }
     }
 
     /// Whether this instance holds `channel`'s lease now.
@@ -429,6 +450,8 @@ struct Driver<N: Net> {
     tickets: BTreeMap<TicketId, (String, oneshot::Sender<Route>)>,
     /// Slot requests waiting for their answer.
     reservations: BTreeMap<u64, oneshot::Sender<Option<(ReservationId, EngineAddr)>>>,
+    /// Questions of ending sessions waiting for their answer.
+    endings: BTreeMap<u64, oneshot::Sender<bool>>,
     /// Ended channels whose lease is given back once their record's release is
     /// confirmed.
     deferred: Vec<String>,
@@ -489,6 +512,20 @@ impl<N: Net> Driver<N> {
                         self.slots.started(self.clock.now(), id, *record);
                     }
                     Some(Msg::Stopped { id }) => self.slots.stopped(self.clock.now(), id),
+                    Some(Msg::Ending { id, reply }) => {
+                        let ticket = self.next_ticket;
+                        self.next_ticket += 1;
+                        self.endings.insert(ticket, reply);
+                        let now = self.clock.now();
+                        let lease = self.slots.channel_of(id).and_then(|channel| {
+                            self.machine
+                                .held()
+                                .into_iter()
+                                .find(|lease| lease.channel == channel)
+                                .map(|lease| (lease.fencing, lease.expires))
+                        });
+                        self.slots.ending(now, ticket, id, lease);
+                    }
                     Some(Msg::Shutdown { done }) => {
                         let bound = self.machine.config().redis_timeout * 2;
                         shutdown = Some((done, self.clock.now() + bound));
@@ -557,6 +594,11 @@ impl<N: Net> Driver<N> {
                         "took over a channel whose owner left its engine session: stopping it and recording its end (owner_lost)");
                     self.slot_event("orphan_claimed");
                     let _ = self.sinks.orphans.send(record);
+                }
+                SlotOutput::EndDecided { ticket, act } => {
+                    if let Some(reply) = self.endings.remove(&ticket) {
+                        let _ = reply.send(act);
+                    }
                 }
                 SlotOutput::LostDecided { channel, act } => {
                     if !act {

@@ -4,7 +4,7 @@
 //! `--max-streams-per-engine`) and `acemux:session:{channel}` (the owner's session
 //! record).
 
-use acemux_core::cluster::{SessionRecord, SlotCommand, SlotReply, SlotValue};
+use acemux_core::cluster::{Replace, SessionRecord, SlotCommand, SlotReply, SlotValue};
 use acemux_core::lifecycle::EngineAddr;
 use redis::aio::MultiplexedConnection;
 
@@ -57,11 +57,21 @@ pub(super) async fn run(
             let key = session_key(channel);
             let found = watch_get(connection, &key).await?;
             let found = found.as_deref().and_then(SessionRecord::decode);
-            if !record.may_replace(found.as_ref()) {
-                return Ok((
-                    SlotReply::Superseded(found.unwrap_or_else(|| record.clone())),
-                    false,
-                ));
+            match (record.replaces(found.as_ref()), found) {
+                (Replace::Write, _) => {}
+                (Replace::Never, found) => {
+                    return Ok((
+                        SlotReply::Superseded(found.unwrap_or_else(|| record.clone())),
+                        false,
+                    ))
+                }
+                (Replace::Wait, _) => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "not yet",
+                        "an older owner's session record is not claimed yet".to_owned(),
+                    )))
+                }
             }
             let done: Option<(String,)> = redis::pipe()
                 .atomic()

@@ -18,6 +18,8 @@ use super::{ChannelKey, ChannelMsg, Proxy};
 use crate::metrics::ChannelLabels;
 use crate::net::Net;
 
+mod ends;
+
 /// Completions held at most. Helper tasks wait when it is full: for the playback
 /// reader that is the backpressure towards the engine.
 const COMPLETIONS: usize = 64;
@@ -105,6 +107,10 @@ pub(super) struct ChannelTask<N: Net, F: Format<N>> {
     reservations: Vec<Reservation>,
     /// Cluster mode: a newer owner stops the session and records its end.
     disowned: bool,
+    /// Cluster mode: whether this instance stops each owned session and records its end.
+    decisions: ends::Decisions,
+    /// Where those answers come.
+    decided: ends::Answers,
 }
 
 impl<N: Net, F: Format<N>> ChannelTask<N, F> {
@@ -148,6 +154,8 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
             picks: mpsc::channel(1),
             reservations: Vec::new(),
             disowned: false,
+            decisions: ends::Decisions::new(),
+            decided: mpsc::unbounded_channel(),
         }
     }
 
@@ -163,11 +171,15 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     .proxy
                     .retire(&self.env.key, self.env.id, &mut inbox);
                 self.stop_waiters.extend(stops);
+            }
+            // A stop is answered once the end it caused is applied (or left to the
+            // channel's new owner).
+            if retired && !self.undecided() {
                 for done in self.stop_waiters.drain(..) {
                     self.applier.notify(done);
                 }
             }
-            if self.machine.is_finished() {
+            if self.machine.is_finished() && !self.undecided() {
                 break;
             }
             let sleep = clock.sleep_until_earliest([self.machine.poll_timeout()]);
@@ -179,6 +191,7 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                 }
                 Some((route, exclude)) = self.routes.1.recv() => self.routed(route, exclude),
                 Some(picked) = self.picks.1.recv() => self.picked(picked),
+                Some((command_url, act)) = self.decided.1.recv() => self.decided(command_url, act),
                 message = inbox.recv(), if !retired => match message {
                     Some(message) => {
                         let now = clock.now();
@@ -459,41 +472,14 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     stop, command_url, ..
                 } if command_url == super::relay::RELAY_COMMAND => {
                     // A relayed session: the owner stops its own.
-                    let completions = self.env.completions.clone();
-                    tokio::spawn(async move {
-                        let _ = completions
-                            .send(Input::StopAnswer {
-                                stop,
-                                result: Ok(()),
-                            })
-                            .await;
-                    });
+                    self.answer_stop_here(stop);
                 }
                 Output::StopSession {
                     stop,
                     attempt,
                     engine,
                     command_url,
-                } => {
-                    self.release_reservations(|reservation| {
-                        reservation.command_url.as_deref() == Some(command_url.as_str())
-                    });
-                    if self.disowned {
-                        // A newer owner claimed the session: it stops it.
-                        tracing::info!(channel = %self.env.key, %engine, "not stopping the engine session: the channel's new owner does");
-                        let completions = self.env.completions.clone();
-                        tokio::spawn(async move {
-                            let _ = completions
-                                .send(Input::StopAnswer {
-                                    stop,
-                                    result: Ok(()),
-                                })
-                                .await;
-                        });
-                    } else {
-                        super::calls::stop_session(&self.env, stop, attempt, engine, command_url);
-                    }
-                }
+                } => self.stop_owned(stop, attempt, engine, command_url),
                 Output::Pool(change) => {
                     let now = self.env.proxy.0.lifecycle.clock().now();
                     super::calls::pool_change(&self.env.proxy, now, change);
@@ -533,13 +519,7 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     let id = super::calls::stream_id(&self.env.key, &session);
                     super::calls::publish_stats(&self.env, &id, None);
                     self.stream_id.send_replace(None);
-                    if self.disowned {
-                        // Its end is recorded once, by the owner that claimed it.
-                        tracing::info!(channel = %self.env.key, stream = %id, "stream ended here; the channel's new owner records its end (owner_lost)");
-                        continue;
-                    }
-                    tracing::info!(channel = %self.env.key, stream = %id, %reason, "stream ended");
-                    self.applier.ended(id, reason);
+                    self.end_owned(&session.session.command_url, id, reason);
                 }
                 Output::Notice(notice) => super::calls::notice(&self.env, notice),
             }

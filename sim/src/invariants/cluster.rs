@@ -31,10 +31,11 @@ impl Checker {
     }
 
     /// The engine cap holds across the cluster: no engine runs more sessions than
-    /// `--max-streams-per-engine` for longer than the stop bound, outside a cluster
-    /// fault's window (a partition or crash lets a slot expire while its session runs,
-    /// and an instance down leaves its session until the next owner stops it); such a
-    /// window is counted once.
+    /// `--max-streams-per-engine` for longer than the stop bound, unless that began
+    /// within a cluster fault's window (a partition or crash lets a slot expire while its
+    /// session runs, and an instance down leaves its session until the next owner stops
+    /// it; the excess lasts until one of those sessions ends); each such window is
+    /// counted once.
     pub(super) fn check_engine_cap(
         &mut self,
         now: Duration,
@@ -60,7 +61,9 @@ impl Checker {
             if now <= since + self.rules.stop_bound {
                 continue;
             }
-            let explained = self.cluster_disturbed(now) || self.disturbed(Some(engine), now);
+            let explained = self.cluster_disturbed(since)
+                || self.cluster_disturbed(now)
+                || self.disturbed(Some(engine), now);
             if !explained {
                 return Err(format!(
                     "{engine} runs {count} sessions, over the cluster-wide cap of {cap}, for {:?}, no cluster fault explains it",
