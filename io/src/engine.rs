@@ -76,7 +76,7 @@ impl std::fmt::Display for EngineParams {
 /// Largest session answer read from an engine.
 const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
 /// Largest playlist read from an engine.
-const MAX_PLAYLIST_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_PLAYLIST_BYTES: usize = 1024 * 1024;
 
 pub use acemux_core::channel::FetchError;
 
@@ -217,8 +217,22 @@ impl<N: Net> EngineClient<N> {
     /// GETs `url` whole (at most `max_bytes`), bounded by the request timeout; any
     /// status but 2xx, or an empty body, is an error, and each failure says which.
     pub async fn fetch_bounded(&self, url: &str, max_bytes: usize) -> Result<Bytes, FetchError> {
+        self.fetch_bounded_with(url, max_bytes, None).await
+    }
+
+    /// [`fetch_bounded`](Self::fetch_bounded) with one more `header` (a relayed HLS
+    /// request's peer mark).
+    pub async fn fetch_bounded_with(
+        &self,
+        url: &str,
+        max_bytes: usize,
+        header: Option<(&'static str, String)>,
+    ) -> Result<Bytes, FetchError> {
         let exchange = async {
-            let response = self.get(url).await.map_err(FetchError::Unreachable)?;
+            let response = self
+                .get_with(url, header)
+                .await
+                .map_err(FetchError::Unreachable)?;
             let status = response.status();
             if !status.is_success() {
                 return Err(FetchError::Status {

@@ -151,6 +151,15 @@ pub struct RedisCallLabels {
     pub call: String,
 }
 
+/// Labels of HLS fetches from a channel's owning instance.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HlsRelayFetchLabels {
+    /// `playlist` or `segment`.
+    pub kind: &'static str,
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
 /// Labels of viewer drops.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
@@ -254,6 +263,9 @@ pub struct Metrics {
     pub cluster_redis_failures: Family<RedisCallLabels, Counter>,
     /// Cluster mode: upstream connections opened to the owning instance of a channel.
     pub cluster_relays: Counter,
+    /// Cluster mode: HLS playlist and segment fetches from the owning instance of a
+    /// channel, by kind and result.
+    pub cluster_hls_relay_fetches: Family<HlsRelayFetchLabels, Counter>,
     /// Refusals at configured bounds, logged once per bound and second.
     pub refusals: crate::refusals::RefusalLog,
 }
@@ -306,6 +318,7 @@ impl Metrics {
             cluster_lease_events: Family::default(),
             cluster_redis_failures: Family::default(),
             cluster_relays: Counter::default(),
+            cluster_hls_relay_fetches: Family::default(),
             refusals: crate::refusals::RefusalLog::default(),
             registry: Registry::default(),
         };
@@ -439,6 +452,11 @@ impl Metrics {
             "cluster_relays",
             "Upstream connections opened to the owning instance of a channel",
             metrics.cluster_relays.clone(),
+        );
+        registry.register(
+            "cluster_hls_relay_fetches",
+            "HLS playlist and segment fetches from the owning instance of a channel",
+            metrics.cluster_hls_relay_fetches.clone(),
         );
         registry.register(
             "engine_stops",

@@ -1,6 +1,7 @@
 //! Helpers for the real-socket and real-process tests in `tests/tests/`.
 
 pub mod browser;
+pub mod cluster;
 pub mod hostile_engine;
 pub mod hostile_rig;
 pub mod orchestrator_receiver;

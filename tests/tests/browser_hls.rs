@@ -148,7 +148,7 @@ async fn hls_js_in_chromium_on_another_origin_plays_the_proxied_hls() {
     let manifests =
         rig.metric("acemux_http_requests_total{route=\"/ace/manifest.m3u8\",status=\"200\"}");
     let segments = rig.metric(
-        "acemux_http_requests_total{route=\"/ace/hls/{channel}/{segment}\",status=\"200\"}",
+        "acemux_http_requests_total{route=\"/ace/hls/{key_type}/{key}/{segment}\",status=\"200\"}",
     );
     assert!(
         manifests >= 1.0 && segments >= 2.0,

@@ -31,6 +31,7 @@ mod leftover;
 mod machine;
 mod players;
 mod pool;
+mod relay;
 mod stats;
 mod ts;
 mod vocab;
@@ -50,6 +51,9 @@ pub use machine::{
     SessionError, StartFailure,
 };
 pub use pool::{EngineLoad, EnginePool, EngineSource, Listing, FLAG_LIST};
+pub use relay::{
+    for_player, HlsRelay, RelayConfig, RelayEnd, RelayFailure, RelayInput, RelayOutput,
+};
 pub use stats::{EngineStats, LivePos, StatPollId, StatsAction, StatsConfig, StatsWatch};
 pub use ts::{TsChannel, TsInput, TsMedia, TsOutput};
 pub use vocab::{

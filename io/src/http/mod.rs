@@ -136,6 +136,10 @@ pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duratio
             get(stream::segment).options(cors::options),
         )
         .route(
+            "/ace/hls/{key_type}/{key}/{segment}",
+            get(stream::segment_of).options(cors::options),
+        )
+        .route(
             "/playlist.m3u",
             get(playlists::playlist).options(cors::options),
         )

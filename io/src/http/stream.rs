@@ -16,7 +16,7 @@ use super::player::{channel_key, StreamMode};
 use super::query::Params;
 use super::{views, AppState};
 use crate::engine::StreamFormat;
-use crate::proxy::{Client, EngineStop, JoinError, StopOutcome, Streams};
+use crate::proxy::{Asker, Client, EngineStop, JoinError, StopOutcome, Streams};
 use crate::server::{ConnectionKill, PeerAddr};
 
 impl From<JoinError> for ApiError {
@@ -170,7 +170,9 @@ fn viewer_token(params: &BTreeMap<String, String>, peer: Option<Extension<PeerAd
 
 /// `GET /ace/manifest.m3u8?id=…` (or `infohash=`): the channel's live HLS playlist. A
 /// new channel's first request waits (bounded by the start timeout) until enough is
-/// held for players to start; later requests are answered from memory at once.
+/// held for players to start; later requests are answered from memory at once. In
+/// cluster mode the playlist is the owning instance's (see [`check_peer`] for a peer's
+/// request).
 pub async fn manifest(
     State(app): State<AppState>,
     peer: Option<Extension<PeerAddr>>,
@@ -178,9 +180,12 @@ pub async fn manifest(
     Params(params): Params,
 ) -> Result<Response, ApiError> {
     let key = channel_key(&params, StreamFormat::Hls, &app.player)?;
+    let asker = hls_asker(&app, &headers, &key)?;
     let client = client(peer.as_ref(), &headers);
     let viewer = viewer_token(&params, peer);
-    let playlist = proxy(&app)?.hls_playlist(key, viewer, client).await?;
+    let playlist = proxy(&app)?
+        .hls_playlist(key, viewer, client, asker)
+        .await?;
     let mut response = playlist.into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -191,8 +196,66 @@ pub async fn manifest(
     Ok(response)
 }
 
-/// `GET /ace/hls/{channel}/{seq}.ts`: a held segment, from memory. Nothing else is ever
-/// fetched for it.
+/// Whether an HLS request is a peer instance's (checked as [`check_peer`] says) or a
+/// player's.
+fn hls_asker(
+    app: &AppState,
+    headers: &HeaderMap,
+    key: &crate::proxy::ChannelKey,
+) -> Result<Asker, ApiError> {
+    let mark = headers
+        .get(crate::cluster::PEER_HEADER)
+        .map(|value| value.to_str().unwrap_or_default());
+    check_peer(app, mark, key)?;
+    Ok(if mark.is_some() {
+        Asker::Peer
+    } else {
+        Asker::Player
+    })
+}
+
+/// The segment number in a segment URI's last part (`<seq>.ts`).
+fn segment_seq(name: &str) -> Option<u64> {
+    name.strip_suffix(".ts").and_then(|seq| seq.parse().ok())
+}
+
+fn unknown_segment() -> ApiError {
+    ApiError::not_found("unknown_segment", "no such segment is held")
+}
+
+/// `GET /ace/hls/{key type}/{key}/{seq}.ts`: a segment of the channel named by its key
+/// (`content_id`, `infohash`, `url` or `magnet`, with the engine parameters in the
+/// query), from memory; the same URI on every instance. In cluster mode a segment of a
+/// channel another instance owns is fetched from it once and held for every player
+/// here.
+pub async fn segment_of(
+    State(app): State<AppState>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    Path((key_type, key, name)): Path<(String, String, String)>,
+    Params(mut params): Params,
+) -> Result<Response, ApiError> {
+    let seq = segment_seq(&name).ok_or_else(unknown_segment)?;
+    if !matches!(
+        key_type.as_str(),
+        "content_id" | "infohash" | "url" | "magnet"
+    ) {
+        return Err(unknown_segment());
+    }
+    params.insert(key_type, key);
+    let key = channel_key(&params, StreamFormat::Hls, &app.player)?;
+    let asker = hls_asker(&app, &headers, &key)?;
+    let client = client(peer.as_ref(), &headers);
+    let viewer = viewer_token(&params, peer);
+    let bytes = proxy(&app)?
+        .hls_segment_of(key, seq, viewer, client, asker)
+        .await?
+        .ok_or_else(unknown_segment)?;
+    Ok(segment_response(bytes))
+}
+
+/// `GET /ace/hls/{channel}/{seq}.ts`: a held segment of a channel named by this
+/// process's number for it (the URIs of earlier versions), from memory.
 pub async fn segment(
     State(app): State<AppState>,
     peer: Option<Extension<PeerAddr>>,
@@ -200,17 +263,17 @@ pub async fn segment(
     Path((channel, name)): Path<(String, String)>,
     Params(params): Params,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::not_found("unknown_segment", "no such segment is held");
-    let channel: u64 = channel.parse().map_err(|_| not_found())?;
-    let seq: u64 = name
-        .strip_suffix(".ts")
-        .and_then(|seq| seq.parse().ok())
-        .ok_or_else(not_found)?;
+    let channel: u64 = channel.parse().map_err(|_| unknown_segment())?;
+    let seq = segment_seq(&name).ok_or_else(unknown_segment)?;
     let client = client(peer.as_ref(), &headers);
     let viewer = viewer_token(&params, peer);
     let bytes = proxy(&app)?
         .hls_segment(channel, seq, viewer, client)
-        .ok_or_else(not_found)?;
+        .ok_or_else(unknown_segment)?;
+    Ok(segment_response(bytes))
+}
+
+fn segment_response(bytes: bytes::Bytes) -> Response {
     let mut response = bytes.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
@@ -218,7 +281,7 @@ pub async fn segment(
         header::CACHE_CONTROL,
         HeaderValue::from_static("max-age=60"),
     );
-    Ok(response)
+    response
 }
 
 /// `DELETE /streams/{id}`: stops the stream (viewers closed, engine stopped, one

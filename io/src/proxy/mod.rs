@@ -3,6 +3,8 @@
 
 mod calls;
 mod hls;
+mod hls_relay;
+mod hls_routes;
 mod pump;
 mod relay;
 mod status;
@@ -26,11 +28,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::engine::{EngineClient, EngineParams, StreamFormat};
 use crate::lifecycle::{ApplyError, Lifecycle};
-use crate::metrics::{ChannelLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::net::Net;
 use crate::server::ConnectionKill;
 
 pub use crate::config::{HlsSource, ProxyConfig};
+pub use hls_routes::Asker;
 pub use status::{ChannelSummary, ViewerSummary};
 pub use streams::Streams;
 pub use viewer::ViewerStream;
@@ -169,6 +172,8 @@ struct Shared<N: Net> {
     session_stats: Mutex<BTreeMap<String, EngineStats>>,
     /// Cluster mode: where channels ask who owns them.
     cluster: std::sync::OnceLock<crate::cluster::Cluster>,
+    /// Cluster mode: the HLS of channels other instances own, relayed for players here.
+    relays: Mutex<BTreeMap<ChannelKey, hls_relay::RelayHandle>>,
 }
 
 /// The proxy's entry point, cheap to clone.
@@ -207,11 +212,13 @@ impl<N: Net> Proxy<N> {
             stat_fetches: tokio::sync::Semaphore::new(MAX_STAT_FETCHES),
             session_stats: Mutex::new(BTreeMap::new()),
             cluster: std::sync::OnceLock::new(),
+            relays: Mutex::new(BTreeMap::new()),
         }))
     }
 
-    /// Turns cluster mode on: from now on each new MPEG-TS channel asks `cluster` who
-    /// owns it before an engine is picked. Set once, before any viewer comes.
+    /// Turns cluster mode on: from now on each new channel asks `cluster` who owns it
+    /// before an engine is picked, and HLS players' requests for a channel another
+    /// instance owns are relayed from it. Set once, before any viewer comes.
     pub fn set_cluster(&self, cluster: crate::cluster::Cluster) {
         let _ = self.0.cluster.set(cluster);
     }
@@ -220,10 +227,11 @@ impl<N: Net> Proxy<N> {
     /// while this instance holds the channel's lease (so a relayed request is never
     /// relayed again).
     pub fn serves_peer(&self, key: &ChannelKey) -> bool {
+        let key = self.hls_channel_key(key.clone());
         self.0
             .cluster
             .get()
-            .is_some_and(|cluster| relay::coordinated(key) && cluster.holds(&key.to_string()))
+            .is_some_and(|cluster| cluster.holds(&key.to_string()))
     }
 
     /// Cluster mode: another instance owns `channel` (as named in logs) now: the
@@ -524,104 +532,6 @@ impl<N: Net> Proxy<N> {
             }
         }
         stops
-    }
-
-    /// The served playlist of `key`'s HLS channel for player `token`, started if
-    /// needed; a new channel's first answer waits until it is ready (the channel
-    /// answers by its start timeout at the latest). With `--hls-source ts` the channel
-    /// is the content's TS channel, which cuts the segments from its own stream.
-    pub async fn hls_playlist(
-        &self,
-        key: ChannelKey,
-        token: String,
-        client: Client,
-    ) -> Result<String, JoinError> {
-        let key = match self.0.config.hls_source {
-            HlsSource::Ts => ChannelKey {
-                format: StreamFormat::Ts,
-                ..key
-            },
-            HlsSource::Engine => key,
-        };
-        let ready = {
-            let mut channels = self.channels();
-            let handle = self.channel_locked(&mut channels, &key)?;
-            self.hls_player(&handle.status, &token, client);
-            // Presence only: a full mailbox loses one sighting of a player who keeps
-            // asking.
-            let _ = handle.mailbox.try_send(ChannelMsg::Seen {
-                token: token.clone(),
-            });
-            let snapshot = handle.snapshot.as_ref().map(|rx| rx.borrow().clone());
-            snapshot
-                .filter(|snapshot| snapshot.ready)
-                .map(|snapshot| (handle.id, snapshot))
-        };
-        let (id, snapshot) = match ready {
-            Some(ready) => ready,
-            None => {
-                let (reply, ready) = oneshot::channel();
-                self.send(&key, ChannelMsg::WaitReady { reply }).await?;
-                ready.await.map_err(|_| JoinError::Ended)??
-            }
-        };
-        let token = crate::engine::percent_encode(&token);
-        Ok(snapshot.render(|seq| format!("/ace/hls/{id}/{seq}.ts?t={token}")))
-    }
-
-    /// Segment `seq` of HLS channel `id`, if it is held; counts as activity of `token`.
-    pub fn hls_segment(
-        &self,
-        id: u64,
-        seq: u64,
-        token: String,
-        client: Client,
-    ) -> Option<bytes::Bytes> {
-        let (mailbox, snapshot, status, labels) = self
-            .channels()
-            .iter()
-            .find(|(_, handle)| handle.id == id)
-            .map(|(key, handle)| {
-                (
-                    handle.mailbox.clone(),
-                    handle.snapshot.clone(),
-                    handle.status.clone(),
-                    ChannelLabels::new(key),
-                )
-            })?;
-        let player = self.hls_player(&status, &token, client);
-        let _ = mailbox.try_send(ChannelMsg::Seen { token });
-        let snapshot = snapshot?;
-        let bytes = snapshot.borrow().segment(seq)?.bytes.clone();
-        let now = self.0.lifecycle.clock().now();
-        if let Some(player) = player {
-            player.sent(now, bytes.len() as u64);
-        }
-        status.bytes_out.add(now, bytes.len() as u64);
-        self.0
-            .metrics
-            .channel_bytes_out
-            .get_or_create(&labels)
-            .inc_by(bytes.len() as u64);
-        Some(bytes)
-    }
-
-    /// The record of HLS player `token` of a channel (bounded by the channel's viewer
-    /// bound; quiet players are forgotten after the HLS idle timeout).
-    fn hls_player(
-        &self,
-        status: &viewers::ChannelStatus,
-        token: &str,
-        client: Client,
-    ) -> Option<Arc<viewers::ViewerRecord>> {
-        status.hls_player(
-            token,
-            || client,
-            || self.next_id(),
-            self.0.lifecycle.clock().now(),
-            self.0.config.hls_idle_timeout,
-            self.0.config.fanout.max_viewers,
-        )
     }
 
     /// Stops the stream `stream_id`: a proxied channel is stopped (viewers closed,

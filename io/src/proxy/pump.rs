@@ -201,6 +201,14 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                 self.env.relay = None;
                 self.env.proxy.pool().pick(now, &exclude)
             }
+            // An HLS channel's players are relayed the owner's playlist before any
+            // channel starts here (`hls_routes`); one that started as the lease went
+            // elsewhere meanwhile has no engine, and its players ask again.
+            Route::Relay(owner) if self.env.key.format == crate::engine::StreamFormat::Hls => {
+                tracing::info!(channel = %self.env.key, owner = %owner.instance,
+                    "another instance took the channel meanwhile; its players are relayed from it");
+                None
+            }
             Route::Relay(owner) => {
                 let secret = self
                     .env
@@ -282,16 +290,14 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     shared.metrics.channels.dec();
                     shared.metrics.remove_channel(&self.env.labels);
                     if let Some(cluster) = shared.cluster.get() {
-                        if super::relay::coordinated(&self.env.key) {
-                            // Gives back the lease it holds or is taking (also one a
-                            // route request still in flight brings); nothing for a
-                            // channel that relayed.
-                            cluster.finished(&self.env.labels.channel);
-                        }
+                        // Gives back the lease it holds or is taking (also one a route
+                        // request still in flight brings); nothing for a channel that
+                        // relayed.
+                        cluster.finished(&self.env.labels.channel);
                     }
                 }
                 Output::PickEngine { exclude } => match self.env.proxy.0.cluster.get() {
-                    Some(cluster) if super::relay::coordinated(&self.env.key) => {
+                    Some(cluster) => {
                         // Answered (within the cluster's wait bound) through `routes`.
                         let routes = self.routes.0.clone();
                         super::relay::ask_route(cluster.clone(), &self.env.key, exclude, routes);

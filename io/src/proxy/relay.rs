@@ -12,7 +12,6 @@ use tokio::task::AbortHandle;
 
 use super::pump::Env;
 use super::ChannelKey;
-use crate::engine::StreamFormat;
 use crate::net::Net;
 
 /// The session id prefix of relayed sessions.
@@ -51,12 +50,6 @@ impl RelayTarget {
         url.starts_with(&format!("{}/", self.base))
             .then(|| (crate::cluster::PEER_HEADER, self.secret.clone()))
     }
-}
-
-/// Whether channels of `key` are coordinated through the cluster: MPEG-TS channels.
-/// HLS channels open their own engine session on every instance.
-pub(super) fn coordinated(key: &ChannelKey) -> bool {
-    key.format == StreamFormat::Ts
 }
 
 /// Whether `session` is a relayed one (no lifecycle event, nothing to stop).

@@ -7,7 +7,8 @@ use acemux_core::channel::{EnginePool, EngineStats};
 use futures::future::BoxFuture;
 
 use super::{
-    ChannelKey, ChannelSummary, Client, JoinError, Proxy, StopOutcome, ViewerStream, ViewerSummary,
+    Asker, ChannelKey, ChannelSummary, Client, JoinError, Proxy, StopOutcome, ViewerStream,
+    ViewerSummary,
 };
 use crate::lifecycle::ApplyError;
 use crate::net::Net;
@@ -42,7 +43,18 @@ pub trait Streams: Send + Sync + 'static {
         key: ChannelKey,
         viewer: String,
         client: Client,
+        asker: Asker,
     ) -> BoxFuture<'static, Result<String, JoinError>>;
+
+    /// See [`Proxy::hls_segment_of`].
+    fn hls_segment_of(
+        &self,
+        key: ChannelKey,
+        seq: u64,
+        viewer: String,
+        client: Client,
+        asker: Asker,
+    ) -> BoxFuture<'static, Result<Option<bytes::Bytes>, JoinError>>;
 
     /// See [`Proxy::hls_segment`].
     fn hls_segment(
@@ -103,9 +115,22 @@ impl<N: Net> Streams for Proxy<N> {
         key: ChannelKey,
         viewer: String,
         client: Client,
+        asker: Asker,
     ) -> BoxFuture<'static, Result<String, JoinError>> {
         let proxy = self.clone();
-        Box::pin(async move { proxy.hls_playlist(key, viewer, client).await })
+        Box::pin(async move { proxy.hls_playlist(key, viewer, client, asker).await })
+    }
+
+    fn hls_segment_of(
+        &self,
+        key: ChannelKey,
+        seq: u64,
+        viewer: String,
+        client: Client,
+        asker: Asker,
+    ) -> BoxFuture<'static, Result<Option<bytes::Bytes>, JoinError>> {
+        let proxy = self.clone();
+        Box::pin(async move { proxy.hls_segment_of(key, seq, viewer, client, asker).await })
     }
 
     fn hls_segment(
