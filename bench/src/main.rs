@@ -51,6 +51,9 @@ enum Command {
     JoinStorm(Options),
     /// 10,000 viewers of a 1 Mbit/s channel: per-viewer rate, memory, CPU.
     C10k(Options),
+    /// Two instances sharing a redis-server, one channel, viewers split across both:
+    /// the owner's egress towards the peer stays one stream.
+    Cluster(Options),
     /// Runs one server under test (used by the scenarios).
     #[command(hide = true)]
     Serve(serve::ServeArgs),
@@ -60,13 +63,13 @@ enum Command {
 #[derive(Clone, Debug, Default, Args)]
 pub struct Options {
     /// Viewers (fanout: 1000; fanout-max, hls: 200; join: joining viewers, 200;
-    /// join-storm: 5000; c10k: 10000).
+    /// join-storm: 5000; c10k: 10000; cluster: 200, split across two instances).
     #[arg(long)]
     pub viewers: Option<usize>,
     /// Seconds measured (per trial in fanout-max; the bound of the slow start in isolation).
     #[arg(long)]
     pub seconds: Option<f64>,
-    /// Stream bitrate of fanout and join, bit/s.
+    /// Stream bitrate of fanout, join and cluster, bit/s.
     #[arg(long)]
     pub bitrate_bps: Option<u64>,
     /// Requests per second (hls: playlist requests in all; isolation: unrelated requests).
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
         Command::Isolation(options) => (vec![Scenario::Isolation], options, false),
         Command::JoinStorm(options) => (vec![Scenario::JoinStorm], options, false),
         Command::C10k(options) => (vec![Scenario::C10k], options, false),
+        Command::Cluster(options) => (vec![Scenario::Cluster], options, false),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

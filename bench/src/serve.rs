@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use acemux::cluster::redis::RedisTarget;
+use acemux::cluster::ClusterOptions;
 use acemux::net::{Net, TokioNet};
 use acemux::proxy::{HlsSource, ProxyConfig};
 use acemux::server::ServerLimits;
@@ -51,7 +53,16 @@ pub struct ServeArgs {
     /// Where acemux's HLS players' segments come from (as `acemux serve`).
     #[arg(long, value_enum, default_value_t = HlsSource::Ts)]
     pub hls_source: HlsSource,
+    /// Cluster mode: acemux's Redis (`redis://host:port`).
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Cluster mode: acemux's instance id.
+    #[arg(long, default_value = "bench")]
+    pub instance_id: String,
 }
+
+/// The cluster secret of the benchmark's instances.
+const CLUSTER_SECRET: &str = "acemux-bench-cluster";
 
 /// Runs the server until standard input closes.
 pub fn run(args: ServeArgs) -> Result<(), String> {
@@ -115,7 +126,21 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             let store: Arc<dyn EventStore> =
                 SqliteStore::open(&dir.path().join("events.db"), Vec::new())
                     .map_err(|error| format!("event store: {error}"))?;
+            let cluster = match &args.redis {
+                None => None,
+                Some(url) => Some(ClusterOptions {
+                    redis: RedisTarget::parse(url)?,
+                    instance: Some(args.instance_id.clone()),
+                    advertise: format!("http://{addr}"),
+                    secret: CLUSTER_SECRET.to_owned(),
+                    lease_ttl: Duration::from_secs(10),
+                    redis_timeout: Duration::from_secs(1),
+                    redis_wait: Duration::from_secs(2),
+                    publish_every: Duration::from_secs(5),
+                }),
+            };
             let options = ServeOptions {
+                cluster,
                 engines: vec![EngineAddr {
                     host: engine.ip().to_string(),
                     port: engine.port(),

@@ -124,6 +124,7 @@ pub struct Running {
     metrics: Arc<Metrics>,
     streams: Option<Arc<dyn Streams>>,
     cluster: Option<Cluster>,
+    directory: Option<crate::cluster::directory::ClusterDirectory>,
 }
 
 impl Running {
@@ -145,6 +146,10 @@ impl Running {
             // Ends viewer bodies (so connections can finish), stops engine sessions and
             // records their `stream_ended` before the store closes.
             streams.stop_all().await;
+        }
+        if let Some(directory) = &self.directory {
+            // Other instances stop showing this one's channels at once.
+            directory.shutdown().await;
         }
         if let Some(cluster) = &self.cluster {
             // The stopped channels' leases are given back, so other instances take
@@ -317,6 +322,28 @@ pub async fn start<N: Net>(
         }
         Some(Arc::new(proxy))
     };
+    let directory = match (&options.cluster, &cluster) {
+        (Some(cluster_options), Some(cluster)) => {
+            let source = crate::cluster::directory::RecordSource {
+                lifecycle: lifecycle.clone(),
+                streams: streams.clone(),
+            };
+            let (directory, task) = crate::cluster::directory::ClusterDirectory::start(
+                net.clone(),
+                cluster_options.redis.clone(),
+                cluster.instance().to_owned(),
+                cluster.advertise().to_owned(),
+                cluster_options.publish_every,
+                cluster_options.redis_timeout,
+                source,
+                lifecycle.clock(),
+                metrics.clone(),
+            );
+            workers.push(task);
+            Some(directory)
+        }
+        _ => None,
+    };
     let webhook_board = Arc::new(crate::webhook::WebhookBoard::new(
         options.webhooks.iter().map(|target| target.base.as_str()),
     ));
@@ -370,6 +397,7 @@ pub async fn start<N: Net>(
         playlists: options.playlists,
         webhooks: webhook_board,
         cluster: cluster.clone(),
+        directory: directory.clone(),
     });
     let direct = ts_viewers
         .then(|| DirectStreams::new(state.clone(), options.proxy.fanout.viewer_stall_timeout));
@@ -395,5 +423,6 @@ pub async fn start<N: Net>(
         metrics,
         streams,
         cluster,
+        directory,
     })
 }

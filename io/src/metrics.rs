@@ -160,6 +160,13 @@ pub struct HlsRelayFetchLabels {
     pub result: &'static str,
 }
 
+/// Labels of cluster directory reads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectoryReadLabels {
+    /// `ok`, `stale` or `unavailable`.
+    pub result: String,
+}
+
 /// Labels of viewer drops.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
@@ -266,6 +273,8 @@ pub struct Metrics {
     /// Cluster mode: HLS playlist and segment fetches from the owning instance of a
     /// channel, by kind and result.
     pub cluster_hls_relay_fetches: Family<HlsRelayFetchLabels, Counter>,
+    /// Cluster mode: directory reads (`GET /streams`, `GET /cluster`), by result.
+    pub cluster_directory_reads: Family<DirectoryReadLabels, Counter>,
     /// Refusals at configured bounds, logged once per bound and second.
     pub refusals: crate::refusals::RefusalLog,
 }
@@ -319,6 +328,7 @@ impl Metrics {
             cluster_redis_failures: Family::default(),
             cluster_relays: Counter::default(),
             cluster_hls_relay_fetches: Family::default(),
+            cluster_directory_reads: Family::default(),
             refusals: crate::refusals::RefusalLog::default(),
             registry: Registry::default(),
         };
@@ -457,6 +467,11 @@ impl Metrics {
             "cluster_hls_relay_fetches",
             "HLS playlist and segment fetches from the owning instance of a channel",
             metrics.cluster_hls_relay_fetches.clone(),
+        );
+        registry.register(
+            "cluster_directory_reads",
+            "Cluster directory reads, by result",
+            metrics.cluster_directory_reads.clone(),
         );
         registry.register(
             "engine_stops",

@@ -57,6 +57,7 @@ impl ClusterSetup {
             lease_ttl: self.lease_ttl,
             redis_timeout: Duration::from_secs(1).min(self.lease_ttl / 3),
             redis_wait: Duration::from_secs(2),
+            publish_every: Duration::from_secs(1),
         }
     }
 }

@@ -2,77 +2,18 @@
 //! over one engine emulator, and what the tests read from them.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use hyper::StatusCode;
 use serde_json::Value;
 
-use crate::{eventually, free_port, loopback, Acemux, Client};
+use crate::{free_port, Acemux, Client};
 
 /// The channel every cluster test plays.
 pub const CHANNEL: &str = "c1a57e4000000000000000000000000000000001";
 /// The cluster secret of every test instance.
 pub const SECRET: &str = "cluster-test-secret";
 
-/// A redis-server on a free loopback port, killed on drop.
-pub struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    pub async fn start(log: &Path) -> Redis {
-        Redis::start_on(free_port(), log).await
-    }
-
-    /// A redis-server on `port`, without persistence: a restart starts empty.
-    pub async fn start_on(port: u16, log: &Path) -> Redis {
-        Redis::start_with(port, &[], log).await
-    }
-
-    /// A redis-server on `port` with `extra` arguments.
-    pub async fn start_with(port: u16, extra: &[&str], log: &Path) -> Redis {
-        let found = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        assert!(
-            found,
-            "redis-server is not installed: the cluster tests need it \
-             (scripts/test.sh installs it; on Debian: apt-get install redis-server)"
-        );
-        let log_file = std::fs::File::create(log).expect("redis log file");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let redis = Redis { child, port };
-        let up = eventually(Duration::from_secs(10), || async move {
-            tokio::net::TcpStream::connect(loopback(port)).await.is_ok()
-        })
-        .await;
-        assert!(up, "redis-server did not listen on {port} within 10 s");
-        redis
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use crate::redis::Redis;
 
 /// Instance `n` with its own database, clustered through `redis`, with a 3 s lease.
 pub async fn instance(dir: &Path, n: usize, redis: &Redis, engine: &Acemux) -> Acemux {

@@ -7,6 +7,7 @@ pub mod hostile_rig;
 pub mod orchestrator_receiver;
 pub mod proxy;
 pub mod raw;
+pub mod redis;
 pub mod relay;
 pub mod webhook_receiver;
 

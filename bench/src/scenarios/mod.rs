@@ -1,6 +1,7 @@
 //! The scenarios, and what they share: the servers under test, crowds of streaming
 //! viewers, measuring windows and progress lines.
 
+mod cluster;
 mod fanout;
 mod fanout_max;
 mod hls;
@@ -33,11 +34,12 @@ pub enum Scenario {
     Isolation,
     JoinStorm,
     C10k,
+    Cluster,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Fanout,
         Scenario::FanoutMax,
         Scenario::Join,
@@ -45,6 +47,7 @@ impl Scenario {
         Scenario::C10k,
         Scenario::Hls,
         Scenario::Isolation,
+        Scenario::Cluster,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +59,7 @@ impl Scenario {
             Scenario::Isolation => "isolation",
             Scenario::JoinStorm => "join-storm",
             Scenario::C10k => "c10k",
+            Scenario::Cluster => "cluster",
         }
     }
 
@@ -68,6 +72,7 @@ impl Scenario {
             Scenario::Isolation => isolation::run(options).await,
             Scenario::JoinStorm => join_storm::run(options).await,
             Scenario::C10k => fanout::run_c10k(options).await,
+            Scenario::Cluster => cluster::run(options).await,
         }
     }
 }

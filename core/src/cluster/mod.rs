@@ -28,6 +28,7 @@
 //! - Redis unreachable never stops a running channel: renewals are retried, and the
 //!   channel keeps serving. Ownership converges when Redis answers again.
 
+pub mod directory;
 #[cfg(test)]
 mod props;
 #[cfg(test)]

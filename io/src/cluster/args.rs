@@ -11,12 +11,18 @@ use crate::cli::duration;
 /// Cluster mode: several acemux instances as one, through Redis.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
-    /// Redis (`redis://[user:pass@]host[:port][/db]`) through which several acemux
+    /// Redis (`redis://[user:pass@]host[:port][/db]`, `rediss://…` for TLS) through which several acemux
     /// instances share the channels: one instance (the owner) opens a channel's engine
     /// session, the others relay it from the owner. Turns cluster mode on; needs
     /// `--advertise` and `--cluster-secret`.
     #[arg(long, env = "ACEMUX_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
+
+    /// With `rediss://`: a PEM file of the CA certificates Redis's certificate is
+    /// checked against, instead of the Mozilla roots (a Redis with a certificate of
+    /// its own CA, or self-signed).
+    #[arg(long, env = "ACEMUX_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
 
     /// This instance's id in the cluster. Default: one generated with the database and
     /// stable across restarts (`--db`).
@@ -47,6 +53,13 @@ pub struct ClusterArgs {
     /// once Redis answers.
     #[arg(long, env = "ACEMUX_CLUSTER_REDIS_WAIT", default_value = "2s", value_parser = duration)]
     pub cluster_redis_wait: Duration,
+
+    /// How often this instance publishes its record (its id, address and channels) in
+    /// the cluster's directory, which `GET /streams` and `GET /cluster` on every
+    /// instance read; a record lives three intervals, so a dead instance's channels
+    /// leave the directory within three intervals.
+    #[arg(long, env = "ACEMUX_CLUSTER_PUBLISH_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub cluster_publish_interval: Duration,
 }
 
 impl ClusterArgs {
@@ -55,7 +68,18 @@ impl ClusterArgs {
         let Some(url) = self.redis.as_deref().filter(|url| !url.trim().is_empty()) else {
             return Ok(None);
         };
-        let redis = RedisTarget::parse(url.trim())?;
+        let mut redis = RedisTarget::parse(url.trim())?;
+        if let Some(path) = &self.redis_ca_file {
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "start-up: read once before anything is served"
+            )]
+            let pem = std::fs::read(path)
+                .map_err(|error| format!("--redis-ca-file {}: {error}", path.display()))?;
+            redis = redis
+                .with_ca_pem(&pem)
+                .map_err(|error| format!("--redis-ca-file {}: {error}", path.display()))?;
+        }
         let advertise = self.advertise.as_deref().ok_or(
             "--redis needs --advertise http://host:port (how other instances reach this one)",
         )?;
@@ -77,6 +101,9 @@ impl ClusterArgs {
         if self.cluster_lease_ttl < Duration::from_millis(300) {
             return Err("--cluster-lease-ttl must be at least 300ms".into());
         }
+        if self.cluster_publish_interval < Duration::from_millis(100) {
+            return Err("--cluster-publish-interval must be at least 100ms".into());
+        }
         if self.cluster_redis_timeout.is_zero() {
             return Err("--cluster-redis-timeout must be above 0".into());
         }
@@ -88,6 +115,7 @@ impl ClusterArgs {
             lease_ttl: self.cluster_lease_ttl,
             redis_timeout: self.cluster_redis_timeout.min(self.cluster_lease_ttl / 3),
             redis_wait: self.cluster_redis_wait,
+            publish_every: self.cluster_publish_interval,
         }))
     }
 }

@@ -9,7 +9,9 @@
 //! the machine's wait bound.
 
 mod args;
+pub mod directory;
 pub mod redis;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -52,6 +54,8 @@ pub struct ClusterOptions {
     pub redis_timeout: Duration,
     /// Bound on a new channel's wait for Redis.
     pub redis_wait: Duration,
+    /// How often this instance's directory record is published.
+    pub publish_every: Duration,
 }
 
 /// The instance id derived from a database's seed: stable for as long as the database

@@ -13,24 +13,39 @@ use acemux_core::cluster::{Command, Holder, Reply};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
 
+use super::tls::RedisTls;
 use crate::net::Net;
 
 /// Idle connections kept for reuse.
 const MAX_IDLE: usize = 8;
 
-/// Where Redis is and how to log in (`redis://[user:pass@]host[:port][/db]`).
+/// Where Redis is and how to log in (`redis://[user:pass@]host[:port][/db]`, or
+/// `rediss://…` for TLS).
 #[derive(Clone, Debug)]
 pub struct RedisTarget {
     host: String,
     port: u16,
     login: RedisConnectionInfo,
+    /// `rediss://`: how the server is checked.
+    tls: Option<RedisTls>,
 }
 
 impl RedisTarget {
-    /// Parses `--redis`. Only `redis://` over TCP: neither TLS (`rediss://`) nor Unix
-    /// sockets, which the simulated network has no equivalent of.
+    /// Parses `--redis`: `redis://` or `rediss://` (TLS, the server checked against the
+    /// Mozilla roots unless [`RedisTarget::with_ca_pem`] says otherwise) over TCP; no
+    /// Unix sockets, which the simulated network has no equivalent of.
     pub fn parse(url: &str) -> Result<RedisTarget, String> {
-        let info = url
+        // The crate's own TLS is not used (connections are dialled through `Net`): it
+        // parses the URL as a plain one, and the TLS session is added here.
+        let (plain, tls) = match url.strip_prefix("rediss://") {
+            Some(rest) => (
+                format!("redis://{rest}"),
+                Some(RedisTls::public_roots().map_err(|error| format!("--redis: {error}"))?),
+            ),
+            None => (url.to_owned(), None),
+        };
+        let info = plain
+            .as_str()
             .into_connection_info()
             .map_err(|error| format!("--redis {:?}: {error}", redact(url)))?;
         match info.addr() {
@@ -40,12 +55,28 @@ impl RedisTarget {
                 // No `CLIENT SETINFO` on connecting: only the commands listed above
                 // (and `AUTH`, `SELECT` from the URL) ever reach the server.
                 login: info.redis_settings().clone().set_skip_set_lib_name(),
+                tls,
             }),
             _ => Err(format!(
-                "--redis {:?}: only redis://[user:pass@]host[:port][/db] is supported",
+                "--redis {:?}: only redis[s]://[user:pass@]host[:port][/db] is supported",
                 redact(url)
             )),
         }
+    }
+
+    /// Checks a `rediss://` server against the certificates of the PEM text `pem`
+    /// (`--redis-ca-file`) instead of the Mozilla roots.
+    pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<RedisTarget, String> {
+        if self.tls.is_none() {
+            return Err("--redis-ca-file needs a rediss:// URL".to_owned());
+        }
+        self.tls = Some(RedisTls::from_ca_pem(pem)?);
+        Ok(self)
+    }
+
+    /// Whether connections use TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// `host:port`, for logs.
@@ -73,6 +104,11 @@ pub fn lease_key(channel: &str) -> String {
 pub fn fencing_key(channel: &str) -> String {
     format!("acemux:fencing:{channel}")
 }
+
+/// A command sequence on one connection: its reply, and whether the connection is
+/// clean for reuse.
+pub(crate) type SequenceFuture<'c, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = redis::RedisResult<(T, bool)>> + Send + 'c>>;
 
 /// Performs lease commands on Redis.
 pub struct RedisClient<N: Net> {
@@ -105,15 +141,45 @@ impl<N: Net> RedisClient<N> {
             .await
             .map_err(|error| format!("Redis: {error}"))?;
         if reusable {
-            let mut idle = self
-                .idle
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            if idle.len() < MAX_IDLE {
-                idle.push(connection);
-            }
+            self.reuse(connection);
         }
         Ok(reply)
+    }
+
+    /// Runs `sequence` on a connection of its own within `timeout` (connecting
+    /// included); the connection is kept for reuse when the sequence says it is clean.
+    pub(crate) async fn with_connection<T, F>(
+        &self,
+        timeout: Duration,
+        sequence: F,
+    ) -> Result<T, String>
+    where
+        F: for<'c> FnOnce(&'c mut MultiplexedConnection) -> SequenceFuture<'c, T>,
+    {
+        let call = async {
+            let mut connection = self.connection().await?;
+            let (reply, reusable) = sequence(&mut connection)
+                .await
+                .map_err(|error| format!("Redis: {error}"))?;
+            if reusable {
+                self.reuse(connection);
+            }
+            Ok(reply)
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("Redis did not answer within {timeout:?}")),
+        }
+    }
+
+    fn reuse(&self, connection: MultiplexedConnection) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(connection);
+        }
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, String> {
@@ -130,20 +196,33 @@ impl<N: Net> RedisClient<N> {
             .connect(&self.target.host, self.target.port)
             .await
             .map_err(|error| format!("cannot reach Redis at {}: {error}", self.target.address()))?;
-        let (connection, driver) = MultiplexedConnection::new_with_config(
-            &self.target.login,
-            stream,
-            // No bound of the crate's own: each call is bounded as the lease machine
-            // decides (`perform`).
-            AsyncConnectionConfig::new()
-                .set_response_timeout(None)
-                .set_connection_timeout(None),
-        )
-        .await
-        .map_err(|error| format!("Redis at {}: {error}", self.target.address()))?;
-        // Ends when the last handle of the connection is dropped.
-        tokio::spawn(driver);
-        Ok(connection)
+        // No bound of the crate's own: each call is bounded as the lease machine
+        // decides (`perform`).
+        let config = AsyncConnectionConfig::new()
+            .set_response_timeout(None)
+            .set_connection_timeout(None);
+        let failed =
+            |error: redis::RedisError| format!("Redis at {}: {error}", self.target.address());
+        // Each driver ends when the last handle of its connection is dropped.
+        match &self.target.tls {
+            None => {
+                let (connection, driver) =
+                    MultiplexedConnection::new_with_config(&self.target.login, stream, config)
+                        .await
+                        .map_err(failed)?;
+                tokio::spawn(driver);
+                Ok(connection)
+            }
+            Some(tls) => {
+                let stream = tls.connect(&self.target.host, stream).await?;
+                let (connection, driver) =
+                    MultiplexedConnection::new_with_config(&self.target.login, stream, config)
+                        .await
+                        .map_err(failed)?;
+                tokio::spawn(driver);
+                Ok(connection)
+            }
+        }
     }
 }
 
@@ -295,5 +374,24 @@ mod tests {
         );
         let error = RedisTarget::parse("http://user:secret@cache").expect_err("not redis");
         assert!(!error.contains("secret"), "{error}");
+    }
+
+    #[test]
+    fn rediss_urls_use_tls_and_a_ca_file_needs_one() {
+        let target = RedisTarget::parse("rediss://:secret@cache:6390/1").expect("valid");
+        assert!(target.is_tls());
+        assert_eq!(target.address(), "cache:6390");
+        assert_eq!(target.login.password(), Some("secret"));
+        assert_eq!(target.login.db(), 1);
+        assert!(!RedisTarget::parse("redis://cache").expect("valid").is_tls());
+        let error = RedisTarget::parse("redis://cache")
+            .expect("valid")
+            .with_ca_pem(b"")
+            .expect_err("not TLS");
+        assert!(error.contains("rediss://"), "{error}");
+        let error = target
+            .with_ca_pem(b"not a certificate")
+            .expect_err("no PEM");
+        assert!(error.contains("no certificate"), "{error}");
     }
 }

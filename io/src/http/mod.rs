@@ -2,6 +2,7 @@
 
 mod cors;
 mod direct;
+pub mod directory;
 mod error;
 mod events;
 mod page;
@@ -65,6 +66,8 @@ pub struct AppInner {
     pub playlists: Playlists,
     /// Cluster mode (`--redis`): this instance among the others.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// Cluster mode: the directory of instances and their channels.
+    pub directory: Option<crate::cluster::directory::ClusterDirectory>,
 }
 
 impl std::ops::Deref for AppState {

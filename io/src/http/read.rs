@@ -57,13 +57,26 @@ fn number<T: std::str::FromStr>(
         .transpose()
 }
 
-/// `GET /streams?status=started|ended&container_id=…` (the filters the orchestrator's
-/// clients send, e.g. acexy's `?container_id=…&status=started`).
+/// `GET /streams?status=started|ended&container_id=…&scope=cluster|local` (the
+/// filters the orchestrator's clients send, e.g. acexy's
+/// `?container_id=…&status=started`). In cluster mode each row names its `owner`, and
+/// the channels other instances own are added from the cluster's directory (unless
+/// `scope=local`); the `x-acemux-cluster` header says how current they are.
 pub async fn streams(
     State(app): State<AppState>,
     Params(params): Params,
-) -> Result<Json<Value>, ApiError> {
-    unknown_params(&params, &["status", "container_id"])?;
+) -> Result<Response, ApiError> {
+    unknown_params(&params, &["status", "container_id", "scope"])?;
+    let local_only = match params.get("scope").map(String::as_str) {
+        None | Some("" | "cluster") => false,
+        Some("local") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("scope must be cluster or local, not {other:?}"),
+            ))
+        }
+    };
     let container_id = params.get("container_id").filter(|id| !id.is_empty());
     let status = match params.get("status").map(String::as_str) {
         None | Some("") => None,
@@ -77,14 +90,42 @@ pub async fn streams(
         }
     };
     let stats = session_stats(&app);
-    let streams: Vec<Value> = app
+    let mut streams: Vec<Value> = app
         .lifecycle
         .streams(status)
         .iter()
         .filter(|stream| container_id.is_none_or(|id| stream.container_id.as_ref() == Some(id)))
         .map(|stream| views::stream_with_stats(stream, stats.get(&stream.id)))
         .collect();
-    Ok(Json(Value::Array(streams)))
+    let Some(cluster) = &app.cluster else {
+        return Ok(Json(Value::Array(streams)).into_response());
+    };
+    for row in &mut streams {
+        if let Value::Object(row) = row {
+            row.insert("owner".to_owned(), json!(cluster.instance()));
+        }
+    }
+    let state = match app.directory.as_ref().filter(|_| !local_only) {
+        None => "local",
+        Some(directory) => {
+            let answer = directory.read().await;
+            streams.extend(super::directory::remote_streams(
+                &answer,
+                cluster.instance(),
+                status,
+                container_id,
+            ));
+            crate::cluster::directory::freshness_name(answer.freshness)
+        }
+    };
+    Ok((
+        [(
+            super::directory::CLUSTER_HEADER,
+            HeaderValue::from_static(state),
+        )],
+        Json(Value::Array(streams)),
+    )
+        .into_response())
 }
 
 /// The figures of the sessions the proxy polls (none without a proxy).

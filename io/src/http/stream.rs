@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use http::{header, HeaderMap, HeaderValue, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::events::authorize;
@@ -136,7 +136,16 @@ pub async fn cluster(State(app): State<AppState>) -> Result<Response, ApiError> 
             "cluster mode is off (--redis)",
         )
     })?;
-    Ok(Json(cluster.view()).into_response())
+    let mut view = serde_json::to_value(cluster.view()).unwrap_or_default();
+    if let (Some(directory), Value::Object(view)) = (&app.directory, &mut view) {
+        let answer = directory.read().await;
+        view.insert("instances".to_owned(), super::directory::instances(&answer));
+        view.insert(
+            "directory".to_owned(),
+            super::directory::directory_state(&answer),
+        );
+    }
+    Ok(Json(view).into_response())
 }
 
 pub(super) fn proxy(app: &AppState) -> Result<&Arc<dyn Streams>, ApiError> {

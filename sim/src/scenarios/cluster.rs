@@ -91,6 +91,11 @@ pub fn cluster(seed: u64) -> Result<Outcome, Failure> {
     world.at(redis_at + redis_down, Fault::Restart(REDIS_HOST.into()));
 
     world.run_until(secs(95))?;
+    // Every fault is over by 80 s: the directory lists every instance, each with the
+    // channels it owns.
+    if let Err(message) = check_directory(&world) {
+        return Err(world.fail(message));
+    }
     let redis_commands = world.redis.as_ref().map_or(0, |redis| redis.commands());
     let started: Vec<usize> = world
         .instances
@@ -111,4 +116,47 @@ pub fn cluster(seed: u64) -> Result<Outcome, Failure> {
         world.excused_requests()
     ));
     Ok(outcome)
+}
+
+/// The cluster's directory in Redis lists every instance, and each instance's record
+/// names only streams that instance started.
+fn check_directory(world: &World<'_>) -> Result<(), String> {
+    use acemux_core::cluster::directory::{decode_list, InstanceRecord};
+    let keys: std::collections::BTreeMap<String, String> = world
+        .redis
+        .as_ref()
+        .map(|redis| redis.keys().into_iter().collect())
+        .unwrap_or_default();
+    let listed = keys
+        .get("acemux:instances")
+        .map(|value| decode_list(value))
+        .unwrap_or_default();
+    for (index, host) in INSTANCES.iter().enumerate() {
+        if !listed.iter().any(|id| id == host) {
+            return Err(format!(
+                "the directory does not list {host} 15 s after the last fault: {listed:?}"
+            ));
+        }
+        let record = keys
+            .get(&format!("acemux:instance:{host}"))
+            .and_then(|value| InstanceRecord::decode(value))
+            .ok_or_else(|| format!("no readable directory record of {host}"))?;
+        let started: std::collections::BTreeSet<String> = world.instances[index]
+            .events()
+            .iter()
+            .filter(|event| event.kind == acemux_core::lifecycle::EventKind::StreamStarted)
+            .map(|event| event.stream.id.clone())
+            .collect();
+        if let Some(foreign) = record
+            .channels
+            .iter()
+            .find(|channel| !started.contains(&channel.stream_id))
+        {
+            return Err(format!(
+                "{host}'s directory record names stream {} it never started",
+                foreign.stream_id
+            ));
+        }
+    }
+    Ok(())
 }
