@@ -93,3 +93,12 @@ pub fn logs(instances: &[&Acemux]) -> String {
         .map(|acemux| format!("--- {}\n{}", acemux.addr, acemux.log_text()))
         .collect()
 }
+
+/// The `instance_id` `GET /cluster` shows on `acemux`.
+pub async fn instance_id(client: &Client, acemux: &Acemux) -> String {
+    let (_, view) = client.get(&acemux.url("/cluster")).await.expect("/cluster");
+    view["instance_id"]
+        .as_str()
+        .expect("instance id")
+        .to_owned()
+}

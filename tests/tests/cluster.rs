@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use acemux_tests::cluster::{channel_stats, instance, instance_with, logs, Redis, CHANNEL, SECRET};
+use acemux_tests::cluster::{
+    channel_stats, instance, instance_id, instance_with, logs, Redis, CHANNEL, SECRET,
+};
 use acemux_tests::{eventually, free_port, Acemux, Client};
 use hyper::StatusCode;
 use serde_json::Value;
@@ -375,14 +377,6 @@ async fn a_clean_stop_gives_the_lease_back_at_once() {
     // Restarted on its database, the first instance has the same id.
     let again = instance_with(dir.path(), 0, &redis.url(), &engine, &ttl).await;
     assert_eq!(instance_id(&client, &again).await, id);
-}
-
-async fn instance_id(client: &Client, acemux: &Acemux) -> String {
-    let (_, view) = client.get(&acemux.url("/cluster")).await.expect("/cluster");
-    view["instance_id"]
-        .as_str()
-        .expect("instance id")
-        .to_owned()
 }
 
 #[tokio::test]
