@@ -110,6 +110,19 @@ fn sampled() -> Metrics {
         })
         .inc();
     metrics.cluster_relays.inc();
+    metrics
+        .cluster_hls_relay_fetches
+        .get_or_create(&acemux::metrics::HlsRelayFetchLabels {
+            kind: "segment",
+            result: "ok",
+        })
+        .inc();
+    metrics
+        .cluster_directory_reads
+        .get_or_create(&acemux::metrics::DirectoryReadLabels {
+            result: "ok".to_owned(),
+        })
+        .inc();
     metrics.channels.inc();
     metrics.channel_viewers.get_or_create(&channel).set(1);
     metrics.channel_bytes_in.get_or_create(&channel).inc_by(188);

@@ -25,7 +25,7 @@ pub async fn instance(dir: &Path, n: usize, redis: &Redis, engine: &Acemux) -> A
 }
 
 /// Instance `n` with its own database, clustered through `redis_url`, with `extra`
-/// flags.
+/// flags; its id is derived from its database.
 pub async fn instance_with(
     dir: &Path,
     n: usize,
@@ -33,8 +33,32 @@ pub async fn instance_with(
     engine: &Acemux,
     extra: &[&str],
 ) -> Acemux {
+    clustered(dir, &format!("instance{n}"), None, redis_url, engine, extra).await
+}
+
+/// Instance `id` (`--instance-id`) with its own database, clustered through
+/// `redis_url`, with `extra` flags.
+pub async fn named_instance(
+    dir: &Path,
+    id: &str,
+    redis_url: &str,
+    engine: &Acemux,
+    extra: &[&str],
+) -> Acemux {
+    clustered(dir, id, Some(id), redis_url, engine, extra).await
+}
+
+/// An instance whose database and log are named `name`.
+async fn clustered(
+    dir: &Path,
+    name: &str,
+    id: Option<&str>,
+    redis_url: &str,
+    engine: &Acemux,
+    extra: &[&str],
+) -> Acemux {
     let port = free_port();
-    let db = dir.join(format!("instance{n}.db"));
+    let db = dir.join(format!("{name}.db"));
     let advertise = format!("http://127.0.0.1:{port}");
     let engine_addr = engine.addr.to_string();
     let mut args = vec![
@@ -49,8 +73,11 @@ pub async fn instance_with(
         "--cluster-secret",
         SECRET,
     ];
+    if let Some(id) = id {
+        args.extend_from_slice(&["--instance-id", id]);
+    }
     args.extend_from_slice(extra);
-    Acemux::serve(port, &args, &dir.join(format!("instance{n}.log"))).await
+    Acemux::serve(port, &args, &dir.join(format!("{name}.log"))).await
 }
 
 /// The emulator's counters of the channel.
@@ -119,4 +146,13 @@ pub async fn leases(client: &Client, acemux: &Acemux) -> Vec<Value> {
     let (status, view) = client.get(&acemux.url("/cluster")).await.expect("/cluster");
     assert_eq!(status, StatusCode::OK, "{view}");
     view["leases"].as_array().cloned().unwrap_or_default()
+}
+
+/// The `instance_id` `GET /cluster` shows on `acemux`.
+pub async fn instance_id(client: &Client, acemux: &Acemux) -> String {
+    let (_, view) = client.get(&acemux.url("/cluster")).await.expect("/cluster");
+    view["instance_id"]
+        .as_str()
+        .expect("instance id")
+        .to_owned()
 }

@@ -27,13 +27,8 @@ async fn viewers_spread_over_instances_share_one_engine_session_and_survive_the_
     // Each instance has its own id, stable with its database.
     let mut ids = Vec::new();
     for acemux in &instances {
+        ids.push(instance_id(&client, acemux).await);
         let (_, view) = client.get(&acemux.url("/cluster")).await.expect("/cluster");
-        ids.push(
-            view["instance_id"]
-                .as_str()
-                .expect("instance id")
-                .to_owned(),
-        );
         assert_eq!(
             view["advertise"].as_str(),
             Some(format!("http://{}", acemux.addr).as_str())
@@ -328,14 +323,6 @@ async fn a_clean_stop_gives_the_lease_back_at_once() {
     // Restarted on its database, the first instance has the same id.
     let again = instance_with(dir.path(), 0, &redis.url(), &engine, &ttl).await;
     assert_eq!(instance_id(&client, &again).await, id);
-}
-
-async fn instance_id(client: &Client, acemux: &Acemux) -> String {
-    let (_, view) = client.get(&acemux.url("/cluster")).await.expect("/cluster");
-    view["instance_id"]
-        .as_str()
-        .expect("instance id")
-        .to_owned()
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use acemux_tests::cluster::named_instance;
 use acemux_tests::raw::{exchange, ts_viewer, RawAnswer};
 use acemux_tests::redis::Redis;
 use acemux_tests::{eventually, free_port, Acemux, Client};
@@ -14,26 +15,9 @@ use hyper::StatusCode;
 use serde_json::Value;
 
 const CHANNEL: &str = "d1a57e4000000000000000000000000000000001";
-const SECRET: &str = "directory-test-secret";
 
 async fn instance(dir: &Path, id: &str, redis_url: &str, engine: &Acemux) -> Acemux {
-    let port = free_port();
-    let db = dir.join(format!("{id}.db"));
-    let advertise = format!("http://127.0.0.1:{port}");
-    let engine_addr = engine.addr.to_string();
-    let args = [
-        "--db",
-        db.to_str().expect("utf-8 path"),
-        "--engine",
-        &engine_addr,
-        "--redis",
-        redis_url,
-        "--advertise",
-        &advertise,
-        "--cluster-secret",
-        SECRET,
-        "--instance-id",
-        id,
+    let flags = [
         "--cluster-lease-ttl",
         "3s",
         "--cluster-publish-interval",
@@ -41,7 +25,7 @@ async fn instance(dir: &Path, id: &str, redis_url: &str, engine: &Acemux) -> Ace
         "--cluster-redis-wait",
         "500ms",
     ];
-    Acemux::serve(port, &args, &dir.join(format!("{id}.log"))).await
+    named_instance(dir, id, redis_url, engine, &flags).await
 }
 
 async fn get(addr: SocketAddr, path: &str) -> RawAnswer {

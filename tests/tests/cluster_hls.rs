@@ -8,7 +8,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use acemux_tests::cluster::{channel_stats, instance_with, logs, Redis, CHANNEL, SECRET};
+use acemux_tests::cluster::{
+    channel_stats, instance_id, instance_with, logs, Redis, CHANNEL, SECRET,
+};
 use acemux_tests::{free_port, probe_codecs, Acemux, Client};
 use hyper::{Method, StatusCode};
 
@@ -50,14 +52,6 @@ async fn owner_players(client: &Client, owner: &Acemux) -> BTreeSet<String> {
         .iter()
         .filter_map(|client| client["client_id"].as_str().map(str::to_owned))
         .collect()
-}
-
-async fn instance_id(client: &Client, acemux: &Acemux) -> String {
-    let (_, view) = client.get(&acemux.url("/cluster")).await.expect("/cluster");
-    view["instance_id"]
-        .as_str()
-        .expect("instance id")
-        .to_owned()
 }
 
 async fn players_moving_between_instances(source: &str) {

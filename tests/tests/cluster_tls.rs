@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use acemux_tests::cluster::named_instance;
 use acemux_tests::raw::ts_viewer;
 use acemux_tests::redis::Redis;
 use acemux_tests::{eventually, free_port, Acemux, Client};
@@ -51,28 +52,9 @@ async fn instance(
     engine: &Acemux,
     extra: &[&str],
 ) -> Acemux {
-    let port = free_port();
-    let db = dir.join(format!("{id}.db"));
-    let advertise = format!("http://127.0.0.1:{port}");
-    let engine_addr = engine.addr.to_string();
-    let mut args = vec![
-        "--db",
-        db.to_str().expect("utf-8 path"),
-        "--engine",
-        &engine_addr,
-        "--redis",
-        redis_url,
-        "--advertise",
-        &advertise,
-        "--cluster-secret",
-        "tls-test-secret",
-        "--instance-id",
-        id,
-        "--cluster-redis-wait",
-        "500ms",
-    ];
-    args.extend_from_slice(extra);
-    Acemux::serve(port, &args, &dir.join(format!("{id}.log"))).await
+    let mut flags = vec!["--cluster-redis-wait", "500ms"];
+    flags.extend_from_slice(extra);
+    named_instance(dir, id, redis_url, engine, &flags).await
 }
 
 #[tokio::test]

@@ -139,7 +139,7 @@ impl Viewers {
         if is_ready && !was_ready {
             self.ready.push(id);
             if self.ready.len() > 2 * self.by_id.len() + 64 {
-                self.ready_ids();
+                self.compact_ready();
             }
         }
         let (was_waiting, is_waiting) = (
@@ -182,13 +182,18 @@ impl Viewers {
 
     /// Ids of the ready viewers that are not waiting for a clean start, in id order.
     pub(super) fn ready_ids(&mut self) -> Vec<ViewerId> {
+        self.compact_ready();
+        self.ready.clone()
+    }
+
+    /// Sorts the ready list and keeps only the viewers that are ready now, once each.
+    fn compact_ready(&mut self) {
         let by_id = &self.by_id;
         // Readys arrive about in id order: the stable sort finds the runs.
         self.ready.sort();
         self.ready.dedup();
         self.ready
             .retain(|id| by_id.get(id).is_some_and(Viewer::deliverable));
-        self.ready.clone()
     }
 
     /// Ids of the viewers waiting for a clean start, in id order.

@@ -20,7 +20,8 @@ pub struct ClusterArgs {
 
     /// With `rediss://`: a PEM file of the CA certificates Redis's certificate is
     /// checked against, instead of the Mozilla roots (a Redis with a certificate of
-    /// its own CA, or self-signed).
+    /// its own CA, or self-signed). Read once at start; a file without a certificate,
+    /// or the flag without `rediss://`, stops the start with an error.
     #[arg(long, env = "ACEMUX_REDIS_CA_FILE")]
     pub redis_ca_file: Option<std::path::PathBuf>,
 
@@ -57,7 +58,7 @@ pub struct ClusterArgs {
     /// How often this instance publishes its record (its id, address and channels) in
     /// the cluster's directory, which `GET /streams` and `GET /cluster` on every
     /// instance read; a record lives three intervals, so a dead instance's channels
-    /// leave the directory within three intervals.
+    /// leave the directory within three intervals. At least 100ms.
     #[arg(long, env = "ACEMUX_CLUSTER_PUBLISH_INTERVAL", default_value = "5s", value_parser = duration)]
     pub cluster_publish_interval: Duration,
 }

@@ -22,7 +22,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::redis::{RedisClient, RedisTarget};
+use super::redis::{millis, RedisClient, RedisTarget};
 use crate::clock::{rfc3339, Clock};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{DirectoryReadLabels, Metrics, RedisCallLabels};
@@ -288,12 +288,6 @@ pub fn freshness_name(freshness: Freshness) -> &'static str {
         Freshness::Stale => "stale",
         Freshness::Unavailable => "unavailable",
     }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
 }
 
 /// Runs `command`; returns the reply and whether the connection is clean for reuse (no

@@ -221,26 +221,14 @@ impl<N: Net> RedisClient<N> {
             .set_connection_timeout(None);
         let failed =
             |error: redis::RedisError| format!("Redis at {}: {error}", self.target.address());
-        // Each driver ends when the last handle of its connection is dropped.
         match &self.target.tls {
-            None => {
-                let (connection, driver) =
-                    MultiplexedConnection::new_with_config(&self.target.login, stream, config)
-                        .await
-                        .map_err(failed)?;
-                tokio::spawn(driver);
-                Ok(connection)
-            }
+            None => multiplexed(&self.target.login, stream, config).await,
             Some(tls) => {
                 let stream = tls.connect(&self.target.host, stream).await?;
-                let (connection, driver) =
-                    MultiplexedConnection::new_with_config(&self.target.login, stream, config)
-                        .await
-                        .map_err(failed)?;
-                tokio::spawn(driver);
-                Ok(connection)
+                multiplexed(&self.target.login, stream, config).await
             }
         }
+        .map_err(failed)
     }
 }
 
@@ -255,6 +243,23 @@ async fn bounded<T>(
     }
 }
 
+/// Logs in on `stream` and starts its connection's driver, which ends when the last
+/// handle of the connection is dropped.
+async fn multiplexed<S>(
+    login: &RedisConnectionInfo,
+    stream: S,
+    config: AsyncConnectionConfig,
+) -> redis::RedisResult<MultiplexedConnection>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (connection, driver) =
+        MultiplexedConnection::new_with_config(login, stream, config).await?;
+    tokio::spawn(driver);
+    Ok(connection)
+}
+
+/// `duration` in whole milliseconds, at least one (`PX 0` is an error in Redis).
 pub(super) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
