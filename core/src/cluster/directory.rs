@@ -131,8 +131,8 @@ pub fn decode_list(value: &str) -> Vec<String> {
 
 /// The list an enrolling instance writes, or `None` when `listed` is right already:
 /// `listed` keeping only the ids in `present` (those whose record is still in Redis),
-/// in their order, with `me` added at the end if missing; duplicates dropped; at most
-/// `max` ids (`me` always kept).
+/// in their order (`me` where it is), with `me` added at the end if missing; duplicates
+/// dropped; at most `max` ids (`me` always kept).
 pub fn next_list(
     listed: &[String],
     me: &str,
@@ -141,12 +141,21 @@ pub fn next_list(
 ) -> Option<Vec<String>> {
     let mut next: Vec<String> = Vec::new();
     for id in listed {
-        if id != me && present.contains(id) && !next.contains(id) {
+        if (id == me || present.contains(id)) && !next.contains(id) {
             next.push(id.clone());
         }
     }
-    next.truncate(max.saturating_sub(1));
-    next.push(me.to_owned());
+    // Where it is listed it stays (instances that each moved themselves to the end
+    // would rewrite the list at every enrollment, and their transactions would keep
+    // aborting each other's); within the bound, else last.
+    let mine = next.iter().position(|id| id == me);
+    if mine.is_none_or(|at| at >= max.max(1)) {
+        next.retain(|id| id != me);
+        next.truncate(max.saturating_sub(1));
+        next.push(me.to_owned());
+    } else {
+        next.truncate(max.max(1));
+    }
     (next != listed).then_some(next)
 }
 

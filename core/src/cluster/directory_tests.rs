@@ -269,9 +269,22 @@ fn the_list_keeps_live_ids_in_order_adds_me_and_drops_the_rest() {
         next_list(&ids(&["b"]), "a", &ids(&["b"]), 64),
         Some(ids(&["b", "a"]))
     );
-    // Dead ids and duplicates dropped, me moved to the end.
+    // Dead ids and duplicates dropped, me kept where it is.
     assert_eq!(
         next_list(&ids(&["a", "b", "c", "b"]), "a", &ids(&["b"]), 64),
+        Some(ids(&["a", "b"]))
+    );
+    // Every instance present, in any order: nothing written, whoever enrolls (the
+    // list does not churn between instances).
+    for me in ["a", "b", "c"] {
+        assert_eq!(
+            next_list(&ids(&["c", "a", "b"]), me, &ids(&["a", "b", "c"]), 64),
+            None
+        );
+    }
+    // Listed beyond the bound: moved within it.
+    assert_eq!(
+        next_list(&ids(&["b", "c", "a"]), "a", &ids(&["a", "b", "c"]), 2),
         Some(ids(&["b", "a"]))
     );
     // Bounded, me always kept.
