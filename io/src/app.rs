@@ -241,7 +241,7 @@ pub async fn start<N: Net>(
             .map(|(cluster_options, instance)| {
                 crate::cluster::LeftoverCheck::new(net.clone(), cluster_options, instance)
             });
-    let leftovers = crate::leftovers::stage_leftovers(
+    let mut leftovers = crate::leftovers::stage_leftovers(
         &lifecycle,
         options.proxy.planted,
         leftover_check.as_ref(),
@@ -262,6 +262,11 @@ pub async fn start<N: Net>(
                 options.proxy.planted,
             );
             workers.push(task);
+            for (stream, _) in &leftovers.deferred {
+                if let Some(channel) = crate::cluster::LeftoverCheck::<N>::channel_of(stream) {
+                    cluster.hold_back(channel);
+                }
+            }
             workers.push(tokio::spawn(crate::cluster::orphans::handle_orphans(
                 lifecycle.clone(),
                 orphans_rx,
@@ -278,6 +283,25 @@ pub async fn start<N: Net>(
         }
         _ => (None, None),
     };
+    if let (Some(cluster), Some(check)) = (&cluster, leftover_check) {
+        let deferred = std::mem::take(&mut leftovers.deferred);
+        if !deferred.is_empty() {
+            workers.push(tokio::spawn(crate::leftovers::resolve_deferred(
+                lifecycle.clone(),
+                check,
+                cluster.clone(),
+                deferred,
+                EngineClient::new(client.clone(), options.proxy.engine_request_timeout),
+                acemux_core::channel::EngineCallConfig {
+                    request_timeout: options.proxy.engine_request_timeout,
+                    planted: options.proxy.planted,
+                    ..Default::default()
+                },
+                metrics.clone(),
+                stopped.clone(),
+            )));
+        }
+    }
     workers.push(tokio::spawn(crate::leftovers::end_leftovers(
         lifecycle.clone(),
         leftovers,

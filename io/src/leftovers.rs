@@ -12,6 +12,7 @@ use std::sync::Arc;
 use acemux_core::channel::{
     leftovers, EngineCallConfig, LeftoverInput, LeftoverStops, Notice, Output, RESTOP_WINDOW,
 };
+use acemux_core::cluster::LeftVerdict;
 use acemux_core::lifecycle::EndReason;
 use acemux_core::lifecycle::StreamState;
 use acemux_core::machine::Machine;
@@ -32,6 +33,10 @@ const SOURCE_LABEL: (&str, &str) = ("source", "acemux");
 pub struct Leftovers {
     ends: Vec<(StreamState, Result<Staged, ApplyError>)>,
     stop_again: Vec<StreamState>,
+    /// Cluster mode: streams Redis has not said yet whether another instance took over
+    /// (it did not answer, or found nothing of it once), with whether it found nothing;
+    /// decided by [`resolve_deferred`].
+    pub deferred: Vec<(StreamState, bool)>,
 }
 
 /// Finds what a previous run left and numbers the ends of its streams, before anything
@@ -40,6 +45,8 @@ pub struct Leftovers {
 ///
 /// In cluster mode (`cluster`), a stream whose channel another instance took over (and
 /// whose end it recorded, `owner_lost`) is left alone: neither ended nor stopped here.
+/// One Redis does not answer for is deferred ([`Leftovers::deferred`]): its channel
+/// waits until it is decided ([`resolve_deferred`]), and nothing else waits for it.
 pub async fn stage_leftovers<N: Net>(
     lifecycle: &Lifecycle,
     planted: Planted,
@@ -67,11 +74,21 @@ pub async fn stage_leftovers<N: Net>(
         );
     }
     let mut ends = Vec::with_capacity(found.to_end.len());
+    let mut deferred = Vec::new();
     for stream in found.to_end {
         if let Some(cluster) = cluster {
-            if !cluster.acts(stream).await {
-                tracing::info!(stream = %stream.id, "another instance took this stream's channel over and recorded its end (owner_lost): leaving it alone");
-                continue;
+            let now = clock.now();
+            let mut absent_seen = false;
+            match cluster.verdict(stream, now, now, &mut absent_seen).await {
+                LeftVerdict::Act => {}
+                LeftVerdict::Leave => {
+                    tracing::info!(stream = %stream.id, "another instance took this stream's channel over and recorded its end (owner_lost): leaving it alone");
+                    continue;
+                }
+                LeftVerdict::AskAgain(_) => {
+                    deferred.push((stream.clone(), absent_seen));
+                    continue;
+                }
             }
         }
         let staged = lifecycle.stage_end(&stream.id, EndReason::Restarted).await;
@@ -80,6 +97,79 @@ pub async fn stage_leftovers<N: Net>(
     Leftovers {
         ends,
         stop_again: found.to_stop_again.into_iter().cloned().collect(),
+        deferred,
+    }
+}
+
+/// Cluster mode: asks Redis again (at the times [`LeftVerdict`] says) about the streams
+/// [`stage_leftovers`] deferred, until each is decided: ended and stopped here, or left
+/// to the instance that took it over. Each channel waits meanwhile (`hold_back`, given
+/// before this runs) and is let go (`resolved`) once its stream is decided.
+pub async fn resolve_deferred<N: Net>(
+    lifecycle: Arc<Lifecycle>,
+    check: crate::cluster::LeftoverCheck<N>,
+    cluster: crate::cluster::Cluster,
+    deferred: Vec<(StreamState, bool)>,
+    engines: EngineClient<N>,
+    config: EngineCallConfig,
+    metrics: Arc<Metrics>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let clock = lifecycle.clock();
+    let since = clock.now();
+    // The first asks again at once when Redis was silent, after the confirmation delay
+    // when it found nothing.
+    let confirm = check.confirm_absence();
+    let mut pending: Vec<(StreamState, bool, acemux_core::time::Instant)> = deferred
+        .into_iter()
+        .map(|(stream, absent)| {
+            let at = if absent { since + confirm } else { since };
+            (stream, absent, at)
+        })
+        .collect();
+    while !pending.is_empty() {
+        let now = clock.now();
+        let mut later = Vec::new();
+        for (stream, mut absent_seen, at) in pending {
+            if at > now {
+                later.push((stream, absent_seen, at));
+                continue;
+            }
+            let verdict = check.verdict(&stream, since, now, &mut absent_seen).await;
+            let channel = crate::cluster::LeftoverCheck::<N>::channel_of(&stream)
+                .unwrap_or_default()
+                .to_owned();
+            match verdict {
+                LeftVerdict::AskAgain(next) => later.push((stream, absent_seen, next)),
+                LeftVerdict::Leave => {
+                    tracing::info!(stream = %stream.id, "another instance took this stream's channel over and recorded its end (owner_lost): leaving it alone");
+                    cluster.resolved(&channel);
+                }
+                LeftVerdict::Act => {
+                    let staged = lifecycle.stage_end(&stream.id, EndReason::Restarted).await;
+                    cluster.resolved(&channel);
+                    let found = Leftovers {
+                        ends: vec![(stream, staged)],
+                        ..Leftovers::default()
+                    };
+                    tokio::spawn(end_leftovers(
+                        lifecycle.clone(),
+                        found,
+                        engines.clone(),
+                        config.clone(),
+                        metrics.clone(),
+                        stopped.clone(),
+                    ));
+                }
+            }
+        }
+        pending = later;
+        let next = pending.iter().map(|(_, _, at)| *at).min();
+        tokio::select! {
+            biased;
+            _ = stopped.wait_for(|stopped| *stopped) => return,
+            () = clock.sleep_until_earliest([next]) => {}
+        }
     }
 }
 
@@ -97,7 +187,9 @@ pub async fn end_leftovers<N: Net>(
         return;
     }
     let clock = lifecycle.clock();
-    let Leftovers { ends, stop_again } = found;
+    let Leftovers {
+        ends, stop_again, ..
+    } = found;
     let mut to_stop = Vec::with_capacity(ends.len() + stop_again.len());
     for (stream, staged) in ends {
         let confirmed = match staged {

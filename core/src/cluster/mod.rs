@@ -45,8 +45,8 @@ use crate::time::Instant;
 
 pub use slots::Slots;
 pub use slots_vocab::{
-    ClaimRule, HeldSlot, Replace, ReservationId, SessionRecord, SlotCommand, SlotNotice,
-    SlotOutput, SlotReply, SlotValue, SlotsConfig,
+    ClaimRule, HeldSlot, LeftVerdict, Replace, ReservationId, SessionRecord, SlotCommand,
+    SlotNotice, SlotOutput, SlotReply, SlotValue, SlotsConfig,
 };
 pub use vocab::{
     Command, HeldLease, Holder, Input, LeaseConfig, Notice, OpId, Output, Reply, Route, TicketId,
@@ -98,6 +98,10 @@ pub struct Leases {
     highest: BTreeMap<String, u64>,
     /// Commands in flight: their channel and when they were sent.
     ops: BTreeMap<OpId, (String, Instant)>,
+    /// Channels with a session of this instance not known yet to be ended here or
+    /// taken over ([`Leases::hold_back`]), and how many: a new channel of theirs is
+    /// neither taken nor started here meanwhile.
+    held_back: BTreeMap<String, usize>,
     next_op: u64,
     out: VecDeque<Output>,
 }
@@ -110,6 +114,7 @@ impl Leases {
             channels: BTreeMap::new(),
             highest: BTreeMap::new(),
             ops: BTreeMap::new(),
+            held_back: BTreeMap::new(),
             next_op: 1,
             out: VecDeque::new(),
         }
@@ -165,6 +170,44 @@ impl Leases {
                 failures: 0,
             },
         );
+        self.send_due(now, channel);
+    }
+
+    /// A session of `channel` this instance ran (or an earlier run of it left) is not
+    /// known yet to be ended here or taken over by another instance (Redis has not
+    /// answered): until as many [`resolved`](Self::resolved), a new channel of it waits
+    /// (its lease is not taken, nor does it start here without one), so that no second
+    /// session of it is opened from here while the first's end is undecided, nor that
+    /// end recorded after a newer stream of it started. A channel running here keeps
+    /// its lease (renewed) or its local start.
+    pub fn hold_back(&mut self, channel: &str) {
+        *self.held_back.entry(channel.to_owned()).or_default() += 1;
+    }
+
+    /// One session [`hold_back`](Self::hold_back) named is decided: once none is left,
+    /// a channel that waits takes its lease now (and waits for Redis from now on).
+    pub fn resolved(&mut self, now: Instant, channel: &str) {
+        match self.held_back.get_mut(channel) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                return;
+            }
+            Some(_) => {
+                self.held_back.remove(channel);
+            }
+            None => return,
+        }
+        if let Some(entry) = self.channels.get_mut(channel) {
+            if let State::Acquiring {
+                wait_until,
+                local: false,
+                ..
+            } = &mut entry.state
+            {
+                *wait_until = now + self.config.wait_for_redis;
+                entry.next = Some(now);
+            }
+        }
         self.send_due(now, channel);
     }
 
@@ -258,10 +301,19 @@ impl Leases {
     }
 
     /// Sends `channel`'s next command if it is due and none is in flight.
+    /// Whether `channel` is held back and not running here: its lease is not taken.
+    fn waits(&self, channel: &str, entry: &Entry) -> bool {
+        self.held_back.contains_key(channel)
+            && matches!(entry.state, State::Acquiring { local: false, .. })
+    }
+
     fn send_due(&mut self, now: Instant, channel: &str) {
         let Some(entry) = self.channels.get(channel) else {
             return;
         };
+        if self.waits(channel, entry) {
+            return;
+        }
         if entry.op.is_some() || entry.next.is_none_or(|next| next > now) {
             return;
         }
@@ -571,7 +623,12 @@ impl crate::machine::Machine for Leases {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let channels: Vec<String> = self.channels.keys().cloned().collect();
+        let channels: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|(channel, entry)| !self.waits(channel, entry))
+            .map(|(channel, _)| channel.clone())
+            .collect();
         for channel in channels {
             let mut fallback = Vec::new();
             if let Some(Entry {
@@ -609,8 +666,9 @@ impl crate::machine::Machine for Leases {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.channels
-            .values()
-            .flat_map(|entry| {
+            .iter()
+            .filter(|(channel, entry)| !self.waits(channel, entry))
+            .flat_map(|(_, entry)| {
                 let next = entry.next.filter(|_| entry.op.is_none());
                 let wait = match &entry.state {
                     State::Acquiring {

@@ -46,6 +46,13 @@ struct Held {
     record: Option<SessionRecord>,
     /// The record is in Redis (as far as the last answer said).
     written: bool,
+    /// A record write was sent once: the record may be in Redis (written, in flight,
+    /// failed without saying whether Redis applied it, or claimed since).
+    attempted: bool,
+    /// Whether this instance stops the session and records its end, once decided.
+    decided: Option<bool>,
+    /// The session's end is being decided: no record write starts any more.
+    deciding: bool,
     /// A newer owner's record was found: this one is never written again.
     superseded: bool,
     next: Instant,
@@ -64,6 +71,26 @@ impl Held {
             .filter(|_| self.written && !self.superseded)
             .map(|record| (self.channel.clone(), record))
     }
+
+    /// The record an end decision must claim: one that is or may have been in Redis.
+    fn claimable(&self) -> Option<SessionRecord> {
+        self.record.clone().filter(|_| self.attempted)
+    }
+}
+
+/// An end decision held until the record write in flight is answered (else the write
+/// could land after the decision and leave a live record for a later owner to claim).
+#[derive(Debug)]
+enum Decision {
+    Ending {
+        ticket: u64,
+        id: ReservationId,
+        lease: Option<(u64, Instant)>,
+    },
+    Lost {
+        channel: String,
+        id: ReservationId,
+    },
 }
 
 #[derive(Debug)]
@@ -81,9 +108,12 @@ enum Op {
     Release(ReservationId),
     Claim {
         channel: String,
-        lost: bool,
+        /// The rule of a lost channel's claim and the reservation it decides; `None`: a
+        /// claim of an older owner's record.
+        lost: Option<(ClaimRule, Option<ReservationId>)>,
     },
     Ending(Box<Ending>),
+    Mark(String),
 }
 
 /// A question of [`Slots::ending`].
@@ -96,6 +126,12 @@ struct Ending {
     covered: bool,
     /// Asked again until then while Redis does not answer; past it, acts.
     until: Instant,
+    /// While Redis does not answer, the session is stopped then (its record has expired
+    /// or was claimed by then): [`SlotOutput::StopDue`]; its end still waits.
+    stop_at: Instant,
+    stop_due: bool,
+    /// An answer found nothing of the stream already ([`ClaimRule::finds_nothing`]).
+    absent_seen: bool,
 }
 
 /// A release or an orphan claim: retried until confirmed or the record expired.
@@ -118,6 +154,13 @@ pub struct Slots {
     claiming: BTreeMap<String, Retried>,
     /// Questions of [`Slots::ending`] to ask again, and when.
     asking: Vec<(Instant, Box<Ending>)>,
+    /// Takeover marks of the streams this instance claimed, rewritten every
+    /// `renew_every` until they lapse (a Redis restart without persistence loses them,
+    /// and a cut-off owner returning after it must still find them): by stream, until
+    /// when and when next.
+    marks: BTreeMap<String, (Instant, Option<Instant>)>,
+    /// End decisions waiting for a record write in flight, by that write.
+    waiting: BTreeMap<OpId, (String, SessionRecord, Decision)>,
     next_id: u64,
     next_op: u64,
     out: VecDeque<SlotOutput>,
@@ -133,6 +176,8 @@ impl Slots {
             releasing: BTreeMap::new(),
             claiming: BTreeMap::new(),
             asking: Vec::new(),
+            waiting: BTreeMap::new(),
+            marks: BTreeMap::new(),
             next_id: 1,
             next_op: 1,
             out: VecDeque::new(),
@@ -193,6 +238,9 @@ impl Slots {
         };
         held.record = Some(record);
         held.written = false;
+        held.attempted = false;
+        held.decided = None;
+        held.deciding = false;
         if held.op.is_none() {
             held.next = now;
             self.send_due(now, id);
@@ -211,7 +259,10 @@ impl Slots {
             .ops
             .values()
             .any(|op| matches!(op, Op::Ending(ending) if ending.id == id))
-            || self.asking.iter().any(|(_, ending)| ending.id == id);
+            || self.asking.iter().any(|(_, ending)| ending.id == id)
+            || self.waiting.values().any(
+                |(_, _, decision)| matches!(decision, Decision::Ending { id: of, .. } if *of == id),
+            );
         let command = SlotCommand::Release {
             slot: held.slot(),
             record: held.record().filter(|_| !deciding),
@@ -248,6 +299,8 @@ impl Slots {
                 except,
             },
             record_ttl: self.config.record_ttl,
+            taken_ttl: self.config.taken_ttl,
+            instance: self.config.instance.clone(),
         };
         self.claiming.insert(
             channel.to_owned(),
@@ -267,9 +320,12 @@ impl Slots {
     ///
     /// `lease`: the fencing number of the channel's lease this instance holds and when
     /// it expires as last confirmed. While Redis does not answer the question is asked
-    /// again (every `retry_after`), for a record's time to live at most (then it acts):
-    /// even under its own lease, the record must be marked ended before acting, or an
-    /// owner taking the channel after the lease lapsed would claim it too.
+    /// again (every `retry_after`): even under its own lease, the record must be marked
+    /// ended before acting, or an owner taking the channel after the lease lapsed would
+    /// claim it too. After a record's time to live without an answer the session is
+    /// stopped ([`SlotOutput::StopDue`]: its record has expired or was claimed, so no
+    /// later claim can come); its end waits for the answer for the takeover mark's time
+    /// to live at most (then it is recorded here).
     pub fn ending(
         &mut self,
         now: Instant,
@@ -277,12 +333,28 @@ impl Slots {
         id: ReservationId,
         lease: Option<(u64, Instant)>,
     ) {
+        if let Some(act) = self.held.get(&id).and_then(|held| held.decided) {
+            self.out.push_back(SlotOutput::EndDecided { ticket, act });
+            return;
+        }
+        if self.hold_decision(id, Decision::Ending { ticket, id, lease }) {
+            return;
+        }
         let record = self.held.get(&id).and_then(|held| {
-            held.record
-                .clone()
-                .filter(|_| held.written && !held.superseded)
+            held.claimable()
                 .map(|record| (held.channel.clone(), record))
         });
+        self.decide_ending(now, ticket, id, lease, record);
+    }
+
+    fn decide_ending(
+        &mut self,
+        now: Instant,
+        ticket: u64,
+        id: ReservationId,
+        lease: Option<(u64, Instant)>,
+        record: Option<(String, SessionRecord)>,
+    ) {
         let Some((channel, record)) = record else {
             self.out
                 .push_back(SlotOutput::EndDecided { ticket, act: true });
@@ -294,13 +366,18 @@ impl Slots {
             channel,
             rule: ClaimRule::Mine { record },
             record_ttl: self.config.record_ttl,
+            taken_ttl: self.config.taken_ttl,
+            instance: self.config.instance.clone(),
         };
         let ending = Ending {
             ticket,
             id,
             command: command.clone(),
             covered,
-            until: now + self.config.record_ttl,
+            until: now + self.config.taken_ttl,
+            stop_at: now + self.config.record_ttl,
+            stop_due: false,
+            absent_seen: false,
         };
         self.send(now, command, Op::Ending(Box::new(ending)));
     }
@@ -309,13 +386,39 @@ impl Slots {
     /// act (stop the session, record its end) only if this instance's record is still
     /// its own and not ended; without a record (none written, or Redis does not answer)
     /// it acts, as a single instance does.
+    ///
+    /// The decision is about the channel's latest session; an earlier one being replaced
+    /// has its own ([`Slots::ending`]).
     pub fn lost(&mut self, now: Instant, channel: &str) {
         self.claiming.remove(channel);
-        let record = self
+        let latest = self
             .held
-            .values()
-            .filter(|held| held.channel == channel)
-            .find_map(|held| held.record.clone().filter(|_| held.written));
+            .iter()
+            .rev()
+            .find(|(_, held)| held.channel == channel)
+            .map(|(id, _)| *id);
+        let Some(id) = latest else {
+            self.decide_lost(now, channel, None, None);
+            return;
+        };
+        let decision = Decision::Lost {
+            channel: channel.to_owned(),
+            id,
+        };
+        if self.hold_decision(id, decision) {
+            return;
+        }
+        let record = self.held.get(&id).and_then(Held::claimable);
+        self.decide_lost(now, channel, Some(id), record);
+    }
+
+    fn decide_lost(
+        &mut self,
+        now: Instant,
+        channel: &str,
+        id: Option<ReservationId>,
+        record: Option<SessionRecord>,
+    ) {
         let Some(record) = record else {
             self.out.push_back(SlotOutput::LostDecided {
                 channel: channel.to_owned(),
@@ -323,17 +426,20 @@ impl Slots {
             });
             return;
         };
+        let rule = ClaimRule::Mine { record };
         let command = SlotCommand::Claim {
             channel: channel.to_owned(),
-            rule: ClaimRule::Mine { record },
+            rule: rule.clone(),
             record_ttl: self.config.record_ttl,
+            taken_ttl: self.config.taken_ttl,
+            instance: self.config.instance.clone(),
         };
         self.send(
             now,
             command,
             Op::Claim {
                 channel: channel.to_owned(),
-                lost: true,
+                lost: Some((rule, id)),
             },
         );
     }
@@ -381,11 +487,30 @@ impl Slots {
             .chain(self.claiming.values())
             .filter_map(|retried| retried.next);
         let asking = self.asking.iter().map(|(at, _)| *at);
-        held.chain(retried).chain(asking).min()
+        let marks = self.marks.values().filter_map(|(_, next)| *next);
+        held.chain(retried).chain(asking).chain(marks).min()
     }
 
     /// Renewals and retries due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.marks.retain(|_, (until, _)| *until > now);
+        let due: Vec<(String, Instant)> = self
+            .marks
+            .iter()
+            .filter(|(_, (_, next))| next.is_some_and(|next| next <= now))
+            .map(|(stream, (until, _))| (stream.clone(), *until))
+            .collect();
+        for (stream, until) in due {
+            if let Some((_, next)) = self.marks.get_mut(&stream) {
+                *next = None;
+            }
+            let command = SlotCommand::Mark {
+                stream: stream.clone(),
+                instance: self.config.instance.clone(),
+                ttl: until.saturating_duration_since(now),
+            };
+            self.send(now, command, Op::Mark(stream));
+        }
         let ids: Vec<ReservationId> = self.held.keys().copied().collect();
         for id in ids {
             self.send_due(now, id);
@@ -410,6 +535,7 @@ impl Slots {
 
     /// The answer to [`SlotOutput::Redis`] `op`, or why there is none.
     pub fn reply(&mut self, now: Instant, op: OpId, result: Result<SlotReply, String>) {
+        let op_id = op;
         let Some(op) = self.ops.remove(&op) else {
             return;
         };
@@ -448,6 +574,7 @@ impl Slots {
                 }
             }
             Op::Record(id) => {
+                self.resume_decision(now, op_id);
                 let Some(held) = self.held.get_mut(&id) else {
                     return;
                 };
@@ -519,21 +646,52 @@ impl Slots {
                 }
             }
             Op::Claim { channel, lost } => self.claimed(now, &channel, lost, result),
-            Op::Ending(ending) => {
+            Op::Mark(stream) => {
+                if let Err(error) = result {
+                    self.failed("mark", error);
+                }
+                if let Some((_, next)) = self.marks.get_mut(&stream) {
+                    *next = Some(now + self.config.renew_every);
+                }
+            }
+            Op::Ending(mut ending) => {
                 if let Err(error) = &result {
                     self.failed("claim", error.clone());
                     // Even under its own lease: the record must be marked ended before
                     // the lease can lapse, or a later owner would claim it too.
                     if now < ending.until {
+                        if !ending.stop_due && now >= ending.stop_at {
+                            // Its record expired or was claimed by now: the session is
+                            // stopped (again, if a newer owner did); its end waits for
+                            // the takeover mark's word.
+                            ending.stop_due = true;
+                            self.out.push_back(SlotOutput::StopDue {
+                                ticket: ending.ticket,
+                            });
+                        }
                         // Not known whether a newer owner claimed it: asked again.
                         self.asking.push((now + self.config.retry_after, ending));
                         return;
                     }
                 }
-                let act = ClaimRule::owner_acts(&result);
+                let (act, absent) = match &ending.command {
+                    SlotCommand::Claim { rule, .. } => {
+                        (rule.owner_acts(&result), rule.finds_nothing(&result))
+                    }
+                    _ => (true, false),
+                };
+                if absent && !ending.absent_seen {
+                    // Confirmed by a second answer: right after a Redis restart, a
+                    // taken-over stream's mark is not written again yet.
+                    ending.absent_seen = true;
+                    self.asking
+                        .push((now + self.config.confirm_absence, ending));
+                    return;
+                }
                 if let Some(held) = self.held.get_mut(&ending.id) {
                     // Marked ended (or another's): never written nor renewed again.
                     held.superseded = true;
+                    held.decided = Some(act);
                 }
                 if ending.covered && result.is_err() {
                     self.failed(
@@ -630,6 +788,9 @@ impl Slots {
                 value,
                 record: None,
                 written: false,
+                attempted: false,
+                decided: None,
+                deciding: false,
                 superseded: false,
                 next: now + self.config.renew_every,
                 op: None,
@@ -645,26 +806,23 @@ impl Slots {
         &mut self,
         now: Instant,
         channel: &str,
-        lost: bool,
+        lost: Option<(ClaimRule, Option<ReservationId>)>,
         result: Result<SlotReply, String>,
     ) {
-        if lost {
-            let act = ClaimRule::owner_acts(&result);
+        if let Some((rule, id)) = lost {
+            let act = rule.owner_acts(&result);
+            // Nothing found is confirmed by the end's own question, not settled here.
+            let answered = result.is_ok() && !rule.finds_nothing(&result);
             if let Err(error) = result {
                 self.failed("claim", error);
             }
-            if !act {
+            if !act || answered {
                 // A newer owner handles the session: nothing of it is given back here.
-                let ids: Vec<ReservationId> = self
-                    .held
-                    .iter()
-                    .filter(|(_, held)| held.channel == channel)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in ids {
-                    if let Some(held) = self.held.get_mut(&id) {
-                        held.superseded = true;
-                    }
+                // Or this instance claimed its record (or none of it is left): its end
+                // is decided, not asked again.
+                if let Some(held) = id.and_then(|id| self.held.get_mut(&id)) {
+                    held.superseded = true;
+                    held.decided = Some(act);
                 }
             }
             self.out.push_back(SlotOutput::LostDecided {
@@ -679,6 +837,11 @@ impl Slots {
         match result {
             Ok(SlotReply::Claimed(record)) => {
                 self.claiming.remove(channel);
+                let until = now + self.config.taken_ttl;
+                self.marks.insert(
+                    record.stream_id.clone(),
+                    (until, Some(now + self.config.renew_every)),
+                );
                 self.out.push_back(SlotOutput::Orphan(record));
             }
             Ok(SlotReply::NotClaimed(Some(found)))
@@ -740,7 +903,7 @@ impl Slots {
         } else if let Some(record) = held
             .record
             .clone()
-            .filter(|_| !held.written && !held.superseded)
+            .filter(|_| !held.written && !held.superseded && !held.deciding)
         {
             let command = SlotCommand::Record {
                 channel: held.channel.clone(),
@@ -757,9 +920,49 @@ impl Slots {
             };
             (command, Op::Keep(id))
         };
+        let writes = matches!(op, Op::Record(_));
         let op = self.send(now, command, op);
         if let Some(held) = self.held.get_mut(&id) {
             held.op = Some(op);
+            held.attempted |= writes;
+        }
+    }
+
+    /// Starts deciding the end of reservation `id`'s session: no record write starts
+    /// any more. Whether `decision` waits for a write in flight (it is taken up again
+    /// when that is answered, whether or not the reservation is still held then).
+    fn hold_decision(&mut self, id: ReservationId, decision: Decision) -> bool {
+        let Some(held) = self.held.get_mut(&id) else {
+            return false;
+        };
+        held.deciding = true;
+        let Some(op) = held
+            .op
+            .filter(|op| matches!(self.ops.get(op), Some(Op::Record(_))))
+        else {
+            return false;
+        };
+        let Some(record) = held.record.clone() else {
+            return false;
+        };
+        let channel = held.channel.clone();
+        self.waiting.insert(op, (channel, record, decision));
+        true
+    }
+
+    /// Takes up the end decision that waited for the record write `op`, now answered
+    /// (whatever it answered: the claim that follows finds what Redis holds).
+    fn resume_decision(&mut self, now: Instant, op: OpId) {
+        let Some((channel, record, decision)) = self.waiting.remove(&op) else {
+            return;
+        };
+        match decision {
+            Decision::Ending { ticket, id, lease } => {
+                self.decide_ending(now, ticket, id, lease, Some((channel, record)));
+            }
+            Decision::Lost { channel, id } => {
+                self.decide_lost(now, &channel, Some(id), Some(record));
+            }
         }
     }
 
@@ -789,7 +992,7 @@ impl Slots {
             command,
             Op::Claim {
                 channel: channel.to_owned(),
-                lost: false,
+                lost: None,
             },
         );
     }

@@ -235,7 +235,26 @@ fn a_new_owner_claims_an_older_record_once_and_is_asked_to_stop_it() {
             .count(),
         1
     );
-    assert_eq!(slots.poll_timeout(), None, "nothing more to claim");
+    // Its takeover mark is written again with the renewals (a Redis restart loses
+    // it) until it lapses.
+    let claimed_at = due;
+    let due = slots.poll_timeout().expect("the mark's renewal");
+    assert_eq!(due, claimed_at + slots.config().renew_every);
+    slots.handle_timeout(due);
+    let (op, mark) = command(&drain(&mut slots));
+    assert_eq!(
+        mark,
+        SlotCommand::Mark {
+            stream: record("dead", 4).stream_id,
+            instance: "me".into(),
+            ttl: slots.config().taken_ttl - slots.config().renew_every,
+        }
+    );
+    slots.reply(due, op, Ok(SlotReply::Done));
+    let lapsed = due + slots.config().taken_ttl;
+    slots.handle_timeout(lapsed);
+    assert!(drain(&mut slots).is_empty());
+    assert_eq!(slots.poll_timeout(), None, "nothing more to claim or mark");
 
     slots.acquired(at(2), "d", 9);
     let (op, _) = command(&drain(&mut slots));
@@ -277,11 +296,7 @@ fn a_returning_owner_acts_only_while_its_record_is_its_own() {
     assert!(rule.allows(&record("me", 5)));
     assert!(!rule.allows(&record("me", 5).ended()));
     assert!(!rule.allows(&record("newer", 9)));
-    slots.reply(
-        at(5),
-        op,
-        Ok(SlotReply::NotClaimed(Some(record("newer", 9)))),
-    );
+    slots.reply(at(5), op, Ok(SlotReply::TakenOver { by: "newer".into() }));
     let outputs = drain(&mut slots);
     assert!(outputs.contains(&SlotOutput::LostDecided {
         channel: "c".into(),
@@ -349,17 +364,56 @@ fn a_restarted_instance_acts_on_what_it_left_only_if_nobody_took_it_over() {
     assert!(!rule.allows(&record("me", 5).ended()), "ended already");
     assert!(!rule.allows(&record("me", 6)), "another stream of its");
     assert!(!rule.allows(&record("newer", 5)));
-    assert!(ClaimRule::owner_acts(&Ok(SlotReply::Claimed(record(
-        "me", 5
-    )))));
-    assert!(ClaimRule::owner_acts(&Ok(SlotReply::NotClaimed(None))));
-    assert!(ClaimRule::owner_acts(&Err("down".into())));
-    assert!(!ClaimRule::owner_acts(&Ok(SlotReply::NotClaimed(Some(
-        record("me", 5).ended()
-    )))));
-    assert!(!ClaimRule::owner_acts(&Ok(SlotReply::NotClaimed(Some(
-        record("newer", 9)
-    )))));
+    assert!(rule.owner_acts(&Ok(SlotReply::Claimed(record("me", 5)))));
+    assert!(rule.owner_acts(&Ok(SlotReply::NotClaimed(None))));
+    assert!(rule.owner_acts(&Err("down".into())));
+    assert!(!rule.owner_acts(&Ok(SlotReply::NotClaimed(Some(record("me", 5).ended())))));
+    // Another stream's record, and no takeover mark of this one: nobody took it over
+    // (its record expired, or Redis restarted), so it is ended here.
+    assert!(rule.owner_acts(&Ok(SlotReply::NotClaimed(Some(record("newer", 9))))));
+    // The mark says another instance claimed it (its record may be gone since).
+    assert!(!rule.owner_acts(&Ok(SlotReply::TakenOver { by: "newer".into() })));
+}
+
+#[test]
+fn a_restarted_instance_asks_again_while_redis_is_silent_then_acts() {
+    let lease = LeaseConfig::new("me".into(), "http://me".into(), Duration::from_secs(10));
+    let config = SlotsConfig::new(&lease, 2);
+    let rule = ClaimRule::Left {
+        instance: "me".into(),
+        stream_id: record("me", 5).stream_id,
+    };
+    let silent: Result<SlotReply, String> = Err("down".into());
+    assert_eq!(
+        LeftVerdict::of(&config, &rule, &silent, at(0), at(1_000), &mut false),
+        LeftVerdict::AskAgain(at(1_000) + config.retry_after)
+    );
+    let late = at(0) + config.taken_ttl;
+    assert_eq!(
+        LeftVerdict::of(&config, &rule, &silent, at(0), late, &mut false),
+        LeftVerdict::Act
+    );
+    let taken = Ok(SlotReply::TakenOver { by: "newer".into() });
+    assert_eq!(
+        LeftVerdict::of(&config, &rule, &taken, at(0), at(1_000), &mut false),
+        LeftVerdict::Leave
+    );
+    let claimed = Ok(SlotReply::Claimed(record("me", 5)));
+    assert_eq!(
+        LeftVerdict::of(&config, &rule, &claimed, at(0), at(1_000), &mut false),
+        LeftVerdict::Act
+    );
+    // Nothing of it found: asked again after the confirmation delay, then acted on.
+    let nothing = Ok(SlotReply::NotClaimed(None));
+    let mut absent_seen = false;
+    assert_eq!(
+        LeftVerdict::of(&config, &rule, &nothing, at(0), at(1_000), &mut absent_seen),
+        LeftVerdict::AskAgain(at(1_000) + config.confirm_absence)
+    );
+    assert_eq!(
+        LeftVerdict::of(&config, &rule, &nothing, at(0), at(9_000), &mut absent_seen),
+        LeftVerdict::Act
+    );
 }
 
 #[test]
@@ -388,11 +442,7 @@ fn an_owner_ends_its_session_only_while_its_record_is_its_own() {
         }
     ));
     // A newer owner claimed it while this instance was cut off.
-    slots.reply(
-        at(5),
-        op,
-        Ok(SlotReply::NotClaimed(Some(record("newer", 9)))),
-    );
+    slots.reply(at(5), op, Ok(SlotReply::TakenOver { by: "newer".into() }));
     assert!(drain(&mut slots).contains(&SlotOutput::EndDecided {
         ticket: 4,
         act: false
@@ -484,9 +534,85 @@ fn an_owner_cut_off_from_redis_waits_for_it_to_end_its_session() {
     slots.handle_timeout(due);
     let (op, again) = command(&drain(&mut slots));
     assert_eq!(again, claim);
-    slots.reply(due, op, Ok(SlotReply::NotClaimed(Some(record("newer", 9)))));
+    slots.reply(
+        due,
+        op,
+        Ok(SlotReply::NotClaimed(Some(record("me", 5).ended()))),
+    );
     assert!(drain(&mut slots).contains(&SlotOutput::EndDecided {
         ticket: 4,
         act: false
     }));
+}
+
+#[test]
+fn an_owner_silent_redis_leaves_for_a_record_lifetime_stops_then_waits_to_end() {
+    let mut slots = machine();
+    let id = holding(&mut slots);
+    slots.started(at(2), id, record("me", 5));
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(at(3), op, Ok(SlotReply::Done));
+    slots.ending(at(4), 4, id, None);
+    let record_ttl = slots.config().record_ttl;
+    let mut now = at(4);
+    let mut stops = 0;
+    // Redis silent past the record's time to live: one stop, no end yet.
+    while now < at(4) + record_ttl + Duration::from_secs(5) {
+        let (op, _) = command(&drain(&mut slots));
+        slots.reply(now, op, Err("down".into()));
+        let outputs = drain(&mut slots);
+        stops += outputs
+            .iter()
+            .filter(|output| **output == SlotOutput::StopDue { ticket: 4 })
+            .count();
+        assert!(!outputs
+            .iter()
+            .any(|output| matches!(output, SlotOutput::EndDecided { .. })));
+        now = slots.poll_timeout().expect("asked again");
+        slots.handle_timeout(now);
+    }
+    assert_eq!(stops, 1, "the stop goes out once");
+    // Redis answers: the mark says another instance took it over.
+    let (op, _) = command(&drain(&mut slots));
+    slots.reply(now, op, Ok(SlotReply::TakenOver { by: "newer".into() }));
+    assert!(drain(&mut slots).contains(&SlotOutput::EndDecided {
+        ticket: 4,
+        act: false
+    }));
+}
+
+#[test]
+fn a_lost_channel_waits_for_its_record_write_in_flight() {
+    let mut slots = machine();
+    let id = holding(&mut slots);
+    slots.started(at(2), id, record("me", 5));
+    let (write, command_sent) = command(&drain(&mut slots));
+    assert!(matches!(command_sent, SlotCommand::Record { .. }));
+    // Lost while the write is in flight: nothing is decided until it is answered (the
+    // write could land after an answer and leave a live record for a later claimer).
+    slots.lost(at(3), "c");
+    assert!(drain(&mut slots).is_empty());
+    slots.reply(at(4), write, Ok(SlotReply::Done));
+    let (op, claim) = command(&drain(&mut slots));
+    assert!(matches!(
+        claim,
+        SlotCommand::Claim {
+            rule: ClaimRule::Mine { .. },
+            ..
+        }
+    ));
+    slots.reply(at(5), op, Ok(SlotReply::Claimed(record("me", 5))));
+    assert!(drain(&mut slots).contains(&SlotOutput::LostDecided {
+        channel: "c".into(),
+        act: true
+    }));
+    // The channel then ends: decided already, not asked again.
+    slots.ending(at(6), 7, id, None);
+    assert_eq!(
+        drain(&mut slots),
+        vec![SlotOutput::EndDecided {
+            ticket: 7,
+            act: true
+        }]
+    );
 }

@@ -22,6 +22,13 @@ pub struct SlotsConfig {
     /// A session record's time to live: longer than a lease's, so that the instance
     /// that takes a dead owner's channel still finds the record of its session.
     pub record_ttl: Duration,
+    /// How long a claimed stream's takeover mark lives: an owner cut off from Redis for
+    /// up to this long still learns, when it returns, that its session was taken over.
+    pub taken_ttl: Duration,
+    /// How long after a first answer that found nothing of a stream
+    /// ([`ClaimRule::finds_nothing`]) it is asked again before that is acted on: two
+    /// renewals, by which a claimer has written its mark again after a Redis restart.
+    pub confirm_absence: Duration,
     /// Longest time one Redis command sequence may take.
     pub redis_timeout: Duration,
     /// Delay before a failed call is tried again.
@@ -32,7 +39,8 @@ pub struct SlotsConfig {
 
 impl SlotsConfig {
     /// The timing of `lease` (slots live as long as leases and are renewed with them;
-    /// records live three times as long), `max_per_engine` slots per engine.
+    /// records live three times as long, takeover marks 360 times: an hour with the
+    /// default 10 s lease), `max_per_engine` slots per engine.
     pub fn new(lease: &LeaseConfig, max_per_engine: usize) -> Self {
         SlotsConfig {
             instance: lease.instance.clone(),
@@ -40,6 +48,8 @@ impl SlotsConfig {
             ttl: lease.ttl,
             renew_every: lease.renew_every,
             record_ttl: lease.ttl * 3,
+            taken_ttl: lease.ttl * 360,
+            confirm_absence: lease.renew_every * 2,
             redis_timeout: lease.redis_timeout,
             retry_after: lease.retry_after,
             planted: lease.planted,
@@ -205,14 +215,84 @@ impl ClaimRule {
         }
     }
 
+    /// The stream whose record the rule claims, when it names one.
+    pub fn stream_id(&self) -> Option<&str> {
+        match self {
+            ClaimRule::Older { .. } => None,
+            ClaimRule::Mine { record } => Some(&record.stream_id),
+            ClaimRule::Left { stream_id, .. } => Some(stream_id),
+        }
+    }
+
+    /// Whether `reply` found nothing of the rule's stream: no record of it and no
+    /// takeover mark. Right after a Redis restart without persistence that is also
+    /// what a taken-over stream looks like until its claimer writes its mark again
+    /// (within `renew_every`): such an answer is confirmed by a second one
+    /// ([`SlotsConfig::confirm_absence`]) before it is acted on.
+    pub fn finds_nothing(&self, reply: &Result<SlotReply, String>) -> bool {
+        match reply {
+            Ok(SlotReply::NotClaimed(None)) => self.stream_id().is_some(),
+            Ok(SlotReply::NotClaimed(Some(found))) => {
+                self.stream_id().is_some_and(|ours| found.stream_id != ours)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the claimer of a [`ClaimRule::Left`] or [`ClaimRule::Mine`] claim that got
     /// `reply` still stops the session and records its end: when it claimed the record,
-    /// when there is none (it expired, or Redis does not answer: as a single instance
-    /// does), but never when another record is there (a newer owner claimed it).
-    pub fn owner_acts(reply: &Result<SlotReply, String>) -> bool {
+    /// when nothing of its stream is there (no record, or another stream's: it expired,
+    /// or Redis restarted) and no instance took the stream over, or when Redis does not
+    /// answer (as a single instance does); never once another instance claimed it (its
+    /// record found ended, or the stream's takeover mark found).
+    pub fn owner_acts(&self, reply: &Result<SlotReply, String>) -> bool {
         match reply {
             Ok(SlotReply::Claimed(_)) | Ok(SlotReply::NotClaimed(None)) | Err(_) => true,
+            Ok(SlotReply::NotClaimed(Some(found))) => {
+                self.stream_id().is_some_and(|ours| found.stream_id != ours)
+            }
             Ok(_) => false,
+        }
+    }
+}
+
+/// What a restarted instance does with a stream an earlier run of it left started,
+/// after asking Redis ([`ClaimRule::Left`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeftVerdict {
+    /// End it (`restarted`) and stop its session here.
+    Act,
+    /// Another instance took it over (and recorded its end): leave it alone.
+    Leave,
+    /// Redis did not answer: ask again at this time. Meanwhile its channel neither
+    /// takes a lease nor starts here ([`Leases::hold_back`](super::Leases::hold_back)).
+    AskAgain(Instant),
+}
+
+impl LeftVerdict {
+    /// The verdict on `reply` to the claim `rule` of a stream first asked about at
+    /// `since`: Redis silent is asked again every `retry_after` while a takeover mark
+    /// could still say the stream was taken over (`taken_ttl`); past that it acts, as a
+    /// single instance does. An answer that found nothing of the stream is asked again
+    /// after `confirm_absence` unless one did already (`absent_seen`, set here).
+    pub fn of(
+        config: &SlotsConfig,
+        rule: &ClaimRule,
+        reply: &Result<SlotReply, String>,
+        since: Instant,
+        now: Instant,
+        absent_seen: &mut bool,
+    ) -> LeftVerdict {
+        match reply {
+            Err(_) if now < since + config.taken_ttl => {
+                LeftVerdict::AskAgain(now + config.retry_after)
+            }
+            reply if rule.finds_nothing(reply) && !*absent_seen => {
+                *absent_seen = true;
+                LeftVerdict::AskAgain(now + config.confirm_absence)
+            }
+            reply if rule.owner_acts(reply) => LeftVerdict::Act,
+            _ => LeftVerdict::Leave,
         }
     }
 }
@@ -267,7 +347,10 @@ pub enum SlotCommand {
         record_ttl: Duration,
     },
     /// `WATCH` the channel's record, `GET` it; if `rule` allows it, `MULTI SET` it
-    /// marked ended `PX record_ttl EXEC`. Replies [`SlotReply::Claimed`] or
+    /// marked ended `PX record_ttl`, `SET acemux:taken:{stream} {instance} PX taken_ttl`
+    /// (the stream's takeover mark) `EXEC`. Replies [`SlotReply::Claimed`]; else, when
+    /// the rule names a stream and what was found is not that stream's record, `GET`
+    /// the stream's takeover mark: [`SlotReply::TakenOver`] if it is there; else
     /// [`SlotReply::NotClaimed`].
     Claim {
         /// The channel.
@@ -276,6 +359,20 @@ pub enum SlotCommand {
         rule: ClaimRule,
         /// The ended record's time to live.
         record_ttl: Duration,
+        /// The takeover mark's time to live.
+        taken_ttl: Duration,
+        /// This instance's id (the mark's value).
+        instance: String,
+    },
+    /// `SET acemux:taken:{stream} {instance} PX ttl`: a claimed stream's takeover mark
+    /// written again (Redis may have restarted without it). Replies [`SlotReply::Done`].
+    Mark {
+        /// The stream.
+        stream: String,
+        /// This instance's id.
+        instance: String,
+        /// What is left of the mark's time to live.
+        ttl: Duration,
     },
 }
 
@@ -304,6 +401,12 @@ pub enum SlotReply {
     Claimed(SessionRecord),
     /// Not claimed: the record found (ended, another's, or none).
     NotClaimed(Option<SessionRecord>),
+    /// The stream the claim names was taken over by instance `by` (its takeover mark):
+    /// its record was claimed, and may have been replaced since.
+    TakenOver {
+        /// The instance that claimed it.
+        by: String,
+    },
 }
 
 /// Events for logs and metrics.
@@ -385,6 +488,13 @@ pub enum SlotOutput {
         ticket: u64,
         /// Stop and record here.
         act: bool,
+    },
+    /// Redis has not answered [`Slots::ending`](super::Slots::ending) for a record's
+    /// time to live: the session is stopped now (a newer owner that claimed it stopped
+    /// it too); its end still waits for [`SlotOutput::EndDecided`].
+    StopDue {
+        /// The caller's ticket.
+        ticket: u64,
     },
     /// The answer to [`Slots::lost`](super::Slots::lost): whether this instance still
     /// stops the channel's session and records its end (`act`), or a newer owner has

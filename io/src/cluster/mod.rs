@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use acemux_core::cluster::{
-    HeldLease, HeldSlot, Input, LeaseConfig, Leases, Notice, Output, ReservationId, Route,
-    SessionRecord, SlotNotice, SlotOutput, Slots, SlotsConfig, TicketId,
+    HeldLease, HeldSlot, Input, LeaseConfig, Leases, LeftVerdict, Notice, Output, ReservationId,
+    Route, SessionRecord, SlotNotice, SlotOutput, Slots, SlotsConfig, TicketId,
 };
 use acemux_core::lifecycle::EngineAddr;
 use acemux_core::machine::Machine as _;
@@ -49,7 +49,7 @@ pub struct LeftoverCheck<N: Net> {
     redis: RedisClient<N>,
     instance: String,
     timeout: Duration,
-    record_ttl: Duration,
+    slots: SlotsConfig,
 }
 
 impl<N: Net> LeftoverCheck<N> {
@@ -64,29 +64,68 @@ impl<N: Net> LeftoverCheck<N> {
             redis: RedisClient::new(net, options.redis.clone()),
             instance,
             timeout: options.redis_timeout,
-            record_ttl: SlotsConfig::new(&lease, 0).record_ttl,
+            slots: SlotsConfig::new(&lease, 0),
         }
     }
 
-    /// Whether this instance ends `stream` and stops its session.
-    pub async fn acts(&self, stream: &acemux_core::lifecycle::StreamState) -> bool {
+    /// Whether this instance ends `stream` (first asked about at `since`) and stops its
+    /// session, leaves it alone, or asks again later (Redis did not answer, or a first
+    /// answer found nothing of it: `absent_seen`, see [`LeftVerdict::of`]).
+    pub async fn verdict(
+        &self,
+        stream: &acemux_core::lifecycle::StreamState,
+        since: acemux_core::time::Instant,
+        now: acemux_core::time::Instant,
+        absent_seen: &mut bool,
+    ) -> LeftVerdict {
         let Some(channel) = stream.labels.get(CHANNEL_LABEL) else {
-            return true;
+            return LeftVerdict::Act;
+        };
+        let rule = acemux_core::cluster::ClaimRule::Left {
+            instance: self.instance.clone(),
+            stream_id: stream.id.clone(),
         };
         let claim = acemux_core::cluster::SlotCommand::Claim {
             channel: channel.clone(),
-            rule: acemux_core::cluster::ClaimRule::Left {
-                instance: self.instance.clone(),
-                stream_id: stream.id.clone(),
-            },
-            record_ttl: self.record_ttl,
+            rule: rule.clone(),
+            record_ttl: self.slots.record_ttl,
+            taken_ttl: self.slots.taken_ttl,
+            instance: self.instance.clone(),
         };
         let reply = self.redis.perform_slot(&claim, self.timeout).await;
+        let verdict = LeftVerdict::of(&self.slots, &rule, &reply, since, now, absent_seen);
         if let Err(error) = &reply {
-            tracing::warn!(stream = %stream.id, %error, "Redis did not say whether another instance took over a stream left from before the restart; ending it here");
+            match verdict {
+                LeftVerdict::AskAgain(_) => {
+                    tracing::warn!(stream = %stream.id, %error, "Redis did not say whether another instance took over a stream left from before the restart; its channel waits for the answer (asked again)")
+                }
+                _ => {
+                    tracing::warn!(stream = %stream.id, %error, "Redis did not say for too long whether another instance took over a stream left from before the restart; ending it here")
+                }
+            }
         }
-        acemux_core::cluster::ClaimRule::owner_acts(&reply)
+        verdict
     }
+
+    /// How long a first answer that found nothing of a stream waits for its second.
+    pub fn confirm_absence(&self) -> Duration {
+        self.slots.confirm_absence
+    }
+
+    /// The channel of `stream`, in cluster mode's label.
+    pub fn channel_of(stream: &acemux_core::lifecycle::StreamState) -> Option<&str> {
+        stream.labels.get(CHANNEL_LABEL).map(String::as_str)
+    }
+}
+
+/// An answer to [`Cluster::session_ending`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndAnswer {
+    /// Stop the session now; its end waits for [`EndAnswer::Decided`].
+    StopNow,
+    /// Stop it (unless done) and record its end here (`true`), or leave both to the
+    /// newer owner that claimed it.
+    Decided(bool),
 }
 
 /// The header that marks a request as an instance's relay of a channel, carrying the
@@ -148,7 +187,13 @@ enum Msg {
     },
     Ending {
         id: ReservationId,
-        reply: oneshot::Sender<bool>,
+        reply: mpsc::UnboundedSender<EndAnswer>,
+    },
+    HoldBack {
+        channel: String,
+    },
+    Resolved {
+        channel: String,
     },
     Shutdown {
         done: oneshot::Sender<()>,
@@ -350,6 +395,21 @@ impl Cluster {
         });
     }
 
+    /// A session of `channel` an earlier run left is not known yet to be ended or taken
+    /// over: the channel waits ([`Leases::hold_back`]) until [`resolved`](Self::resolved).
+    pub fn hold_back(&self, channel: &str) {
+        let _ = self.0.messages.send(Msg::HoldBack {
+            channel: channel.to_owned(),
+        });
+    }
+
+    /// The session `channel`'s earlier run left is ended or taken over.
+    pub fn resolved(&self, channel: &str) {
+        let _ = self.0.messages.send(Msg::Resolved {
+            channel: channel.to_owned(),
+        });
+    }
+
     /// The session of reservation `id` was stopped (or never opened): its slot is given
     /// back and its record marked ended.
     pub fn session_stopped(&self, id: ReservationId) {
@@ -359,17 +419,17 @@ impl Cluster {
     /// The session of reservation `id` ends here: whether this instance stops it and
     /// records its end (its record is still its own; it is marked ended now), or a
     /// newer owner claimed both. Asked at once (before anything later about the same
-    /// reservation); answered through the future. Without the driver (shutting down):
-    /// it does.
-    pub fn session_ending(&self, id: ReservationId) -> impl std::future::Future<Output = bool> {
-        let (reply, answer) = oneshot::channel();
-        let sent = self.0.messages.send(Msg::Ending { id, reply }).is_ok();
-        async move {
-            if !sent {
-                return true;
-            }
-            answer.await.unwrap_or(true)
+    /// reservation); answered through the receiver: [`EndAnswer::StopNow`] first when
+    /// Redis stays silent for long, then [`EndAnswer::Decided`]. Without the driver
+    /// (shutting down): it does.
+    pub fn session_ending(&self, id: ReservationId) -> mpsc::UnboundedReceiver<EndAnswer> {
+        let (reply, answers) = mpsc::unbounded_channel();
+        if let Err(mpsc::error::SendError(Msg::Ending { reply, .. })) =
+            self.0.messages.send(Msg::Ending { id, reply })
+        {
+            let _ = reply.send(EndAnswer::Decided(true));
         }
+        answers
     }
 
     /// Whether this instance holds `channel`'s lease now.
@@ -451,7 +511,8 @@ struct Driver<N: Net> {
     /// Slot requests waiting for their answer.
     reservations: BTreeMap<u64, oneshot::Sender<Option<(ReservationId, EngineAddr)>>>,
     /// Questions of ending sessions waiting for their answer.
-    endings: BTreeMap<u64, oneshot::Sender<bool>>,
+    /// By ticket: where the answer goes, and the channel held back meanwhile.
+    endings: BTreeMap<u64, (mpsc::UnboundedSender<EndAnswer>, Option<String>)>,
     /// Ended channels whose lease is given back once their record's release is
     /// confirmed.
     deferred: Vec<String>,
@@ -512,11 +573,19 @@ impl<N: Net> Driver<N> {
                         self.slots.started(self.clock.now(), id, *record);
                     }
                     Some(Msg::Stopped { id }) => self.slots.stopped(self.clock.now(), id),
+                    Some(Msg::HoldBack { channel }) => self.machine.hold_back(&channel),
+                    Some(Msg::Resolved { channel }) => {
+                        self.machine.resolved(self.clock.now(), &channel);
+                    }
                     Some(Msg::Ending { id, reply }) => {
                         let ticket = self.next_ticket;
                         self.next_ticket += 1;
-                        self.endings.insert(ticket, reply);
                         let now = self.clock.now();
+                        let channel = self.slots.channel_of(id);
+                        if let Some(channel) = &channel {
+                            self.machine.hold_back(channel);
+                        }
+                        self.endings.insert(ticket, (reply, channel));
                         let lease = self.slots.channel_of(id).and_then(|channel| {
                             self.machine
                                 .held()
@@ -596,8 +665,17 @@ impl<N: Net> Driver<N> {
                     let _ = self.sinks.orphans.send(record);
                 }
                 SlotOutput::EndDecided { ticket, act } => {
-                    if let Some(reply) = self.endings.remove(&ticket) {
-                        let _ = reply.send(act);
+                    if let Some((reply, channel)) = self.endings.remove(&ticket) {
+                        let _ = reply.send(EndAnswer::Decided(act));
+                        if let Some(channel) = channel {
+                            self.machine.resolved(self.clock.now(), &channel);
+                        }
+                    }
+                }
+                SlotOutput::StopDue { ticket } => {
+                    if let Some((reply, _)) = self.endings.get(&ticket) {
+                        tracing::warn!("Redis has not said for a session record's time to live whether a newer owner took this session over: stopping it now (again, if one did); its end waits for Redis");
+                        let _ = reply.send(EndAnswer::StopNow);
                     }
                 }
                 SlotOutput::LostDecided { channel, act } => {

@@ -1,10 +1,10 @@
 //! The engine slot machine's commands ([`SlotCommand`]) as short sequences of Redis
 //! commands (`SET NX PX`, `GET`, `PEXPIRE`, `DEL`, `WATCH`/`MULTI`/`EXEC`; no scripts).
 //! Keys: `acemux:engine:{engine}:slot:{n}` (a reserved slot of an engine, `n` below
-//! `--max-streams-per-engine`) and `acemux:session:{channel}` (the owner's session
-//! record).
+//! `--max-streams-per-engine`), `acemux:session:{channel}` (the owner's session
+//! record) and `acemux:taken:{stream}` (the instance that claimed a stream's record).
 
-use acemux_core::cluster::{Replace, SessionRecord, SlotCommand, SlotReply, SlotValue};
+use acemux_core::cluster::{ClaimRule, Replace, SessionRecord, SlotCommand, SlotReply, SlotValue};
 use acemux_core::lifecycle::EngineAddr;
 use redis::aio::MultiplexedConnection;
 
@@ -18,6 +18,11 @@ pub fn slot_key(engine: &EngineAddr, n: usize) -> String {
 /// The key of `channel`'s session record.
 pub fn session_key(channel: &str) -> String {
     format!("acemux:session:{channel}")
+}
+
+/// The key of `stream`'s takeover mark: the instance that claimed its record.
+pub fn taken_key(stream: &str) -> String {
+    format!("acemux:taken:{stream}")
 }
 
 /// Runs `command`; returns the reply and whether the connection is clean for reuse (no
@@ -154,27 +159,67 @@ pub(super) async fn run(
                 None => Err(changed("slot or session record")),
             }
         }
+        SlotCommand::Mark {
+            stream,
+            instance,
+            ttl,
+        } => {
+            let () = redis::cmd("SET")
+                .arg(taken_key(stream))
+                .arg(instance)
+                .arg("PX")
+                .arg(millis(*ttl))
+                .query_async(connection)
+                .await?;
+            Ok((SlotReply::Done, true))
+        }
         SlotCommand::Claim {
             channel,
             rule,
             record_ttl,
+            taken_ttl,
+            instance,
         } => {
             let key = session_key(channel);
             let found = watch_get(connection, &key).await?;
             let found = found.as_deref().and_then(SessionRecord::decode);
             let found = match found {
                 Some(found) if rule.allows(&found) => found,
-                other => return Ok((SlotReply::NotClaimed(other), false)),
+                other => {
+                    // Not the stream's record: whether an instance claimed it before
+                    // its record was replaced or lost.
+                    if let Some(stream) = rule
+                        .stream_id()
+                        .filter(|stream| other.as_ref().is_none_or(|f| f.stream_id != *stream))
+                    {
+                        let by: Option<String> = redis::cmd("GET")
+                            .arg(taken_key(stream))
+                            .query_async(connection)
+                            .await?;
+                        if let Some(by) = by {
+                            return Ok((SlotReply::TakenOver { by }, false));
+                        }
+                    }
+                    return Ok((SlotReply::NotClaimed(other), false));
+                }
             };
-            let done: Option<(String,)> = redis::pipe()
-                .atomic()
+            let mut pipe = redis::pipe();
+            pipe.atomic()
                 .cmd("SET")
                 .arg(&key)
                 .arg(found.ended().encode())
                 .arg("PX")
-                .arg(millis(*record_ttl))
-                .query_async(connection)
-                .await?;
+                .arg(millis(*record_ttl));
+            // A dead owner's stream: the mark tells its owner, should it return, that
+            // this instance ended it.
+            if matches!(rule, ClaimRule::Older { .. }) {
+                pipe.cmd("SET")
+                    .arg(taken_key(&found.stream_id))
+                    .arg(instance)
+                    .arg("PX")
+                    .arg(millis(*taken_ttl));
+            }
+            let done: Option<redis::Value> = pipe.query_async(connection).await?;
             match done {
                 Some(_) => Ok((SlotReply::Claimed(found), true)),
                 None => Err(changed("session record")),

@@ -12,14 +12,17 @@ use acemux_core::channel::{Input, Media, StopId};
 use acemux_core::lifecycle::{EndReason, EngineAddr};
 
 use super::{ChannelTask, Format};
+use crate::cluster::EndAnswer;
 use crate::net::Net;
 
 /// Whether this instance stops a session and records its end, by command URL.
 pub(in crate::proxy) enum Decision {
-    /// Asked; what waits for the answer.
+    /// Asked; what waits for the answer. `stop_now`: Redis stayed silent for a record's
+    /// time to live, so stops go out at once; only the end waits.
     Pending {
         stops: Vec<(StopId, u32, EngineAddr)>,
         ends: Vec<(String, EndReason)>,
+        stop_now: bool,
     },
     /// Answered.
     Made(bool),
@@ -27,8 +30,8 @@ pub(in crate::proxy) enum Decision {
 
 /// Where the answers come, by command URL.
 pub(in crate::proxy) type Answers = (
-    tokio::sync::mpsc::UnboundedSender<(String, bool)>,
-    tokio::sync::mpsc::UnboundedReceiver<(String, bool)>,
+    tokio::sync::mpsc::UnboundedSender<(String, EndAnswer)>,
+    tokio::sync::mpsc::UnboundedReceiver<(String, EndAnswer)>,
 );
 
 /// The decisions of one channel.
@@ -55,16 +58,24 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
             return Some(true);
         };
         // Asked now: before the slot is given back.
-        let answer = cluster.session_ending(id);
+        let mut answers = cluster.session_ending(id);
         let (decided, url) = (self.decided.0.clone(), command_url.to_owned());
         tokio::spawn(async move {
-            let _ = decided.send((url, answer.await));
+            loop {
+                // Without the driver (shutting down): it does.
+                let answer = answers.recv().await.unwrap_or(EndAnswer::Decided(true));
+                let last = matches!(answer, EndAnswer::Decided(_));
+                if decided.send((url.clone(), answer)).is_err() || last {
+                    return;
+                }
+            }
         });
         self.decisions.insert(
             command_url.to_owned(),
             Decision::Pending {
                 stops: Vec::new(),
                 ends: Vec::new(),
+                stop_now: false,
             },
         );
         None
@@ -92,12 +103,19 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
                     reservation.command_url.as_deref() == Some(command_url.as_str())
                 });
             }
-            None => {
-                if let Some(Decision::Pending { stops, .. }) = self.decisions.get_mut(&command_url)
-                {
-                    stops.push((stop, attempt, engine));
+            None => match self.decisions.get_mut(&command_url) {
+                Some(Decision::Pending { stop_now: true, .. }) => {
+                    super::super::calls::stop_session(
+                        &self.env,
+                        stop,
+                        attempt,
+                        engine,
+                        command_url,
+                    );
                 }
-            }
+                Some(Decision::Pending { stops, .. }) => stops.push((stop, attempt, engine)),
+                _ => {}
+            },
         }
     }
 
@@ -114,9 +132,30 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
         }
     }
 
-    /// The answer for the session of `command_url` came.
-    pub(super) fn decided(&mut self, command_url: String, act: bool) {
-        let Some(Decision::Pending { stops, ends }) = self
+    /// An answer for the session of `command_url` came.
+    pub(super) fn decided(&mut self, command_url: String, answer: EndAnswer) {
+        let act = match answer {
+            EndAnswer::Decided(act) => act,
+            EndAnswer::StopNow => {
+                if let Some(Decision::Pending {
+                    stops, stop_now, ..
+                }) = self.decisions.get_mut(&command_url)
+                {
+                    *stop_now = true;
+                    for (stop, attempt, engine) in std::mem::take(stops) {
+                        super::super::calls::stop_session(
+                            &self.env,
+                            stop,
+                            attempt,
+                            engine,
+                            command_url.clone(),
+                        );
+                    }
+                }
+                return;
+            }
+        };
+        let Some(Decision::Pending { stops, ends, .. }) = self
             .decisions
             .insert(command_url.clone(), Decision::Made(act))
         else {
