@@ -288,8 +288,7 @@ pub async fn start<N: Net>(
         if !deferred.is_empty() {
             workers.push(tokio::spawn(crate::leftovers::resolve_deferred(
                 lifecycle.clone(),
-                check,
-                cluster.clone(),
+                (check, cluster.clone()),
                 deferred,
                 EngineClient::new(client.clone(), options.proxy.engine_request_timeout),
                 acemux_core::channel::EngineCallConfig {

@@ -107,8 +107,7 @@ pub async fn stage_leftovers<N: Net>(
 /// before this runs) and is let go (`resolved`) once its stream is decided.
 pub async fn resolve_deferred<N: Net>(
     lifecycle: Arc<Lifecycle>,
-    check: crate::cluster::LeftoverCheck<N>,
-    cluster: crate::cluster::Cluster,
+    (check, cluster): (crate::cluster::LeftoverCheck<N>, crate::cluster::Cluster),
     deferred: Vec<(StreamState, bool)>,
     engines: EngineClient<N>,
     config: EngineCallConfig,
