@@ -118,6 +118,12 @@ fn sampled() -> Metrics {
         })
         .inc();
     metrics
+        .cluster_slot_events
+        .get_or_create(&acemux::metrics::SlotEventLabels {
+            event: "reserved".to_owned(),
+        })
+        .inc();
+    metrics
         .cluster_directory_reads
         .get_or_create(&acemux::metrics::DirectoryReadLabels {
             result: "ok".to_owned(),
