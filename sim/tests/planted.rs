@@ -50,7 +50,13 @@ const CASES: &[(Bug, &str, &[&str])] = &[
     (
         Bug::LeaseNotRenewed,
         "cluster",
-        &["engine sessions of", "runs 2 sessions of"],
+        // Two owners at once; or, the engine cap holding, the new owner finds every
+        // slot taken by the old owner's session and its viewers are refused.
+        &[
+            "engine sessions of",
+            "runs 2 sessions of",
+            "answered 503 with no fault in effect",
+        ],
     ),
     (
         Bug::OrphanEndedUnguarded,
