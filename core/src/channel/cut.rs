@@ -161,7 +161,7 @@ impl CutHls {
             self.served.push(
                 segment.duration_us,
                 segment.discontinuity,
-                segment.bytes,
+                segment.body,
                 self.config.max_segments.max(1),
                 self.config.max_buffer_bytes,
             );
