@@ -228,3 +228,41 @@ fn waiting_players_get_the_start_failure() {
         "{answer:?}"
     );
 }
+
+#[test]
+fn cut_segments_share_the_memory_the_ts_viewers_are_sent_from() {
+    let mut harness = cut_channel(secs(30));
+    let viewer = ViewerId(1);
+    let playback = open_with_viewer(&mut harness, viewer);
+    // Chunks that split packets: the fan-out aligns them, once.
+    let stream = gop_stream(0, 500, 25);
+    let mut delivered = Vec::new();
+    for chunk in stream.chunks(5000) {
+        let outputs = harness.input(Input::Media(TsInput::PlaybackData(
+            playback,
+            Bytes::copy_from_slice(chunk),
+        )));
+        for output in outputs {
+            if let Output::Media(TsOutput::Deliver { chunks, .. }) = output {
+                delivered.extend(chunks);
+            }
+        }
+        harness.input(Input::Media(TsInput::Ready(viewer)));
+    }
+    let snapshot = harness.machine.media().hls_snapshot().expect("cuts HLS");
+    assert!(snapshot.segments.len() >= 6);
+    for segment in &snapshot.segments {
+        // The tables first, then slices of what the viewer was sent.
+        for part in &segment.body.parts()[1..] {
+            let at = part.as_ptr() as usize;
+            assert!(
+                delivered.iter().any(|sent| {
+                    let start = sent.as_ptr() as usize;
+                    (start..start + sent.len()).contains(&at)
+                }),
+                "segment {} has a part of its own",
+                segment.seq
+            );
+        }
+    }
+}
