@@ -171,6 +171,11 @@ impl TsMedia {
         self.hls.as_ref().map_or(0, CutHls::segments_cut)
     }
 
+    /// Cut segments held now.
+    pub fn hls_segments_held(&self) -> usize {
+        self.hls.as_ref().map_or(0, CutHls::held)
+    }
+
     /// The segmenter's counters.
     pub fn segmenter_stats(&self) -> Option<SegmenterStats> {
         self.hls.as_ref().map(CutHls::segmenter_stats)
