@@ -298,7 +298,9 @@ pub struct ProxyArgs {
     #[arg(long, env = "ACEMUX_HLS_READY_SEGMENTS", default_value_t = 3)]
     pub hls_ready_segments: usize,
 
-    /// Segments listed in the served HLS playlist.
+    /// Segments listed in the served HLS playlist. A TS channel that no HLS player
+    /// watches (none seen yet, or all idle) holds only these and 2 more of the
+    /// segments it cuts.
     #[arg(long, env = "ACEMUX_HLS_WINDOW", default_value_t = 6)]
     pub hls_window: usize,
 
@@ -317,7 +319,8 @@ pub struct ProxyArgs {
     pub hls_stall_timeout: Duration,
 
     /// Bytes of segments an HLS channel holds; the oldest are evicted beyond (the
-    /// newest segment is always held).
+    /// newest segment is always held). At most 30 segments are held, and while no HLS
+    /// player watches a TS channel only `--hls-window` + 2 of those it cuts.
     #[arg(long, env = "ACEMUX_HLS_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub hls_buffer_bytes: usize,
 

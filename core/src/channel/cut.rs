@@ -1,6 +1,15 @@
 //! HLS cut from a TS channel's own stream: the segmenter, the served segments, the HLS
 //! players (viewers of the channel like its TS viewers) and the players waiting for
 //! the first playlist. One engine session serves both formats.
+//!
+//! Every TS channel cuts, watched by HLS players or not, so that a new HLS player is
+//! answered at once from a playlist that already lists segments. Segments share the
+//! memory of the chunks the fan-out ring holds, so those within the ring's reach cost
+//! little; older ones would keep old chunks alive. So while no HLS player is present
+//! (none seen yet, or all gone idle) the channel holds only the playlist's window and
+//! [`UNWATCHED_MARGIN_SEGMENTS`] more; once a player asks, up to
+//! [`CutHlsConfig::max_segments`] are held again (from the next cut on, the older ones
+//! come back as they are cut).
 
 use bytes::Bytes;
 
@@ -13,12 +22,20 @@ use crate::machine::Deadlines;
 use crate::time::{Duration, Instant};
 use crate::ts::segmenter::{Segmenter, SegmenterConfig, SegmenterStats};
 
+/// Segments held beyond the playlist's window while no HLS player is present: a
+/// player that read the playlist just before a cut is counted a little later (its
+/// request reaches the channel after the segments it names were cut past), and still
+/// finds the oldest segments it was given.
+pub const UNWATCHED_MARGIN_SEGMENTS: usize = 2;
+
 /// Bounds of the HLS a TS channel cuts.
 #[derive(Clone, Debug)]
 pub struct CutHlsConfig {
     /// How segments are cut (`--hls-segment-target`).
     pub segmenter: SegmenterConfig,
-    /// Most segments held (0 is taken as 1).
+    /// Most segments held while HLS players are present (0 is taken as 1); without any,
+    /// at most the window and [`UNWATCHED_MARGIN_SEGMENTS`] (see the [module
+    /// docs](self)).
     pub max_segments: usize,
     /// Most bytes of segments held; the newest segment is always held.
     pub max_buffer_bytes: usize,
@@ -161,8 +178,8 @@ impl CutHls {
             self.served.push(
                 segment.duration_us,
                 segment.discontinuity,
-                segment.bytes,
-                self.config.max_segments.max(1),
+                segment.body,
+                self.held_segments(),
                 self.config.max_buffer_bytes,
             );
         }
@@ -181,6 +198,22 @@ impl CutHls {
                 .answers
                 .extend(waiters.into_iter().map(|waiter| (waiter, Ok(()))));
         }
+    }
+
+    /// How many segments are held now: all that the bounds allow while HLS players
+    /// are present or waiting, else only what the live playlist needs.
+    fn held_segments(&self) -> usize {
+        let max = self.config.max_segments.max(1);
+        if self.players.len() > 0 || !self.waiters.is_empty() {
+            max
+        } else {
+            max.min(self.config.window_segments.max(1) + UNWATCHED_MARGIN_SEGMENTS)
+        }
+    }
+
+    /// Segments held now.
+    pub(super) fn held(&self) -> usize {
+        self.served.len()
     }
 
     /// Player `token` requested the playlist or a segment.

@@ -38,7 +38,7 @@ mod vocab;
 
 pub use answer::SessionAnswer;
 pub use composed::{ComposedChannel, Context, Media, MediaCommand};
-pub use cut::CutHlsConfig;
+pub use cut::{CutHlsConfig, UNWATCHED_MARGIN_SEGMENTS};
 pub use discovery::{parse_engine_list, ListSource, ListedEngine, Observed, SourceReport};
 pub use dns::{is_name, DnsEngine};
 pub use health::{Health, HealthState};

@@ -171,6 +171,11 @@ impl TsMedia {
         self.hls.as_ref().map_or(0, CutHls::segments_cut)
     }
 
+    /// Cut segments held now.
+    pub fn hls_segments_held(&self) -> usize {
+        self.hls.as_ref().map_or(0, CutHls::held)
+    }
+
     /// The segmenter's counters.
     pub fn segmenter_stats(&self) -> Option<SegmenterStats> {
         self.hls.as_ref().map(CutHls::segmenter_stats)
@@ -247,18 +252,19 @@ impl TsMedia {
     fn data(&mut self, now: Instant, bytes: Bytes, cx: &mut Context<'_, TsOutput>) {
         let len = bytes.len();
         let discarded_before = self.fanout.stats().discarded_bytes;
-        if let Some(hls) = &mut self.hls {
-            let mut events = CutEvents::default();
-            hls.data(now, bytes.clone(), &mut events);
-            self.cut_events(now, events, cx);
-        }
-        // Data is never refused.
-        let _ = self.fanout.handle_input(now, fanout::Input::Data(bytes));
+        // The fan-out aligns the bytes once; the segments cut are slices of the very
+        // chunks its ring holds, not copies.
+        let aligned = self.fanout.push_data(now, bytes);
         let discarded = self
             .fanout
             .stats()
             .discarded_bytes
             .saturating_sub(discarded_before);
+        if let Some(hls) = &mut self.hls {
+            let mut events = CutEvents::default();
+            hls.data(now, aligned, &mut events);
+            self.cut_events(now, events, cx);
+        }
         if discarded > 0 {
             cx.emit(TsOutput::Discarded {
                 bytes: discarded,

@@ -75,6 +75,13 @@ impl Fanout {
         }
     }
 
+    /// Applies [`Input::Data`] and returns the whole packets it brought (possibly none),
+    /// as the ring holds them: the same allocation, so that whoever keeps parts of them
+    /// (the HLS segments a channel cuts) shares the ring's memory instead of copying.
+    pub fn push_data(&mut self, now: Instant, bytes: Bytes) -> Bytes {
+        self.data(now, bytes)
+    }
+
     /// Drops the viewers stalled at `now` and sends keepalives that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
         for id in self.viewers.due(now) {
@@ -167,15 +174,15 @@ impl Fanout {
     }
 
     /// Aligns and stores `bytes`, ends the waits it allows, drops the viewers the ring
-    /// moved past, and publishes to every ready viewer.
-    fn data(&mut self, now: Instant, bytes: Bytes) {
+    /// moved past, and publishes to every ready viewer. Returns the aligned bytes.
+    fn data(&mut self, now: Instant, bytes: Bytes) -> Bytes {
         self.bytes_in += bytes.len() as u64;
         let aligned = self.aligner.push(bytes);
         if aligned.is_empty() {
-            return;
+            return aligned;
         }
         self.sync.observe(&aligned, self.ring.end_offset());
-        self.ring.push(aligned);
+        self.ring.push(aligned.clone());
         let evicted = self.ring.evict(self.config.ring_capacity_bytes);
         if evicted {
             self.sync.trim(self.ring.start_offset());
@@ -190,14 +197,15 @@ impl Fanout {
                 self.drop_viewer(id, DropReason::FellBehind);
             }
         }
-        if self.held_by_a_slow_viewer(None) {
-            return;
+        if !self.held_by_a_slow_viewer(None) {
+            // Ready viewers sit at the previous live edge, which the ring still holds
+            // (the newest chunk is never evicted), or have just ended their wait inside
+            // the ring.
+            for id in self.viewers.ready_ids() {
+                self.deliver(now, id);
+            }
         }
-        // Ready viewers sit at the previous live edge, which the ring still holds (the
-        // newest chunk is never evicted), or have just ended their wait inside the ring.
-        for id in self.viewers.ready_ids() {
-            self.deliver(now, id);
-        }
+        aligned
     }
 
     /// Ends the wait of `id` for a clean start when the newest chunk allows: at the first

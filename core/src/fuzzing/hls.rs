@@ -271,7 +271,7 @@ impl Checker {
         let held: Vec<&ServedSegment> = snapshot.behind.iter().chain(&snapshot.segments).collect();
         assert!(snapshot.segments.len() <= self.config.window_segments.max(1));
         assert!(held.len() <= self.config.max_segments.max(1));
-        let held_bytes: usize = held.iter().map(|s| s.bytes.len()).sum();
+        let held_bytes: usize = held.iter().map(|s| s.body.len()).sum();
         assert!(held_bytes <= self.config.max_buffer_bytes || held.len() == 1);
         assert_eq!(
             (stats.held_segments, stats.held_bytes),
@@ -310,7 +310,7 @@ impl Checker {
 
         for segment in &held {
             assert_eq!(snapshot.segment(segment.seq), Some(*segment));
-            let (generation, upstream_seq) = decode(&segment.bytes);
+            let (generation, upstream_seq) = decode(&segment.body.to_bytes());
             assert_eq!(segment.duration_us, duration_us(upstream_seq));
             self.seen.entry(segment.seq).or_insert(Seen {
                 generation,

@@ -113,11 +113,16 @@ pub fn segmenter(data: &[u8]) {
         aligned_packets += (mirror.push(Bytes::copy_from_slice(&bytes)).len() / PACKET_LEN) as u64;
         segmenter.push(now, Bytes::from(bytes));
         while let Some(segment) = segmenter.poll_segment() {
-            assert_eq!(segment.bytes.len() % PACKET_LEN, 0, "whole packets");
-            assert!(ts::packets(&segment.bytes).count() * PACKET_LEN == segment.bytes.len());
-            assert!(segment.bytes.len() <= MAX_BYTES, "within the byte bound");
+            let bytes = segment.body.to_bytes();
+            assert_eq!(bytes.len(), segment.body.len());
+            assert_eq!(bytes.len() % PACKET_LEN, 0, "whole packets");
+            assert!(ts::packets(&bytes).count() * PACKET_LEN == bytes.len());
+            assert!(bytes.len() <= MAX_BYTES, "within the byte bound");
             assert!(segment.duration_us >= 1);
-            let packets = segment.bytes.len() / PACKET_LEN;
+            for part in segment.body.parts() {
+                assert_eq!(part.len() % PACKET_LEN, 0, "parts are whole packets");
+            }
+            let packets = bytes.len() / PACKET_LEN;
             assert!(
                 packets > segment.inserted_packets,
                 "every segment carries input"

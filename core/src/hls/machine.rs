@@ -384,7 +384,7 @@ impl HlsSession {
             let seq = self.served.push(
                 fetched.duration_us,
                 fetched.discontinuity,
-                fetched.bytes,
+                fetched.bytes.into(),
                 self.config.max_segments.max(1),
                 self.config.max_buffer_bytes,
             );

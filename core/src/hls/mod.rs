@@ -97,6 +97,7 @@
 //! assert!(hls.poll_timeout().is_some());
 //! ```
 
+mod body;
 mod machine;
 mod queue;
 mod served;
@@ -106,6 +107,7 @@ use thiserror::Error;
 
 use crate::time::{Duration, Instant};
 
+pub use body::SegmentBody;
 pub use machine::HlsSession;
 pub(crate) use served::ServedBuffer;
 pub use served::{HlsSnapshot, ServedSegment};

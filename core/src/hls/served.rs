@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
-use bytes::Bytes;
+use super::SegmentBody;
 
 /// One served segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,7 +19,7 @@ pub struct ServedSegment {
     /// segment of a session (nothing precedes it).
     pub discontinuity: bool,
     /// The segment's body.
-    pub bytes: Bytes,
+    pub body: SegmentBody,
 }
 
 /// An immutable view of what is served, for the driver to publish (for example in a
@@ -144,7 +144,7 @@ impl ServedBuffer {
         &mut self,
         duration_us: u64,
         discontinuity: bool,
-        bytes: Bytes,
+        body: SegmentBody,
         max_segments: usize,
         max_bytes: usize,
     ) -> u64 {
@@ -153,18 +153,18 @@ impl ServedBuffer {
         // A discontinuity before the very first segment separates it from nothing.
         let discontinuity = discontinuity && seq > self.first_seq;
         self.discontinuities += u64::from(discontinuity);
-        self.bytes += bytes.len();
+        self.bytes += body.len();
         self.segments.push_back(ServedSegment {
             seq,
             duration_us,
             discontinuity,
-            bytes,
+            body,
         });
         while self.segments.len() > 1
             && (self.segments.len() > max_segments || self.bytes > max_bytes)
         {
             if let Some(evicted) = self.segments.pop_front() {
-                self.bytes -= evicted.bytes.len();
+                self.bytes -= evicted.body.len();
             }
         }
         seq

@@ -10,6 +10,7 @@ mod player;
 mod playlists;
 mod query;
 mod read;
+mod segment_body;
 mod status;
 mod stream;
 mod views;

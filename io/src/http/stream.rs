@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use acemux_core::channel::StartFailure;
+use acemux_core::hls::SegmentBody;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -14,6 +15,7 @@ use super::error::ApiError;
 use super::events::authorize;
 use super::player::{channel_key, StreamMode};
 use super::query::Params;
+use super::segment_body::PartsBody;
 use super::{views, AppState};
 use crate::engine::StreamFormat;
 use crate::proxy::{Asker, Client, EngineStop, JoinError, StopOutcome, Streams};
@@ -282,8 +284,8 @@ pub async fn segment(
     Ok(segment_response(bytes))
 }
 
-fn segment_response(bytes: bytes::Bytes) -> Response {
-    let mut response = bytes.into_response();
+fn segment_response(body: SegmentBody) -> Response {
+    let mut response = axum::body::Body::new(PartsBody::from(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
     headers.insert(

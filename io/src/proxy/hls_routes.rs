@@ -6,7 +6,7 @@ use std::sync::{Arc, MutexGuard};
 
 use acemux_core::channel::{for_player, RelayFailure, StartFailure};
 use acemux_core::cluster::Route;
-use bytes::Bytes;
+use acemux_core::hls::SegmentBody;
 use tokio::sync::oneshot;
 
 use super::hls_relay::{self, RelayAsk, RelayHandle, RelayReply};
@@ -122,13 +122,13 @@ impl<N: Net> Proxy<N> {
         token: String,
         client: Client,
         asker: Asker,
-    ) -> Result<Option<Bytes>, JoinError> {
+    ) -> Result<Option<SegmentBody>, JoinError> {
         let key = self.hls_channel_key(key);
         let routed = match self.ask_owner(&key, RelayAsk::Segment(seq), asker).await? {
             Served::Here { routed } => routed,
             Served::Relayed(reply) => {
                 return match reply {
-                    Ok(bytes) => Ok(Some(bytes)),
+                    Ok(bytes) => Ok(Some(bytes.into())),
                     Err(RelayFailure::Fetch(acemux_core::channel::FetchError::Status {
                         status: 404,
                         ..
@@ -235,7 +235,7 @@ impl<N: Net> Proxy<N> {
         seq: u64,
         token: String,
         client: Client,
-    ) -> Option<bytes::Bytes> {
+    ) -> Option<SegmentBody> {
         let (mailbox, snapshot, status, labels) = self
             .channels()
             .iter()
@@ -251,18 +251,19 @@ impl<N: Net> Proxy<N> {
         let player = self.hls_player(&status, &token, client);
         let _ = mailbox.try_send(ChannelMsg::Seen { token });
         let snapshot = snapshot?;
-        let bytes = snapshot.borrow().segment(seq)?.bytes.clone();
+        // The segment's parts: handles on memory the channel holds anyway, not a copy.
+        let body = snapshot.borrow().segment(seq)?.body.clone();
         let now = self.0.lifecycle.clock().now();
         if let Some(player) = player {
-            player.sent(now, bytes.len() as u64);
+            player.sent(now, body.len() as u64);
         }
-        status.bytes_out.add(now, bytes.len() as u64);
+        status.bytes_out.add(now, body.len() as u64);
         self.0
             .metrics
             .channel_bytes_out
             .get_or_create(&labels)
-            .inc_by(bytes.len() as u64);
-        Some(bytes)
+            .inc_by(body.len() as u64);
+        Some(body)
     }
 
     /// The record of HLS player `token` of a channel (bounded by the channel's viewer

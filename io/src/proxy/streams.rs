@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use acemux_core::channel::{EnginePool, EngineStats};
+use acemux_core::hls::SegmentBody;
 use futures::future::BoxFuture;
 
 use super::{
@@ -54,16 +55,11 @@ pub trait Streams: Send + Sync + 'static {
         viewer: String,
         client: Client,
         asker: Asker,
-    ) -> BoxFuture<'static, Result<Option<bytes::Bytes>, JoinError>>;
+    ) -> BoxFuture<'static, Result<Option<SegmentBody>, JoinError>>;
 
     /// See [`Proxy::hls_segment`].
-    fn hls_segment(
-        &self,
-        id: u64,
-        seq: u64,
-        viewer: String,
-        client: Client,
-    ) -> Option<bytes::Bytes>;
+    fn hls_segment(&self, id: u64, seq: u64, viewer: String, client: Client)
+        -> Option<SegmentBody>;
 
     /// The engines the proxy knows now, with their load.
     fn engine_pool(&self) -> EnginePool;
@@ -128,7 +124,7 @@ impl<N: Net> Streams for Proxy<N> {
         viewer: String,
         client: Client,
         asker: Asker,
-    ) -> BoxFuture<'static, Result<Option<bytes::Bytes>, JoinError>> {
+    ) -> BoxFuture<'static, Result<Option<SegmentBody>, JoinError>> {
         let proxy = self.clone();
         Box::pin(async move { proxy.hls_segment_of(key, seq, viewer, client, asker).await })
     }
@@ -139,7 +135,7 @@ impl<N: Net> Streams for Proxy<N> {
         seq: u64,
         viewer: String,
         client: Client,
-    ) -> Option<bytes::Bytes> {
+    ) -> Option<SegmentBody> {
         Proxy::hls_segment(self, id, seq, viewer, client)
     }
 

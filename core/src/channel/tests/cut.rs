@@ -228,3 +228,174 @@ fn waiting_players_get_the_start_failure() {
         "{answer:?}"
     );
 }
+
+/// The HLS half of a TS channel alone, with a live playlist of 6 segments and room for
+/// 30, fed a 25 fps stream with a keyframe every second (2 s segments).
+struct Cut {
+    cut: crate::channel::cut::CutHls,
+    now: Instant,
+    dts: u64,
+}
+
+impl Cut {
+    fn new(edit: impl FnOnce(&mut CutHlsConfig)) -> Self {
+        let mut config = CutHlsConfig {
+            segmenter: SegmenterConfig::with_target(secs(2)),
+            max_segments: 30,
+            window_segments: 6,
+            idle_timeout: secs(30),
+            ..CutHlsConfig::default()
+        };
+        edit(&mut config);
+        Cut {
+            cut: crate::channel::cut::CutHls::new(config),
+            now: T0,
+            dts: 900_000,
+        }
+    }
+
+    /// `seconds` of the stream, arriving in one chunk; the clock moves on as much.
+    fn feed(&mut self, seconds: u64) {
+        let frames = seconds * 25;
+        let mut events = CutEvents::default();
+        let bytes = Bytes::from(gop_stream(self.dts, frames, 25));
+        self.cut.data(self.now, bytes, &mut events);
+        self.dts += frames * 3600;
+        self.now = self.now + secs(seconds);
+    }
+
+    fn seen(&mut self, token: &str) {
+        self.cut
+            .seen(self.now, token.into(), &mut CutEvents::default());
+    }
+
+    /// Segments held: listed in the playlist, and behind it.
+    fn held(&self) -> (usize, usize) {
+        let snapshot = self.cut.snapshot();
+        assert_eq!(
+            snapshot.segments.len() + snapshot.behind.len(),
+            self.cut.held()
+        );
+        (snapshot.segments.len(), snapshot.behind.len())
+    }
+}
+
+use crate::channel::cut::CutEvents;
+use crate::channel::UNWATCHED_MARGIN_SEGMENTS;
+
+#[test]
+fn without_hls_players_only_the_window_and_a_margin_are_held() {
+    let mut cut = Cut::new(|_| {});
+    cut.feed(100);
+    assert!(cut.cut.segments_cut() >= 45);
+    // The playlist is whole (a new player starts at once); little is held behind it.
+    assert_eq!(cut.held(), (6, UNWATCHED_MARGIN_SEGMENTS));
+    assert!(cut.cut.snapshot().ready);
+}
+
+#[test]
+fn once_a_player_asks_up_to_the_bound_is_held_until_it_goes_idle() {
+    let mut cut = Cut::new(|_| {});
+    cut.feed(40);
+    assert_eq!(cut.held(), (6, UNWATCHED_MARGIN_SEGMENTS));
+    cut.seen("p1");
+    // The held segments grow by one per cut, up to the bound.
+    cut.feed(10);
+    assert_eq!(cut.held(), (6, UNWATCHED_MARGIN_SEGMENTS + 5));
+    for _ in 0..5 {
+        cut.feed(10);
+        cut.seen("p1");
+    }
+    assert_eq!(cut.held(), (6, 30 - 6));
+    // The player asks nothing past the idle timeout: it is gone, and the next cut
+    // lets go of what only it could have asked for.
+    cut.now = cut.now + secs(31);
+    cut.cut.handle_timeout(cut.now, &mut CutEvents::default());
+    assert_eq!(cut.cut.players(), 0);
+    assert_eq!(cut.held(), (6, 30 - 6), "nothing is dropped between cuts");
+    cut.feed(4);
+    assert_eq!(cut.held(), (6, UNWATCHED_MARGIN_SEGMENTS));
+}
+
+#[test]
+fn players_waiting_for_the_first_playlist_count_as_asking() {
+    let mut cut = Cut::new(|config| config.ready_segments = 20);
+    cut.cut
+        .wait(cut.now, WaiterId(1), &mut CutEvents::default());
+    cut.feed(36);
+    assert_eq!(cut.cut.waiters(), 1, "not ready yet");
+    assert_eq!(cut.held(), (6, 17 - 6));
+}
+
+#[test]
+fn the_unwatched_hold_never_exceeds_the_bounds() {
+    // A window longer than the bound: the bound wins.
+    let mut cut = Cut::new(|config| config.window_segments = 40);
+    cut.feed(100);
+    assert_eq!(cut.held(), (30, 0));
+    // The byte bound still applies (a segment here is about 60 packets).
+    let mut cut = Cut::new(|config| config.max_buffer_bytes = 3 * 60 * 188);
+    cut.feed(100);
+    let (listed, behind) = cut.held();
+    assert!(listed + behind <= 3, "{listed} + {behind}");
+}
+
+#[test]
+fn a_running_channel_no_hls_player_watched_answers_a_new_one_at_once() {
+    let mut harness = cut_channel(secs(30));
+    let viewer = ViewerId(1);
+    let playback = open_with_viewer(&mut harness, viewer);
+    harness.input(Input::Media(TsInput::PlaybackData(
+        playback,
+        Bytes::from(gop_stream(0, 2500, 25)),
+    )));
+    assert_eq!(
+        harness.machine.media().hls_segments_held(),
+        6 + UNWATCHED_MARGIN_SEGMENTS
+    );
+    let outputs = harness.input(Input::Media(TsInput::WaitReady(WaiterId(3))));
+    assert!(outputs.contains(&Output::Media(TsOutput::Answer {
+        waiter: WaiterId(3),
+        result: Ok(())
+    })));
+    let snapshot = harness.machine.media().hls_snapshot().expect("cuts HLS");
+    assert_eq!(snapshot.segments.len(), 6);
+}
+
+#[test]
+fn cut_segments_share_the_memory_the_ts_viewers_are_sent_from() {
+    let mut harness = cut_channel(secs(30));
+    let viewer = ViewerId(1);
+    let playback = open_with_viewer(&mut harness, viewer);
+    // Chunks that split packets: the fan-out aligns them, once.
+    let stream = gop_stream(0, 500, 25);
+    let mut delivered = Vec::new();
+    for chunk in stream.chunks(5000) {
+        let outputs = harness.input(Input::Media(TsInput::PlaybackData(
+            playback,
+            Bytes::copy_from_slice(chunk),
+        )));
+        for output in outputs {
+            if let Output::Media(TsOutput::Deliver { chunks, .. }) = output {
+                delivered.extend(chunks);
+            }
+        }
+        harness.input(Input::Media(TsInput::Ready(viewer)));
+    }
+    let snapshot = harness.machine.media().hls_snapshot().expect("cuts HLS");
+    assert!(snapshot.segments.len() >= 6);
+    for segment in &snapshot.segments {
+        // The tables first, then slices of what the viewer was sent.
+        for part in &segment.body.parts()[1..] {
+            let at = part.as_ptr() as usize;
+            assert!(
+                delivered.iter().any(|sent| {
+                    let start = sent.as_ptr() as usize;
+                    (start..start + sent.len()).contains(&at)
+                }),
+                "segment {} has a part of its own",
+                segment.seq
+            );
+        }
+    }
+}

@@ -117,7 +117,7 @@ impl MediaSide<TsOutput> for TsSide {
                 self.sequences = sequences;
                 self.ready |= snapshot.ready;
                 for segment in &snapshot.segments {
-                    assert_eq!(segment.bytes.len() % PACKET_LEN, 0, "whole packets");
+                    assert_eq!(segment.body.len() % PACKET_LEN, 0, "whole packets");
                     assert!(segment.duration_us >= 1);
                 }
             }

@@ -280,7 +280,7 @@ impl Harness {
         self.snapshot()
             .segments
             .iter()
-            .map(|s| upstream_of(&s.bytes))
+            .map(|s| upstream_of(&s.body.to_bytes()))
             .collect()
     }
 }

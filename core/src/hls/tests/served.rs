@@ -173,8 +173,11 @@ fn segments_behind_the_window_stay_fetchable() {
     let snapshot = h.snapshot();
     assert_eq!(snapshot.media_sequence, 3);
     let old = snapshot.segment(0).expect("held behind the window");
-    assert_eq!(old.bytes, body(0));
-    assert_eq!(snapshot.segment(4).map(|s| s.bytes.clone()), Some(body(4)));
+    assert_eq!(old.body, body(0).into());
+    assert_eq!(
+        snapshot.segment(4).map(|s| s.body.clone()),
+        Some(body(4).into())
+    );
     assert_eq!(snapshot.segment(5), None);
 }
 
@@ -184,7 +187,7 @@ fn render_writes_the_exact_playlist() {
         seq,
         duration_us,
         discontinuity,
-        bytes: Bytes::from_static(b"ts"),
+        body: Bytes::from_static(b"ts").into(),
     };
     let snapshot = HlsSnapshot {
         target_duration_s: 3,

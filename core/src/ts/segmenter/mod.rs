@@ -53,14 +53,16 @@ mod psi;
 mod tests;
 
 use std::collections::VecDeque;
+use std::ops::Range;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 pub use psi::Codec;
 use psi::{Picture, Tables};
 
 use super::restamp::{timestamps, TIMESTAMP_MODULUS};
 use super::{Packet, PacketAligner, PACKET_LEN};
+use crate::hls::SegmentBody;
 use crate::time::{Duration, Instant};
 
 /// How a [`Segmenter`] cuts.
@@ -106,8 +108,11 @@ impl Default for SegmenterConfig {
 /// One segment cut from the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CutSegment {
-    /// Its bytes: the inserted PAT and PMT packets, then its input packets.
-    pub bytes: Bytes,
+    /// Its bytes: the inserted PAT and PMT packets (one part shared by the segments
+    /// cut while the tables stay the same), then its input packets as slices of the
+    /// aligned input chunks (one part per run of consecutive packets of a chunk; no
+    /// copy).
+    pub body: SegmentBody,
     /// Its duration in µs (at least 1).
     pub duration_us: u64,
     /// Whether media before it is missing or from another session or timeline
@@ -153,7 +158,12 @@ pub struct SegmenterStats {
 /// The segment being filled.
 #[derive(Debug, Default)]
 struct Current {
-    bytes: BytesMut,
+    /// Its parts so far, without `run`.
+    body: SegmentBody,
+    /// Its newest packets: a range of the chunk being pushed, not yet sliced off.
+    run: Option<Range<usize>>,
+    /// Its bytes, `run` included.
+    len: usize,
     /// Input packets in it.
     packets: usize,
     inserted: usize,
@@ -188,6 +198,8 @@ pub struct Segmenter {
     /// The byte rate's reference: the first byte's arrival, and bytes since.
     first_byte_at: Option<Instant>,
     bytes_seen: u64,
+    /// The aligned chunk being pushed, whose packets the segments slice.
+    input: Bytes,
     out: VecDeque<CutSegment>,
     stats: SegmenterStats,
 }
@@ -209,6 +221,7 @@ impl Segmenter {
             leading: true,
             first_byte_at: None,
             bytes_seen: 0,
+            input: Bytes::new(),
             out: VecDeque::new(),
             stats: SegmenterStats::default(),
         }
@@ -224,7 +237,7 @@ impl Segmenter {
 
     /// Bytes of the segment being filled.
     pub fn pending_bytes(&self) -> usize {
-        self.current.bytes.len()
+        self.current.len
     }
 
     /// Input packets of the segment being filled.
@@ -239,18 +252,27 @@ impl Segmenter {
 
     /// Feeds bytes of the stream that arrived at `now` (any chunking; bytes that are
     /// not packets are skipped and counted).
+    ///
+    /// Segments share the memory of what they are fed: a chunk of whole, aligned
+    /// packets (such as what a [`PacketAligner`] puts out, or a fan-out ring holds) is
+    /// sliced, not copied; other chunks are aligned first, which copies them once.
     pub fn push(&mut self, now: Instant, bytes: Bytes) {
         let aligned = self.aligner.push(bytes);
         if aligned.is_empty() {
             return;
         }
         self.first_byte_at.get_or_insert(now);
-        for chunk in aligned.chunks_exact(PACKET_LEN) {
+        self.input = aligned;
+        let input = self.input.clone();
+        for (index, chunk) in input.chunks_exact(PACKET_LEN).enumerate() {
             if let Some(packet) = Packet::new(chunk) {
-                self.packet(now, packet);
+                self.packet(now, packet, index * PACKET_LEN);
             }
         }
-        self.bytes_seen += aligned.len() as u64;
+        // The next chunk is another allocation: what this one brought is sliced off.
+        self.current.close_run(&self.input);
+        self.input = Bytes::new();
+        self.bytes_seen += input.len() as u64;
     }
 
     /// What follows comes from a new playback (a reconnect, another engine session):
@@ -276,7 +298,8 @@ impl Segmenter {
         self.out.pop_front()
     }
 
-    fn packet(&mut self, now: Instant, packet: Packet<'_>) {
+    /// `packet` starts at `at` in the chunk being pushed.
+    fn packet(&mut self, now: Instant, packet: Packet<'_>, at: usize) {
         self.tables.observe(packet);
         let video = self.tables.video();
         let pid = packet.pid();
@@ -373,7 +396,7 @@ impl Segmenter {
             }
             self.last_ts = Some(ts);
         }
-        self.append(packet, random_access, clock_ts);
+        self.append(at, random_access, clock_ts);
     }
 
     /// Whether `packet` is a random-access point of the video stream.
@@ -421,7 +444,7 @@ impl Segmenter {
         clock_ts: Option<u64>,
         random_access: bool,
     ) -> Option<CutReason> {
-        if self.current.bytes.len() + PACKET_LEN > self.config.max_bytes {
+        if self.current.len + PACKET_LEN > self.config.max_bytes {
             return Some(CutReason::Bound);
         }
         match (self.current.start_ts, clock_ts) {
@@ -442,7 +465,7 @@ impl Segmenter {
             (None, _) if self.clock.is_none() => {
                 let rate = self.byte_rate(now)?;
                 let bound = rate * self.config.max_duration.as_secs_f64();
-                ((self.current.bytes.len() + PACKET_LEN) as f64 > bound.max(PACKET_LEN as f64))
+                ((self.current.len + PACKET_LEN) as f64 > bound.max(PACKET_LEN as f64))
                     .then_some(CutReason::Bound)
             }
             _ => None,
@@ -456,12 +479,14 @@ impl Segmenter {
             .then(|| self.bytes_seen as f64 / elapsed.as_secs_f64())
     }
 
-    fn append(&mut self, packet: Packet<'_>, random_access: bool, clock_ts: Option<u64>) {
+    /// Adds the packet at `at` in the chunk being pushed to the segment being filled.
+    fn append(&mut self, at: usize, random_access: bool, clock_ts: Option<u64>) {
         let current = &mut self.current;
         if current.packets == 0 {
-            for psi in self.tables.packets() {
-                current.bytes.extend_from_slice(psi);
-                current.inserted += 1;
+            if let Some(psi) = self.tables.packets() {
+                current.inserted = psi.len() / PACKET_LEN;
+                current.len += psi.len();
+                current.body.push(psi);
             }
             current.random_access = random_access;
             current.discontinuity = std::mem::take(&mut self.pending_discontinuity);
@@ -469,7 +494,15 @@ impl Segmenter {
         if current.start_ts.is_none() {
             current.start_ts = clock_ts;
         }
-        current.bytes.extend_from_slice(packet.bytes());
+        // Consecutive packets of a chunk make one part.
+        match &mut current.run {
+            Some(run) if run.end == at => run.end = at + PACKET_LEN,
+            _ => {
+                current.close_run(&self.input);
+                current.run = Some(at..at + PACKET_LEN);
+            }
+        }
+        current.len += PACKET_LEN;
         current.packets += 1;
     }
 
@@ -477,7 +510,8 @@ impl Segmenter {
     /// one starts, if known.
     fn cut(&mut self, now: Instant, end_ts: Option<u64>, reason: CutReason) {
         self.leading = false;
-        let current = std::mem::take(&mut self.current);
+        let mut current = std::mem::take(&mut self.current);
+        current.close_run(&self.input);
         let duration_us = match (current.start_ts, end_ts, current.last_ts) {
             (Some(start), Some(end), _) => ticks_to_us(forward(start, end)),
             (Some(start), None, Some(last)) => {
@@ -485,7 +519,7 @@ impl Segmenter {
                 ticks_to_us(span + self.step.unwrap_or(0))
             }
             _ => match self.byte_rate(now) {
-                Some(rate) => (current.bytes.len() as f64 / rate * 1e6) as u64,
+                Some(rate) => (current.len as f64 / rate * 1e6) as u64,
                 None => u64::try_from(self.config.target_duration.as_micros()).unwrap_or(u64::MAX),
             },
         };
@@ -496,12 +530,21 @@ impl Segmenter {
             CutReason::Jump | CutReason::Flush => {}
         }
         self.out.push_back(CutSegment {
-            bytes: current.bytes.freeze(),
+            body: current.body,
             duration_us: duration_us.max(1),
             discontinuity: current.discontinuity,
             random_access: current.random_access,
             inserted_packets: current.inserted,
         });
+    }
+}
+
+impl Current {
+    /// Slices the run of packets not yet in `body` off `input`, the chunk it is in.
+    fn close_run(&mut self, input: &Bytes) {
+        if let Some(run) = self.run.take() {
+            self.body.push(input.slice(run));
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::{Bytes, BytesMut};
+
 use crate::ts::{Packet, PACKET_LEN, PAT_PID};
 
 /// The video codecs whose pictures the segmenter can check.
@@ -29,6 +31,8 @@ pub(super) struct Tables {
     pmts: BTreeMap<u16, [u8; PACKET_LEN]>,
     /// The first video stream a PMT declares.
     video: Option<(u16, Codec)>,
+    /// The latest PAT and PMTs joined, once asked for since they last changed.
+    joined: Option<Bytes>,
 }
 
 impl Tables {
@@ -43,10 +47,12 @@ impl Tables {
                 self.pmts.retain(|pid, _| pmt_pids.contains(pid));
                 self.pmt_pids = pmt_pids;
                 self.pat = Some(*packet.bytes());
+                self.joined = None;
             }
         } else if self.pmt_pids.contains(&pid) {
             if let Some(video) = parse_pmt(packet.payload()) {
                 self.pmts.insert(pid, *packet.bytes());
+                self.joined = None;
                 if self.video.is_none() || video.is_some() {
                     self.video = video.or(self.video);
                 }
@@ -59,14 +65,21 @@ impl Tables {
         self.video
     }
 
-    /// Copies of the latest PAT and PMTs, to start a segment with (none until a PAT
-    /// and a PMT it names were seen).
-    pub(super) fn packets(&self) -> impl Iterator<Item = &[u8; PACKET_LEN]> {
-        let complete = self.pat.is_some() && !self.pmts.is_empty();
-        self.pat
-            .iter()
-            .chain(self.pmts.values())
-            .filter(move |_| complete)
+    /// The latest PAT and PMTs in one piece, to start a segment with (none until a PAT
+    /// and a PMT it names were seen). Joined once per change of the tables, so the
+    /// segments cut meanwhile share it.
+    pub(super) fn packets(&mut self) -> Option<Bytes> {
+        if self.pat.is_none() || self.pmts.is_empty() {
+            return None;
+        }
+        let joined = self.joined.get_or_insert_with(|| {
+            let mut joined = BytesMut::with_capacity((1 + self.pmts.len()) * PACKET_LEN);
+            for packet in self.pat.iter().chain(self.pmts.values()) {
+                joined.extend_from_slice(packet);
+            }
+            joined.freeze()
+        });
+        Some(joined.clone())
     }
 }
 

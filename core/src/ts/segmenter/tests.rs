@@ -192,7 +192,7 @@ fn feed(segmenter: &mut Segmenter, sent: &[Sent]) {
 }
 
 fn input_packets(segment: &CutSegment) -> Vec<[u8; PACKET_LEN]> {
-    segment.bytes[segment.inserted_packets * PACKET_LEN..]
+    segment.body.to_bytes()[segment.inserted_packets * PACKET_LEN..]
         .chunks_exact(PACKET_LEN)
         .map(|chunk| chunk.try_into().expect("188 bytes"))
         .collect()
@@ -227,11 +227,12 @@ fn one_second_gops_make_two_second_segments_that_start_with_tables_and_a_keyfram
         assert!(segment.random_access);
         assert!(!segment.discontinuity);
         assert_eq!(segment.inserted_packets, 2);
-        let first = Packet::new(&segment.bytes[..PACKET_LEN]).expect("packet");
+        let bytes = segment.body.to_bytes();
+        let first = Packet::new(&bytes[..PACKET_LEN]).expect("packet");
         assert_eq!(first.pid(), PAT_PID);
-        let second = Packet::new(&segment.bytes[PACKET_LEN..2 * PACKET_LEN]).expect("packet");
+        let second = Packet::new(&bytes[PACKET_LEN..2 * PACKET_LEN]).expect("packet");
         assert_eq!(second.pid(), PMT);
-        let third = Packet::new(&segment.bytes[2 * PACKET_LEN..3 * PACKET_LEN]).expect("packet");
+        let third = Packet::new(&bytes[2 * PACKET_LEN..3 * PACKET_LEN]).expect("packet");
         assert!(third.pid() == PAT_PID || third.starts_video_keyframe());
     }
     let stats = segmenter.stats();
@@ -354,9 +355,9 @@ fn a_stream_without_timestamps_is_cut_by_bytes_at_the_observed_rate() {
     assert!(segments.len() >= 3, "{}", segments.len());
     for segment in &segments[1..] {
         assert!(
-            segment.bytes.len() <= 601 * PACKET_LEN,
+            segment.body.len() <= 601 * PACKET_LEN,
             "{}",
-            segment.bytes.len()
+            segment.body.len()
         );
         assert!(segment.duration_us <= 6_100_000, "{}", segment.duration_us);
     }
@@ -371,7 +372,7 @@ fn the_byte_bound_holds_whatever_the_timestamps() {
     });
     feed(&mut segmenter, &stream.sent);
     for segment in all(&mut segmenter) {
-        assert!(segment.bytes.len() <= 40 * PACKET_LEN);
+        assert!(segment.body.len() <= 40 * PACKET_LEN);
     }
 }
 
@@ -479,14 +480,14 @@ proptest! {
         // Each segment's first input packet, and what the test knows of its packets.
         let mut at = 0;
         for (index, segment) in segments.iter().enumerate() {
-            let count = segment.bytes.len() / PACKET_LEN - segment.inserted_packets;
+            let count = segment.body.len() / PACKET_LEN - segment.inserted_packets;
             let packets = &stream.sent[at..at + count];
             at += count;
             prop_assert!(count > 0);
             prop_assert!(segment.duration_us >= 1);
             prop_assert_eq!(segment.random_access, packets[0].keyframe);
             // The inserted tables are the PAT, then the PMT.
-            let inserted: Vec<u16> = segment.bytes[..segment.inserted_packets * PACKET_LEN]
+            let inserted: Vec<u16> = segment.body.to_bytes()[..segment.inserted_packets * PACKET_LEN]
                 .chunks_exact(PACKET_LEN)
                 .filter_map(Packet::new)
                 .map(|packet| packet.pid())
@@ -513,6 +514,151 @@ proptest! {
                     if let (true, Some(dts)) = (packet.keyframe, packet.video_dts) {
                         prop_assert!(forward(start, dts) < target, "a keyframe past the target in segment {}", index);
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The toy stream's bytes in one piece.
+fn joined(sent: &[Sent]) -> Vec<u8> {
+    sent.iter().flat_map(|packet| packet.bytes).collect()
+}
+
+/// Cuts `bytes` pushed in chunks of `chunk_len` (the last one shorter), flushed at the
+/// end; the segments and the chunks pushed.
+fn cut_in_chunks(bytes: &[u8], chunk_len: usize) -> (Vec<CutSegment>, Vec<Bytes>) {
+    let mut segmenter = Segmenter::new(config());
+    let chunks: Vec<Bytes> = bytes
+        .chunks(chunk_len)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    for chunk in &chunks {
+        segmenter.push(Instant::ZERO, chunk.clone());
+    }
+    segmenter.discontinuity(Instant::ZERO);
+    (all(&mut segmenter), chunks)
+}
+
+/// Whether `part` lies in the memory of `chunk`.
+fn within(part: &Bytes, chunk: &Bytes) -> bool {
+    let (start, at) = (chunk.as_ptr() as usize, part.as_ptr() as usize);
+    at >= start && at + part.len() <= start + chunk.len()
+}
+
+#[test]
+fn input_packets_are_slices_of_the_chunks_pushed_one_part_per_run() {
+    let stream = regular(250, 25);
+    let bytes = joined(&stream.sent);
+    // 50 packets a chunk: a segment (2 s, about 190 packets) spans a few chunks.
+    let (segments, chunks) = cut_in_chunks(&bytes, 50 * PACKET_LEN);
+    assert_eq!(segments.len(), 5);
+    let mut shared = 0;
+    for segment in &segments {
+        let parts = segment.body.parts();
+        // The inserted tables are one part, then one part per chunk the media spans.
+        assert_eq!(segment.inserted_packets, 2);
+        assert_eq!(parts[0].len(), 2 * PACKET_LEN);
+        let media = &parts[1..];
+        let packets = segment.body.len() / PACKET_LEN - segment.inserted_packets;
+        assert!(
+            media.len() <= packets.div_ceil(50) + 1,
+            "{} parts for {packets} packets",
+            media.len()
+        );
+        for part in media {
+            assert!(chunks.iter().any(|chunk| within(part, chunk)), "a copy");
+            assert_eq!(part.len() % PACKET_LEN, 0);
+            shared += part.len();
+        }
+    }
+    let inserted: usize = segments.iter().map(|s| s.inserted_packets).sum();
+    let skipped = segmenter_skipped(&bytes);
+    assert_eq!(shared, bytes.len() - skipped * PACKET_LEN);
+    assert!(inserted > 0);
+}
+
+/// Packets a segmenter drops before the stream's first random-access point.
+fn segmenter_skipped(bytes: &[u8]) -> usize {
+    let mut segmenter = Segmenter::new(config());
+    segmenter.push(Instant::ZERO, Bytes::copy_from_slice(bytes));
+    segmenter.discontinuity(Instant::ZERO);
+    segmenter.stats().skipped_packets as usize
+}
+
+#[test]
+fn one_chunk_makes_one_media_part_per_segment() {
+    let stream = regular(250, 25);
+    let bytes = joined(&stream.sent);
+    let (segments, chunks) = cut_in_chunks(&bytes, bytes.len());
+    assert_eq!(chunks.len(), 1);
+    for segment in &segments {
+        assert_eq!(segment.body.parts().len(), 2, "the tables, then one slice");
+        assert!(within(&segment.body.parts()[1], &chunks[0]));
+    }
+}
+
+#[test]
+fn segments_cut_while_the_tables_stay_share_one_copy_of_them() {
+    // Tables only at the start: every segment starts with the same PAT and PMT.
+    let mut stream = Stream {
+        dts: 10_000_000,
+        ..Stream::default()
+    };
+    stream.tables();
+    for frame in 0..250 {
+        stream.frame(frame % 25 == 0, false, 2, false);
+    }
+    let (segments, _) = cut_in_chunks(&joined(&stream.sent), 7 * PACKET_LEN);
+    assert!(segments.len() >= 4);
+    let tables = &segments[1].body.parts()[0];
+    assert_eq!(tables.len(), 2 * PACKET_LEN);
+    for segment in &segments[1..] {
+        assert_eq!(segment.body.parts()[0].as_ptr(), tables.as_ptr());
+    }
+}
+
+#[test]
+fn packets_straddling_chunks_are_cut_as_whole_packets() {
+    let stream = regular(250, 25);
+    let bytes = joined(&stream.sent);
+    let (reference, _) = cut_in_chunks(&bytes, PACKET_LEN);
+    // Chunks that cut packets anywhere, down to a byte at a time.
+    for chunk_len in [1, 100, 187, 189, 1000, 4096, 7 * PACKET_LEN + 1] {
+        let (segments, _) = cut_in_chunks(&bytes, chunk_len);
+        assert_eq!(segments, reference, "chunks of {chunk_len} bytes");
+        for segment in &segments {
+            for part in segment.body.parts() {
+                assert_eq!(part.len() % PACKET_LEN, 0, "chunks of {chunk_len} bytes");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// However the stream is chunked, the segments are the same bytes: the tables
+    /// inserted, then the input packets, exactly as one packet per push cuts them.
+    #[test]
+    fn segment_bytes_do_not_depend_on_the_chunking(
+        frames in 50u64..400,
+        gop in 10u64..60,
+        chunk_len in 1usize..20_000,
+    ) {
+        let stream = regular(frames, gop);
+        let bytes = joined(&stream.sent);
+        let (reference, _) = cut_in_chunks(&bytes, PACKET_LEN);
+        let (segments, chunks) = cut_in_chunks(&bytes, chunk_len);
+        prop_assert_eq!(&segments, &reference);
+        for segment in &segments {
+            let packets = segment.body.len() / PACKET_LEN - segment.inserted_packets;
+            // A part per chunk spanned at most, not one per packet.
+            prop_assert!(segment.body.parts().len() <= 1 + packets * PACKET_LEN / chunk_len + 2);
+            if chunk_len % PACKET_LEN == 0 {
+                let tables = usize::from(segment.inserted_packets > 0);
+                for part in &segment.body.parts()[tables..] {
+                    prop_assert!(chunks.iter().any(|chunk| within(part, chunk)));
                 }
             }
         }
