@@ -23,6 +23,9 @@ const ENGINE_CHECK_EVERY: Duration = Duration::from_millis(100);
 struct StreamSeen {
     content_id: String,
     ended_at: Option<Duration>,
+    /// Its end was recorded by another instance that took its channel over
+    /// (`owner_lost`).
+    ended_elsewhere: bool,
     /// The instance whose store recorded it (its owner).
     instance: usize,
 }
@@ -167,6 +170,24 @@ impl Checker {
             });
             touches && *start <= at && end.is_none_or(|end| at <= end + self.rules.recovery)
         })
+    }
+
+    /// Whether every trace of a takeover recorded at `from` could be gone from Redis by
+    /// `to`: Redis restarted (empty) in between, and meanwhile an instance was cut off
+    /// from it or crashed (a claimer that could not write its mark again).
+    fn takeover_marks_lost(&self, from: Duration, to: Duration) -> bool {
+        let during = |start: &Duration, end: &Option<Duration>| {
+            *start <= to && end.is_none_or(|end| end >= from)
+        };
+        let redis_restarted = self.fault_log.iter().any(|(key, start, _)| {
+            key.starts_with("crash") && key.contains("redis") && (from..=to).contains(start)
+        });
+        let claimer_away = self.fault_log.iter().any(|(key, start, end)| {
+            ((key.starts_with("partition") && key.contains("redis"))
+                || (key.starts_with("crash") && !key.contains("redis")))
+                && during(start, end)
+        });
+        redis_restarted && claimer_away
     }
 
     /// Counts one exception to `rule` that a fault explains.
@@ -517,11 +538,19 @@ impl Checker {
                         StreamSeen {
                             content_id,
                             ended_at: None,
+                            ended_elsewhere: false,
                             instance: index,
                         },
                     );
                 }
-                EventKind::StreamEnded => match self.streams.get_mut(&id) {
+                EventKind::StreamEnded => {
+                    let marks_lost = self.streams.get(&id).is_some_and(|seen| {
+                        seen.ended_elsewhere
+                            && seen
+                                .ended_at
+                                .is_some_and(|at| self.takeover_marks_lost(at, now))
+                    });
+                    match self.streams.get_mut(&id) {
                     // A dead owner's stream, ended by the instance that took it over.
                     Some(seen)
                         if seen.instance != index
@@ -529,6 +558,7 @@ impl Checker {
                             && seen.ended_at.is_none() =>
                     {
                         seen.ended_at = Some(now);
+                        seen.ended_elsewhere = true;
                         self.caps.owner_lost_ends += 1;
                     }
                     Some(seen) if seen.instance != index => {
@@ -541,11 +571,15 @@ impl Checker {
                             "{prefix}stream_ended for {id} without stream_started"
                         ))
                     }
+                    Some(_) if marks_lost => {
+                        self.waive("a taken-over stream ended again by its returning owner: Redis restarted empty while its claimer could not write its mark again");
+                    }
                     Some(seen) if seen.ended_at.is_some() => {
                         return Err(format!("{prefix}stream_ended twice for {id}"))
                     }
                     Some(seen) => seen.ended_at = Some(now),
-                },
+                    }
+                }
             }
         }
         Ok(())
