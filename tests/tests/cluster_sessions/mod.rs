@@ -1,4 +1,5 @@
-//! Engine sessions across the cluster: `--max-streams-per-engine` holds cluster-wide,
+//! Engine sessions across the cluster: one per channel whatever instance its viewers
+//! use, `--max-streams-per-engine` holds cluster-wide (over one engine and over two),
 //! and the session a killed owner left on its engine is stopped once, by the instance
 //! that takes its channel, which records its end (`owner_lost`).
 
@@ -94,6 +95,83 @@ async fn the_engine_cap_holds_across_instances() {
         .expect("emulator stats");
     assert_eq!(stats["contents"][OTHER]["sessions_started"], 1, "{stats}");
     assert_eq!(stats["contents"][CHANNEL]["sessions_stopped"], 1, "{stats}");
+}
+
+/// Engine sessions started of `content` on the emulator `engine`.
+async fn sessions_started(client: &Client, engine: &Acemux, content: &str) -> u64 {
+    let (_, stats) = client
+        .get(&engine.url("/control/stats"))
+        .await
+        .expect("emulator stats");
+    stats["contents"][content]["sessions_started"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn viewers_spread_over_three_instances_and_two_engines_get_one_session_per_channel() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis = Redis::start(&dir.path().join("redis.log")).await;
+    let engine_a = Acemux::emulate_engine(free_port(), &[], &dir.path().join("engine-a.log")).await;
+    let engine_b = Acemux::emulate_engine(free_port(), &[], &dir.path().join("engine-b.log")).await;
+    let client = Client::new();
+    let second_engine = engine_b.addr.to_string();
+    // One session per engine cluster-wide: the two channels must land on the two
+    // engines, whichever instance opens each.
+    let flags = [
+        "--cluster-lease-ttl",
+        "3s",
+        "--max-streams-per-engine",
+        "1",
+        "--engine",
+        second_engine.as_str(),
+    ];
+    let mut instances = Vec::new();
+    for n in 0..3 {
+        instances.push(instance_with(dir.path(), n, &redis.url(), &engine_a, &flags).await);
+    }
+    let all: Vec<&Acemux> = instances.iter().collect();
+
+    // Each channel watched on every instance, the first viewers on different ones.
+    let mut viewers = Vec::new();
+    for (content, order) in [(CHANNEL, [0, 1, 2]), (OTHER, [2, 0, 1])] {
+        for n in order {
+            viewers.push(Viewer::connect_to(instances[n].addr, content).await);
+        }
+    }
+    let playing = eventually(Duration::from_secs(30), || async {
+        viewers.iter().all(|viewer| viewer.received() > 0)
+    })
+    .await;
+    assert!(playing, "every viewer plays; logs:\n{}", logs(&all));
+
+    for content in [CHANNEL, OTHER] {
+        let a = sessions_started(&client, &engine_a, content).await;
+        let b = sessions_started(&client, &engine_b, content).await;
+        assert_eq!(
+            a + b,
+            1,
+            "one engine session of {content} across both engines (a: {a}, b: {b}); logs:\n{}",
+            logs(&all)
+        );
+    }
+    // One per engine: the cap held cluster-wide.
+    for engine in [&engine_a, &engine_b] {
+        let on = sessions_started(&client, engine, CHANNEL).await
+            + sessions_started(&client, engine, OTHER).await;
+        assert_eq!(
+            on,
+            1,
+            "one session on {}; logs:\n{}",
+            engine.addr,
+            logs(&all)
+        );
+    }
+    let mut held = Vec::new();
+    for acemux in &instances {
+        held.extend(reservations(&client, acemux).await);
+    }
+    assert_eq!(held.len(), 2, "two slots held across the cluster: {held:?}");
 }
 
 #[tokio::test]
