@@ -551,6 +551,9 @@ impl<N: Net> Driver<N> {
                 }
                 message = inbox.recv(), if shutdown.is_none() => match message {
                     Some(Msg::Want { channel, reply }) => {
+                        // A new channel of it takes the entry over: the ended one's
+                        // deferred give-back would end the new one's lease or start.
+                        self.deferred.retain(|ended| *ended != channel);
                         let ticket = TicketId(self.next_ticket);
                         self.next_ticket += 1;
                         self.machine.want(self.clock.now(), ticket, &channel);
