@@ -233,6 +233,13 @@ pub async fn start<N: Net>(
             .clone()
             .unwrap_or_else(|| instance_id_from_seed(restored_seed))
     });
+    // What stops sessions outside a channel (leftovers, a dead owner's) uses.
+    let stop_engines = || EngineClient::new(client.clone(), options.proxy.engine_request_timeout);
+    let stop_config = || acemux_core::channel::EngineCallConfig {
+        request_timeout: options.proxy.engine_request_timeout,
+        planted: options.proxy.planted,
+        ..Default::default()
+    };
     let leftover_check =
         options
             .cluster
@@ -270,12 +277,8 @@ pub async fn start<N: Net>(
             workers.push(tokio::spawn(crate::cluster::orphans::handle_orphans(
                 lifecycle.clone(),
                 orphans_rx,
-                EngineClient::new(client.clone(), options.proxy.engine_request_timeout),
-                acemux_core::channel::EngineCallConfig {
-                    request_timeout: options.proxy.engine_request_timeout,
-                    planted: options.proxy.planted,
-                    ..Default::default()
-                },
+                stop_engines(),
+                stop_config(),
                 metrics.clone(),
                 stopped.clone(),
             )));
@@ -290,12 +293,8 @@ pub async fn start<N: Net>(
                 lifecycle.clone(),
                 (check, cluster.clone()),
                 deferred,
-                EngineClient::new(client.clone(), options.proxy.engine_request_timeout),
-                acemux_core::channel::EngineCallConfig {
-                    request_timeout: options.proxy.engine_request_timeout,
-                    planted: options.proxy.planted,
-                    ..Default::default()
-                },
+                stop_engines(),
+                stop_config(),
                 metrics.clone(),
                 stopped.clone(),
             )));
@@ -304,12 +303,8 @@ pub async fn start<N: Net>(
     workers.push(tokio::spawn(crate::leftovers::end_leftovers(
         lifecycle.clone(),
         leftovers,
-        EngineClient::new(client.clone(), options.proxy.engine_request_timeout),
-        acemux_core::channel::EngineCallConfig {
-            request_timeout: options.proxy.engine_request_timeout,
-            planted: options.proxy.planted,
-            ..Default::default()
-        },
+        stop_engines(),
+        stop_config(),
         metrics.clone(),
         stopped.clone(),
     )));

@@ -217,18 +217,7 @@ impl Slots {
             engine: first.clone(),
             reservation: id.0,
         };
-        let command = self.reserve_command(&first, &value);
-        self.send(
-            now,
-            command,
-            Op::Reserve {
-                ticket,
-                id,
-                rest,
-                first,
-                value,
-            },
-        );
+        self.send_reserve(now, ticket, id, rest, first, value);
     }
 
     /// The session of reservation `id` started: its record is written.
@@ -738,18 +727,7 @@ impl Slots {
                             engine: next.clone(),
                             ..value
                         };
-                        let command = self.reserve_command(&next, &value);
-                        self.send(
-                            now,
-                            command,
-                            Op::Reserve {
-                                ticket,
-                                id,
-                                rest,
-                                first,
-                                value,
-                            },
-                        );
+                        self.send_reserve(now, ticket, id, rest, first, value);
                     }
                     None => self.out.push_back(SlotOutput::Reserved {
                         ticket,
@@ -865,6 +843,31 @@ impl Slots {
                 self.failed("claim", error);
             }
         }
+    }
+
+    /// Asks for a slot on `value.engine` (`first`: the best candidate, `rest`: the
+    /// others still to try).
+    fn send_reserve(
+        &mut self,
+        now: Instant,
+        ticket: u64,
+        id: ReservationId,
+        rest: VecDeque<EngineAddr>,
+        first: EngineAddr,
+        value: SlotValue,
+    ) {
+        let command = self.reserve_command(&value.engine, &value);
+        self.send(
+            now,
+            command,
+            Op::Reserve {
+                ticket,
+                id,
+                rest,
+                first,
+                value,
+            },
+        );
     }
 
     fn reserve_command(&self, engine: &EngineAddr, value: &SlotValue) -> SlotCommand {
