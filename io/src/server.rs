@@ -168,6 +168,9 @@ impl Connection {
         if let Some(direct) = self.direct.clone() {
             match self.first_head(&mut stream, &mut first).await {
                 First::Stream(request) => {
+                    // The head is parsed into `request`: its read buffer is not kept
+                    // for the stream's life (a kilobyte per viewer).
+                    drop(first);
                     direct.serve(&mut stream, request, self.peer).await;
                     return;
                 }
@@ -175,8 +178,9 @@ impl Connection {
                 First::Other => {}
             }
         }
-        self.hyper(JsonParseErrors::with_prefix(stream, first.freeze()))
-            .await;
+        // Boxed: hyper's connection state is large, and inline it would size every
+        // connection's task, the many TS viewers' included, by it.
+        Box::pin(self.hyper(JsonParseErrors::with_prefix(stream, first.freeze()))).await;
     }
 
     /// Reads the connection's first request head far enough to tell whether it is a

@@ -145,14 +145,15 @@ impl DirectStreams {
             }
         };
         self.count(StatusCode::OK, None);
+        let http10 = request.http10;
         let head = stream_head(
-            request.http10,
+            http10,
             &self.app.player.cors.header_lines(request.origin.as_deref()),
         );
-        if let Err(error) = self
-            .write_stream(stream, viewer, &head, request.http10)
-            .await
-        {
+        // Only the framing is needed from here on: the request's strings are not kept
+        // for the stream's life.
+        drop(request);
+        if let Err(error) = self.write_stream(stream, viewer, head, http10).await {
             tracing::debug!(%error, "viewer connection ended");
         }
         let _ = stream.shutdown().await;
@@ -184,25 +185,27 @@ impl DirectStreams {
         &self,
         stream: &mut S,
         mut viewer: ViewerStream,
-        stream_head: &[u8],
+        stream_head: Vec<u8>,
         http10: bool,
     ) -> io::Result<()> {
-        let mut head: Option<&[u8]> = Some(stream_head);
+        // Goes out with the first batch, and is freed then.
+        let mut head = Some(stream_head);
         while let Some(batch) = viewer.next_batch().await {
-            let write = write_batch(stream, head.take(), &batch, !http10);
+            let write = write_batch(stream, head.as_deref(), &batch, !http10);
             tokio::select! {
                 biased;
                 () = viewer.dropped() => return Ok(()),
                 written = write => written?,
             }
+            head = None;
         }
         if viewer.was_dropped() {
             return Ok(());
         }
         // Ended before any media: an empty stream.
         let end = match head {
-            Some(head) if http10 => head.to_vec(),
-            Some(head) => [head, LAST_CHUNK].concat(),
+            Some(head) if http10 => head,
+            Some(head) => [&head[..], LAST_CHUNK].concat(),
             None if http10 => return Ok(()),
             None => LAST_CHUNK.to_vec(),
         };
