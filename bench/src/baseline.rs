@@ -5,6 +5,10 @@
 //! - `GET /ts/<bit/s>`: the emulator's media paced at that rate, in the emulator's
 //!   pieces every [`PACING_INTERVAL`]; a joining client gets the newest piece at once.
 //!   One source per rate, shared by all its clients (a broadcast of [`Bytes`]).
+//!   With `?start=entry`, a joining client gets at once what acemux sends a joining
+//!   player instead: the media from the last place a player can start decoding (the
+//!   PAT before the newest keyframe, [`MediaLoop::entry_point`]) up to the live edge,
+//!   read from the media loop (no ring, no per-client state either).
 //! - `GET /ts-unpaced`: the media, as fast as the client reads it.
 //! - `GET /hls/playlist.m3u8` and `GET /hls/seg/<n>.ts`: a live playlist of 2 s
 //!   segments and their bytes, from memory.
@@ -45,8 +49,25 @@ const SOURCE_IDLE: Duration = Duration::from_secs(2);
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
 struct Source {
-    pieces: broadcast::Sender<Bytes>,
-    newest: Mutex<Bytes>,
+    /// Each piece with its stream offset.
+    pieces: broadcast::Sender<(u64, Bytes)>,
+    live: Mutex<Live>,
+}
+
+/// The newest piece a source sent, and the stream offset after it (the live edge).
+#[derive(Default)]
+struct Live {
+    newest: Bytes,
+    edge: u64,
+}
+
+/// Where a joining client of a paced stream starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    /// At the newest piece.
+    Newest,
+    /// At the last entry point before the live edge (what acemux sends a joiner).
+    Entry,
 }
 
 struct State {
@@ -98,11 +119,17 @@ async fn connection(state: Arc<State>, mut stream: TcpStream) {
                 Ok(_) => {}
             }
         };
-        let path = path.split('?').next().unwrap_or_default().to_owned();
+        let (path, query) = path.split_once('?').unwrap_or((&path, ""));
+        let start = if query.split('&').any(|pair| pair == "start=entry") {
+            Start::Entry
+        } else {
+            Start::Newest
+        };
+        let path = path.to_owned();
         let answered = if let Some(rate) = path.strip_prefix("/ts/") {
             match rate.parse::<u64>() {
                 Ok(rate) if (1_000..=1_000_000_000).contains(&rate) => {
-                    paced(&state, rate, &mut stream).await;
+                    paced(&state, rate, start, &mut stream).await;
                     return;
                 }
                 _ => {
@@ -201,21 +228,33 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn paced(state: &Arc<State>, rate_bps: u64, stream: &mut TcpStream) {
+async fn paced(state: &Arc<State>, rate_bps: u64, start: Start, stream: &mut TcpStream) {
     let (source, mut pieces) = source(state, rate_bps);
-    let newest = source
-        .newest
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let (first, edge) = {
+        let live = source.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = match start {
+            Start::Newest => live.newest.clone(),
+            Start::Entry => {
+                let from = state.media.entry_point(live.edge);
+                state
+                    .media
+                    .read(from, usize::try_from(live.edge - from).unwrap_or(0))
+            }
+        };
+        (first, live.edge)
+    };
     if stream.write_all(STREAM_HEAD).await.is_err() {
         return;
     }
-    if !newest.is_empty() && write_chunk(stream, &newest).await.is_err() {
+    if !first.is_empty() && write_chunk(stream, &first).await.is_err() {
         return;
     }
     // Lagged (fell behind the queue) or closed: the client is done.
-    while let Ok(piece) = pieces.recv().await {
+    while let Ok((offset, piece)) = pieces.recv().await {
+        // Sent between the subscription and the first write: already written.
+        if offset < edge {
+            continue;
+        }
         if write_chunk(stream, &piece).await.is_err() {
             return;
         }
@@ -236,7 +275,7 @@ async fn unpaced(state: &State, stream: &mut TcpStream) {
 }
 
 /// The paced source of `rate_bps` (started on first use) and a subscription to it.
-fn source(state: &Arc<State>, rate_bps: u64) -> (Arc<Source>, broadcast::Receiver<Bytes>) {
+fn source(state: &Arc<State>, rate_bps: u64) -> (Arc<Source>, broadcast::Receiver<(u64, Bytes)>) {
     let mut sources = state.sources.lock().unwrap_or_else(PoisonError::into_inner);
     let source = sources
         .entry(rate_bps)
@@ -244,7 +283,7 @@ fn source(state: &Arc<State>, rate_bps: u64) -> (Arc<Source>, broadcast::Receive
             let (pieces, _) = broadcast::channel(SOURCE_QUEUE);
             let source = Arc::new(Source {
                 pieces,
-                newest: Mutex::new(Bytes::new()),
+                live: Mutex::new(Live::default()),
             });
             tokio::spawn(pace(state.clone(), rate_bps, source.clone()));
             source
@@ -279,10 +318,86 @@ async fn pace(state: Arc<State>, rate_bps: u64, source: Arc<Source>) {
         while sent < due {
             let len = (due - sent).min(MAX_PIECE_BYTES);
             let piece = state.media.read(sent, usize::try_from(len).unwrap_or(0));
+            let offset = sent;
             sent += len;
-            *source.newest.lock().unwrap_or_else(PoisonError::into_inner) = piece.clone();
+            {
+                let mut live = source.live.lock().unwrap_or_else(PoisonError::into_inner);
+                live.newest = piece.clone();
+                live.edge = sent;
+            }
             // No receivers is fine: the source keeps time for the next client.
-            let _ = source.pieces.send(piece);
+            let _ = source.pieces.send((offset, piece));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use acemux_core::ts::packets;
+    use bytes::BytesMut;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use crate::load::Chunked;
+
+    /// The first `want` payload bytes of a paced stream at `path`.
+    async fn first_bytes(addr: std::net::SocketAddr, path: &str, want: usize) -> Vec<u8> {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await
+            .expect("request");
+        let mut wire = BytesMut::new();
+        let head_end = loop {
+            assert!(stream.read_buf(&mut wire).await.expect("read") > 0);
+            if let Some(at) = wire.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        assert!(wire.starts_with(b"HTTP/1.1 200"), "{wire:?}");
+        let mut chunked = Chunked::default();
+        let mut payload = Vec::new();
+        chunked
+            .feed(&wire[head_end..], |bytes| payload.extend_from_slice(bytes))
+            .expect("chunked framing");
+        let mut buffer = vec![0u8; 64 * 1024];
+        while payload.len() < want {
+            let read = stream.read(&mut buffer).await.expect("read");
+            assert!(read > 0, "the stream ended");
+            chunked
+                .feed(&buffer[..read], |bytes| payload.extend_from_slice(bytes))
+                .expect("chunked framing");
+        }
+        payload
+    }
+
+    #[tokio::test]
+    async fn a_joiner_starting_at_an_entry_point_gets_a_pat_then_a_keyframe() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(super::serve(listener));
+        // A first client starts the source; the joiner comes a second later.
+        let holder = tokio::spawn(first_bytes(addr, "/ts/1000000", 200_000));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let burst = first_bytes(addr, "/ts/1000000?start=entry", 64 * 1024).await;
+        let packets: Vec<_> = packets(&burst).collect();
+        // The media's entry points: a PAT before a keyframe, or its very start, where
+        // only tables (SDT, PAT, PMT) precede the first keyframe.
+        assert!(
+            packets[0].pid() < 0x20,
+            "an entry point starts with tables, not pid {:#x}",
+            packets[0].pid()
+        );
+        let pat = packets.iter().position(|packet| packet.starts_pat());
+        let keyframe = packets
+            .iter()
+            .position(|packet| packet.starts_video_keyframe());
+        assert!(
+            matches!((pat, keyframe), (Some(pat), Some(keyframe)) if pat < keyframe),
+            "a PAT, then a keyframe, in what is sent at once: {pat:?}, {keyframe:?}"
+        );
+        holder.abort();
     }
 }

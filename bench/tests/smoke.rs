@@ -102,6 +102,18 @@ fn join_reports_first_byte_times() {
 }
 
 #[test]
+fn join_storm_reports_every_crowd() {
+    let out = run(&["join-storm", "--viewers", "20"]);
+    for side in ["acemux", "baseline", "baseline_newest_piece"] {
+        assert_eq!(out[side]["served"].as_u64(), Some(20), "{side}: {out}");
+        positive(&out, &format!("/{side}/join_ttfb/p99_ms"));
+    }
+    assert_eq!(out["baseline"]["start"], "entry", "{out}");
+    positive(&out, "/ratios/join_ttfb_p99");
+    positive(&out, "/ratios/join_ttfb_p99_against_newest_piece");
+}
+
+#[test]
 fn hls_reports_playlist_and_segment_latency() {
     let out = run(&["hls", "--viewers", "5", "--seconds", "2", "--rate", "50"]);
     // Once per HLS source: the engine's own, and the segments cut from TS.
