@@ -8,17 +8,22 @@
 //! channel drops it after the stall timeout (or when it falls out of the ring).
 //!
 //! The slot is a few words behind one lock, not a queue: a crowd of ten thousand
-//! viewers costs ten thousand of them.
+//! viewers costs ten thousand of them. Its one reader is the viewer's task, so a change
+//! wakes that task through one waker slot (no waiter list to lock): a wait checks the
+//! slot, registers its waker, and checks again.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 
 use acemux_core::channel::StartFailure;
 use acemux_core::fanout::ViewerId;
 use axum::body::Body;
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use super::{ChannelKey, ChannelMsg, JoinError};
 use crate::metrics::{ChannelLabels, Metrics};
@@ -61,7 +66,7 @@ struct SlotState {
 pub(super) struct Slot {
     state: Mutex<SlotState>,
     /// Wakes the viewer's one task after every change.
-    changed: Notify,
+    changed: AtomicWaker,
 }
 
 impl Slot {
@@ -93,7 +98,7 @@ impl Slot {
         }
         state.batches += 1;
         drop(state);
-        self.changed.notify_one();
+        self.changed.wake();
         true
     }
 
@@ -105,27 +110,49 @@ impl Slot {
         }
         let gone = state.gone;
         drop(state);
-        self.changed.notify_one();
+        self.changed.wake();
         !gone
+    }
+
+    /// Resolves with what `check` finds in the slot, once it finds something: checked
+    /// now, and again after every change. Only the viewer's own task waits on a slot.
+    async fn until<T>(&self, mut check: impl FnMut(&Slot) -> Option<T>) -> T {
+        poll_fn(|cx| {
+            if let Some(found) = check(self) {
+                return Poll::Ready(found);
+            }
+            self.changed.register(cx.waker());
+            // A change between the first check and the registration woke nobody.
+            match check(self) {
+                Some(found) => Poll::Ready(found),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Waits for the first media: the serving channel's mailbox, or how the join ended.
     async fn started(&self) -> Result<mpsc::Sender<ChannelMsg>, End> {
-        loop {
-            {
-                let state = self.state();
-                if let Some(serving) = &state.serving {
-                    return Ok(serving.clone());
-                }
-                if let Some(end) = &state.end {
-                    return Err(end.clone());
-                }
+        self.until(|slot| {
+            let state = slot.state();
+            if let Some(serving) = &state.serving {
+                return Some(Ok(serving.clone()));
             }
-            self.changed.notified().await;
-        }
+            state.end.clone().map(Err)
+        })
+        .await
     }
 
     /// What is handed over now: media, else the end, else nothing yet.
+    /// Waits until something is handed over (media or the end).
+    async fn handed(&self) {
+        self.until(|slot| {
+            let state = slot.state();
+            (!state.chunks.is_empty() || state.end.is_some()).then_some(())
+        })
+        .await;
+    }
+
     fn take(&self) -> Taken {
         let mut state = self.state();
         if let Some(end @ End::Dropped(_)) = &state.end {
@@ -283,7 +310,7 @@ impl ViewerStream {
                         }
                         self.asked = true;
                     }
-                    self.guard.slot.changed.notified().await;
+                    self.guard.slot.handed().await;
                 }
             }
         }
@@ -291,9 +318,10 @@ impl ViewerStream {
 
     /// Resolves once the channel drops the viewer: a write in progress is abandoned.
     pub async fn dropped(&self) {
-        while !self.guard.slot.dropped_now() {
-            self.guard.slot.changed.notified().await;
-        }
+        self.guard
+            .slot
+            .until(|slot| slot.dropped_now().then_some(()))
+            .await;
     }
 
     /// Whether the stream ended because the channel dropped the viewer (rather than
