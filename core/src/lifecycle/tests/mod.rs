@@ -1,6 +1,8 @@
-//! Tests of the lifecycle registry: behaviour by behaviour in `unit`, and a
-//! model-based property test in `model`.
+//! Tests of the lifecycle registry: behaviour by behaviour in `unit`, what it takes in
+//! (field validation, the JSON bodies) in `input`, and a model-based property test in
+//! `model`.
 
+mod input;
 mod model;
 mod unit;
 
