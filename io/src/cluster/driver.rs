@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use acemux_core::cluster::{
-    Input, Leases, Notice, Output, ReservationId, Route, SlotNotice, SlotOutput, Slots, TicketId,
+    Input, Leases, Notice, OpId, Output, ReservationId, Route, SlotNotice, SlotOutput, Slots,
+    TicketId,
 };
 use acemux_core::lifecycle::EngineAddr;
 use acemux_core::machine::Machine as _;
@@ -19,7 +20,7 @@ use crate::clock::Clock;
 use crate::metrics::{LeaseEventLabels, Metrics, RedisCallLabels, SlotEventLabels};
 use crate::net::Net;
 
-type Replies<T> = mpsc::UnboundedSender<(acemux_core::cluster::OpId, Result<T, String>)>;
+type Replies<T> = mpsc::UnboundedSender<(OpId, Result<T, String>)>;
 
 pub(super) struct Driver<N: Net> {
     machine: Leases,
@@ -187,6 +188,21 @@ impl<N: Net> Driver<N> {
         }
     }
 
+    /// Performs one of a machine's Redis commands on a task of its own (its timeout
+    /// bounds it); the answer comes back on `replies` under `op`.
+    fn call<T, F, Fut>(&self, op: OpId, replies: &Replies<T>, command: F)
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<RedisClient<N>>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>> + Send + 'static,
+    {
+        let answer = command(self.redis.clone());
+        let replies = replies.clone();
+        tokio::spawn(async move {
+            let _ = replies.send((op, answer.await));
+        });
+    }
+
     fn perform_slots(&mut self, replies: &Replies<acemux_core::cluster::SlotReply>) {
         while let Some(output) = self.slots.poll_output() {
             match output {
@@ -194,14 +210,9 @@ impl<N: Net> Driver<N> {
                     op,
                     command,
                     timeout,
-                } => {
-                    let redis = self.redis.clone();
-                    let replies = replies.clone();
-                    tokio::spawn(async move {
-                        let result = redis.perform_slot(&command, timeout).await;
-                        let _ = replies.send((op, result));
-                    });
-                }
+                } => self.call(op, replies, move |redis| async move {
+                    redis.perform_slot(&command, timeout).await
+                }),
                 SlotOutput::Reserved { ticket, reserved } => {
                     if let Some(reply) = self.reservations.remove(&ticket) {
                         if let Err(Some((id, _))) = reply.send(reserved) {
@@ -309,14 +320,9 @@ impl<N: Net> Driver<N> {
                     op,
                     command,
                     timeout,
-                } => {
-                    let redis = self.redis.clone();
-                    let replies = replies.clone();
-                    tokio::spawn(async move {
-                        let result = redis.perform(&command, timeout).await;
-                        let _ = replies.send((op, result));
-                    });
-                }
+                } => self.call(op, replies, move |redis| async move {
+                    redis.perform(&command, timeout).await
+                }),
                 Output::Route { ticket, route } => {
                     if let Some((_, reply)) = self.tickets.remove(&ticket) {
                         let _ = reply.send(route);
