@@ -143,7 +143,6 @@ impl Slot {
         .await
     }
 
-    /// What is handed over now: media, else the end, else nothing yet.
     /// Waits until something is handed over (media or the end).
     async fn handed(&self) {
         self.until(|slot| {
@@ -153,6 +152,7 @@ impl Slot {
         .await;
     }
 
+    /// What is handed over now: media, else the end, else nothing yet.
     fn take(&self) -> Taken {
         let mut state = self.state();
         if let Some(end @ End::Dropped(_)) = &state.end {
