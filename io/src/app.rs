@@ -338,7 +338,7 @@ pub async fn start<N: Net>(
                         channel = lost.recv() => channel,
                     };
                     match channel {
-                        Some((channel, act)) => proxy.lease_lost(&channel, act).await,
+                        Some(channel) => proxy.lease_lost(&channel).await,
                         None => return,
                     }
                 }

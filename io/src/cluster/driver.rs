@@ -246,7 +246,7 @@ impl<N: Net> Driver<N> {
                         tracing::warn!(%channel, "a newer owner has taken over this channel's session: leaving its stop and its end to it");
                         self.slot_event("lost_handled_elsewhere");
                     }
-                    let _ = self.sinks.lost.send((channel, act));
+                    let _ = self.sinks.lost.send(channel);
                 }
                 SlotOutput::Notice(notice) => self.slot_notice(notice),
             }

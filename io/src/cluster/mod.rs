@@ -252,9 +252,10 @@ pub struct ReservationView {
 /// Where the driver sends what the proxy and the lifecycle act on.
 #[derive(Clone, Debug)]
 pub struct ClusterSinks {
-    /// Channels whose lease another instance took, with whether this instance still
-    /// stops their session and records its end (`false`: a newer owner does).
-    pub lost: mpsc::UnboundedSender<(String, bool)>,
+    /// Channels whose lease another instance took, once the slot machine has decided
+    /// who stops the session they ran (each session's own end asks it again: a session
+    /// opened after the decision is this instance's to stop).
+    pub lost: mpsc::UnboundedSender<String>,
     /// Sessions of dead owners this instance claimed: stop each, record its end.
     pub orphans: mpsc::UnboundedSender<SessionRecord>,
 }

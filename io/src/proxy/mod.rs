@@ -139,12 +139,9 @@ enum ChannelMsg {
     /// An HLS player waits for the first playlist.
     WaitReady { reply: oneshot::Sender<WaitAnswer> },
     /// Stop the channel; `done` is answered once its `stream_ended` is applied.
-    /// `disowned` (cluster mode): a newer owner stops its engine session and records
-    /// its end; neither happens here.
     Stop {
         reason: EndReason,
         done: oneshot::Sender<()>,
-        disowned: bool,
     },
 }
 
@@ -239,9 +236,10 @@ impl<N: Net> Proxy<N> {
 
     /// Cluster mode: another instance owns `channel` (as named in logs) now: the
     /// channel here is stopped (its viewers reconnect and are relayed from the owner).
-    /// `act`: this instance stops its engine session and records its end; otherwise
-    /// the newer owner has claimed both.
-    pub async fn lease_lost(&self, channel: &str, act: bool) {
+    /// Each of its sessions is stopped and its end recorded here unless the newer owner
+    /// claimed that session's record (the slot machine answers per session: one opened
+    /// while the loss was being decided was never claimed, and is stopped here).
+    pub async fn lease_lost(&self, channel: &str) {
         let mailbox = self
             .channels()
             .iter()
@@ -254,7 +252,6 @@ impl<N: Net> Proxy<N> {
         let stop = ChannelMsg::Stop {
             reason: EndReason::from("lease_lost"),
             done,
-            disowned: !act,
         };
         if mailbox.send(stop).await.is_ok() {
             let _ = stopped.await;
@@ -557,11 +554,7 @@ impl<N: Net> Proxy<N> {
         if let Some(mailbox) = mailbox {
             let (done, stopped) = oneshot::channel();
             if mailbox
-                .send(ChannelMsg::Stop {
-                    reason,
-                    done,
-                    disowned: false,
-                })
+                .send(ChannelMsg::Stop { reason, done })
                 .await
                 .is_ok()
             {
@@ -621,7 +614,6 @@ impl<N: Net> Proxy<N> {
             let stop = ChannelMsg::Stop {
                 reason: EndReason::Shutdown,
                 done,
-                disowned: false,
             };
             if mailbox.send(stop).await.is_ok() {
                 waits.push(stopped);

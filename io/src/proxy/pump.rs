@@ -105,8 +105,6 @@ pub(super) struct ChannelTask<N: Net, F: Format<N>> {
     picks: (mpsc::Sender<Picked>, mpsc::Receiver<Picked>),
     /// Cluster mode: the engine slots the channel holds.
     reservations: Vec<Reservation>,
-    /// Cluster mode: a newer owner stops the session and records its end.
-    disowned: bool,
     /// Cluster mode: whether this instance stops each owned session and records its end.
     decisions: ends::Decisions,
     /// Where those answers come.
@@ -153,7 +151,6 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
             routes: mpsc::channel(1),
             picks: mpsc::channel(1),
             reservations: Vec::new(),
-            disowned: false,
             decisions: ends::Decisions::new(),
             decided: mpsc::unbounded_channel(),
         }
@@ -375,12 +372,7 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
 
     fn message(&mut self, now: acemux_core::Instant, message: ChannelMsg) {
         match message {
-            ChannelMsg::Stop {
-                reason,
-                done,
-                disowned,
-            } => {
-                self.disowned |= disowned;
+            ChannelMsg::Stop { reason, done } => {
                 self.stop_waiters.push(done);
                 let input = if reason == acemux_core::lifecycle::EndReason::Shutdown {
                     Input::Shutdown

@@ -41,9 +41,6 @@ impl<N: Net, F: Format<N>> ChannelTask<N, F> {
     /// The answer for the session of `command_url`: known, or `None` while asked (asked
     /// now if it was not).
     fn owner_decision(&mut self, command_url: &str) -> Option<bool> {
-        if self.disowned {
-            return Some(false);
-        }
         match self.decisions.get(command_url) {
             Some(Decision::Made(act)) => return Some(*act),
             Some(Decision::Pending { .. }) => return None,
