@@ -74,8 +74,15 @@ enum State {
         /// The channel ended meanwhile: give back whatever the reply brings.
         finished: bool,
     },
-    /// Holding it.
-    Held { mine: Holder, expires: Instant },
+    /// Holding it; `expires` as last confirmed. `waiters`: channels that want a new
+    /// engine session while that has passed (another instance may hold the lease now):
+    /// answered by the next renewal's reply, or [`Route::Local`] at `wait_until`.
+    Held {
+        mine: Holder,
+        expires: Instant,
+        waiters: Vec<TicketId>,
+        wait_until: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -126,14 +133,30 @@ impl Leases {
     }
 
     /// A channel wants an engine session: where should it get its media? Answered with
-    /// [`Output::Route`] for `ticket`, at once when the lease is held (or the channel
-    /// runs without one), else when Redis answers, by `wait_for_redis` at the latest.
+    /// [`Output::Route`] for `ticket`, at once when the lease is held and confirmed
+    /// (or the channel runs without one), else when Redis answers, by `wait_for_redis`
+    /// at the latest. A held lease whose confirmed expiry has passed (renewals failed)
+    /// is renewed first: a session is never opened on a fencing number another
+    /// instance may have superseded meanwhile.
     pub fn want(&mut self, now: Instant, ticket: TicketId, channel: &str) {
         if let Some(entry) = self.channels.get_mut(channel) {
             match &mut entry.state {
-                State::Held { mine, .. } => {
+                State::Held { mine, expires, .. } if *expires > now => {
                     let fencing = mine.fencing;
                     self.route(ticket, Route::Own { fencing });
+                }
+                State::Held {
+                    waiters,
+                    wait_until,
+                    ..
+                } => {
+                    if waiters.is_empty() {
+                        *wait_until = now + self.config.wait_for_redis;
+                    }
+                    waiters.push(ticket);
+                    // Asked now, not at the next backoff step.
+                    entry.next = Some(now);
+                    self.send_due(now, channel);
                 }
                 State::Acquiring {
                     local: true,
@@ -254,7 +277,7 @@ impl Leases {
         self.channels
             .iter()
             .filter_map(|(channel, entry)| match &entry.state {
-                State::Held { mine, expires } => Some(HeldLease {
+                State::Held { mine, expires, .. } => Some(HeldLease {
                     channel: channel.clone(),
                     fencing: mine.fencing,
                     expires: *expires,
@@ -503,7 +526,12 @@ impl Leases {
                     .has(crate::planted::Bug::LeaseNotRenewed))
                 .then(|| now + self.config.renew_every);
                 if let Some(entry) = self.channels.get_mut(channel) {
-                    entry.state = State::Held { mine, expires };
+                    entry.state = State::Held {
+                        mine,
+                        expires,
+                        waiters: Vec::new(),
+                        wait_until: now,
+                    };
                     entry.next = renew_at;
                 }
             }
@@ -513,15 +541,14 @@ impl Leases {
                 if finished {
                     return;
                 }
+                for ticket in waiters {
+                    self.route(ticket, Route::Relay(holder.clone()));
+                }
                 if local {
                     self.out.push_back(Output::Lost {
                         channel: channel.to_owned(),
                         owner: Some(holder),
                     });
-                    return;
-                }
-                for ticket in waiters {
-                    self.route(ticket, Route::Relay(holder.clone()));
                 }
             }
             other => {
@@ -559,7 +586,13 @@ impl Leases {
         result: Result<Reply, String>,
     ) {
         let Some(Entry {
-            state: State::Held { mine, expires },
+            state:
+                State::Held {
+                    mine,
+                    expires,
+                    waiters,
+                    wait_until,
+                },
             next,
             ..
         }) = self.channels.get_mut(channel)
@@ -570,23 +603,33 @@ impl Leases {
             Ok(Reply::Kept) => {
                 *expires = sent + self.config.ttl;
                 *next = Some(now + self.config.renew_every);
+                let fencing = mine.fencing;
+                for ticket in std::mem::take(waiters) {
+                    self.route(ticket, Route::Own { fencing });
+                }
             }
             Ok(Reply::Gone(Some(holder))) if holder != *mine => {
+                let waiters = std::mem::take(waiters);
                 self.seen(channel, holder.fencing);
                 self.channels.remove(channel);
+                for ticket in waiters {
+                    self.route(ticket, Route::Relay(holder.clone()));
+                }
                 self.out.push_back(Output::Lost {
                     channel: channel.to_owned(),
                     owner: Some(holder),
                 });
             }
             Ok(Reply::Gone(_)) => {
-                // Expired (or Redis restarted): the channel runs here, take it again.
+                // Expired (or Redis restarted): the channel runs here, take it again;
+                // who waits for a session gets the lease's new number.
+                let (waiters, wait_until) = (std::mem::take(waiters), *wait_until);
                 if let Some(entry) = self.channels.get_mut(channel) {
                     entry.state = State::Acquiring {
                         step: Step::Acquire,
                         stale: None,
-                        waiters: Vec::new(),
-                        wait_until: now,
+                        waiters,
+                        wait_until,
                         local: true,
                         finished: false,
                     };
@@ -631,22 +674,27 @@ impl crate::machine::Machine for Leases {
             .collect();
         for channel in channels {
             let mut fallback = Vec::new();
-            if let Some(Entry {
-                state:
-                    State::Acquiring {
-                        waiters,
-                        wait_until,
-                        local,
-                        finished: false,
-                        ..
-                    },
-                ..
-            }) = self.channels.get_mut(&channel)
+            match self
+                .channels
+                .get_mut(&channel)
+                .map(|entry| &mut entry.state)
             {
-                if !*local && *wait_until <= now {
+                Some(State::Acquiring {
+                    waiters,
+                    wait_until,
+                    local,
+                    finished: false,
+                    ..
+                }) if *wait_until <= now && (!*local || !waiters.is_empty()) => {
                     *local = true;
                     fallback = std::mem::take(waiters);
                 }
+                Some(State::Held {
+                    waiters,
+                    wait_until,
+                    ..
+                }) if *wait_until <= now => fallback = std::mem::take(waiters),
+                _ => {}
             }
             if !fallback.is_empty() {
                 self.notice(Notice::LocalFallback {
@@ -672,11 +720,17 @@ impl crate::machine::Machine for Leases {
                 let next = entry.next.filter(|_| entry.op.is_none());
                 let wait = match &entry.state {
                     State::Acquiring {
+                        waiters,
                         wait_until,
-                        local: false,
+                        local,
                         finished: false,
                         ..
-                    } => Some(*wait_until),
+                    } if !*local || !waiters.is_empty() => Some(*wait_until),
+                    State::Held {
+                        waiters,
+                        wait_until,
+                        ..
+                    } if !waiters.is_empty() => Some(*wait_until),
                     _ => None,
                 };
                 [next, wait]

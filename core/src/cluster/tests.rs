@@ -456,3 +456,139 @@ fn lease_values_round_trip_and_garbage_is_no_lease() {
     assert_eq!(Holder::decode("not json"), None);
     assert_eq!(Holder::decode("{}"), None);
 }
+
+/// A machine holding channel `a` with fencing 1 (confirmed until 9 s), asked for a new
+/// session at 9.5 s: its renewals have not been answered since, so the lease may be
+/// another instance's now. Returns the renewal sent for the question.
+fn asked_after_the_lease_lapsed() -> (Leases, OpId) {
+    let (mut leases, _) = holding(1);
+    leases.want(at(9500), TicketId(2), "a");
+    let outputs = drain(&mut leases);
+    assert!(
+        routes(&outputs).is_empty(),
+        "no session on a lapsed lease before Redis confirms it: {outputs:?}"
+    );
+    let (op, cmd) = command(&outputs);
+    assert!(matches!(cmd, Command::Renew { mine: ref held, .. } if *held == mine(1)));
+    (leases, op)
+}
+
+#[test]
+fn a_session_wanted_under_a_confirmed_lease_is_opened_at_once() {
+    let (mut leases, _) = holding(1);
+    leases.want(at(8999), TicketId(2), "a");
+    assert_eq!(
+        drain(&mut leases),
+        [Output::Route {
+            ticket: TicketId(2),
+            route: Route::Own { fencing: 1 }
+        }]
+    );
+}
+
+#[test]
+fn a_session_wanted_after_the_lease_lapsed_waits_for_its_renewal() {
+    let (mut leases, op) = asked_after_the_lease_lapsed();
+    assert_eq!(
+        leases.poll_timeout(),
+        Some(at(11_500)),
+        "bounded by the wait"
+    );
+    reply(&mut leases, at(9600), op, Ok(Reply::Kept));
+    assert_eq!(
+        routes(&drain(&mut leases)),
+        [(TicketId(2), Route::Own { fencing: 1 })]
+    );
+    assert_eq!(leases.poll_timeout(), Some(at(12_600)), "renewed as usual");
+}
+
+#[test]
+fn a_lapsed_lease_another_instance_took_relays_the_session_and_loses_the_channel() {
+    let (mut leases, op) = asked_after_the_lease_lapsed();
+    reply(&mut leases, at(9600), op, Ok(Reply::Gone(Some(other(4)))));
+    assert_eq!(
+        drain(&mut leases),
+        [
+            Output::Route {
+                ticket: TicketId(2),
+                route: Route::Relay(other(4))
+            },
+            Output::Lost {
+                channel: "a".into(),
+                owner: Some(other(4))
+            }
+        ]
+    );
+    assert_eq!(leases.highest_fencing("a"), Some(4));
+}
+
+#[test]
+fn a_lapsed_lease_gone_from_redis_is_taken_again_before_the_session() {
+    let (mut leases, op) = asked_after_the_lease_lapsed();
+    reply(&mut leases, at(9600), op, Ok(Reply::Gone(None)));
+    let outputs = drain(&mut leases);
+    assert!(routes(&outputs).is_empty(), "{outputs:?}");
+    let (op, cmd) = command(&outputs);
+    assert!(matches!(cmd, Command::Acquire { .. }));
+    reply(
+        &mut leases,
+        at(9700),
+        op,
+        Ok(Reply::Acquired { fencing: 5 }),
+    );
+    assert_eq!(
+        routes(&drain(&mut leases)),
+        [(TicketId(2), Route::Own { fencing: 5 })],
+        "the session carries the new number, never the old one"
+    );
+}
+
+#[test]
+fn a_lapsed_lease_taken_again_by_another_relays_the_session() {
+    let (mut leases, op) = asked_after_the_lease_lapsed();
+    reply(&mut leases, at(9600), op, Ok(Reply::Gone(None)));
+    let (op, _) = command(&drain(&mut leases));
+    reply(&mut leases, at(9700), op, Ok(Reply::Taken(Some(other(6)))));
+    assert_eq!(
+        drain(&mut leases),
+        [
+            Output::Route {
+                ticket: TicketId(2),
+                route: Route::Relay(other(6))
+            },
+            Output::Lost {
+                channel: "a".into(),
+                owner: Some(other(6))
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_lapsed_lease_redis_does_not_confirm_starts_the_session_locally_after_the_wait() {
+    let (mut leases, op) = asked_after_the_lease_lapsed();
+    reply(&mut leases, at(10_500), op, Err("timed out".into()));
+    drain(&mut leases);
+    leases.handle_timeout(at(11_000));
+    let (op, _) = command(&drain(&mut leases));
+    leases.handle_timeout(at(11_499));
+    assert!(routes(&drain(&mut leases)).is_empty());
+    leases.handle_timeout(at(11_500));
+    assert_eq!(
+        drain(&mut leases),
+        [
+            Output::Notice(Notice::LocalFallback {
+                channel: "a".into()
+            }),
+            Output::Route {
+                ticket: TicketId(2),
+                route: Route::Local
+            }
+        ]
+    );
+    assert!(leases.holds("a"), "the running channel keeps its lease");
+    // Confirmed later: nobody waits any more.
+    reply(&mut leases, at(11_600), op, Ok(Reply::Kept));
+    assert!(routes(&drain(&mut leases)).is_empty());
+    assert_eq!(leases.poll_timeout(), Some(at(14_600)));
+}
