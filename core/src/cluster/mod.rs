@@ -24,6 +24,11 @@
 //!   driver stops the channel's engine session. A renewal that finds no lease at all
 //!   (it expired while Redis was unreachable, or Redis restarted) takes it again; if
 //!   another instance was faster, that is a loss too.
+//! - A held lease whose confirmed expiry has passed (renewals unanswered) may be
+//!   another instance's now: a channel wanting a new session on it waits for a renewal
+//!   (kept: [`Route::Own`]; taken: [`Route::Relay`] and [`Output::Lost`]; gone: taken
+//!   again, with a new fencing number), or [`Route::Local`] after `wait_for_redis`.
+//!   A session is never opened on a fencing number that may have been superseded.
 //! - A channel that ended releases its lease (only if it still holds it).
 //! - Redis unreachable never stops a running channel: renewals are retried, and the
 //!   channel keeps serving. Ownership converges when Redis answers again.
