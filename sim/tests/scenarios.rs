@@ -133,7 +133,12 @@ fn acemux_restart() {
 
 #[test]
 fn cluster() {
-    pinned(scenarios::cluster, &[1, 2]);
+    // The last seed's owner, cut off from Redis, lost its channel while its engine
+    // session was gone: it opened a new session on its lapsed lease and, once told a
+    // newer owner had taken the old one over, left the new one running too (fixed: a
+    // lapsed lease is renewed before a session opens on it, and an owner's end
+    // decisions are per session).
+    pinned(scenarios::cluster, &[1, 2, 10493525914429643960]);
 }
 
 #[test]
