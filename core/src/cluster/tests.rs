@@ -473,6 +473,21 @@ fn asked_after_the_lease_lapsed() -> (Leases, OpId) {
     (leases, op)
 }
 
+/// What a session asked for at ticket 2 gets when `holder` has taken channel `a`: it
+/// relays from `holder`, and the channel is lost here.
+fn relayed_and_lost(holder: Holder) -> [Output; 2] {
+    [
+        Output::Route {
+            ticket: TicketId(2),
+            route: Route::Relay(holder.clone()),
+        },
+        Output::Lost {
+            channel: "a".into(),
+            owner: Some(holder),
+        },
+    ]
+}
+
 #[test]
 fn a_session_wanted_under_a_confirmed_lease_is_opened_at_once() {
     let (mut leases, _) = holding(1);
@@ -506,19 +521,7 @@ fn a_session_wanted_after_the_lease_lapsed_waits_for_its_renewal() {
 fn a_lapsed_lease_another_instance_took_relays_the_session_and_loses_the_channel() {
     let (mut leases, op) = asked_after_the_lease_lapsed();
     reply(&mut leases, at(9600), op, Ok(Reply::Gone(Some(other(4)))));
-    assert_eq!(
-        drain(&mut leases),
-        [
-            Output::Route {
-                ticket: TicketId(2),
-                route: Route::Relay(other(4))
-            },
-            Output::Lost {
-                channel: "a".into(),
-                owner: Some(other(4))
-            }
-        ]
-    );
+    assert_eq!(drain(&mut leases), relayed_and_lost(other(4)));
     assert_eq!(leases.highest_fencing("a"), Some(4));
 }
 
@@ -549,19 +552,7 @@ fn a_lapsed_lease_taken_again_by_another_relays_the_session() {
     reply(&mut leases, at(9600), op, Ok(Reply::Gone(None)));
     let (op, _) = command(&drain(&mut leases));
     reply(&mut leases, at(9700), op, Ok(Reply::Taken(Some(other(6)))));
-    assert_eq!(
-        drain(&mut leases),
-        [
-            Output::Route {
-                ticket: TicketId(2),
-                route: Route::Relay(other(6))
-            },
-            Output::Lost {
-                channel: "a".into(),
-                owner: Some(other(6))
-            }
-        ]
-    );
+    assert_eq!(drain(&mut leases), relayed_and_lost(other(6)));
 }
 
 #[test]
